@@ -1,0 +1,18 @@
+//! # passuntil-evals: experiments
+//!
+//! The measuring half of passuntil and the library behind the `pass-until` command. The
+//! binary only parses arguments and calls functions here.
+//!
+//! - [`inspect`]: what a GGUF file holds: metadata (long arrays summarised), the tensor table
+//!   and totals by type, as text or JSON.
+//!
+//! ```no_run
+//! let path = engine::models::resolve("smollm2-135m", &mut |m| eprintln!("{m}"))?;
+//! let report = evals::inspect::inspect(&path)?;
+//! println!("{}", report.summary.architecture);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod inspect;

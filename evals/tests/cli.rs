@@ -1,0 +1,104 @@
+//! The `pass-until` binary: `inspect` on the default model (fetched on first use), `models`,
+//! and clear errors for bad arguments and bad files.
+
+use std::process::Command;
+
+fn pass_until(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pass-until"))
+        .args(args)
+        .output()
+        .expect("run pass-until");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn inspect_default_model_json() {
+    let (ok, stdout, stderr) = pass_until(&["inspect", "smollm2-135m", "--json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 272);
+    assert_eq!(v["summary"]["architecture"], "llama");
+    assert_eq!(v["summary"]["block_count"], 30);
+    assert_eq!(v["summary"]["embedding_length"], 576);
+    assert_eq!(v["summary"]["head_count"], 9);
+    assert_eq!(v["summary"]["head_count_kv"], 3);
+    assert_eq!(v["summary"]["vocab_size"], 49152);
+    let emb = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "token_embd.weight")
+        .unwrap();
+    assert_eq!(emb["type"], "q8_0");
+    assert_eq!(emb["shape"], serde_json::json!([576, 49152]));
+    let totals: Vec<(String, u64)> = v["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["type"].as_str().unwrap().to_owned(),
+                t["tensors"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        totals,
+        [("q4_1".into(), 210), ("q8_0".into(), 1), ("f32".into(), 61)]
+    );
+
+    // The text form has the same facts.
+    let (ok, text, _) = pass_until(&["inspect", "smollm2-135m"]);
+    assert!(ok);
+    assert!(text.contains("tensors (272):"), "{text}");
+    assert!(text.contains("576 × 49152"));
+    assert!(text.contains("(49152 items)"));
+}
+
+#[test]
+fn models_list_names_the_known_models() {
+    let (ok, stdout, stderr) = pass_until(&["models", "list", "--json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["smollm2-135m", "gemma3-270m"]);
+    let (ok, text, _) = pass_until(&["models"]);
+    assert!(ok);
+    assert!(text.contains("smollm2-135m (default)"), "{text}");
+}
+
+#[test]
+fn bad_arguments_and_files_give_clear_errors() {
+    let (ok, _, stderr) = pass_until(&["inspect", "no-such-model"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("not a file and not a known model"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("smollm2-135m"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(
+        &bad,
+        b"GGUF\x03\0\0\0\xff\xff\xff\xff\xff\xff\xff\xff\0\0\0\0\0\0\0\0",
+    )
+    .unwrap();
+    let (ok, _, stderr) = pass_until(&["inspect", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("bad.gguf"), "{stderr}");
+    assert!(stderr.contains("tensor count"), "{stderr}");
+
+    let (ok, _, stderr) = pass_until(&["models", "fetch", "nope"]);
+    assert!(!ok);
+    assert!(stderr.contains("unknown model 'nope'"), "{stderr}");
+}
