@@ -9,7 +9,7 @@
 //! every tensor lies aligned, inside the file, without overlapping another. After that,
 //! [`TensorView`]s are plain slices of the file.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 
 use memmap2::Mmap;
@@ -65,6 +65,7 @@ pub struct Gguf<B> {
     data_offset: u64,
     metadata: Metadata,
     tensors: Vec<TensorInfo>,
+    by_name: HashMap<String, usize>,
 }
 
 /// A GGUF file on disk, memory-mapped.
@@ -94,6 +95,7 @@ impl<B: AsRef<[u8]>> Gguf<B> {
             data_offset: parsed.data_offset,
             metadata: parsed.metadata,
             tensors: parsed.tensors,
+            by_name: parsed.by_name,
         })
     }
 
@@ -134,10 +136,9 @@ impl<B: AsRef<[u8]>> Gguf<B> {
 
     /// The tensor called `name`.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, GgufError> {
-        self.tensors
-            .iter()
-            .find(|t| t.name == name)
-            .map(|info| self.view(info))
+        self.by_name
+            .get(name)
+            .map(|&i| self.view(&self.tensors[i]))
             .ok_or_else(|| GgufError::TensorNotFound {
                 name: name.to_owned(),
             })
@@ -201,6 +202,7 @@ struct Parsed {
     data_offset: u64,
     metadata: Metadata,
     tensors: Vec<TensorInfo>,
+    by_name: HashMap<String, usize>,
 }
 
 /// A bounds-checked little-endian cursor.
@@ -378,10 +380,10 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
         });
     }
     let mut tensors = Vec::with_capacity(n_tensors as usize);
-    let mut names = HashSet::with_capacity(n_tensors as usize);
+    let mut by_name = HashMap::with_capacity(n_tensors as usize);
     for index in 0..n_tensors {
         let info = tensor_info(&mut c, index)?;
-        if !names.insert(info.name.clone()) {
+        if by_name.insert(info.name.clone(), tensors.len()).is_some() {
             return Err(GgufError::DuplicateTensor { name: info.name });
         }
         tensors.push(info);
@@ -394,6 +396,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
         data_offset,
         metadata,
         tensors,
+        by_name,
     })
 }
 
