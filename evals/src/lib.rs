@@ -5,6 +5,7 @@
 //!
 //! - [`inspect`]: what a GGUF file holds: metadata (long arrays summarised), the tensor table
 //!   and totals by type, as text or JSON.
+//! - [`generate`]: samples of one prompt on a chosen backend.
 //!
 //! ```no_run
 //! let path = engine::models::resolve("smollm2-135m", &mut |m| eprintln!("{m}"))?;
@@ -15,4 +16,5 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod generate;
 pub mod inspect;

@@ -102,3 +102,55 @@ fn bad_arguments_and_files_give_clear_errors() {
     assert!(!ok);
     assert!(stderr.contains("unknown model 'nope'"), "{stderr}");
 }
+
+#[test]
+fn generate_on_llama_cpp() {
+    let args = [
+        "generate",
+        "-p",
+        "The capital of France is",
+        "--temp",
+        "0",
+        "--max-tokens",
+        "8",
+        "--backend",
+        "llama-cpp",
+        "--json",
+    ];
+    let (ok, stdout, stderr) = pass_until(&args);
+    if cfg!(feature = "llama-cpp") {
+        assert!(ok, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(v["backend"], "llama.cpp");
+        let text = v["samples"][0]["text"].as_str().unwrap();
+        assert!(text.contains("Paris"), "{text}");
+        // Sampling with a seed is reproducible; three samples share the prompt.
+        let sampled = [
+            "generate",
+            "-p",
+            "Once upon a time",
+            "-n",
+            "3",
+            "--seed",
+            "5",
+            "--max-tokens",
+            "12",
+            "--json",
+        ];
+        let (ok, a, _) = pass_until(&sampled);
+        let (_, b, _) = pass_until(&sampled);
+        assert!(ok);
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&a).unwrap(),
+            serde_json::from_str(&b).unwrap(),
+        );
+        assert_eq!(a["samples"], b["samples"]);
+        assert_eq!(a["samples"].as_array().unwrap().len(), 3);
+    } else {
+        assert!(!ok);
+        assert!(stderr.contains("--features llama-cpp"), "{stderr}");
+    }
+    let (ok, _, stderr) = pass_until(&["generate", "-p", "x", "--backend", "native"]);
+    assert!(!ok);
+    assert!(stderr.contains("native backend"), "{stderr}");
+}

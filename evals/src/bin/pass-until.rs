@@ -23,6 +23,8 @@ enum Command {
         #[command(subcommand)]
         action: Option<ModelsAction>,
     },
+    /// Sample continuations of a prompt (the prompt is computed once and shared).
+    Generate(GenerateArgs),
     /// Show a GGUF file's metadata, tensor table and totals by type.
     Inspect {
         /// A GGUF path or a known model name (fetched on first use).
@@ -32,6 +34,54 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// A GGUF path or a known model name (fetched on first use).
+    #[arg(short, long, default_value = models::DEFAULT_MODEL)]
+    model: String,
+    /// The prompt (special tokens such as <|im_start|> are recognised).
+    #[arg(short, long)]
+    prompt: String,
+    /// Number of samples.
+    #[arg(short, default_value_t = 1)]
+    n: u64,
+    /// Most tokens per sample.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Temperature (0: greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temp: f32,
+    /// Keep the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Nucleus sampling threshold (1: off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens below this fraction of the top token's probability (0: off).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Seed: sample i is a function of (seed, i) only.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads (default: every core).
+    #[arg(short, long)]
+    threads: Option<u32>,
+    /// Which engine runs the model.
+    #[arg(long, value_enum, default_value_t = default_backend())]
+    backend: evals::generate::BackendKind,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_backend() -> evals::generate::BackendKind {
+    if cfg!(feature = "llama-cpp") {
+        evals::generate::BackendKind::LlamaCpp
+    } else {
+        evals::generate::BackendKind::Native
+    }
 }
 
 #[derive(Subcommand)]
@@ -90,6 +140,7 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
+        Command::Generate(args) => generate(&mut out, args),
         Command::Inspect { model, json } => {
             let path = resolve_model(&model)?;
             let report = evals::inspect::inspect(&path)
@@ -161,5 +212,52 @@ fn list_models(out: &mut impl Write, json: bool) -> Result<()> {
         writeln!(out, "  sha256:   {}", m.sha256)?;
         writeln!(out, "  {state}")?;
     }
+    Ok(())
+}
+
+fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
+    let path = resolve_model(&a.model)?;
+    let req = evals::generate::GenerateRequest {
+        prompt: a.prompt,
+        n: a.n,
+        options: engine::generate::GenerateOptions {
+            max_tokens: a.max_tokens,
+            sampling: engine::sampling::SamplingParams {
+                temperature: a.temp,
+                top_k: a.top_k,
+                top_p: a.top_p,
+                min_p: a.min_p,
+            },
+            seed: a.seed,
+            problem: 0,
+            stop_at_eog: true,
+        },
+        threads: a.threads,
+    };
+    let report = evals::generate::run(a.backend, &path, &req)?;
+    if a.json {
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for s in &report.samples {
+        if report.samples.len() > 1 {
+            writeln!(
+                out,
+                "--- sample {} ({} tokens, logprob {:.2}, {})",
+                s.index,
+                s.tokens.len(),
+                s.logprob,
+                s.stop
+            )?;
+        }
+        writeln!(out, "{}", s.text)?;
+    }
+    eprintln!(
+        "{}: {} samples, {:.1} generated tokens/s",
+        report.backend,
+        report.samples.len(),
+        report.tokens_per_second
+    );
     Ok(())
 }

@@ -1,0 +1,347 @@
+//! The `Backend` trait: what passuntil needs from an inference engine, shaped for massive
+//! sampling.
+//!
+//! A backend holds one model and one KV cache shared by many sequences. Callers evaluate
+//! [`Batch`]es of rows (token, position, sequence ids, whether logits are wanted), fork a
+//! sequence's cache to others so a prompt is computed once, and remove sequences or position
+//! ranges as samples finish. Tokenization and the special tokens come from the same backend.
+//! The native engine and llama.cpp (feature `llama-cpp`) both implement it.
+
+use std::ops::Range;
+
+/// A token id.
+pub type Token = u32;
+/// A sequence id: rows with the same id share a causal history in the cache.
+pub type SeqId = u32;
+/// A position within a sequence.
+pub type Pos = u32;
+
+/// An error from a backend. Each variant says what and where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The model file could not be loaded.
+    #[error("cannot load {path}: {message}")]
+    Load {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The inference context (cache, threads) could not be created.
+    #[error("cannot create an inference context: {0}")]
+    Context(String),
+    /// A token id outside the vocabulary.
+    #[error("token {token} in {what} is outside the vocabulary of {n_vocab}")]
+    InvalidToken {
+        /// The token.
+        token: Token,
+        /// Where it was found.
+        what: String,
+        /// Vocabulary size.
+        n_vocab: usize,
+    },
+    /// A batch row names more sequences than the backend holds, or a sequence id beyond them.
+    #[error(
+        "batch row {row}: sequence ids {seqs:?} exceed the {max} sequences this context holds"
+    )]
+    TooManySequences {
+        /// The row.
+        row: usize,
+        /// Its sequence ids.
+        seqs: Vec<SeqId>,
+        /// The context's limit.
+        max: u32,
+    },
+    /// A sequence id beyond what the context holds.
+    #[error("sequence {seq} is beyond the {max} sequences this context holds")]
+    SequenceOutOfRange {
+        /// The id.
+        seq: SeqId,
+        /// The context's limit.
+        max: u32,
+    },
+    /// A position at or past the context length.
+    #[error("batch row {row}: position {pos} is past the context of {n_ctx} tokens")]
+    PositionPastContext {
+        /// The row.
+        row: usize,
+        /// The position.
+        pos: Pos,
+        /// The context length.
+        n_ctx: u32,
+    },
+    /// The KV cache has no room for the batch.
+    #[error("the KV cache is full ({n_ctx} cells): free sequences or use a larger context")]
+    CacheFull {
+        /// Cache size in cells.
+        n_ctx: u32,
+    },
+    /// The forward pass failed.
+    #[error("decode failed: {0}")]
+    Decode(String),
+    /// A batch has no rows, or asks for no logits where some are needed.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+    /// Sampling failed (NaN logits, impossible parameters).
+    #[error(transparent)]
+    Sampling(#[from] crate::sampling::SamplingError),
+}
+
+/// What a caller needs to know about the loaded model and context.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// Which backend (`native`, `llama.cpp`).
+    pub backend: &'static str,
+    /// Vocabulary size (logit row length).
+    pub n_vocab: usize,
+    /// KV cache size in cells (all sequences together).
+    pub n_ctx: u32,
+    /// The model's training context length.
+    pub n_ctx_train: u32,
+    /// Most sequences the cache holds at once (ids `0..max_sequences`).
+    pub max_sequences: u32,
+    /// Beginning-of-sequence token.
+    pub bos: Option<Token>,
+    /// End-of-sequence token.
+    pub eos: Option<Token>,
+    /// Every end-of-generation token (EOS, EOT, `<|im_end|>`, ...), sorted.
+    pub eog: Vec<Token>,
+    /// Whether tokenizing with special tokens adds BOS.
+    pub add_bos: bool,
+    /// The model's chat template, if it has one.
+    pub chat_template: Option<String>,
+}
+
+impl ModelInfo {
+    /// Whether `token` ends generation.
+    pub fn is_eog(&self, token: Token) -> bool {
+        self.eog.binary_search(&token).is_ok()
+    }
+}
+
+/// Rows to evaluate in one forward pass.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    tokens: Vec<Token>,
+    pos: Vec<Pos>,
+    seq_ranges: Vec<Range<usize>>,
+    seqs: Vec<SeqId>,
+    logits: Vec<bool>,
+}
+
+/// One row of a [`Batch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Row<'a> {
+    /// The token.
+    pub token: Token,
+    /// Its position.
+    pub pos: Pos,
+    /// The sequences it belongs to.
+    pub seqs: &'a [SeqId],
+    /// Whether logits are wanted for it.
+    pub logits: bool,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a row.
+    pub fn add(&mut self, token: Token, pos: Pos, seqs: &[SeqId], logits: bool) -> &mut Self {
+        let start = self.seqs.len();
+        self.seqs.extend_from_slice(seqs);
+        self.seq_ranges.push(start..self.seqs.len());
+        self.tokens.push(token);
+        self.pos.push(pos);
+        self.logits.push(logits);
+        self
+    }
+
+    /// Adds `tokens` at consecutive positions from `start` to one sequence; logits for the last
+    /// row only, or for all rows with `all_logits`.
+    pub fn add_sequence(
+        &mut self,
+        tokens: &[Token],
+        start: Pos,
+        seq: SeqId,
+        all_logits: bool,
+    ) -> &mut Self {
+        for (i, &t) in tokens.iter().enumerate() {
+            self.add(
+                t,
+                start + i as Pos,
+                &[seq],
+                all_logits || i + 1 == tokens.len(),
+            );
+        }
+        self
+    }
+
+    /// Removes all rows.
+    pub fn clear(&mut self) {
+        self.tokens.clear();
+        self.pos.clear();
+        self.seq_ranges.clear();
+        self.seqs.clear();
+        self.logits.clear();
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> Row<'_> {
+        Row {
+            token: self.tokens[i],
+            pos: self.pos[i],
+            seqs: &self.seqs[self.seq_ranges[i].clone()],
+            logits: self.logits[i],
+        }
+    }
+
+    /// All rows in order.
+    pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
+        (0..self.len()).map(|i| self.row(i))
+    }
+
+    /// Number of rows that want logits.
+    pub fn n_logits(&self) -> usize {
+        self.logits.iter().filter(|&&l| l).count()
+    }
+
+    /// Checks ids, positions and sequence counts against a model, before any backend call.
+    pub fn validate(&self, info: &ModelInfo) -> Result<(), BackendError> {
+        for (i, r) in self.rows().enumerate() {
+            if r.token as usize >= info.n_vocab {
+                return Err(BackendError::InvalidToken {
+                    token: r.token,
+                    what: format!("batch row {i}"),
+                    n_vocab: info.n_vocab,
+                });
+            }
+            if r.pos >= info.n_ctx {
+                return Err(BackendError::PositionPastContext {
+                    row: i,
+                    pos: r.pos,
+                    n_ctx: info.n_ctx,
+                });
+            }
+            if r.seqs.is_empty()
+                || r.seqs.len() > info.max_sequences as usize
+                || r.seqs.iter().any(|&s| s >= info.max_sequences)
+            {
+                return Err(BackendError::TooManySequences {
+                    row: i,
+                    seqs: r.seqs.to_vec(),
+                    max: info.max_sequences,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Logit rows for the batch rows that asked for them, in batch order.
+#[derive(Clone, Debug, Default)]
+pub struct Logits {
+    n_vocab: usize,
+    data: Vec<f32>,
+}
+
+impl Logits {
+    /// Empty logits for a vocabulary of `n_vocab`.
+    pub fn new(n_vocab: usize) -> Self {
+        Logits {
+            n_vocab,
+            data: Vec::new(),
+        }
+    }
+
+    /// Drops all rows, keeping the allocation.
+    pub fn clear(&mut self, n_vocab: usize) {
+        self.n_vocab = n_vocab;
+        self.data.clear();
+    }
+
+    /// Appends a row (used by backends).
+    pub fn push_row(&mut self, row: &[f32]) {
+        debug_assert_eq!(row.len(), self.n_vocab);
+        self.data.extend_from_slice(row);
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.data.len().checked_div(self.n_vocab).unwrap_or(0)
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Row `i` (the i-th batch row that asked for logits).
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.n_vocab..(i + 1) * self.n_vocab]
+    }
+}
+
+/// How to tokenize.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenizeOptions {
+    /// Add BOS/EOS as the model's metadata asks.
+    pub add_special: bool,
+    /// Recognise special-token text (`<|im_start|>`) as those tokens.
+    pub parse_special: bool,
+}
+
+impl Default for TokenizeOptions {
+    fn default() -> Self {
+        TokenizeOptions {
+            add_special: true,
+            parse_special: true,
+        }
+    }
+}
+
+/// An inference engine holding one model and a KV cache shared by many sequences.
+pub trait Backend {
+    /// The model and context.
+    fn info(&self) -> &ModelInfo;
+
+    /// Text (bytes, not necessarily UTF-8) to tokens.
+    fn tokenize(&self, text: &[u8], options: TokenizeOptions) -> Result<Vec<Token>, BackendError>;
+
+    /// The bytes of one token (special tokens rendered as their text). Concatenating pieces
+    /// and buffering incomplete UTF-8 gives streaming output; see [`crate::detok`].
+    fn token_piece(&self, token: Token) -> Result<Vec<u8>, BackendError>;
+
+    /// Tokens back to bytes, rendering special tokens.
+    fn detokenize(&self, tokens: &[Token]) -> Result<Vec<u8>, BackendError>;
+
+    /// Evaluates `batch`, writing one logit row per row that asked for logits into `out`.
+    fn decode(&mut self, batch: &Batch, out: &mut Logits) -> Result<(), BackendError>;
+
+    /// Makes `dst` share everything `src` has in the cache (a prompt computed once, forked).
+    fn copy_sequence(&mut self, src: SeqId, dst: SeqId) -> Result<(), BackendError>;
+
+    /// Removes positions `from..to` (`to = None`: to the end) of `seq` from the cache.
+    fn remove_sequence(
+        &mut self,
+        seq: SeqId,
+        from: Pos,
+        to: Option<Pos>,
+    ) -> Result<(), BackendError>;
+
+    /// Empties the cache.
+    fn clear(&mut self) -> Result<(), BackendError>;
+}

@@ -1,0 +1,206 @@
+//! Generation on any [`Backend`]: greedy continuations, teacher-forced scoring, and many
+//! samples of one prompt computed once and forked.
+
+use crate::backend::{Backend, BackendError, Batch, Logits, SeqId, Token};
+use crate::sampling::{sample, SampleKey, SamplingParams};
+
+/// Why a sample stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// It produced an end-of-generation token (included in its tokens).
+    Eog,
+    /// It reached the token limit.
+    MaxTokens,
+}
+
+/// One generated continuation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Its index among the samples of its prompt.
+    pub index: u64,
+    /// Generated tokens (the prompt excluded).
+    pub tokens: Vec<Token>,
+    /// Sum of the tokens' log-probabilities under the model.
+    pub logprob: f64,
+    /// Sum of the tokens' log-probabilities under the sampling distribution.
+    pub sampling_logprob: f64,
+    /// Why it stopped.
+    pub stop: StopReason,
+}
+
+/// Evaluates `tokens` as one sequence (id 0) on an emptied cache and returns the logits of
+/// every position: row `i` predicts token `i + 1`. Long inputs go in chunks of `chunk` rows.
+pub fn score(
+    backend: &mut dyn Backend,
+    tokens: &[Token],
+    chunk: usize,
+) -> Result<Logits, BackendError> {
+    if tokens.is_empty() {
+        return Err(BackendError::InvalidBatch("nothing to score".into()));
+    }
+    backend.clear()?;
+    let n_vocab = backend.info().n_vocab;
+    let mut all = Logits::new(n_vocab);
+    let mut part = Logits::new(n_vocab);
+    let mut batch = Batch::new();
+    for (c, piece) in tokens.chunks(chunk.max(1)).enumerate() {
+        batch.clear();
+        batch.add_sequence(piece, (c * chunk.max(1)) as u32, 0, true);
+        backend.decode(&batch, &mut part)?;
+        for r in 0..part.len() {
+            all.push_row(part.row(r));
+        }
+    }
+    Ok(all)
+}
+
+/// Options for [`generate`].
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Most tokens per sample.
+    pub max_tokens: usize,
+    /// How tokens are drawn.
+    pub sampling: SamplingParams,
+    /// The run's seed.
+    pub seed: u64,
+    /// The problem id (part of each sample's random key).
+    pub problem: u64,
+    /// Stop a sample at an end-of-generation token.
+    pub stop_at_eog: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_tokens: 64,
+            sampling: SamplingParams::default(),
+            seed: 0,
+            problem: 0,
+            stop_at_eog: true,
+        }
+    }
+}
+
+/// Generates samples `first..first + n` of `prompt`. The prompt is evaluated once per wave and
+/// its cache forked to every sequence of the wave; waves hold as many sequences as the
+/// backend and its cache allow, so `n` may exceed the backend's sequence limit. Sample `i`
+/// draws from `SampleKey { seed, problem, sample: i }`, so its tokens do not depend on `n`,
+/// `first` or the wave it ran in.
+pub fn generate(
+    backend: &mut dyn Backend,
+    prompt: &[Token],
+    first: u64,
+    n: u64,
+    opts: &GenerateOptions,
+) -> Result<Vec<Sample>, BackendError> {
+    opts.sampling.validate()?;
+    if prompt.is_empty() {
+        return Err(BackendError::InvalidBatch("empty prompt".into()));
+    }
+    let info = backend.info().clone();
+    let plen = prompt.len() as u64;
+    let per_sample = opts.max_tokens.max(1) as u64;
+    if plen + per_sample > info.n_ctx as u64 {
+        return Err(BackendError::PositionPastContext {
+            row: 0,
+            pos: (plen + per_sample - 1) as u32,
+            n_ctx: info.n_ctx,
+        });
+    }
+    // Cells: the shared prompt once, plus each sample's own tokens.
+    let fit = (info.n_ctx as u64 - plen) / per_sample;
+    let wave = fit.min(info.max_sequences as u64).max(1);
+    let mut out = Vec::with_capacity(n as usize);
+    let mut start = first;
+    while start < first + n {
+        let w = wave.min(first + n - start);
+        run_wave(backend, &info, prompt, start, w, opts, &mut out)?;
+        start += w;
+    }
+    Ok(out)
+}
+
+fn run_wave(
+    backend: &mut dyn Backend,
+    info: &crate::backend::ModelInfo,
+    prompt: &[Token],
+    first: u64,
+    w: u64,
+    opts: &GenerateOptions,
+    out: &mut Vec<Sample>,
+) -> Result<(), BackendError> {
+    backend.clear()?;
+    let mut batch = Batch::new();
+    let mut logits = Logits::new(info.n_vocab);
+    batch.add_sequence(prompt, 0, 0, false);
+    backend.decode(&batch, &mut logits)?;
+    for s in 1..w as SeqId {
+        backend.copy_sequence(0, s)?;
+    }
+    let mut samples: Vec<Sample> = (0..w)
+        .map(|i| Sample {
+            index: first + i,
+            tokens: Vec::new(),
+            logprob: 0.0,
+            sampling_logprob: 0.0,
+            stop: StopReason::MaxTokens,
+        })
+        .collect();
+    // Every sequence draws its first token from the prompt's last logits.
+    let mut live: Vec<usize> = (0..w as usize).collect();
+    let mut rows: Vec<usize> = vec![0; w as usize];
+    let mut step = 0u64;
+    loop {
+        let mut next_live = Vec::with_capacity(live.len());
+        for &s in &live {
+            let key = SampleKey {
+                seed: opts.seed,
+                problem: opts.problem,
+                sample: samples[s].index,
+            };
+            let d = sample(logits.row(rows[s]), &opts.sampling, key.uniform(step))?;
+            let smp = &mut samples[s];
+            smp.tokens.push(d.token as Token);
+            smp.logprob += d.logprob;
+            smp.sampling_logprob += d.sampling_logprob;
+            if opts.stop_at_eog && info.is_eog(d.token as Token) {
+                smp.stop = StopReason::Eog;
+            } else if smp.tokens.len() < opts.max_tokens {
+                next_live.push(s);
+            }
+        }
+        live = next_live;
+        if live.is_empty() {
+            break;
+        }
+        batch.clear();
+        let pos = (prompt.len() + step as usize) as u32;
+        for (k, &s) in live.iter().enumerate() {
+            batch.add(
+                *samples[s].tokens.last().expect("drawn"),
+                pos,
+                &[s as SeqId],
+                true,
+            );
+            rows[s] = k;
+        }
+        backend.decode(&batch, &mut logits)?;
+        step += 1;
+    }
+    out.extend(samples);
+    Ok(())
+}
+
+/// The greedy continuation of `prompt` (sample 0 at temperature 0).
+pub fn greedy(
+    backend: &mut dyn Backend,
+    prompt: &[Token],
+    max_tokens: usize,
+) -> Result<Sample, BackendError> {
+    let opts = GenerateOptions {
+        max_tokens,
+        sampling: SamplingParams::greedy(),
+        ..GenerateOptions::default()
+    };
+    Ok(generate(backend, prompt, 0, 1, &opts)?.remove(0))
+}

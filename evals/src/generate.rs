@@ -1,0 +1,150 @@
+//! `pass-until generate`: sample continuations of one prompt on a chosen backend.
+//!
+//! The prompt is computed once and forked to all `n` samples ([`engine::generate::generate`]);
+//! sample `i` uses the key (seed, problem 0, i), so `-n 8 --seed 5` and `-n 16 --seed 5`
+//! agree on their first eight samples up to the backend's batch invariance.
+
+use std::path::Path;
+
+use engine::backend::{Backend, BackendError, TokenizeOptions};
+use engine::generate::{generate, GenerateOptions, StopReason};
+use serde::Serialize;
+
+/// Which inference engine runs a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// passuntil's own engine.
+    Native,
+    /// llama.cpp (build with the `llama-cpp` feature).
+    LlamaCpp,
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    /// The prompt text.
+    pub prompt: String,
+    /// Number of samples.
+    pub n: u64,
+    /// Generation settings.
+    pub options: GenerateOptions,
+    /// Threads for the backend; `None` uses every core.
+    pub threads: Option<u32>,
+}
+
+/// One generated sample.
+#[derive(Debug, Serialize)]
+pub struct SampleReport {
+    /// Sample index.
+    pub index: u64,
+    /// Generated text (lossy UTF-8).
+    pub text: String,
+    /// Generated token ids.
+    pub tokens: Vec<u32>,
+    /// Sum of token log-probabilities under the model.
+    pub logprob: f64,
+    /// Sum of token log-probabilities under the sampling distribution.
+    pub sampling_logprob: f64,
+    /// `eog` or `max_tokens`.
+    pub stop: &'static str,
+}
+
+/// The result of `generate`.
+#[derive(Debug, Serialize)]
+pub struct GenerateReport {
+    /// The backend that ran.
+    pub backend: &'static str,
+    /// Prompt token ids.
+    pub prompt_tokens: Vec<u32>,
+    /// The samples.
+    pub samples: Vec<SampleReport>,
+    /// Seconds spent generating.
+    pub seconds: f64,
+    /// Generated tokens per second, all samples together.
+    pub tokens_per_second: f64,
+}
+
+/// Generates on an open backend.
+pub fn run_on(
+    backend: &mut dyn Backend,
+    req: &GenerateRequest,
+) -> Result<GenerateReport, BackendError> {
+    let prompt = backend.tokenize(req.prompt.as_bytes(), TokenizeOptions::default())?;
+    let start = std::time::Instant::now();
+    let samples = generate(backend, &prompt, 0, req.n, &req.options)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let total: usize = samples.iter().map(|s| s.tokens.len()).sum();
+    let samples = samples
+        .into_iter()
+        .map(|s| {
+            Ok(SampleReport {
+                index: s.index,
+                text: String::from_utf8_lossy(&backend.detokenize(&s.tokens)?).into_owned(),
+                logprob: s.logprob,
+                sampling_logprob: s.sampling_logprob,
+                stop: match s.stop {
+                    StopReason::Eog => "eog",
+                    StopReason::MaxTokens => "max_tokens",
+                },
+                tokens: s.tokens,
+            })
+        })
+        .collect::<Result<Vec<_>, BackendError>>()?;
+    Ok(GenerateReport {
+        backend: backend.info().backend,
+        prompt_tokens: prompt,
+        samples,
+        seconds,
+        tokens_per_second: total as f64 / seconds.max(1e-9),
+    })
+}
+
+/// Errors opening a backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The backend was not compiled in or does not exist yet.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Loads `model` on `kind` and generates.
+pub fn run(
+    kind: BackendKind,
+    model: &Path,
+    req: &GenerateRequest,
+) -> Result<GenerateReport, OpenError> {
+    match kind {
+        BackendKind::Native => Err(OpenError::Unavailable(
+            "the native backend is not built yet; use --backend llama-cpp (binary built with --features llama-cpp)".into(),
+        )),
+        BackendKind::LlamaCpp => run_llama_cpp(model, req),
+    }
+}
+
+#[cfg(feature = "llama-cpp")]
+fn run_llama_cpp(model: &Path, req: &GenerateRequest) -> Result<GenerateReport, OpenError> {
+    use engine::llama_cpp::{ContextOptions, LlamaCppModel};
+    let m = LlamaCppModel::load(model, u32::MAX)?;
+    let per = req.options.max_tokens as u64;
+    let n_seq_max = req.n.clamp(1, engine::llama_cpp::LLAMA_MAX_SEQ as u64) as u32;
+    // Room for the prompt (generously estimated) plus every parallel sample's tokens.
+    let n_ctx = (2 * req.prompt.len() as u64 + 16 + per * n_seq_max as u64).min(1 << 17) as u32;
+    let mut b = m.backend(&ContextOptions {
+        n_ctx,
+        n_seq_max,
+        n_threads: req.threads,
+        ..ContextOptions::default()
+    })?;
+    Ok(run_on(&mut b, req)?)
+}
+
+#[cfg(not(feature = "llama-cpp"))]
+fn run_llama_cpp(_: &Path, _: &GenerateRequest) -> Result<GenerateReport, OpenError> {
+    Err(OpenError::Unavailable(
+        "this pass-until was built without llama.cpp; rebuild with `--features llama-cpp` (needs cmake, clang and libclang-dev)".into(),
+    ))
+}

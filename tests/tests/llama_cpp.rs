@@ -1,0 +1,287 @@
+//! The llama.cpp backend on the default model: tokenization round trips, greedy generation,
+//! many samples sharing one prompt with reproducible seeds, hostile batches, and the parity
+//! harness run llama.cpp against itself (what its batch non-invariance looks like).
+#![cfg(feature = "llama-cpp")]
+
+use std::collections::BTreeSet;
+
+use engine::backend::{Backend, BackendError, Batch, Logits, TokenizeOptions};
+use engine::generate::{generate, greedy, GenerateOptions, StopReason};
+use engine::llama_cpp::{ContextOptions, LlamaCppModel};
+use engine::sampling::SamplingParams;
+
+/// llama.cpp's worker threads spin while they wait; tests running side by side on two cores
+/// would starve each other, so each test holds this lock while it uses llama.cpp.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn model() -> LlamaCppModel {
+    LlamaCppModel::load(passuntil_tests::default_model(), 0)
+        .expect("llama.cpp loads the default model")
+}
+
+const RAW: TokenizeOptions = TokenizeOptions {
+    add_special: false,
+    parse_special: false,
+};
+
+#[test]
+fn tokenize_detokenize_round_trips() {
+    let _one = serial();
+    let m = model();
+    let b = m
+        .backend(&ContextOptions {
+            n_ctx: 512,
+            n_seq_max: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    // Ids as llama.cpp gives them (see LLAMA-CPP-2.md).
+    assert_eq!(
+        b.tokenize(b"Hello, world! 12345", RAW).unwrap(),
+        [19556, 28, 905, 17, 216, 33, 34, 35, 36, 37]
+    );
+    let texts = [
+        "plain ASCII text, with punctuation: (a+b)*c = 42.",
+        "Ünïcödé façade — naïve café; Ελληνικά; русский; 中文字符; 日本語のテキスト",
+        "emoji 😀🎉👩‍👩‍👧‍👦 flags 🇫🇷 and skin tones 👍🏽",
+        "fn main() {\n    let x: Vec<u8> = vec![1, 2, 3];\n    println!(\"{x:?}\");\n}\n",
+        "whitespace   runs\t\ttabs\n\n\nnewlines      and trailing spaces   ",
+        "numbers 3.14159 1e-10 -0x7fff 1,000,000 2024-11-26",
+        "<|im_start|>user\nspecial tokens as plain text<|im_end|>",
+        "",
+    ];
+    for t in texts {
+        let ids = b.tokenize(t.as_bytes(), RAW).unwrap();
+        let back = b.detokenize(&ids).unwrap();
+        assert_eq!(String::from_utf8(back).unwrap(), t, "ids {ids:?}");
+        // Streaming piece by piece gives the same text.
+        let mut d = engine::detok::Detokenizer::new();
+        let mut streamed = String::new();
+        for &id in &ids {
+            streamed.push_str(&d.push(&b.token_piece(id).unwrap()));
+        }
+        streamed.push_str(&d.finish());
+        assert_eq!(streamed, t);
+    }
+    // With special parsing, chat markers become single tokens.
+    let chat = b
+        .tokenize(
+            b"<|im_start|>user\nhi<|im_end|>",
+            TokenizeOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(chat[0], 1);
+    assert!(b.info().is_eog(2), "<|im_end|> ends generation");
+    assert!(b
+        .info()
+        .chat_template
+        .as_deref()
+        .unwrap_or("")
+        .contains("im_start"));
+}
+
+#[test]
+fn greedy_generation_is_deterministic() {
+    let _one = serial();
+    let m = model();
+    let mut b = m
+        .backend(&ContextOptions {
+            n_ctx: 1024,
+            n_seq_max: 4,
+            ..Default::default()
+        })
+        .unwrap();
+    let prompts = [
+        "The capital of France is",
+        "def fibonacci(n):\n",
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    ];
+    for p in prompts {
+        let ids = b
+            .tokenize(p.as_bytes(), TokenizeOptions::default())
+            .unwrap();
+        let first = greedy(&mut b, &ids, 64).unwrap();
+        let again = greedy(&mut b, &ids, 64).unwrap();
+        assert_eq!(first, again, "{p:?}");
+        assert!(
+            first.tokens.len() == 64 || first.stop == StopReason::Eog,
+            "{p:?}: {} tokens",
+            first.tokens.len()
+        );
+        assert!(first.logprob < 0.0 && first.logprob.is_finite());
+        let text = String::from_utf8_lossy(&b.detokenize(&first.tokens).unwrap()).into_owned();
+        eprintln!("{p:?} → {text:?}");
+        assert!(!text.trim().is_empty());
+    }
+    // The model knows this one.
+    let ids = b
+        .tokenize(prompts[0].as_bytes(), TokenizeOptions::default())
+        .unwrap();
+    let paris = greedy(&mut b, &ids, 4).unwrap().tokens;
+    let text = b.detokenize(&paris).unwrap();
+    assert!(String::from_utf8_lossy(&text).contains("Paris"));
+}
+
+#[test]
+fn shared_prompt_samples_are_distinct_and_reproducible() {
+    let _one = serial();
+    let m = model();
+    let mut b = m
+        .backend(&ContextOptions {
+            n_ctx: 2048,
+            n_seq_max: 16,
+            ..Default::default()
+        })
+        .unwrap();
+    let prompt = b
+        .tokenize(
+            b"Once upon a time, in a small village,",
+            TokenizeOptions::default(),
+        )
+        .unwrap();
+    let opts = GenerateOptions {
+        max_tokens: 24,
+        sampling: SamplingParams {
+            temperature: 1.0,
+            top_k: 50,
+            top_p: 0.95,
+            min_p: 0.0,
+        },
+        seed: 1234,
+        problem: 7,
+        stop_at_eog: true,
+    };
+    let a = generate(&mut b, &prompt, 0, 16, &opts).unwrap();
+    assert_eq!(a.len(), 16);
+    let distinct: BTreeSet<&Vec<u32>> = a.iter().map(|s| &s.tokens).collect();
+    assert!(
+        distinct.len() >= 12,
+        "only {} distinct samples of 16",
+        distinct.len()
+    );
+    // The same seed gives the same samples.
+    let again = generate(&mut b, &prompt, 0, 16, &opts).unwrap();
+    assert_eq!(a, again);
+    // Another seed gives other samples.
+    let other = generate(
+        &mut b,
+        &prompt,
+        0,
+        16,
+        &GenerateOptions {
+            seed: 99,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    assert_ne!(a, other);
+    // More samples than the context holds sequences run in waves.
+    let many = generate(&mut b, &prompt, 0, 40, &opts).unwrap();
+    assert_eq!(
+        many.iter().map(|s| s.index).collect::<Vec<_>>(),
+        (0..40).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn hostile_batches_are_errors() {
+    let _one = serial();
+    let m = model();
+    let mut b = m
+        .backend(&ContextOptions {
+            n_ctx: 64,
+            n_seq_max: 2,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut out = Logits::new(b.info().n_vocab);
+    let mut batch = Batch::new();
+    batch.add(1, 0, &[0, 1, 2], true);
+    assert!(matches!(
+        b.decode(&batch, &mut out),
+        Err(BackendError::TooManySequences { .. })
+    ));
+    batch.clear();
+    batch.add(1, 0, &[5], true);
+    assert!(matches!(
+        b.decode(&batch, &mut out),
+        Err(BackendError::TooManySequences { .. })
+    ));
+    batch.clear();
+    batch.add(60_000, 0, &[0], true);
+    assert!(matches!(
+        b.decode(&batch, &mut out),
+        Err(BackendError::InvalidToken { .. })
+    ));
+    batch.clear();
+    batch.add(1, b.info().n_ctx, &[0], true);
+    assert!(matches!(
+        b.decode(&batch, &mut out),
+        Err(BackendError::PositionPastContext { .. })
+    ));
+    assert!(matches!(
+        b.copy_sequence(0, 9),
+        Err(BackendError::SequenceOutOfRange { .. })
+    ));
+    // A prompt longer than the context is refused before decoding.
+    let long: Vec<u32> = vec![28; b.info().n_ctx as usize + 1];
+    assert!(matches!(
+        greedy(&mut b, &long, 4),
+        Err(BackendError::PositionPastContext { .. })
+    ));
+    // And a valid batch still works afterwards.
+    batch.clear();
+    batch.add_sequence(&[19556, 28, 905], 0, 0, false);
+    b.decode(&batch, &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn parity_of_llama_cpp_with_itself() {
+    let _one = serial();
+    let m = model();
+    let opts = ContextOptions {
+        n_ctx: 512,
+        n_seq_max: 1,
+        ..Default::default()
+    };
+    let mut a = m.backend(&opts).unwrap();
+    let prompts = [
+        "The quick brown fox",
+        "In 1492, Columbus",
+        "import numpy as np\n",
+    ];
+    // Same settings, same chunking: identical.
+    let mut same = m.backend(&opts).unwrap();
+    for r in engine::parity::compare(&mut a, &mut same, &prompts, 24, usize::MAX).unwrap() {
+        assert!(r.same_tokens);
+        assert_eq!(r.max_abs_logit_diff, 0.0, "{r:?}");
+        assert_eq!(r.greedy_agreement, r.positions);
+    }
+    // One thread and 7-row micro-batches: llama.cpp is not batch-invariant, so logits move a
+    // little; the distributions stay practically equal.
+    let mut b = m
+        .backend(&ContextOptions {
+            n_ubatch: 7,
+            n_threads: Some(1),
+            ..opts.clone()
+        })
+        .unwrap();
+    for r in engine::parity::compare(&mut a, &mut b, &prompts, 24, 7).unwrap() {
+        eprintln!(
+            "{:?}: greedy {}/{} max|Δlogit| {:.3e} mean KL {:.3e} top-1 {:.3}",
+            r.prompt,
+            r.greedy_agreement,
+            r.positions,
+            r.max_abs_logit_diff,
+            r.mean_kl,
+            r.top1_agreement
+        );
+        assert!(r.mean_kl < 1e-3, "{r:?}");
+        assert!(r.top1_agreement >= 0.9, "{r:?}");
+    }
+}
