@@ -60,12 +60,7 @@ impl TensorInfo {
 #[derive(Debug)]
 pub struct Gguf<B> {
     data: B,
-    version: u32,
-    alignment: u64,
-    data_offset: u64,
-    metadata: Metadata,
-    tensors: Vec<TensorInfo>,
-    by_name: HashMap<String, usize>,
+    layout: Layout,
 }
 
 /// A GGUF file on disk, memory-mapped.
@@ -87,31 +82,23 @@ impl GgufFile {
 impl<B: AsRef<[u8]>> Gguf<B> {
     /// Parses and validates a whole GGUF file held in `data`.
     pub fn from_bytes(data: B) -> Result<Self, GgufError> {
-        let parsed = parse(data.as_ref())?;
-        Ok(Gguf {
-            data,
-            version: parsed.version,
-            alignment: parsed.alignment,
-            data_offset: parsed.data_offset,
-            metadata: parsed.metadata,
-            tensors: parsed.tensors,
-            by_name: parsed.by_name,
-        })
+        let layout = parse(data.as_ref())?;
+        Ok(Gguf { data, layout })
     }
 
     /// The GGUF version (2 or 3).
     pub fn version(&self) -> u32 {
-        self.version
+        self.layout.version
     }
 
     /// The data section's alignment.
     pub fn alignment(&self) -> u64 {
-        self.alignment
+        self.layout.alignment
     }
 
     /// Absolute file offset of the data section.
     pub fn data_offset(&self) -> u64 {
-        self.data_offset
+        self.layout.data_offset
     }
 
     /// The file's length in bytes.
@@ -121,24 +108,25 @@ impl<B: AsRef<[u8]>> Gguf<B> {
 
     /// The metadata.
     pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+        &self.layout.metadata
     }
 
     /// Tensor infos in file order.
     pub fn tensor_infos(&self) -> &[TensorInfo] {
-        &self.tensors
+        &self.layout.tensors
     }
 
     /// All tensors in file order.
     pub fn tensors(&self) -> impl Iterator<Item = TensorView<'_>> {
-        self.tensors.iter().map(|info| self.view(info))
+        self.layout.tensors.iter().map(|info| self.view(info))
     }
 
     /// The tensor called `name`.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, GgufError> {
-        self.by_name
+        self.layout
+            .by_name
             .get(name)
-            .map(|&i| self.view(&self.tensors[i]))
+            .map(|&i| self.view(&self.layout.tensors[i]))
             .ok_or_else(|| GgufError::TensorNotFound {
                 name: name.to_owned(),
             })
@@ -146,7 +134,7 @@ impl<B: AsRef<[u8]>> Gguf<B> {
 
     fn view<'a>(&'a self, info: &'a TensorInfo) -> TensorView<'a> {
         // Validated at parse time: data_offset + offset + size <= file length.
-        let start = (self.data_offset + info.offset) as usize;
+        let start = (self.layout.data_offset + info.offset) as usize;
         TensorView {
             info,
             data: &self.data.as_ref()[start..start + info.size as usize],
@@ -196,7 +184,9 @@ impl<'a> TensorView<'a> {
     }
 }
 
-struct Parsed {
+/// Everything the header says, validated.
+#[derive(Debug)]
+struct Layout {
     version: u32,
     alignment: u64,
     data_offset: u64,
@@ -327,7 +317,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
+fn parse(buf: &[u8]) -> Result<Layout, GgufError> {
     let mut c = Cursor { buf, pos: 0 };
     let magic: [u8; 4] = c.array(|| "magic".into())?;
     if magic != GGUF_MAGIC {
@@ -362,15 +352,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
         }
         metadata.insert(key, value);
     }
-    let alignment = match metadata.get(ALIGNMENT_KEY) {
-        None => DEFAULT_ALIGNMENT,
-        Some(Value::U32(a)) if a.is_power_of_two() => u64::from(*a),
-        Some(other) => {
-            return Err(GgufError::BadAlignment {
-                found: format!("{other:?}"),
-            })
-        }
-    };
+    let alignment = alignment_of(&metadata)?;
     if n_tensors.saturating_mul(MIN_TENSOR_INFO) > c.remaining() {
         return Err(GgufError::CountTooLarge {
             what: "tensor".into(),
@@ -390,7 +372,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     }
     let data_offset = c.offset().next_multiple_of(alignment);
     check_placement(&tensors, data_offset, alignment, buf.len() as u64)?;
-    Ok(Parsed {
+    Ok(Layout {
         version,
         alignment,
         data_offset,
@@ -420,25 +402,7 @@ fn tensor_info(c: &mut Cursor<'_>, index: u64) -> Result<TensorInfo, GgufError> 
         tensor: name.clone(),
         source,
     })?;
-    let overflow = || GgufError::ShapeOverflow {
-        tensor: name.clone(),
-        shape: shape.clone(),
-    };
-    let n_elements = shape
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= i64::MAX as u64)
-        .ok_or_else(overflow)?;
-    let ne0 = shape.first().copied().unwrap_or(1);
-    if ne0 % ty.block_size() as u64 != 0 {
-        return Err(GgufError::RowNotWholeBlocks {
-            tensor: name,
-            ty,
-            ne0,
-            block_size: ty.block_size(),
-        });
-    }
-    let size = ty.row_bytes(n_elements).ok_or_else(overflow)?;
+    let size = tensor_size(&name, &shape, ty)?;
     Ok(TensorInfo {
         name,
         shape,
@@ -487,4 +451,39 @@ fn check_placement(
         }
     }
     Ok(())
+}
+
+/// The data alignment `metadata` asks for: `general.alignment` (a u32 power of two) or 32.
+pub(crate) fn alignment_of(metadata: &Metadata) -> Result<u64, GgufError> {
+    match metadata.get(ALIGNMENT_KEY) {
+        None => Ok(DEFAULT_ALIGNMENT),
+        Some(Value::U32(a)) if a.is_power_of_two() => Ok(u64::from(*a)),
+        Some(other) => Err(GgufError::BadAlignment {
+            found: format!("{other:?}"),
+        }),
+    }
+}
+
+/// Bytes a tensor of `ty` and `shape` takes, after checking that its rows are whole blocks and
+/// that neither its element count nor its size overflows.
+pub(crate) fn tensor_size(name: &str, shape: &[u64], ty: GgmlType) -> Result<u64, GgufError> {
+    let overflow = || GgufError::ShapeOverflow {
+        tensor: name.to_owned(),
+        shape: shape.to_vec(),
+    };
+    let n_elements = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= i64::MAX as u64)
+        .ok_or_else(overflow)?;
+    let ne0 = shape.first().copied().unwrap_or(1);
+    if ne0 % ty.block_size() as u64 != 0 {
+        return Err(GgufError::RowNotWholeBlocks {
+            tensor: name.to_owned(),
+            ty,
+            ne0,
+            block_size: ty.block_size(),
+        });
+    }
+    ty.row_bytes(n_elements).ok_or_else(overflow)
 }

@@ -9,10 +9,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::metadata::{Metadata, Value};
-use super::{
-    GgufError, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS,
-    MAX_TENSOR_NAME,
-};
+use super::{GgufError, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS, MAX_TENSOR_NAME};
 use crate::types::GgmlType;
 
 struct PendingTensor<'a> {
@@ -96,23 +93,7 @@ impl<'a> GgufWriter<'a> {
                 max: MAX_DIMS,
             });
         }
-        let ne0 = shape.first().copied().unwrap_or(1);
-        if ne0 % ty.block_size() as u64 != 0 {
-            return Err(GgufError::RowNotWholeBlocks {
-                tensor: name,
-                ty,
-                ne0,
-                block_size: ty.block_size(),
-            });
-        }
-        let expected = shape
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .and_then(|n| ty.row_bytes(n))
-            .ok_or_else(|| GgufError::ShapeOverflow {
-                tensor: name.clone(),
-                shape: shape.to_vec(),
-            })?;
+        let expected = super::reader::tensor_size(&name, shape, ty)?;
         if data.len() as u64 != expected {
             return Err(GgufError::TensorSizeMismatch {
                 tensor: name,
@@ -131,19 +112,9 @@ impl<'a> GgufWriter<'a> {
         Ok(self)
     }
 
-    fn alignment(&self) -> Result<u64, GgufError> {
-        match self.metadata.get(ALIGNMENT_KEY) {
-            None => Ok(DEFAULT_ALIGNMENT),
-            Some(Value::U32(a)) if a.is_power_of_two() => Ok(u64::from(*a)),
-            Some(other) => Err(GgufError::BadAlignment {
-                found: format!("{other:?}"),
-            }),
-        }
-    }
-
     /// Writes the file to `out`.
     pub fn write(&self, out: &mut impl Write) -> Result<(), GgufError> {
-        let alignment = self.alignment()?;
+        let alignment = super::reader::alignment_of(&self.metadata)?;
         let mut w = Counting { inner: out, n: 0 };
         let io = |e| GgufError::io("<output>", e);
         w.put(&GGUF_MAGIC).map_err(io)?;
