@@ -6,6 +6,7 @@
 //! - [`inspect`]: what a GGUF file holds: metadata (long arrays summarised), the tensor table
 //!   and totals by type, as text or JSON.
 //! - [`generate`]: samples of one prompt on a chosen backend.
+//! - [`metrics`]: pass@k and PassUntil as pure functions, checked against EVALS-SPEC.md.
 //!
 //! ```no_run
 //! let path = engine::models::resolve("smollm2-135m", &mut |m| eprintln!("{m}"))?;
@@ -18,3 +19,4 @@
 
 pub mod generate;
 pub mod inspect;
+pub mod metrics;

@@ -1,0 +1,367 @@
+//! PassUntil (Hu et al., "Unlock Predictable Scaling from Emergent Abilities"): sample until
+//! `r` samples pass, record the number of samples `K`, and estimate the pass rate.
+//!
+//! Per instance: the MLE `r/K` (the paper's PU, biased upward) and the unbiased `(r−1)/(K−1)`
+//! for `r ≥ 2`. A problem that reaches the cap with fewer than `r` successes is a censored
+//! record, reported with a one-sided 95% upper bound instead of a silent 0. `K` is the index
+//! of the r-th success in sample-index order, never where a batch happened to end.
+//! Per task: the mean of instance PUs; the scaling law `PU(N) = exp(−c·N^−α)` fitted as a line
+//! in `(ln N, ln(−ln PU))`; and the emergence test, the sign of the quadratic term of that
+//! curve with a bootstrap interval.
+
+use super::{mean, MetricError};
+
+/// What sampling one instance produced, in sample-index order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Instance {
+    /// Successes counted (≤ r).
+    pub successes: u64,
+    /// Samples counted: the index of the r-th success plus one, or the cap.
+    pub trials: u64,
+    /// The r the run asked for.
+    pub r: u64,
+}
+
+impl Instance {
+    /// Reads verdicts in sample-index order and stops at the r-th success or at `cap` samples.
+    /// Verdicts past the stopping point (already in flight) are ignored.
+    pub fn from_verdicts(
+        verdicts: impl IntoIterator<Item = bool>,
+        r: u64,
+        cap: u64,
+    ) -> Result<Self, MetricError> {
+        if r == 0 {
+            return Err(MetricError::Domain("r must be at least 1".into()));
+        }
+        let (mut successes, mut trials) = (0, 0);
+        for pass in verdicts.into_iter().take(cap as usize) {
+            trials += 1;
+            successes += u64::from(pass);
+            if successes == r {
+                break;
+            }
+        }
+        Ok(Instance {
+            successes,
+            trials,
+            r,
+        })
+    }
+
+    /// Whether sampling stopped at the cap before the r-th success.
+    pub fn censored(&self) -> bool {
+        self.successes < self.r
+    }
+
+    /// The paper's PU, `r/K` (MLE); for a censored record, `successes/trials` (0 for none).
+    pub fn pu_mle(&self) -> f64 {
+        if self.trials == 0 {
+            return 0.0;
+        }
+        self.successes as f64 / self.trials as f64
+    }
+
+    /// The unbiased `(r−1)/(K−1)`; `None` for r = 1 (no useful unbiased estimator exists) or a
+    /// censored record.
+    pub fn pu_unbiased(&self) -> Option<f64> {
+        (!self.censored() && self.r >= 2 && self.trials >= 2)
+            .then(|| (self.r - 1) as f64 / (self.trials - 1) as f64)
+    }
+
+    /// One-sided 95% upper bound on the pass rate of a censored record (Clopper–Pearson:
+    /// the p at which seeing at most `successes` in `trials` has probability 5%). For 0
+    /// successes it is `1 − 0.05^{1/K}`.
+    pub fn upper95(&self) -> f64 {
+        binomial_upper_bound(self.successes, self.trials, 0.05)
+    }
+}
+
+/// The `p` with `P(X ≤ s | n, p) = alpha` for `X ~ Binomial(n, p)`: a one-sided upper bound.
+pub fn binomial_upper_bound(s: u64, n: u64, alpha: f64) -> f64 {
+    if n == 0 || s >= n {
+        return 1.0;
+    }
+    if s == 0 {
+        return 1.0 - alpha.powf(1.0 / n as f64);
+    }
+    // P(X ≤ s) falls as p rises; bisect on it, summing the pmf in logs.
+    let cdf = |p: f64| -> f64 {
+        let (lp, lq) = (p.ln(), (-p).ln_1p());
+        let mut log_binom = 0.0f64; // ln C(n, 0)
+        let mut total = 0.0;
+        for i in 0..=s {
+            if i > 0 {
+                log_binom += ((n - i + 1) as f64).ln() - (i as f64).ln();
+            }
+            total += (log_binom + i as f64 * lp + (n - i) as f64 * lq).exp();
+        }
+        total
+    };
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if cdf(mid) > alpha {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// Task-level PassUntil: the mean of instance PUs (MLE), with how many were censored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskPassUntil {
+    /// Mean of the instances' `r/K` (censored ones count at their observed rate, usually 0).
+    pub pu: f64,
+    /// Mean of the unbiased estimates over the instances that have one.
+    pub pu_unbiased: Option<f64>,
+    /// Instances.
+    pub instances: usize,
+    /// Instances that reached the cap.
+    pub censored: usize,
+}
+
+/// Aggregates instances into the task-level PassUntil.
+pub fn task(instances: &[Instance]) -> Result<TaskPassUntil, MetricError> {
+    if instances.is_empty() {
+        return Err(MetricError::TooFewPoints { needed: 1, got: 0 });
+    }
+    let mle: Vec<f64> = instances.iter().map(Instance::pu_mle).collect();
+    let unbiased: Vec<f64> = instances.iter().filter_map(Instance::pu_unbiased).collect();
+    Ok(TaskPassUntil {
+        pu: mean(&mle),
+        pu_unbiased: (!unbiased.is_empty()).then(|| mean(&unbiased)),
+        instances: instances.len(),
+        censored: instances.iter().filter(|i| i.censored()).count(),
+    })
+}
+
+/// A fitted task scaling law `PU(N) = exp(−c·N^−α)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScalingLaw {
+    /// c.
+    pub c: f64,
+    /// α.
+    pub alpha: f64,
+    /// Points used (those with 0 < PU < 1).
+    pub points: usize,
+}
+
+impl ScalingLaw {
+    /// Fits `ln(−ln PU) = ln c − α ln N` by ordinary least squares over the points with
+    /// `0 < PU < 1` (others carry no information on this scale and are left out).
+    pub fn fit(n: &[f64], pu: &[f64]) -> Result<Self, MetricError> {
+        let (x, y) = transform(n, pu)?;
+        if x.len() < 2 {
+            return Err(MetricError::TooFewPoints {
+                needed: 2,
+                got: x.len(),
+            });
+        }
+        let [a, b] = polyfit::<2>(&x, &y).ok_or(MetricError::Domain("all N are equal".into()))?;
+        Ok(ScalingLaw {
+            c: a.exp(),
+            alpha: -b,
+            points: x.len(),
+        })
+    }
+
+    /// The predicted PU at model size `n`.
+    pub fn predict(&self, n: f64) -> f64 {
+        (-self.c * n.powf(-self.alpha)).exp()
+    }
+}
+
+/// The emergence test: curvature of `ln(−ln PU)` against `ln N`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Emergence {
+    /// The quadratic coefficient q of `y = a + b·x + q·x²`.
+    pub q: f64,
+    /// Bootstrap 95% interval of q (resampling points).
+    pub q_ci95: (f64, f64),
+    /// The verdict from the interval.
+    pub class: Curvature,
+}
+
+/// How `ln(−ln PU)` bends in `ln N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Curvature {
+    /// The interval holds 0: consistent with the scaling law.
+    Linear,
+    /// q > 0: sub-scaling growth (as multi-step reasoning predicts).
+    Convex,
+    /// q < 0: super-scaling growth, "accelerated emergence".
+    Concave,
+}
+
+/// Fits the quadratic and bootstraps q over points (`replicates` resamples, seeded).
+pub fn emergence(
+    n: &[f64],
+    pu: &[f64],
+    replicates: usize,
+    seed: u64,
+) -> Result<Emergence, MetricError> {
+    let (x, y) = transform(n, pu)?;
+    if x.len() < 3 {
+        return Err(MetricError::TooFewPoints {
+            needed: 3,
+            got: x.len(),
+        });
+    }
+    let [_, _, q] =
+        polyfit::<3>(&x, &y).ok_or(MetricError::Domain("fewer than 3 distinct N".into()))?;
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = |m: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) % m as u64) as usize
+    };
+    let mut qs = Vec::with_capacity(replicates);
+    let (mut bx, mut by) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    for _ in 0..replicates {
+        for j in 0..x.len() {
+            let i = next(x.len());
+            bx[j] = x[i];
+            by[j] = y[i];
+        }
+        // Resamples with fewer than 3 distinct N cannot fit a quadratic; they are skipped.
+        if let Some([_, _, bq]) = polyfit::<3>(&bx, &by) {
+            qs.push(bq);
+        }
+    }
+    qs.sort_by(f64::total_cmp);
+    let ci = if qs.is_empty() {
+        (q, q)
+    } else {
+        let at = |f: f64| qs[((qs.len() - 1) as f64 * f).round() as usize];
+        (at(0.025), at(0.975))
+    };
+    let class = if ci.0 > 0.0 {
+        Curvature::Convex
+    } else if ci.1 < 0.0 {
+        Curvature::Concave
+    } else {
+        Curvature::Linear
+    };
+    Ok(Emergence {
+        q,
+        q_ci95: ci,
+        class,
+    })
+}
+
+fn transform(n: &[f64], pu: &[f64]) -> Result<(Vec<f64>, Vec<f64>), MetricError> {
+    if n.len() != pu.len() {
+        return Err(MetricError::Domain(format!(
+            "{} model sizes but {} pass rates",
+            n.len(),
+            pu.len()
+        )));
+    }
+    Ok(n.iter()
+        .zip(pu)
+        .filter(|(&n, &p)| n > 0.0 && p > 0.0 && p < 1.0)
+        .map(|(&n, &p)| (n.ln(), (-p.ln()).ln()))
+        .unzip())
+}
+
+/// Least-squares polynomial of degree `D − 1` (coefficients lowest power first), through the
+/// normal equations solved by Gaussian elimination with partial pivoting; `None` if singular.
+// Row/column indices are the natural notation for elimination on a small dense matrix.
+#[allow(clippy::needless_range_loop)]
+fn polyfit<const D: usize>(x: &[f64], y: &[f64]) -> Option<[f64; D]> {
+    // Centre x for conditioning, then expand back.
+    let xm = x.iter().sum::<f64>() / x.len() as f64;
+    let mut a = [[0.0f64; D]; D];
+    let mut rhs = [0.0f64; D];
+    for (&xi, &yi) in x.iter().zip(y) {
+        let t = xi - xm;
+        let pows: [f64; D] = std::array::from_fn(|k| t.powi(k as i32));
+        for r in 0..D {
+            rhs[r] += pows[r] * yi;
+            for c in 0..D {
+                a[r][c] += pows[r] * pows[c];
+            }
+        }
+    }
+    let scale = a.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
+    for col in 0..D {
+        let piv = (col..D).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[piv][col].abs() <= 1e-12 * scale {
+            return None;
+        }
+        a.swap(col, piv);
+        rhs.swap(col, piv);
+        for r in 0..D {
+            if r != col {
+                let f = a[r][col] / a[col][col];
+                for c in col..D {
+                    a[r][c] -= f * a[col][c];
+                }
+                rhs[r] -= f * rhs[col];
+            }
+        }
+    }
+    let centred: [f64; D] = std::array::from_fn(|k| rhs[k] / a[k][k]);
+    // p(t) with t = x − xm: expand Σ c_k (x − xm)^k into powers of x.
+    let mut out = [0.0f64; D];
+    for (k, &ck) in centred.iter().enumerate() {
+        let mut binom = 1.0;
+        for j in 0..=k {
+            // coefficient of x^j in (x − xm)^k: C(k, j)·(−xm)^(k−j)
+            out[j] += ck * binom * (-xm).powi((k - j) as i32);
+            binom = binom * (k - j) as f64 / (j + 1) as f64;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_at_the_rth_success_in_index_order() {
+        let v = [false, true, false, false, true, true, true];
+        let i = Instance::from_verdicts(v, 2, 100).unwrap();
+        assert_eq!((i.successes, i.trials), (2, 5));
+        assert!(!i.censored());
+        let capped = Instance::from_verdicts(v, 2, 3).unwrap();
+        assert_eq!((capped.successes, capped.trials), (1, 3));
+        assert!(capped.censored());
+        assert_eq!(capped.pu_unbiased(), None);
+        assert!(Instance::from_verdicts(v, 0, 3).is_err());
+    }
+
+    #[test]
+    fn upper_bound_is_a_5_percent_tail() {
+        let i = Instance {
+            successes: 3,
+            trials: 1000,
+            r: 5,
+        };
+        let p = i.upper95();
+        // P(X ≤ 3 | 1000, p) = 0.05 at the bound: check with a direct sum.
+        let cdf: f64 = (0..=3u64)
+            .map(|k| {
+                let lc: f64 = (0..k)
+                    .map(|j| ((1000 - j) as f64 / (j + 1) as f64).ln())
+                    .sum();
+                (lc + k as f64 * p.ln() + (1000 - k) as f64 * (1.0 - p).ln()).exp()
+            })
+            .sum();
+        assert!((cdf - 0.05).abs() < 1e-9, "{cdf}");
+        assert!(p > 0.004 && p < 0.01);
+    }
+
+    #[test]
+    fn polyfit_recovers_a_quadratic() {
+        let x = [-2.0, -1.0, 0.5, 1.0, 3.0, 4.0];
+        let y: Vec<f64> = x.iter().map(|&t| 1.5 - 0.25 * t + 0.125 * t * t).collect();
+        let [a, b, c] = polyfit::<3>(&x, &y).unwrap();
+        assert!((a - 1.5).abs() < 1e-10 && (b + 0.25).abs() < 1e-10 && (c - 0.125).abs() < 1e-10);
+        assert!(polyfit::<3>(&[1.0, 1.0, 2.0], &[0.0, 1.0, 2.0]).is_none());
+    }
+}
