@@ -7,6 +7,8 @@
 //!   and totals by type, as text or JSON.
 //! - [`generate`]: samples of one prompt on a chosen backend.
 //! - [`metrics`]: pass@k and PassUntil as pure functions, checked against EVALS-SPEC.md.
+//! - [`judges`]: text, multiple-choice and sandboxed program judges, and a verdict cache.
+//! - [`tasks`]: problems from native JSONL, BIG-bench `task.json` and HumanEval files.
 //!
 //! ```no_run
 //! let path = engine::models::resolve("smollm2-135m", &mut |m| eprintln!("{m}"))?;
@@ -19,4 +21,6 @@
 
 pub mod generate;
 pub mod inspect;
+pub mod judges;
 pub mod metrics;
+pub mod tasks;

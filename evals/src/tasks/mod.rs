@@ -1,0 +1,263 @@
+//! Tasks: problems read from native JSONL, BIG-bench `task.json` and HumanEval JSONL (plain or
+//! gzipped) into one [`Problem`] type.
+//!
+//! A malformed line or field is an error that names the file, the line (or example index) and
+//! the field; a file is loaded whole or not at all.
+
+mod bigbench;
+mod humaneval;
+mod jsonl;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use bigbench::{load_bigbench, parse_bigbench};
+pub use humaneval::{load_humaneval, parse_humaneval};
+pub use jsonl::{load_jsonl, parse_jsonl};
+
+/// One chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// What the model is given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// Raw text, continued as is.
+    Text(String),
+    /// Chat messages, rendered with the model's chat template.
+    Chat(Vec<Message>),
+}
+
+/// Options of the normalized exact-match judge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Normalize {
+    /// Compare case-insensitively.
+    pub ignore_case: bool,
+    /// Collapse whitespace runs and trim.
+    pub collapse_whitespace: bool,
+    /// Drop ASCII and Unicode punctuation.
+    pub strip_punctuation: bool,
+}
+
+impl Default for Normalize {
+    fn default() -> Self {
+        Normalize {
+            ignore_case: true,
+            collapse_whitespace: true,
+            strip_punctuation: true,
+        }
+    }
+}
+
+/// What counts as correct.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Check {
+    /// The completion, trimmed, equals one of the targets.
+    Exact {
+        /// Accepted answers.
+        targets: Vec<String>,
+    },
+    /// Equality after normalization.
+    Normalized {
+        /// Accepted answers.
+        targets: Vec<String>,
+        /// How to normalize.
+        options: Normalize,
+    },
+    /// The completion contains one of the targets.
+    Contains {
+        /// Accepted substrings.
+        targets: Vec<String>,
+    },
+    /// The completion matches a regular expression (anywhere).
+    Regex {
+        /// The pattern (Rust `regex` syntax).
+        pattern: String,
+    },
+    /// The first number in the completion is within tolerance of the target.
+    Numeric {
+        /// The answer.
+        target: f64,
+        /// Accepted absolute difference.
+        abs_tol: f64,
+        /// Accepted difference relative to |target|.
+        rel_tol: f64,
+    },
+    /// Choices scored by log-likelihood; the best-scoring choice must be a correct one.
+    MultipleChoice {
+        /// The choices as continuations of the prompt.
+        choices: Vec<String>,
+        /// Each choice's score (1 correct, 0 wrong; BIG-bench allows fractions).
+        scores: Vec<f64>,
+    },
+    /// The prompt plus completion is run with tests (HumanEval).
+    Program {
+        /// The test code (defines `check`).
+        test: String,
+        /// The function the test checks.
+        entry_point: String,
+    },
+}
+
+/// One problem of a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Unique within its task.
+    pub id: String,
+    /// What the model is given.
+    pub prompt: Prompt,
+    /// How a completion is judged.
+    pub check: Check,
+}
+
+/// A task file that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A line or example is malformed.
+    #[error("{file}:{line}: {field}: {message}")]
+    Malformed {
+        /// The file.
+        file: String,
+        /// 1-based line (JSONL) or example number (BIG-bench: index + 1).
+        line: usize,
+        /// The field at fault (`-` for the whole record).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two problems share an id.
+    #[error("{file}:{line}: duplicate problem id '{id}'")]
+    DuplicateId {
+        /// The file.
+        file: String,
+        /// Where the second one is.
+        line: usize,
+        /// The id.
+        id: String,
+    },
+    /// The file holds no problems.
+    #[error("{file}: no problems")]
+    Empty {
+        /// The file.
+        file: String,
+    },
+    /// The format could not be told from the file.
+    #[error("{file}: cannot tell the task format; pass --format jsonl|bigbench|humaneval")]
+    UnknownFormat {
+        /// The file.
+        file: String,
+    },
+}
+
+/// Task file formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Guess from the name and contents.
+    Auto,
+    /// passuntil's native JSONL.
+    Jsonl,
+    /// BIG-bench `task.json`.
+    Bigbench,
+    /// HumanEval JSONL, plain or `.gz`.
+    Humaneval,
+}
+
+/// Loads a task file.
+pub fn load(path: &Path, format: Format) -> Result<Vec<Problem>, TaskError> {
+    let format = match format {
+        Format::Auto => detect(path)?,
+        f => f,
+    };
+    match format {
+        Format::Jsonl => load_jsonl(path),
+        Format::Bigbench => load_bigbench(path),
+        Format::Humaneval => load_humaneval(path),
+        Format::Auto => unreachable!("resolved above"),
+    }
+}
+
+fn detect(path: &Path) -> Result<Format, TaskError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.ends_with(".gz") || name.to_ascii_lowercase().contains("humaneval") {
+        return Ok(Format::Humaneval);
+    }
+    if name.ends_with(".json") {
+        return Ok(Format::Bigbench);
+    }
+    if name.ends_with(".jsonl") {
+        let head = read_text(path)?;
+        let first = head.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        return Ok(
+            if first.contains("\"task_id\"") && first.contains("\"entry_point\"") {
+                Format::Humaneval
+            } else {
+                Format::Jsonl
+            },
+        );
+    }
+    Err(TaskError::UnknownFormat {
+        file: path.display().to_string(),
+    })
+}
+
+pub(crate) fn read_text(path: &Path) -> Result<String, TaskError> {
+    std::fs::read_to_string(path).map_err(|source| TaskError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub(crate) fn malformed(
+    file: &str,
+    line: usize,
+    field: &str,
+    message: impl Into<String>,
+) -> TaskError {
+    TaskError::Malformed {
+        file: file.to_owned(),
+        line,
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Checks ids are unique and the list is not empty.
+pub(crate) fn finish(
+    file: &str,
+    problems: Vec<(usize, Problem)>,
+) -> Result<Vec<Problem>, TaskError> {
+    if problems.is_empty() {
+        return Err(TaskError::Empty {
+            file: file.to_owned(),
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (line, p) in &problems {
+        if !seen.insert(p.id.as_str()) {
+            return Err(TaskError::DuplicateId {
+                file: file.to_owned(),
+                line: *line,
+                id: p.id.clone(),
+            });
+        }
+    }
+    Ok(problems.into_iter().map(|(_, p)| p).collect())
+}
