@@ -6,7 +6,7 @@
 //! program with python3 in a subprocess with a wall-clock timeout and CPU-time, address-space,
 //! file-size and process-count limits, in a fresh private temporary directory with a cleared
 //! environment, without network (a new network namespace), and, when passuntil runs as root,
-//! as the unprivileged user `nobody`. The five verdicts are distinct. [`VerdictCache`] keeps
+//! under an unprivileged uid of its own. The five verdicts are distinct. [`VerdictCache`] keeps
 //! one verdict per (problem, completion).
 
 use std::collections::HashMap;
@@ -223,9 +223,10 @@ impl Default for Limits {
 /// How a [`Sandbox`] isolates programs on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Isolation {
-    /// Root: a new network namespace, and the program runs as `nobody` (so the process limit
-    /// applies and the user's files are out of reach).
-    NetnsAsNobody,
+    /// Root: a new network namespace, and each run gets its own unprivileged uid (so the
+    /// process limit applies per run, the user's files are out of reach, and everything the
+    /// run started can be killed by uid afterwards).
+    NetnsOwnUid,
     /// Not root: a new user and network namespace.
     UserNetns,
 }
@@ -250,7 +251,7 @@ impl Sandbox {
             .map(|o| o.stdout.starts_with(b"0\n"))
             .unwrap_or(false);
         let isolation = if root {
-            Isolation::NetnsAsNobody
+            Isolation::NetnsOwnUid
         } else {
             Isolation::UserNetns
         };
@@ -285,10 +286,11 @@ impl Sandbox {
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
         let prog = dir.path().join("prog.py");
+        let uid = next_uid();
         std::fs::write(&prog, source).map_err(|e| format!("writing the program: {e}"))?;
         let mut cmd = Command::new("unshare");
         match self.isolation {
-            Isolation::NetnsAsNobody => {
+            Isolation::NetnsOwnUid => {
                 std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534))
                     .and_then(|_| std::os::unix::fs::chown(&prog, Some(65534), Some(65534)))
                     .map_err(|e| format!("chown to nobody: {e}"))?;
@@ -373,8 +375,16 @@ impl Sandbox {
                 None => std::thread::sleep(Duration::from_millis(5)),
             }
         };
-        // Anything the program left running in its group goes too.
+        // Anything the program left running goes too: its process group, and in the root setup
+        // every process of its own uid (which catches children that left the group).
         kill_group(pgid);
+        if self.isolation == Isolation::NetnsOwnUid {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-U", &uid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         let stdout = out.join().unwrap_or_default();
         let stderr = err.join().unwrap_or_default();
         let tail: String = {
@@ -404,6 +414,14 @@ impl Sandbox {
         };
         Ok((verdict, format!("{stdout}{stderr}")))
     }
+}
+
+/// A uid no one else uses, one per run: 200000 + a process-wide counter (cycling through
+/// 100000 ids), so concurrent runs never share a process budget.
+fn next_uid() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    200_000 + (std::process::id().wrapping_mul(7919).wrapping_add(n) % 100_000)
 }
 
 fn kill_group(pgid: u32) {
