@@ -156,3 +156,197 @@ fn passuntil_vectors() {
         assert_eq!(got.q > 0.0, class == Curvature::Convex, "{key}");
     }
 }
+
+#[test]
+fn continuous_vectors() {
+    use evals::metrics::continuous::{
+        brier_score, option_probabilities, target_probability, token_edit_distance,
+    };
+    let s = spec();
+    for case in s["token_edit_distance"].as_array().unwrap() {
+        let as_strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_string())
+                .collect()
+        };
+        let got = token_edit_distance(&as_strings(&case["output"]), &as_strings(&case["target"]));
+        assert_eq!(got as u64, u(&case["ted"]), "{case}");
+    }
+    let t = &s["target_token_prob"];
+    let lp: Vec<f64> = t["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f)
+        .collect();
+    let r = target_probability(&lp).unwrap();
+    assert!(close(r.logprob, f(&t["seq_logprob"]), 1e-9));
+    assert!(close(r.probability, f(&t["seq_prob"]), 1e-9));
+    assert!(close(r.per_token, f(&t["geomean_per_token_prob"]), 1e-9));
+    let b = &s["brier_mc"];
+    let mut sums = Vec::new();
+    for item in b["items"].as_array().unwrap() {
+        let lls: Vec<f64> = item["option_lls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(f)
+            .collect();
+        let gold = u(&item["gold"]) as usize;
+        for (p, want) in option_probabilities(&lls)
+            .iter()
+            .zip(item["probs"].as_array().unwrap())
+        {
+            assert!(close(*p, f(want), 1e-9));
+        }
+        let brier = brier_score(&lls, gold).unwrap();
+        assert!(close(brier, f(&item["brier_sum"]), 1e-9));
+        if let Some(k) = item.get("brier_sum_over_K") {
+            assert!(close(brier / lls.len() as f64, f(k), 1e-9));
+        }
+        sums.push(brier);
+    }
+    let mean = sums.iter().sum::<f64>() / sums.len() as f64;
+    assert!(close(mean, f(&b["lm_eval_brier_score_mean_of_sums"]), 1e-9));
+}
+
+#[test]
+fn llama_perplexity_vectors() {
+    use evals::metrics::perplexity::{
+        compare_token, median, percentile, perplexity, scored_positions, summarize, EncodedRow,
+        TokenComparison,
+    };
+    let s = spec();
+    let c = &s["llama_ppl_chunking"];
+    let n_ctx = u(&c["n_ctx"]) as usize;
+    assert_eq!(scored_positions(n_ctx).start as u64, u(&c["first"]));
+    assert_eq!(
+        scored_positions(n_ctx).len() as u64,
+        u(&c["scored_per_chunk"])
+    );
+    let n_chunk = u(&c["n_tokens"]) as usize / n_ctx;
+    assert_eq!(n_chunk as u64, u(&c["n_chunk"]));
+    assert_eq!(
+        (n_chunk * scored_positions(n_ctx).len()) as u64,
+        u(&c["scored_total"])
+    );
+
+    let p = &s["llama_ppl"];
+    let nll: Vec<f64> = p["nll"].as_array().unwrap().iter().map(f).collect();
+    let (ppl, unc) = perplexity(&nll).unwrap();
+    assert!(close(ppl, f(&p["ppl"]), 1e-9) && close(unc, f(&p["ppl_unc"]), 1e-9));
+
+    let q = &s["llama_percentile_median"];
+    let mut v: Vec<f64> = q["values"].as_array().unwrap().iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    assert!(close(percentile(&v, 0.9), f(&q["p0.9"]), 1e-9));
+    assert!(close(percentile(&v, 0.999), f(&q["p0.999"]), 1e-9));
+    assert!(close(percentile(&v, 0.1), f(&q["p0.1"]), 1e-9));
+    assert!(close(median(&v), f(&q["median"]), 1e-9));
+    let mut e: Vec<f64> = q["even_values"].as_array().unwrap().iter().map(f).collect();
+    e.sort_by(f64::total_cmp);
+    assert!(close(median(&e), f(&q["median_even"]), 1e-9));
+
+    // Exact per-token statistics (base log-probs from an f64 log-softmax).
+    let k = &s["llama_kld_tokens_exact_f64"];
+    let mut toks = Vec::new();
+    for t in k["tokens"].as_array().unwrap() {
+        let base: Vec<f64> = t["base_logits"].as_array().unwrap().iter().map(f).collect();
+        let m = base.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = base.iter().map(|b| (b - m).exp()).sum::<f64>().ln();
+        let base_logp: Vec<f64> = base.iter().map(|b| b - m - lse).collect();
+        let ql: Vec<f32> = t["q_logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| f(x) as f32)
+            .collect();
+        let r = compare_token(&base_logp, &ql, u(&t["token"]) as usize).unwrap();
+        assert!(close(r.kld, f(&t["kld"]), 1e-6), "{r:?}");
+        assert!(close(r.delta_p, f(&t["dp"]), 1e-6));
+        assert!(close(r.nll_q, f(&t["nll_q"]), 1e-6));
+        assert!(close(r.nll_base, f(&t["nll_base"]), 1e-9));
+        assert_eq!(r.same_top, t["same_top"].as_bool().unwrap());
+        toks.push(r);
+    }
+    let mean_kld = toks.iter().map(|t| t.kld).sum::<f64>() / 2.0;
+    assert!(close(mean_kld, f(&k["mean_kld"]), 1e-6));
+
+    // The uint16 row encoding.
+    let r = &s["llama_uint16_base_row"];
+    let logits: Vec<f32> = r["logits_f32"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| f(x) as f32)
+        .collect();
+    let enc = EncodedRow::encode(&logits);
+    assert!((enc.scale as f64 - f(&r["scale"])).abs() < 1e-9);
+    assert!((enc.min_log_prob as f64 - f(&r["min_log_prob"])).abs() < 1e-6);
+    let q: Vec<u64> = enc.q.iter().map(|&x| x as u64).collect();
+    assert_eq!(
+        q,
+        r["q"].as_array().unwrap().iter().map(u).collect::<Vec<_>>()
+    );
+    for (got, want) in enc
+        .decode()
+        .iter()
+        .zip(r["decoded_logprob"].as_array().unwrap())
+    {
+        assert!((got - f(want)).abs() < 1e-6, "{got} vs {want}");
+    }
+    let ql: Vec<f32> = r["q_logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| f(x) as f32)
+        .collect();
+    let cmp = compare_token(&enc.decode(), &ql, u(&r["token"]) as usize).unwrap();
+    assert!(
+        (cmp.kld - f(&r["kld_with_quantized_base_skip_le_-16"])).abs() < 1e-6,
+        "{cmp:?}"
+    );
+
+    // The summary block from nll series alone.
+    let k = &s["llama_kld_summary_stats"];
+    let nq: Vec<f64> = k["nll_q"].as_array().unwrap().iter().map(f).collect();
+    let nb: Vec<f64> = k["nll_base"].as_array().unwrap().iter().map(f).collect();
+    let same = u(&k["same_top_count"]) as usize;
+    let toks: Vec<TokenComparison> = nq
+        .iter()
+        .zip(&nb)
+        .enumerate()
+        .map(|(i, (&a, &b))| TokenComparison {
+            kld: 0.0,
+            delta_p: (-a).exp() - (-b).exp(),
+            same_top: i < same,
+            nll_q: a,
+            nll_base: b,
+        })
+        .collect();
+    let sm = summarize(&toks).unwrap();
+    let pairs = [
+        (sm.ppl_q.0, "mean_ppl_q"),
+        (sm.ppl_q.1, "mean_ppl_q_unc"),
+        (sm.ppl_base.0, "mean_ppl_base"),
+        (sm.ppl_base.1, "mean_ppl_base_unc"),
+        (100.0 * sm.cor, "cor_pct"),
+        (sm.ln_ppl_ratio.0, "ln_ppl_ratio"),
+        (sm.ln_ppl_ratio.1, "ln_ppl_ratio_unc"),
+        (sm.ppl_ratio.0, "ppl_ratio"),
+        (sm.ppl_ratio.1, "ppl_ratio_unc"),
+        (sm.ppl_diff.0, "ppl_diff"),
+        (sm.ppl_diff.1, "ppl_diff_unc"),
+        (sm.delta_p.0, "mean_dp"),
+        (sm.delta_p.1, "mean_dp_unc"),
+        (sm.rms_delta_p.0, "rms_dp"),
+        (sm.rms_delta_p.1, "rms_dp_unc"),
+        (sm.same_top.0, "same_top_p"),
+        (sm.same_top.1, "same_top_unc"),
+    ];
+    for (got, key) in pairs {
+        assert!(close(got, f(&k[key]), 1e-6), "{key}: {got} vs {}", k[key]);
+    }
+}

@@ -5,9 +5,15 @@
 //!   variance, and dataset aggregates with standard errors.
 //! - [`passuntil`]: PassUntil per instance (MLE r/K, unbiased (r−1)/(K−1), censored records
 //!   with a one-sided upper bound), per task, the task scaling-law fit and the emergence test.
+//! - [`continuous`]: the Mirage paper's continuous metrics (token edit distance, target
+//!   probability, multiple-choice Brier score).
+//! - [`perplexity`]: perplexity and KL-divergence statistics as llama.cpp's perplexity tool
+//!   computes them.
 
+pub mod continuous;
 pub mod pass_at_k;
 pub mod passuntil;
+pub mod perplexity;
 
 /// A metric's inputs are outside its domain.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
