@@ -350,3 +350,228 @@ fn llama_perplexity_vectors() {
         assert!(close(got, f(&k[key]), 1e-6), "{key}: {got} vs {}", k[key]);
     }
 }
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(f).collect()
+}
+
+#[test]
+fn calibration_vectors() {
+    use evals::metrics::calibration::{accuracy_se, calibration, predict, wilson};
+    use evals::metrics::continuous::option_probabilities;
+    let s = spec();
+    let e = &s["ece_equal_width"][0];
+    let correct: Vec<bool> = e["correct"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| u(c) == 1)
+        .collect();
+    let c = calibration(&floats(&e["conf"]), &correct, u(&e["M"]) as usize).unwrap();
+    assert!(
+        close(c.ece, f(&e["ece"]), 1e-9) && close(c.mce, f(&e["mce"]), 1e-9),
+        "{c:?}"
+    );
+    for b in e["bins_used(index,count,acc,conf)"].as_array().unwrap() {
+        let (count, conf, acc) = c.bins[u(&b[0]) as usize];
+        assert_eq!(count as u64, u(&b[1]));
+        assert!(close(acc, f(&b[2]), 1e-9) && close(conf, f(&b[3]), 1e-9));
+    }
+    let e = &s["ece_equal_width"][1];
+    let correct: Vec<bool> = e["correct"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| u(c) == 1)
+        .collect();
+    let c = calibration(&floats(&e["conf"]), &correct, 10).unwrap();
+    assert!(close(c.ece, f(&e["ece_left_closed"]), 1e-9), "{c:?}");
+
+    for item in s["acc_acc_norm"].as_array().unwrap() {
+        let choices: Vec<&str> = item["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let p = predict(&floats(&item["lls"]), &choices).unwrap();
+        assert_eq!(p.acc as u64, u(&item["pred_acc"]));
+        let norm = item
+            .get("pred_acc_norm_chars")
+            .or(item.get("pred_acc_norm"))
+            .unwrap();
+        assert_eq!(p.acc_norm as u64, u(norm));
+        if let Some(b) = item.get("pred_acc_bytes") {
+            assert_eq!(p.acc_bytes as u64, u(b));
+        }
+    }
+    let m = &s["mmlu_letter_softmax"];
+    for (p, want) in option_probabilities(&floats(&m["letter_logprobs_ABCD"]))
+        .iter()
+        .zip(floats(&m["probs"]))
+    {
+        assert!(close(*p, want, 1e-9));
+    }
+    for w in s["llama_wilson"].as_array().unwrap() {
+        let (lo, hi) = wilson(u(&w["correct"]) as usize, u(&w["n"]) as usize, 1.95996);
+        assert!(
+            (lo - f(&w["interval"][0])).abs() < 1e-6 && (hi - f(&w["interval"][1])).abs() < 1e-6,
+            "{lo} {hi}"
+        );
+    }
+    assert!((accuracy_se(7, 10) - 0.152753).abs() < 1e-6);
+}
+
+#[test]
+fn consistency_vectors() {
+    use evals::metrics::consistency::{
+        expected_maj_at_k, majority, rank_score_at_k, small_model_samples, weighted_majority,
+    };
+    let s = spec();
+    let strs = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mv = &s["majority_vote"];
+    let answers = strs(&mv["answers"]);
+    let refs: Vec<&str> = answers.iter().map(String::as_str).collect();
+    assert_eq!(majority(&refs), mv["vote"].as_str());
+    let t = &s["maj_first_k_tiebreak_first"];
+    let preds = strs(&t["preds"]);
+    let refs: Vec<&str> = preds.iter().map(String::as_str).collect();
+    assert_eq!(majority(&refs[..2]), t["maj@2"].as_str());
+    assert_eq!(majority(&refs[..3]), t["maj@3"].as_str());
+    for case in s["maj_at_k_expected_exact_DERIVED"].as_array().unwrap() {
+        let answers = strs(&case["answers"]);
+        let refs: Vec<&str> = answers.iter().map(String::as_str).collect();
+        for (k, want) in case["E_maj_at_k"].as_object().unwrap() {
+            let got = expected_maj_at_k(&refs, case["gold"].as_str().unwrap(), k.parse().unwrap())
+                .unwrap();
+            assert!(close(got, f(want), 1e-9), "k={k}: {got}");
+        }
+    }
+    let w = &s["sc_weighted_vote"];
+    let paths: Vec<(String, Vec<f64>)> = w["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_owned(), floats(&p[1])))
+        .collect();
+    let refs: Vec<(&str, &[f64])> = paths
+        .iter()
+        .map(|(a, l)| (a.as_str(), l.as_slice()))
+        .collect();
+    let (winner, sums) = weighted_majority(&refs).unwrap();
+    assert_eq!(Some(winner), w["winner"].as_str());
+    for (a, s) in sums {
+        assert!(close(s, f(&w["weight_sums"][a]), 1e-9));
+    }
+    for case in s["rank_score_at_k"].as_array().unwrap() {
+        let p: Vec<bool> = case["pass_sorted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| u(x) == 1)
+            .collect();
+        assert!(close(
+            rank_score_at_k(&p, u(&case["k"]) as usize).unwrap(),
+            f(&case["score"]),
+            1e-9
+        ));
+    }
+    for case in s["budget_realloc"]["cases"].as_array().unwrap() {
+        let k = small_model_samples(u(&case["B"]), f(&case["N_large"]), f(&case["N_small"]));
+        assert_eq!(k, u(&case["k_small"]));
+    }
+}
+
+#[test]
+fn uncertainty_entropy_outlier_vectors() {
+    use evals::metrics::entropy::matrix_entropy;
+    use evals::metrics::outliers::outlier_features;
+    use evals::metrics::uncertainty::{jaccard_matrix, uncertainty};
+    let s = spec();
+    for case in s["lin_blackbox_uq_jaccard"].as_array().unwrap() {
+        let answers: Vec<&str> = case["answers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let m = answers.len();
+        let w = jaccard_matrix(&answers);
+        let want_w: Vec<f64> = case["W"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(floats)
+            .collect();
+        assert!(w.iter().zip(&want_w).all(|(a, b)| (a - b).abs() < 1e-12));
+        let r = uncertainty(&w, m, 0.9).unwrap();
+        for (got, want) in r.eigenvalues.iter().zip(floats(&case["laplacian_eigs"])) {
+            assert!((got - want).abs() < 1e-9, "{:?}", r.eigenvalues);
+        }
+        assert!((r.eigv - f(&case["U_EigV"])).abs() < 1e-9);
+        assert!((r.degree - f(&case["U_Deg_paper"])).abs() < 1e-9);
+        assert!((r.degree_uqnlg - f(&case["U_Deg_UQNLG_mean_rowsum_1-W"])).abs() < 1e-9);
+        for (got, want) in r.degree_confidence.iter().zip(floats(&case["C_Deg"])) {
+            assert!((got - want).abs() < 1e-9);
+        }
+        assert!((r.eccentricity - f(&case["U_Ecc"])).abs() < 1e-6, "{r:?}");
+        for (got, want) in r.eccentricity_norms.iter().zip(floats(&case["C_Ecc"])) {
+            assert!((-got - want).abs() < 1e-6, "{r:?}");
+        }
+    }
+    for case in s["matrix_entropy"].as_array().unwrap() {
+        let rows: Vec<Vec<f64>> = case["R_NxD"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(floats)
+            .collect();
+        let (n, d) = (rows.len(), rows[0].len());
+        let flat: Vec<f64> = rows.concat();
+        let Some(h) = case.get("H_nats") else {
+            // A row equal to the mean: skipped, not NaN.
+            let r = matrix_entropy(&flat, n, d).unwrap();
+            assert!(r.entropy.is_finite());
+            continue;
+        };
+        let r = matrix_entropy(&flat, n, d).unwrap();
+        assert!((r.entropy - f(h)).abs() < 1e-9, "{r:?}");
+        for (got, want) in r.eigenvalues.iter().zip(floats(&case["eigenvalues"])) {
+            assert!((got - want).abs() < 1e-9);
+        }
+        if let Some(x) = case.get("H_over_ln_d") {
+            assert!((r.normalized - f(x)).abs() < 1e-9);
+            assert!((r.effective_rank - f(&case["erank"])).abs() < 1e-9);
+        }
+    }
+    // Outliers: the spec's construction.
+    let o = &s["outlier_features"];
+    let (l, sq, h) = (4usize, 50usize, 8usize);
+    let mut states = vec![vec![0.0f32; sq * h]; l];
+    for (ly, st) in states.iter_mut().enumerate() {
+        for p in 0..sq {
+            st[p * h + 7] = 5.99;
+            if ly <= 2 && p < 5 {
+                st[p * h + 2] = 8.5;
+            }
+            if ly == 0 && p < 2 {
+                st[p * h + 5] = 7.0;
+            }
+            if (ly == 1 || ly == 3) && (10..=12).contains(&p) {
+                st[p * h + 6] = -6.0;
+            }
+        }
+    }
+    let r = outlier_features(&states, sq, h, f(&o["threshold"]) as f32);
+    assert_eq!(r.dims, [2, 6]);
+    assert_eq!(r.dims_pooled, [2]);
+    assert!((r.layers_affected - 1.0).abs() < 1e-12);
+    assert!((r.positions_affected - 0.16).abs() < 1e-12);
+    assert_eq!(r.max_magnitude, 8.5);
+}

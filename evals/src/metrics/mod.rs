@@ -7,13 +7,25 @@
 //!   with a one-sided upper bound), per task, the task scaling-law fit and the emergence test.
 //! - [`continuous`]: the Mirage paper's continuous metrics (token edit distance, target
 //!   probability, multiple-choice Brier score).
+//! - [`calibration`]: acc / acc_norm / acc_bytes, ECE and MCE, accuracy error bars.
+//! - [`consistency`]: majority vote, exact expected maj@k, rank-score@k, budget reallocation.
+//! - [`entropy`]: matrix entropy and effective rank of hidden states.
+//! - [`outliers`]: LLM.int8() outlier features, both readings of the 6% rule.
+//! - [`uncertainty`]: EigV, degree and eccentricity of sampled responses.
+//! - [`linalg`]: the symmetric eigensolver they share.
 //! - [`perplexity`]: perplexity and KL-divergence statistics as llama.cpp's perplexity tool
 //!   computes them.
 
+pub mod calibration;
+pub mod consistency;
 pub mod continuous;
+pub mod entropy;
+pub mod linalg;
+pub mod outliers;
 pub mod pass_at_k;
 pub mod passuntil;
 pub mod perplexity;
+pub mod uncertainty;
 
 /// A metric's inputs are outside its domain.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

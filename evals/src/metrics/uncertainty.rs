@@ -1,0 +1,101 @@
+//! Sampling-based uncertainty (Lin, Trivedi and Sun, "Generating with Confidence"; used by
+//! Dhole for dynamic RAG), on the Jaccard similarity of sampled responses (EVALS-SPEC §6):
+//! EigV, the degree-matrix measures and eccentricity, following UQ-NLG.
+
+use super::linalg::symmetric_eigen;
+use super::MetricError;
+
+/// Jaccard similarity of lower-cased whitespace-split word sets; `W_ii = 1`. Punctuation is
+/// kept, as in the reference code ("Paris." ≠ "Paris").
+pub fn jaccard_matrix(responses: &[&str]) -> Vec<f64> {
+    let sets: Vec<std::collections::HashSet<String>> = responses
+        .iter()
+        .map(|r| {
+            r.to_lowercase()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    let m = sets.len();
+    let mut w = vec![0.0; m * m];
+    for i in 0..m {
+        for j in 0..m {
+            w[i * m + j] = if i == j {
+                1.0
+            } else {
+                let inter = sets[i].intersection(&sets[j]).count();
+                let union = sets[i].union(&sets[j]).count();
+                inter as f64 / union.max(1) as f64
+            };
+        }
+    }
+    w
+}
+
+/// Uncertainty measures of one input's sampled responses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Uncertainty {
+    /// Laplacian eigenvalues, ascending.
+    pub eigenvalues: Vec<f64>,
+    /// U_EigV = Σ max(0, 1 − λ_k).
+    pub eigv: f64,
+    /// U_Deg = 1 − Σd_i/m² (paper / lm-polygraph form).
+    pub degree: f64,
+    /// C_Deg(s_j) = d_j/m.
+    pub degree_confidence: Vec<f64>,
+    /// UQ-NLG's degree form, mean_i(m − d_i) = m·U_Deg.
+    pub degree_uqnlg: f64,
+    /// U_Ecc: Frobenius norm of the centred spectral embedding.
+    pub eccentricity: f64,
+    /// ‖v'_j‖ per response (C_Ecc = −‖v'_j‖).
+    pub eccentricity_norms: Vec<f64>,
+}
+
+/// Computes the measures from a symmetric similarity matrix `w` (m×m, unit diagonal), with
+/// the eigenvalue threshold for eccentricity (UQ-NLG default 0.9).
+pub fn uncertainty(w: &[f64], m: usize, threshold: f64) -> Result<Uncertainty, MetricError> {
+    if m == 0 || w.len() != m * m {
+        return Err(MetricError::Domain(
+            "the similarity matrix must be m×m with m ≥ 1".into(),
+        ));
+    }
+    let d: Vec<f64> = (0..m).map(|i| w[i * m..(i + 1) * m].iter().sum()).collect();
+    let mut lap = vec![0.0; m * m];
+    for i in 0..m {
+        for j in 0..m {
+            let id = f64::from(u8::from(i == j));
+            lap[i * m + j] = id - w[i * m + j] / (d[i] * d[j]).sqrt();
+        }
+    }
+    let (vals, vecs) = symmetric_eigen(&lap, m);
+    let eigv = vals.iter().map(|l| (1.0 - l).max(0.0)).sum();
+    let mf = m as f64;
+    let sum_d: f64 = d.iter().sum();
+    let chosen: Vec<usize> = (0..m).filter(|&k| vals[k] < threshold).collect();
+    let rows: Vec<Vec<f64>> = (0..m)
+        .map(|j| chosen.iter().map(|&k| vecs[j][k]).collect())
+        .collect();
+    let mean: Vec<f64> = (0..chosen.len())
+        .map(|c| rows.iter().map(|r| r[c]).sum::<f64>() / mf)
+        .collect();
+    let norms: Vec<f64> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .zip(&mean)
+                .map(|(x, mu)| (x - mu).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    Ok(Uncertainty {
+        eccentricity: norms.iter().map(|x| x * x).sum::<f64>().sqrt(),
+        eccentricity_norms: norms,
+        eigv,
+        degree: 1.0 - sum_d / (mf * mf),
+        degree_confidence: d.iter().map(|x| x / mf).collect(),
+        degree_uqnlg: d.iter().map(|x| mf - x).sum::<f64>() / mf,
+        eigenvalues: vals,
+    })
+}
