@@ -3,6 +3,8 @@
 
 /// Eigenvalues (ascending) and eigenvectors (columns, `vectors[i][k]` is component i of vector
 /// k) of the symmetric matrix `a` (n×n, row-major), by cyclic Jacobi rotations in f64.
+// A rotation touches rows and columns p and q by index; indices are the clear notation here.
+#[allow(clippy::needless_range_loop)]
 pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
     assert_eq!(a.len(), n * n, "matrix must be n×n");
     let mut m: Vec<Vec<f64>> = (0..n).map(|i| a[i * n..(i + 1) * n].to_vec()).collect();
