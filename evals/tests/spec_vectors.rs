@@ -575,3 +575,93 @@ fn uncertainty_entropy_outlier_vectors() {
     assert!((r.positions_affected - 0.16).abs() < 1e-12);
     assert_eq!(r.max_magnitude, 8.5);
 }
+
+#[test]
+fn remaining_vectors() {
+    use evals::metrics::calibration::accuracy_se;
+    use evals::metrics::continuous::mirage_model;
+    use evals::metrics::pass_at_k::{pass_at_k, pass_at_k_plugin};
+    use evals::metrics::passuntil::{expected_inverse_k_r1, predict_from_instances};
+    use evals::metrics::perplexity::{strided_windows, token_mean_prediction};
+    let s = spec();
+    let b = &s["pass_at_k_plugin_biased"];
+    let (n, c, k) = (u(&b["n"]), u(&b["c"]), u(&b["k"]));
+    assert!(close(
+        pass_at_k_plugin(n, c, k).unwrap(),
+        f(&b["plugin_1_minus_(1-c/n)^k"]),
+        1e-9
+    ));
+    assert!(close(pass_at_k(n, c, k).unwrap(), f(&b["unbiased"]), 1e-9));
+    for case in s["passuntil_r1_bias_E[1/K]"].as_array().unwrap() {
+        let p = f(&case["p"]);
+        let e = expected_inverse_k_r1(p).unwrap();
+        assert!(close(e, f(&case["E_inv_K"]), 1e-9) && close(e / p, f(&case["ratio_to_p"]), 1e-9));
+    }
+    let ip = &s["passuntil_instance_level_prediction"];
+    let laws: Vec<ScalingLaw> = ip["instances_c_alpha"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ca| ScalingLaw {
+            c: f(&ca[0]),
+            alpha: f(&ca[1]),
+            points: 0,
+        })
+        .collect();
+    for (law, want) in laws.iter().zip(floats(&ip["instance_PU"])) {
+        assert!(close(law.predict(f(&ip["N"])), want, 1e-9));
+    }
+    assert!(close(
+        predict_from_instances(&laws, f(&ip["N"])).unwrap(),
+        f(&ip["task_PU_mean"]),
+        1e-9
+    ));
+    for case in s["mirage_model"].as_array().unwrap() {
+        let (acc, ted) = mirage_model(f(&case["p"]), u(&case["L"]) as u32);
+        assert!(close(acc, f(&case["acc_p^L"]), 1e-9) && close(ted, f(&case["ted_L(1-p)"]), 1e-9));
+    }
+    let st = &s["llama_strided"];
+    let (windows, scored) = strided_windows(
+        u(&st["n_tokens"]) as usize,
+        u(&st["n_ctx_after_adjust"]) as usize,
+        u(&st["stride"]) as usize,
+    );
+    assert_eq!(windows as u64, u(&st["n_chunk_max"]));
+    assert_eq!(scored.len() as u64, u(&st["scored_per_window"]));
+    let hs = &s["llama_hellaswag_token_mean"];
+    let endings: Vec<Vec<f64>> = hs["ending_token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(floats)
+        .collect();
+    let refs: Vec<&[f64]> = endings.iter().map(Vec::as_slice).collect();
+    let (means, pred) = token_mean_prediction(&refs);
+    for (m, want) in means.iter().zip(floats(&hs["means"])) {
+        assert!(close(*m, want, 1e-9));
+    }
+    assert_eq!(pred as u64, u(&hs["pred"]));
+    let bs = &s["binary_se"];
+    let scores: Vec<u64> = bs["scores"].as_array().unwrap().iter().map(u).collect();
+    let correct = scores.iter().filter(|&&x| x == 1).count();
+    assert!(close(
+        correct as f64 / scores.len() as f64,
+        f(&bs["mean"]),
+        1e-12
+    ));
+    assert!(close(
+        accuracy_se(correct, scores.len()),
+        f(&bs["se"]),
+        1e-9
+    ));
+}
+
+/// Every key of the spec's vector block is exercised by a test in this file.
+#[test]
+fn every_vector_is_covered() {
+    let s = spec();
+    let this = include_str!("spec_vectors.rs");
+    for key in s.as_object().unwrap().keys() {
+        assert!(this.contains(&format!("\"{key}\"")), "no test reads {key}");
+    }
+}

@@ -49,6 +49,12 @@ pub fn target_probability(token_logprobs: &[f64]) -> Result<TargetProbability, M
     })
 }
 
+/// The Mirage paper's independence model for a target of `len` tokens each correct with
+/// probability `p`: all-tokens accuracy `p^len` and expected token edit distance `len·(1−p)`.
+pub fn mirage_model(p: f64, len: u32) -> (f64, f64) {
+    (p.powi(len as i32), len as f64 * (1.0 - p))
+}
+
 /// Softmax over option log-likelihoods (max-subtracted).
 pub fn option_probabilities(loglikelihoods: &[f64]) -> Vec<f64> {
     let m = loglikelihoods

@@ -33,6 +33,14 @@ pub fn pass_at_k(n: u64, c: u64, k: u64) -> Result<f64, MetricError> {
     Ok(1.0 - fail_all_prob(n, c, k)?)
 }
 
+/// The plug-in `1 − (1 − c/n)^k`, biased low; for comparison with the unbiased estimator only.
+pub fn pass_at_k_plugin(n: u64, c: u64, k: u64) -> Result<f64, MetricError> {
+    if c > n || n == 0 {
+        return Err(MetricError::SuccessesExceedSamples { n, c });
+    }
+    Ok(1.0 - (1.0 - c as f64 / n as f64).powi(k as i32))
+}
+
 /// An unbiased estimate of the variance of the per-problem estimate from sampling alone:
 /// `F² − G` with `F = C(n−c,k)/C(n,k)`, `G = C(n−c,2k)/C(n,2k)` (EVALS-SPEC §1, derived
 /// there). Needs `n ≥ 2k`.

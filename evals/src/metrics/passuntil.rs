@@ -109,6 +109,26 @@ pub fn binomial_upper_bound(s: u64, n: u64, alpha: f64) -> f64 {
     0.5 * (lo + hi)
 }
 
+/// `E[1/K]` when sampling until the first success at pass rate `p` (K geometric):
+/// `−p·ln p/(1−p)`; its ratio to `p` is the upward bias of the r = 1 estimate `1/K`.
+pub fn expected_inverse_k_r1(p: f64) -> Result<f64, MetricError> {
+    if !(p > 0.0 && p < 1.0) {
+        return Err(MetricError::Domain(format!(
+            "pass rate {p} must lie in (0, 1)"
+        )));
+    }
+    Ok(-p * p.ln() / (1.0 - p))
+}
+
+/// Task PU at model size `n` from per-instance laws: the mean of each instance's prediction
+/// (the paper's instance-level fitting).
+pub fn predict_from_instances(laws: &[ScalingLaw], n: f64) -> Result<f64, MetricError> {
+    if laws.is_empty() {
+        return Err(MetricError::TooFewPoints { needed: 1, got: 0 });
+    }
+    Ok(laws.iter().map(|l| l.predict(n)).sum::<f64>() / laws.len() as f64)
+}
+
 /// Task-level PassUntil: the mean of instance PUs (MLE), with how many were censored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskPassUntil {

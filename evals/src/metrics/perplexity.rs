@@ -10,6 +10,36 @@ pub fn scored_positions(n_ctx: usize) -> std::ops::Range<usize> {
     n_ctx / 2..n_ctx.saturating_sub(1)
 }
 
+/// Strided perplexity windows (`--ppl-stride S`): with the context already grown to `n_ctx`,
+/// `(n_tokens − n_ctx + S − 1)/S` windows start every S tokens, and the last S positions of
+/// each are scored (`j ∈ [n_ctx − S − 1, n_ctx − 2]`).
+pub fn strided_windows(
+    n_tokens: usize,
+    n_ctx: usize,
+    stride: usize,
+) -> (usize, std::ops::Range<usize>) {
+    if stride == 0 || n_tokens < n_ctx || stride >= n_ctx {
+        return (0, 0..0);
+    }
+    (
+        (n_tokens - n_ctx + stride - 1) / stride,
+        n_ctx - stride - 1..n_ctx - 1,
+    )
+}
+
+/// llama.cpp's HellaSwag scoring: the mean token log-probability of each ending; the
+/// prediction is the best mean (first on ties).
+pub fn token_mean_prediction(endings: &[&[f64]]) -> (Vec<f64>, usize) {
+    let means: Vec<f64> = endings
+        .iter()
+        .map(|e| e.iter().sum::<f64>() / e.len().max(1) as f64)
+        .collect();
+    let pred = (0..means.len())
+        .reduce(|b, i| if means[i] > means[b] { i } else { b })
+        .unwrap_or(0);
+    (means, pred)
+}
+
 /// `(x̄, sqrt((⟨x²⟩ − x̄²)/(n − 1)))`; the uncertainty is 0 unless the variance is positive
 /// and n > 10, as llama.cpp reports it.
 pub fn mean_and_uncertainty(sum: f64, sum2: f64, n: usize) -> (f64, f64) {
