@@ -22,7 +22,7 @@ pub fn strided_windows(
         return (0, 0..0);
     }
     (
-        (n_tokens - n_ctx + stride - 1) / stride,
+        (n_tokens - n_ctx).div_ceil(stride),
         n_ctx - stride - 1..n_ctx - 1,
     )
 }
