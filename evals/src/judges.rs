@@ -229,6 +229,10 @@ pub enum Isolation {
     NetnsOwnUid,
     /// Not root: a new user and network namespace.
     UserNetns,
+    /// The OS refuses new namespaces (some containers): limits, a private directory and a
+    /// cleared environment still apply, but the program can reach the network. Reported by
+    /// [`Sandbox::isolation`] so that runs record it.
+    LimitsOnly,
 }
 
 /// Runs untrusted programs under limits; see the module docs.
@@ -288,8 +292,13 @@ impl Sandbox {
         let prog = dir.path().join("prog.py");
         let uid = next_uid();
         std::fs::write(&prog, source).map_err(|e| format!("writing the program: {e}"))?;
-        let mut cmd = Command::new("unshare");
+        let mut cmd = Command::new(if self.isolation == Isolation::LimitsOnly {
+            "prlimit"
+        } else {
+            "unshare"
+        });
         match self.isolation {
+            Isolation::LimitsOnly => {}
             Isolation::NetnsOwnUid => {
                 std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534))
                     .and_then(|_| std::os::unix::fs::chown(&prog, Some(65534), Some(65534)))

@@ -4,15 +4,70 @@
 
 use std::time::{Duration, Instant};
 
-use evals::judges::{program_source, Limits, Sandbox, Verdict};
+use evals::judges::{program_source, Isolation, Limits, Sandbox, Verdict};
 use evals::tasks::{Check, Problem, Prompt};
 
-fn sandbox() -> Sandbox {
-    Sandbox::new(Limits {
+/// The tests run one at a time so that "no process left behind" is checked on a quiet machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Guarded {
+    sandbox: Sandbox,
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Guarded {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_eq!(
+                sandbox_processes(),
+                Vec::<String>::new(),
+                "processes left behind"
+            );
+        }
+    }
+}
+
+/// Processes running under the sandbox's uids (200000 and up).
+fn sandbox_processes() -> Vec<String> {
+    let out = std::process::Command::new("ps")
+        .args(["-eo", "uid=,pid=,comm="])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|u| u.parse::<u32>().ok())
+                .is_some_and(|u| u >= 200_000)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+fn sandbox() -> Guarded {
+    let lock = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let sandbox = Sandbox::new(Limits {
         wall: Duration::from_secs(3),
         ..Limits::default()
     })
-    .expect("sandbox available")
+    .expect("sandbox available");
+    assert_ne!(
+        *sandbox.isolation(),
+        Isolation::LimitsOnly,
+        "this machine allows network namespaces"
+    );
+    Guarded {
+        sandbox,
+        _lock: lock,
+    }
 }
 
 #[test]
