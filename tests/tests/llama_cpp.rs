@@ -285,3 +285,36 @@ fn parity_of_llama_cpp_with_itself() {
         assert!(r.top1_agreement >= 0.9, "{r:?}");
     }
 }
+
+#[test]
+fn llama_cpp_loads_files_our_writer_wrote() {
+    let _one = serial();
+    // Rewrite the default model through GgufWriter (metadata and every tensor as read).
+    let src = quant::gguf::GgufFile::open(passuntil_tests::default_model()).unwrap();
+    let mut w = quant::gguf::GgufWriter::with_metadata(src.metadata().clone());
+    for t in src.tensors() {
+        w.add_tensor(t.name(), &t.info.shape, t.ty(), t.data)
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("rewritten.gguf");
+    w.write_to_path(&copy).unwrap();
+
+    let opts = ContextOptions {
+        n_ctx: 256,
+        n_seq_max: 1,
+        ..Default::default()
+    };
+    let greedy_of = |path: &std::path::Path| {
+        let m = LlamaCppModel::load(path, 0).unwrap();
+        let mut b = m.backend(&opts).unwrap();
+        let ids = b
+            .tokenize(b"The capital of France is", TokenizeOptions::default())
+            .unwrap();
+        greedy(&mut b, &ids, 8).unwrap().tokens
+    };
+    assert_eq!(
+        greedy_of(&copy),
+        greedy_of(passuntil_tests::default_model())
+    );
+}
