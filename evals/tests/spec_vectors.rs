@@ -355,18 +355,17 @@ fn floats(v: &Value) -> Vec<f64> {
     v.as_array().unwrap().iter().map(f).collect()
 }
 
+fn bools(v: &Value) -> Vec<bool> {
+    v.as_array().unwrap().iter().map(|x| u(x) == 1).collect()
+}
+
 #[test]
 fn calibration_vectors() {
     use evals::metrics::calibration::{accuracy_se, calibration, predict, wilson};
     use evals::metrics::continuous::option_probabilities;
     let s = spec();
     let e = &s["ece_equal_width"][0];
-    let correct: Vec<bool> = e["correct"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| u(c) == 1)
-        .collect();
+    let correct = bools(&e["correct"]);
     let c = calibration(&floats(&e["conf"]), &correct, u(&e["M"]) as usize).unwrap();
     assert!(
         close(c.ece, f(&e["ece"]), 1e-9) && close(c.mce, f(&e["mce"]), 1e-9),
@@ -378,12 +377,7 @@ fn calibration_vectors() {
         assert!(close(acc, f(&b[2]), 1e-9) && close(conf, f(&b[3]), 1e-9));
     }
     let e = &s["ece_equal_width"][1];
-    let correct: Vec<bool> = e["correct"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| u(c) == 1)
-        .collect();
+    let correct = bools(&e["correct"]);
     let c = calibration(&floats(&e["conf"]), &correct, 10).unwrap();
     assert!(close(c.ece, f(&e["ece_left_closed"]), 1e-9), "{c:?}");
 
@@ -470,12 +464,7 @@ fn consistency_vectors() {
         assert!(close(s, f(&w["weight_sums"][a]), 1e-9));
     }
     for case in s["rank_score_at_k"].as_array().unwrap() {
-        let p: Vec<bool> = case["pass_sorted"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| u(x) == 1)
-            .collect();
+        let p = bools(&case["pass_sorted"]);
         assert!(close(
             rank_score_at_k(&p, u(&case["k"]) as usize).unwrap(),
             f(&case["score"]),
