@@ -92,8 +92,13 @@ impl LlamaCppModel {
         if !path.is_file() {
             return Err(load_err("no such file".into()));
         }
-        // llama.cpp aborts the process on some malformed files; our own reader validates first.
-        quant::gguf::GgufFile::open(path).map_err(|e| load_err(e.to_string()))?;
+        // llama.cpp aborts the process on some malformed files, so our reader validates the
+        // container first. Tensor types passuntil does not implement (IQ quants, ...) are
+        // llama.cpp's business, not an error here.
+        match quant::gguf::GgufFile::open(path) {
+            Ok(_) | Err(quant::gguf::GgufError::UnsupportedTensorType { .. }) => {}
+            Err(e) => return Err(load_err(e.to_string())),
+        }
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
         let model = LlamaModel::load_from_file(backend, path, &params)
             .map_err(|e| load_err(e.to_string()))?;
