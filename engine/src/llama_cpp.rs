@@ -66,6 +66,12 @@ pub struct ContextOptions {
     pub n_ubatch: u32,
     /// Threads; `None` uses every available core.
     pub n_threads: Option<u32>,
+    /// One KV cache for all sequences (forks share cells; attention runs over every used
+    /// cell) or a stream of `n_ctx / n_seq_max` cells per sequence (forks copy the prompt's
+    /// cells; a sequence's rows never depend on the others', so logits are batch-invariant).
+    pub unified_kv: bool,
+    /// Flash attention: `None` lets llama.cpp decide.
+    pub flash_attention: Option<bool>,
 }
 
 impl Default for ContextOptions {
@@ -76,6 +82,8 @@ impl Default for ContextOptions {
             n_batch: 2048,
             n_ubatch: 512,
             n_threads: None,
+            unified_kv: true,
+            flash_attention: None,
         }
     }
 }
@@ -108,6 +116,11 @@ impl LlamaCppModel {
         })
     }
 
+    /// The context length the model was trained with.
+    pub fn n_ctx_train(&self) -> u32 {
+        self.model.n_ctx_train()
+    }
+
     /// The file this model came from.
     pub fn path(&self) -> &str {
         &self.path
@@ -133,7 +146,12 @@ impl LlamaCppModel {
             .with_n_batch(n_batch)
             .with_n_ubatch(opts.n_ubatch.clamp(1, n_batch))
             .with_n_seq_max(opts.n_seq_max)
-            .with_kv_unified(true)
+            .with_kv_unified(opts.unified_kv)
+            .with_flash_attention_policy(match opts.flash_attention {
+                None => -1,
+                Some(false) => 0,
+                Some(true) => 1,
+            })
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let ctx = {

@@ -23,4 +23,5 @@ pub mod generate;
 pub mod inspect;
 pub mod judges;
 pub mod metrics;
+pub mod run;
 pub mod tasks;

@@ -80,6 +80,7 @@ fn passing_and_failing_programs() {
             test: "def check(f):\n    assert f(2, 3) == 5\n".into(),
             entry_point: "add".into(),
         },
+        stop: Vec::new(),
     };
     let good = program_source(&problem, "    return a + b\n").unwrap();
     assert_eq!(s.run(&good).0, Verdict::Pass);

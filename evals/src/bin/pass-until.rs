@@ -25,6 +25,35 @@ enum Command {
     },
     /// Sample continuations of a prompt (the prompt is computed once and shared).
     Generate(GenerateArgs),
+    /// Sample problems of a task until they pass (PassUntil) or n times each (pass@k).
+    Run(Box<RunArgs>),
+    /// Continue a stopped run exactly where it stopped.
+    Resume {
+        /// The run directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Combine the shard directories of one run.
+    Merge {
+        /// Shard directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The merged run's directory (must be new or empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Per-problem and task tables of a run.
+    Report {
+        /// The run directory.
+        dir: PathBuf,
+        /// Also write an SVG plot of per-problem pass rates.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a GGUF file's metadata, tensor table and totals by type.
     Inspect {
         /// A GGUF path or a known model name (fetched on first use).
@@ -74,6 +103,86 @@ struct GenerateArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A GGUF path or a known model name (fetched on first use).
+    #[arg(short, long, default_value = models::DEFAULT_MODEL)]
+    model: String,
+    /// The task file.
+    #[arg(long)]
+    task: PathBuf,
+    /// The task file's format.
+    #[arg(long, value_enum, default_value_t = evals::tasks::Format::Auto)]
+    format: evals::tasks::Format,
+    /// PassUntil: stop a problem at its r-th success (in sample-index order).
+    #[arg(long, default_value_t = 2, conflicts_with = "n")]
+    r: u64,
+    /// PassUntil: most samples per problem (a problem reaching it is censored).
+    #[arg(long, default_value_t = 100_000, conflicts_with = "n")]
+    max_samples: u64,
+    /// pass@k: exactly N samples per problem instead of PassUntil.
+    #[arg(long)]
+    n: Option<u64>,
+    /// pass@k: the k values to report (with --n).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1u64, 10, 100], requires = "n")]
+    k: Vec<u64>,
+    /// Most tokens per sample.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// A stop string added to every problem's own (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Temperature.
+    #[arg(long, default_value_t = 1.0)]
+    temp: f32,
+    /// Keep the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling threshold (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Drop tokens below this fraction of the top token's probability (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Seed: sample i of problem p is a function of (seed, p, i) only.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run only problems p with p % N == I (0-based I).
+    #[arg(long, default_value = "0/1")]
+    shard: evals::run::Shard,
+    /// The run directory (an existing run with the same settings is continued).
+    #[arg(long)]
+    out: PathBuf,
+    /// Which engine runs the model.
+    #[arg(long, value_enum, default_value_t = default_backend())]
+    backend: evals::generate::BackendKind,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+#[derive(clap::Args)]
+struct ExecArgs {
+    /// Samples decoded together (never changes results).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Backend threads (default: every core).
+    #[arg(short, long)]
+    threads: Option<u32>,
+    /// Judge threads (default: 1 for text checks, up to 4 for programs).
+    #[arg(long)]
+    judge_threads: Option<usize>,
+}
+
+impl ExecArgs {
+    fn exec(&self) -> evals::run::Exec {
+        evals::run::Exec {
+            batch: self.batch,
+            threads: self.threads,
+            judge_threads: self.judge_threads,
+        }
+    }
 }
 
 fn default_backend() -> evals::generate::BackendKind {
@@ -141,6 +250,38 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Generate(args) => generate(&mut out, args),
+        Command::Run(args) => run_task(&mut out, *args),
+        Command::Resume { dir, exec } => {
+            let mut bar = RunProgress::new();
+            let outcome = evals::run::resume(&dir, &exec.exec(), &mut bar);
+            bar.finish();
+            finish_run(&mut out, outcome?)
+        }
+        Command::Merge { dirs, out: dest } => {
+            let m = evals::run::merge(&dirs, &dest)?;
+            writeln!(
+                out,
+                "merged {} shards, {} samples into {}",
+                m.shards.len(),
+                m.samples,
+                dest.display()
+            )?;
+            Ok(())
+        }
+        Command::Report { dir, plot, json } => {
+            let report = evals::run::report::report(&dir)?;
+            if let Some(plot) = &plot {
+                report.plot(plot)?;
+                eprintln!("plot written to {}", plot.display());
+            }
+            if json {
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                out.write_all(report.render().as_bytes())?;
+            }
+            Ok(())
+        }
         Command::Inspect { model, json } => {
             let path = resolve_model(&model)?;
             let report = evals::inspect::inspect(&path)
@@ -259,5 +400,120 @@ fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
         report.samples.len(),
         report.tokens_per_second
     );
+    Ok(())
+}
+
+/// A progress bar on a terminal, plain lines every few seconds otherwise.
+struct RunProgress {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: std::time::Instant,
+}
+
+impl RunProgress {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} problems  {msg}  ETA {eta}",
+                )
+                .expect("a valid template"),
+            );
+            b
+        });
+        RunProgress {
+            bar,
+            last_line: std::time::Instant::now(),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl evals::run::Progress for RunProgress {
+    fn update(&mut self, s: &evals::run::Stats) {
+        let rate = |x: u64| x as f64 / s.elapsed.max(1e-9);
+        let msg = format!(
+            "{} samples  {:.1} samples/s  {:.1} tokens/s",
+            s.samples,
+            rate(s.samples),
+            rate(s.tokens)
+        );
+        match &self.bar {
+            Some(b) => {
+                b.set_length(s.problems as u64);
+                b.set_position(s.decided as u64);
+                b.set_message(msg);
+            }
+            None if self.last_line.elapsed().as_secs() >= 5 => {
+                self.last_line = std::time::Instant::now();
+                eprintln!("{}/{} problems  {msg}", s.decided, s.problems);
+            }
+            None => {}
+        }
+    }
+}
+
+fn run_task(out: &mut impl Write, a: RunArgs) -> Result<()> {
+    let model = resolve_model(&a.model)?;
+    let mut opts = evals::run::RunOptions::new(model, a.task, a.out);
+    opts.backend = a.backend;
+    opts.format = a.format;
+    opts.sampling = evals::run::Sampling {
+        temperature: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+    };
+    opts.max_tokens = a.max_tokens;
+    opts.stop = a.stop;
+    opts.rule = match a.n {
+        Some(n) => evals::run::StopRule::Fixed { n, k: a.k },
+        None => evals::run::StopRule::PassUntil {
+            r: a.r,
+            max_samples: a.max_samples,
+        },
+    };
+    opts.seed = a.seed;
+    opts.shard = a.shard;
+    opts.exec = a.exec.exec();
+    let mut bar = RunProgress::new();
+    let outcome = evals::run::start(&opts, &mut bar);
+    bar.finish();
+    finish_run(out, outcome?)
+}
+
+fn finish_run(out: &mut impl Write, o: evals::run::Outcome) -> Result<()> {
+    if o.torn_bytes > 0 {
+        eprintln!(
+            "dropped a torn last line ({} bytes) from samples.jsonl",
+            o.torn_bytes
+        );
+    }
+    if !o.skipped.is_empty() {
+        eprintln!(
+            "left out {} multiple-choice problems (scored, not sampled)",
+            o.skipped.len()
+        );
+    }
+    let s = &o.stats;
+    let wall = s.elapsed.max(1e-9);
+    eprintln!(
+        "{} samples this session ({} before), {:.1} samples/s, {:.1} tokens/s; \
+         decode {:.0}%, writing {:.2}% of wall, judging {:.2} s on other threads",
+        s.samples,
+        o.earlier,
+        s.samples as f64 / wall,
+        s.tokens as f64 / wall,
+        100.0 * s.decode_s / wall,
+        100.0 * s.write_s / wall,
+        s.judge_s
+    );
+    let report = evals::run::report::report(&o.dir)?;
+    out.write_all(report.render().as_bytes())?;
     Ok(())
 }

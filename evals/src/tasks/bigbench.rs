@@ -7,7 +7,9 @@
 //! choices are listed after the input, each after `choice_prefix` (default `"\n  choice: "`).
 //! BIG-bench shuffles that list with its own random generator; passuntil lists it in sorted
 //! order so that a run is reproducible. Examples with `target` (a string or a list) are
-//! generative, judged by exact match after trimming.
+//! generative, judged by exact match after trimming; their completions end at the task's
+//! `stop_string`, or at the first newline when it has none (answers in this format are one
+//! line).
 
 use std::path::Path;
 
@@ -35,6 +37,10 @@ pub fn parse_bigbench(file: &str, text: &str) -> Result<Vec<Problem>, TaskError>
     let input_prefix = opt_str("example_input_prefix", "\nQ: ")?;
     let output_prefix = opt_str("example_output_prefix", "\nA: ")?;
     let choice_prefix = opt_str("choice_prefix", "\n  choice: ")?;
+    let stop = opt_str("stop_string", "\n")?;
+    if stop.is_empty() {
+        return Err(malformed(file, 0, "stop_string", "empty"));
+    }
     let append_choices = match task.get("append_choices_to_input") {
         None => true,
         Some(Value::Bool(b)) => *b,
@@ -128,6 +134,11 @@ pub fn parse_bigbench(file: &str, text: &str) -> Result<Vec<Problem>, TaskError>
             n,
             Problem {
                 id: format!("{name}/{i}"),
+                stop: if matches!(check, Check::MultipleChoice { .. }) {
+                    Vec::new()
+                } else {
+                    vec![stop.clone()]
+                },
                 prompt: Prompt::Text(prompt),
                 check,
             },

@@ -65,6 +65,7 @@ pub fn parse_humaneval(file: &str, text: &str) -> Result<Vec<Problem>, TaskError
                     test: field("test")?,
                     entry_point,
                 },
+                stop: super::PROGRAM_STOPS.iter().map(|s| s.to_string()).collect(),
             },
         ));
     }

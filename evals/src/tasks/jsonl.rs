@@ -12,7 +12,8 @@
 //! Fields: `id` (default: the line number), `prompt` or `messages`; then one of `target` /
 //! `targets` (with `judge`: `exact` (default), `normalized`, `contains`, `numeric`), a
 //! `judge` of type `regex`, `choices` with `answer` (index) or `scores`, or `test` with
-//! `entry_point`. Unknown fields are errors, so typos do not pass silently. Blank lines and
+//! `entry_point`. `stop` lists strings that end a completion (programs default to a new
+//! top-level statement). Unknown fields are errors, so typos do not pass silently. Blank lines and
 //! lines starting with `//` are skipped.
 
 use std::path::Path;
@@ -21,8 +22,9 @@ use serde_json::{Map, Value};
 
 use super::{finish, malformed, read_text, Check, Message, Normalize, Problem, Prompt, TaskError};
 
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 12] = [
     "id",
+    "stop",
     "prompt",
     "messages",
     "target",
@@ -187,7 +189,20 @@ fn problem(file: &str, n: usize, o: &Map<String, Value>) -> Result<Problem, Task
             }
         }
     };
-    Ok(Problem { id, prompt, check })
+    let stop = match strings("stop")? {
+        Some(s) if s.iter().any(String::is_empty) => return Err(err("stop", "empty stop string")),
+        Some(s) => s,
+        None if matches!(check, Check::Program { .. }) => {
+            super::PROGRAM_STOPS.iter().map(|s| s.to_string()).collect()
+        }
+        None => Vec::new(),
+    };
+    Ok(Problem {
+        id,
+        prompt,
+        check,
+        stop,
+    })
 }
 
 enum Judge {

@@ -117,7 +117,14 @@ pub struct Problem {
     pub prompt: Prompt,
     /// How a completion is judged.
     pub check: Check,
+    /// Generation stops where the text first contains one of these; the completion ends
+    /// before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
 }
+
+/// Where the completions of HumanEval-style programs end: a new top-level statement.
+pub const PROGRAM_STOPS: [&str; 5] = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"];
 
 /// A task file that cannot be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +201,7 @@ pub fn load(path: &Path, format: Format) -> Result<Vec<Problem>, TaskError> {
     }
 }
 
-fn detect(path: &Path) -> Result<Format, TaskError> {
+pub(crate) fn detect(path: &Path) -> Result<Format, TaskError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name.ends_with(".gz") || name.to_ascii_lowercase().contains("humaneval") {
         return Ok(Format::Humaneval);

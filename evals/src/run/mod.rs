@@ -1,0 +1,703 @@
+//! `pass-until run`, `resume` and `merge`: massive sampling until problems pass.
+//!
+//! A run directory holds `run.json` (what defines the run: model and task hashes, sampling,
+//! stopping rule, seed, shard) and `samples.jsonl` (every judged sample, appended as it is
+//! judged). Sample `i` of problem `p` draws its randomness from (seed, p, i) alone, so a run
+//! gives the same samples whatever the batch size, thread count, shard split or
+//! interruptions, up to the backend's batch invariance. Resuming reads `samples.jsonl`, drops
+//! a torn last line, and samples only what is still missing.
+//!
+//! ```no_run
+//! use evals::run::{start, RunOptions, StopRule};
+//! let model = engine::models::resolve("smollm2-135m", &mut |m| eprintln!("{m}"))?;
+//! let mut opts = RunOptions::new(model, "tasks/arithmetic.jsonl".into(), "runs/arith".into());
+//! opts.rule = StopRule::PassUntil { r: 2, max_samples: 200 };
+//! let outcome = start(&opts, &mut |_: &evals::run::Stats| {})?;
+//! println!("{} samples", outcome.stats.samples);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod record;
+pub mod report;
+mod scheduler;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use record::{
+    load_samples, FileRef, Loaded, RunConfig, SampleRecord, SampleWriter, Sampling, Shard,
+    StopRule, TaskRef, FORMAT_VERSION,
+};
+pub use scheduler::{Progress, Stats};
+pub use state::{Decision, ProblemState};
+
+use crate::generate::BackendKind;
+use crate::tasks::{Check, Format, Problem, Prompt, TaskError};
+use engine::backend::{Backend, BackendError, TokenizeOptions};
+
+/// Why a run cannot go on. Samples already written stay written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A run file is malformed.
+    #[error("{}:{line}: {message}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The directory holds a different run.
+    #[error("{} holds a different run ({}); use another --out or resume it as it is", dir.display(), differences.join("; "))]
+    Mismatch {
+        /// The run directory.
+        dir: PathBuf,
+        /// What differs.
+        differences: Vec<String>,
+    },
+    /// The task file cannot be used.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// Settings that cannot work.
+    #[error("{0}")]
+    Settings(String),
+    /// The backend failed or is not available.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// A judge failed (not a failing sample: the judge itself).
+    #[error("judging sample {index} of '{problem}': {message}")]
+    Judge {
+        /// The problem.
+        problem: String,
+        /// The sample.
+        index: u64,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Everything `pass-until run` takes.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The GGUF file.
+    pub model: PathBuf,
+    /// Which engine runs it.
+    pub backend: BackendKind,
+    /// The task file.
+    pub task: PathBuf,
+    /// Its format.
+    pub format: Format,
+    /// How tokens are drawn.
+    pub sampling: Sampling,
+    /// Most generated tokens per sample.
+    pub max_tokens: usize,
+    /// Stop strings added to every problem's own.
+    pub stop: Vec<String>,
+    /// When a problem has had enough samples.
+    pub rule: StopRule,
+    /// The run's seed.
+    pub seed: u64,
+    /// Which problems to run.
+    pub shard: Shard,
+    /// The run directory.
+    pub out: PathBuf,
+    /// How the work is executed (not part of the run's identity).
+    pub exec: Exec,
+}
+
+/// How a run executes; changing these never changes its samples.
+#[derive(Clone, Copy, Debug)]
+pub struct Exec {
+    /// Samples decoded together.
+    pub batch: usize,
+    /// Backend threads (`None`: every core).
+    pub threads: Option<u32>,
+    /// Judge threads (`None`: one for text checks, up to 4 for programs).
+    pub judge_threads: Option<usize>,
+}
+
+impl Default for Exec {
+    fn default() -> Self {
+        Exec {
+            batch: 64,
+            threads: None,
+            judge_threads: None,
+        }
+    }
+}
+
+impl RunOptions {
+    /// PassUntil with r = 2 and a cap of 100,000 samples, plain sampling at temperature 1,
+    /// 256 tokens, seed 0, batch 64, on the backend this build prefers.
+    pub fn new(model: PathBuf, task: PathBuf, out: PathBuf) -> Self {
+        RunOptions {
+            model,
+            backend: if cfg!(feature = "llama-cpp") {
+                BackendKind::LlamaCpp
+            } else {
+                BackendKind::Native
+            },
+            task,
+            format: Format::Auto,
+            sampling: Sampling {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
+            },
+            max_tokens: 256,
+            stop: Vec::new(),
+            rule: StopRule::PassUntil {
+                r: 2,
+                max_samples: 100_000,
+            },
+            seed: 0,
+            shard: Shard::default(),
+            out,
+            exec: Exec::default(),
+        }
+    }
+}
+
+/// What a session did.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// Numbers for this session.
+    pub stats: Stats,
+    /// Samples already judged before this session.
+    pub earlier: usize,
+    /// Bytes of a torn last line dropped from `samples.jsonl`.
+    pub torn_bytes: usize,
+    /// Multiple-choice problems left out (they are scored, not sampled).
+    pub skipped: Vec<String>,
+}
+
+fn format_name(path: &Path, format: Format) -> Result<String, RunError> {
+    let f = match format {
+        Format::Auto => crate::tasks::detect(path)?,
+        f => f,
+    };
+    Ok(match f {
+        Format::Jsonl => "jsonl",
+        Format::Bigbench => "bigbench",
+        Format::Humaneval => "humaneval",
+        Format::Auto => unreachable!("detected"),
+    }
+    .to_owned())
+}
+
+fn backend_name(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Native => "native",
+        BackendKind::LlamaCpp => "llama.cpp",
+    }
+}
+
+/// Starts a run in `opts.out`, or continues the one there if its settings are the same.
+pub fn start(opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome, RunError> {
+    if opts.max_tokens == 0 {
+        return Err(RunError::Settings("--max-tokens must be at least 1".into()));
+    }
+    match &opts.rule {
+        StopRule::PassUntil { r, max_samples } if *r == 0 || max_samples < r => {
+            return Err(RunError::Settings(format!(
+                "--r {r} must be at least 1 and at most --max-samples {max_samples}"
+            )))
+        }
+        StopRule::Fixed { n, k } if *n == 0 || k.iter().any(|&k| k == 0 || k > *n) => {
+            return Err(RunError::Settings(format!(
+                "every k in {k:?} must be in 1..={n} (--n)"
+            )))
+        }
+        _ => {}
+    }
+    opts.sampling
+        .params()
+        .validate()
+        .map_err(BackendError::from)?;
+    let config = RunConfig {
+        format: FORMAT_VERSION,
+        passuntil: env!("CARGO_PKG_VERSION").to_owned(),
+        model: FileRef::of(&opts.model)?,
+        backend: backend_name(opts.backend).to_owned(),
+        task: TaskRef {
+            file: FileRef::of(&opts.task)?,
+            format: format_name(&opts.task, opts.format)?,
+        },
+        sampling: opts.sampling.clone(),
+        max_tokens: opts.max_tokens,
+        stop: opts.stop.clone(),
+        rule: opts.rule.clone(),
+        seed: opts.seed,
+        shard: opts.shard,
+        merged_from: Vec::new(),
+    };
+    let dir = &opts.out;
+    std::fs::create_dir_all(dir).map_err(|source| RunError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    if dir.join("run.json").exists() {
+        let old = RunConfig::load(dir)?;
+        let mut differences = old.differences(&config);
+        if old.shard != config.shard {
+            differences.push(format!("shard: {} vs {}", old.shard, config.shard));
+        }
+        if !differences.is_empty() {
+            return Err(RunError::Mismatch {
+                dir: dir.clone(),
+                differences,
+            });
+        }
+    } else {
+        config.save(dir)?;
+    }
+    execute(dir, &config, &opts.exec, progress)
+}
+
+/// Continues the run in `dir` with its own settings.
+pub fn resume(dir: &Path, exec: &Exec, progress: &mut dyn Progress) -> Result<Outcome, RunError> {
+    let config = RunConfig::load(dir)?;
+    execute(dir, &config, exec, progress)
+}
+
+fn backend_kind(name: &str) -> Result<BackendKind, RunError> {
+    match name {
+        "native" => Ok(BackendKind::Native),
+        "llama.cpp" => Ok(BackendKind::LlamaCpp),
+        other => Err(RunError::Settings(format!(
+            "unknown backend '{other}' in run.json"
+        ))),
+    }
+}
+
+fn check_file(what: &str, recorded: &FileRef) -> Result<PathBuf, RunError> {
+    let path = PathBuf::from(&recorded.path);
+    let now = FileRef::of(&path)?;
+    if now.sha256 != recorded.sha256 {
+        return Err(RunError::Settings(format!(
+            "the {what} {} has changed since the run started (sha256 {} now, {} then); \
+             restore it or start a new run",
+            recorded.path, now.sha256, recorded.sha256
+        )));
+    }
+    Ok(path)
+}
+
+/// A shard's problems, as a run sees them.
+#[derive(Clone, Debug)]
+pub struct ShardProblems {
+    /// The problems sampled, with their index in the task file.
+    pub sampled: Vec<(u64, Problem)>,
+    /// Ids of the multiple-choice problems left out.
+    pub skipped: Vec<String>,
+}
+
+/// The problems of a run's shard.
+pub fn shard_problems(config: &RunConfig, path: &Path) -> Result<ShardProblems, RunError> {
+    let format = match config.task.format.as_str() {
+        "jsonl" => Format::Jsonl,
+        "bigbench" => Format::Bigbench,
+        "humaneval" => Format::Humaneval,
+        other => return Err(RunError::Settings(format!("unknown task format '{other}'"))),
+    };
+    let mut skipped = Vec::new();
+    let mut out = Vec::new();
+    for (p, problem) in crate::tasks::load(path, format)?.into_iter().enumerate() {
+        if !config.shard.holds(p) {
+            continue;
+        }
+        if matches!(problem.check, Check::MultipleChoice { .. }) {
+            skipped.push(problem.id);
+        } else {
+            out.push((p as u64, problem));
+        }
+    }
+    Ok(ShardProblems {
+        sampled: out,
+        skipped,
+    })
+}
+
+/// Rebuilds each problem's state from the records; records must belong to the problems.
+fn states_from(
+    problems: &[(u64, Problem)],
+    records: &[SampleRecord],
+    rule: &StopRule,
+    samples: &Path,
+) -> Result<Vec<ProblemState>, RunError> {
+    let by_p: std::collections::HashMap<u64, usize> = problems
+        .iter()
+        .enumerate()
+        .map(|(j, (p, _))| (*p, j))
+        .collect();
+    let mut states = vec![ProblemState::default(); problems.len()];
+    for (line, r) in records.iter().enumerate() {
+        let j = by_p
+            .get(&r.p)
+            .copied()
+            .filter(|&j| problems[j].1.id == r.problem && r.index < rule.cap())
+            .ok_or_else(|| RunError::Malformed {
+                path: samples.to_path_buf(),
+                line: line + 1,
+                message: format!(
+                    "sample {} of problem '{}' (index {}) is not part of this run",
+                    r.index, r.problem, r.p
+                ),
+            })?;
+        states[j].judged(r.index, r.passed, rule);
+    }
+    Ok(states)
+}
+
+fn execute(
+    dir: &Path,
+    config: &RunConfig,
+    exec: &Exec,
+    progress: &mut dyn Progress,
+) -> Result<Outcome, RunError> {
+    let task_path = check_file("task file", &config.task.file)?;
+    let ShardProblems {
+        sampled: problems,
+        skipped,
+    } = shard_problems(config, &task_path)?;
+    let samples_path = dir.join("samples.jsonl");
+    let loaded = load_samples(&samples_path)?;
+    let mut states = states_from(&problems, &loaded.records, &config.rule, &samples_path)?;
+    let session = loaded
+        .records
+        .iter()
+        .map(|r| r.session + 1)
+        .max()
+        .unwrap_or(0);
+    let mut outcome = Outcome {
+        dir: dir.to_path_buf(),
+        stats: Stats {
+            problems: problems.len(),
+            decided: states.iter().filter(|s| s.decision().is_some()).count(),
+            ..Stats::default()
+        },
+        earlier: loaded.records.len(),
+        torn_bytes: loaded.torn_bytes,
+        skipped,
+    };
+    let mut writer = SampleWriter::open(&samples_path, loaded.good_len)?;
+    if outcome.stats.decided == problems.len() {
+        return Ok(outcome);
+    }
+    if exec.batch == 0 {
+        return Err(RunError::Settings("--batch must be at least 1".into()));
+    }
+    if let Some((_, p)) = problems
+        .iter()
+        .find(|(_, p)| matches!(p.prompt, Prompt::Chat(_)))
+    {
+        return Err(RunError::Settings(format!(
+            "problem '{}' has a chat prompt; `run` samples text prompts only for now \
+             (chat templates come with the native engine)",
+            p.id
+        )));
+    }
+    let needs_sandbox = problems
+        .iter()
+        .any(|(_, p)| matches!(p.check, Check::Program { .. }));
+    let sandbox = if needs_sandbox {
+        Some(Arc::new(
+            crate::judges::Sandbox::new(crate::judges::Limits::default())
+                .map_err(RunError::Settings)?,
+        ))
+    } else {
+        None
+    };
+    let judge_threads = exec.judge_threads.unwrap_or(if needs_sandbox {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    } else {
+        1
+    });
+    let model_path = check_file("model", &config.model)?;
+    let kind = backend_kind(&config.backend)?;
+    let stats = with_backend(
+        kind,
+        &model_path,
+        config,
+        &problems,
+        exec,
+        &mut |backend, jobs, shape| {
+            let shape = scheduler::Shape {
+                judge_threads,
+                ..shape
+            };
+            scheduler::drive(
+                backend,
+                config,
+                jobs,
+                &mut states,
+                &mut writer,
+                session,
+                shape,
+                sandbox.clone(),
+                progress,
+            )
+        },
+    )?;
+    outcome.stats = stats;
+    Ok(outcome)
+}
+
+type Body<'a> = dyn FnMut(&mut dyn Backend, &[scheduler::Job], scheduler::Shape) -> Result<Stats, RunError>
+    + 'a;
+
+/// Tokenizes the prompts, sizes a context for them and calls `body` with the backend.
+fn with_backend(
+    kind: BackendKind,
+    model: &Path,
+    config: &RunConfig,
+    problems: &[(u64, Problem)],
+    exec: &Exec,
+    body: &mut Body<'_>,
+) -> Result<Stats, RunError> {
+    match kind {
+        BackendKind::Native => Err(RunError::Settings(
+            "the native backend is not built yet; run with the llama.cpp backend \
+             (a pass-until built with --features llama-cpp)"
+                .into(),
+        )),
+        BackendKind::LlamaCpp => llama_cpp_backend(model, config, problems, exec, body),
+    }
+}
+
+/// Tokenizes every problem's prompt and gathers its stop strings.
+#[cfg_attr(not(feature = "llama-cpp"), allow(dead_code))]
+fn jobs_for(
+    backend: &dyn Backend,
+    config: &RunConfig,
+    problems: &[(u64, Problem)],
+) -> Result<Vec<scheduler::Job>, RunError> {
+    problems
+        .iter()
+        .map(|(p, problem)| {
+            let Prompt::Text(text) = &problem.prompt else {
+                unreachable!("chat prompts are refused before")
+            };
+            let prompt = backend.tokenize(
+                text.as_bytes(),
+                TokenizeOptions {
+                    add_special: true,
+                    parse_special: false,
+                },
+            )?;
+            if prompt.is_empty() {
+                return Err(RunError::Settings(format!(
+                    "problem '{}' has an empty prompt",
+                    problem.id
+                )));
+            }
+            let stop = problem
+                .stop
+                .iter()
+                .chain(&config.stop)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.as_bytes().to_vec())
+                .collect();
+            Ok(scheduler::Job {
+                p: *p,
+                problem: Arc::new(problem.clone()),
+                prompt,
+                stop,
+            })
+        })
+        .collect()
+}
+
+/// Sample slots, prompt sequences and cells for a batch size and prompt length.
+#[cfg_attr(not(feature = "llama-cpp"), allow(dead_code))]
+fn shape_for(batch: usize, max_prompt: usize, max_sequences: usize) -> scheduler::Shape {
+    let batch = batch.min(max_sequences - 1).max(1);
+    let prompt_seqs = (batch / 4).clamp(1, max_sequences - batch);
+    scheduler::Shape {
+        batch,
+        prompt_seqs,
+        prompt_cells: prompt_seqs * max_prompt,
+        judge_threads: 1,
+    }
+}
+
+#[cfg(feature = "llama-cpp")]
+fn llama_cpp_backend(
+    model: &Path,
+    config: &RunConfig,
+    problems: &[(u64, Problem)],
+    exec: &Exec,
+    body: &mut Body<'_>,
+) -> Result<Stats, RunError> {
+    use engine::llama_cpp::{ContextOptions, LlamaCppModel, LLAMA_MAX_SEQ};
+    let m = LlamaCppModel::load(model, 0)?;
+    let jobs = {
+        let probe = m.backend(&ContextOptions {
+            n_ctx: 64,
+            n_seq_max: 1,
+            n_threads: exec.threads,
+            ..ContextOptions::default()
+        })?;
+        jobs_for(&probe, config, problems)?
+    };
+    let max_prompt = jobs.iter().map(|j| j.prompt.len()).max().unwrap_or(1);
+    let shape = shape_for(exec.batch, max_prompt, LLAMA_MAX_SEQ as usize);
+    let n_ctx_train = m.n_ctx_train();
+    if let Some(j) = jobs
+        .iter()
+        .find(|j| j.prompt.len() + config.max_tokens > n_ctx_train as usize)
+    {
+        return Err(RunError::Settings(format!(
+            "problem '{}': {} prompt tokens + {} new tokens exceed the model's context of {n_ctx_train}",
+            j.problem.id,
+            j.prompt.len(),
+            config.max_tokens
+        )));
+    }
+    // A stream of cells per sequence: each sample's rows then never depend on which other
+    // samples share the batch, which a unified cache cannot promise.
+    let n_seq = shape.batch + shape.prompt_seqs;
+    let per_seq = (max_prompt + config.max_tokens + 1).next_multiple_of(256);
+    let mut backend = m.backend(&ContextOptions {
+        n_ctx: (per_seq * n_seq) as u32,
+        n_seq_max: n_seq as u32,
+        n_threads: exec.threads,
+        unified_kv: std::env::var_os("PASSUNTIL_UNIFIED_KV").is_some(),
+        ..ContextOptions::default()
+    })?;
+    body(&mut backend, &jobs, shape)
+}
+
+#[cfg(not(feature = "llama-cpp"))]
+fn llama_cpp_backend(
+    _: &Path,
+    _: &RunConfig,
+    _: &[(u64, Problem)],
+    _: &Exec,
+    _: &mut Body<'_>,
+) -> Result<Stats, RunError> {
+    Err(RunError::Settings(
+        "this pass-until was built without llama.cpp; rebuild with `--features llama-cpp` \
+         (needs cmake, clang and libclang-dev)"
+            .into(),
+    ))
+}
+
+/// What `merge` produced.
+#[derive(Clone, Debug)]
+pub struct MergeSummary {
+    /// Shards merged.
+    pub shards: Vec<Shard>,
+    /// Samples written.
+    pub samples: usize,
+}
+
+/// Combines shard directories of one run into `out` (a run of the whole task that `report`
+/// and `resume` accept). The shards must share every setting but the shard, be distinct, and
+/// together cover all `N`.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, RunError> {
+    let Some(first) = dirs.first() else {
+        return Err(RunError::Settings(
+            "merge needs at least one directory".into(),
+        ));
+    };
+    let base = RunConfig::load(first)?;
+    let mut shards = Vec::new();
+    let mut records = Vec::new();
+    let mut session_offset = 0;
+    for dir in dirs {
+        let c = RunConfig::load(dir)?;
+        let differences = base.differences(&c);
+        if !differences.is_empty() {
+            return Err(RunError::Mismatch {
+                dir: dir.clone(),
+                differences,
+            });
+        }
+        if c.shard.count != base.shard.count || shards.contains(&c.shard) {
+            return Err(RunError::Settings(format!(
+                "{}: shard {} does not fit with the others ({})",
+                dir.display(),
+                c.shard,
+                shards
+                    .iter()
+                    .map(Shard::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        shards.push(c.shard);
+        let loaded = load_samples(&dir.join("samples.jsonl"))?;
+        let sessions = loaded
+            .records
+            .iter()
+            .map(|r| r.session + 1)
+            .max()
+            .unwrap_or(0);
+        for mut r in loaded.records {
+            if !c.shard.holds(r.p as usize) {
+                return Err(RunError::Settings(format!(
+                    "{}: problem '{}' is not in shard {}",
+                    dir.display(),
+                    r.problem,
+                    c.shard
+                )));
+            }
+            r.session += session_offset;
+            records.push(r);
+        }
+        session_offset += sessions;
+    }
+    let missing: Vec<String> = (0..base.shard.count)
+        .filter(|&i| !shards.iter().any(|s| s.index == i))
+        .map(|i| format!("{i}/{}", base.shard.count))
+        .collect();
+    if !missing.is_empty() {
+        return Err(RunError::Settings(format!(
+            "shards {} are missing",
+            missing.join(", ")
+        )));
+    }
+    records.sort_by_key(|r| (r.p, r.index));
+    std::fs::create_dir_all(out).map_err(|source| RunError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let samples = out.join("samples.jsonl");
+    if samples.exists() || out.join("run.json").exists() {
+        return Err(RunError::Settings(format!(
+            "{} already holds a run; merge into an empty directory",
+            out.display()
+        )));
+    }
+    shards.sort_by_key(|s| s.index);
+    let merged = RunConfig {
+        shard: Shard::default(),
+        merged_from: shards.clone(),
+        ..base
+    };
+    let mut w = SampleWriter::open(&samples, 0)?;
+    for r in &records {
+        w.append(r)?;
+    }
+    w.sync()?;
+    merged.save(out)?;
+    Ok(MergeSummary {
+        shards,
+        samples: records.len(),
+    })
+}

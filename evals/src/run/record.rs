@@ -1,0 +1,522 @@
+//! What a run writes: `run.json` (the settings that define it) and `samples.jsonl` (one line
+//! per finished sample, appended and flushed as it finishes).
+//!
+//! `samples.jsonl` is the only state. Reading it back drops a torn last line (a kill in the
+//! middle of a write leaves a line without its newline) and rejects anything else that is
+//! malformed, naming the line.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::RunError;
+use crate::judges::Verdict;
+
+/// The `run.json` format version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A file a run depends on, pinned by content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// Where it was when the run started.
+    pub path: String,
+    /// Its sha256, hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+impl FileRef {
+    /// Hashes `path`.
+    pub fn of(path: &Path) -> Result<Self, RunError> {
+        use sha2::{Digest, Sha256};
+        let io = |source| RunError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut f = File::open(path).map_err(io)?;
+        let mut h = Sha256::new();
+        let bytes = std::io::copy(&mut f, &mut h).map_err(io)?;
+        Ok(FileRef {
+            path: path.display().to_string(),
+            sha256: format!("{:x}", h.finalize()),
+            bytes,
+        })
+    }
+}
+
+/// The task a run samples.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    /// The task file.
+    pub file: FileRef,
+    /// How it was read (`jsonl`, `bigbench`, `humaneval`).
+    pub format: String,
+}
+
+/// Sampling settings (the engine's [`engine::sampling::SamplingParams`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// Temperature (0: greedy).
+    pub temperature: f32,
+    /// Top-k (0: off).
+    pub top_k: usize,
+    /// Top-p (1: off).
+    pub top_p: f32,
+    /// Min-p (0: off).
+    pub min_p: f32,
+}
+
+impl Sampling {
+    /// As engine parameters.
+    pub fn params(&self) -> engine::sampling::SamplingParams {
+        engine::sampling::SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+        }
+    }
+}
+
+/// When a problem has had enough samples.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum StopRule {
+    /// PassUntil: stop at the r-th success in sample-index order, or at `max_samples`.
+    PassUntil {
+        /// Successes wanted.
+        r: u64,
+        /// The cap; a problem reaching it is a censored record.
+        max_samples: u64,
+    },
+    /// Exactly `n` samples per problem, for pass@k at each of `k`.
+    Fixed {
+        /// Samples per problem.
+        n: u64,
+        /// The k values reported.
+        k: Vec<u64>,
+    },
+}
+
+impl StopRule {
+    /// The most samples any problem can need.
+    pub fn cap(&self) -> u64 {
+        match self {
+            StopRule::PassUntil { max_samples, .. } => *max_samples,
+            StopRule::Fixed { n, .. } => *n,
+        }
+    }
+}
+
+/// A deterministic subset of a task's problems: those whose index `p` has `p % count ==
+/// index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// This shard, `0..count`.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { index: 0, count: 1 }
+    }
+}
+
+impl Shard {
+    /// Whether problem `p` belongs to this shard.
+    pub fn holds(&self, p: usize) -> bool {
+        p % self.count as usize == self.index as usize
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not a shard: expected I/N with 0 ≤ I < N, e.g. 0/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// `run.json`: everything that decides a run's samples. Two runs with equal configs (shard
+/// aside) produce the same sample for the same (problem, index).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// [`FORMAT_VERSION`].
+    pub format: u32,
+    /// The passuntil version that started the run (recorded, not enforced).
+    pub passuntil: String,
+    /// The model file.
+    pub model: FileRef,
+    /// `llama.cpp` or `native`.
+    pub backend: String,
+    /// The task.
+    pub task: TaskRef,
+    /// How tokens are drawn.
+    pub sampling: Sampling,
+    /// Most generated tokens per sample.
+    pub max_tokens: usize,
+    /// Stop strings added to every problem's own.
+    pub stop: Vec<String>,
+    /// When a problem is done.
+    pub rule: StopRule,
+    /// The seed: sample i of problem p is a function of (seed, p, i).
+    pub seed: u64,
+    /// Which problems this run holds.
+    pub shard: Shard,
+    /// For merged runs, the shards they came from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<Shard>,
+}
+
+impl RunConfig {
+    /// The fields in which `other` differs from `self` that change samples, shard aside
+    /// (paths and versions are not compared: files are pinned by hash).
+    pub fn differences(&self, other: &RunConfig) -> Vec<String> {
+        let mut d = Vec::new();
+        let mut cmp = |name: &str, a: String, b: String| {
+            if a != b {
+                d.push(format!("{name}: {a} vs {b}"));
+            }
+        };
+        cmp("format", self.format.to_string(), other.format.to_string());
+        cmp(
+            "model sha256",
+            self.model.sha256.clone(),
+            other.model.sha256.clone(),
+        );
+        cmp("backend", self.backend.clone(), other.backend.clone());
+        cmp(
+            "task sha256",
+            self.task.file.sha256.clone(),
+            other.task.file.sha256.clone(),
+        );
+        cmp(
+            "task format",
+            self.task.format.clone(),
+            other.task.format.clone(),
+        );
+        cmp(
+            "sampling",
+            format!("{:?}", self.sampling),
+            format!("{:?}", other.sampling),
+        );
+        cmp(
+            "max tokens",
+            self.max_tokens.to_string(),
+            other.max_tokens.to_string(),
+        );
+        cmp(
+            "stop strings",
+            format!("{:?}", self.stop),
+            format!("{:?}", other.stop),
+        );
+        cmp(
+            "stopping rule",
+            format!("{:?}", self.rule),
+            format!("{:?}", other.rule),
+        );
+        cmp("seed", self.seed.to_string(), other.seed.to_string());
+        d
+    }
+
+    /// Reads `DIR/run.json`.
+    pub fn load(dir: &Path) -> Result<Self, RunError> {
+        let path = dir.join("run.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| RunError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let c: RunConfig = serde_json::from_str(&text).map_err(|e| RunError::Malformed {
+            path: path.clone(),
+            line: e.line(),
+            message: e.to_string(),
+        })?;
+        if c.format != FORMAT_VERSION {
+            return Err(RunError::Malformed {
+                path,
+                line: 1,
+                message: format!(
+                    "run.json format {} is not the {FORMAT_VERSION} this passuntil reads",
+                    c.format
+                ),
+            });
+        }
+        Ok(c)
+    }
+
+    /// Writes `DIR/run.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), RunError> {
+        let io = |source| RunError::Io {
+            path: dir.join("run.json"),
+            source,
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        serde_json::to_writer_pretty(&mut tmp, self).map_err(|e| io(e.into()))?;
+        tmp.write_all(b"\n").map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(dir.join("run.json")).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+}
+
+/// One finished, judged sample: a line of `samples.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleRecord {
+    /// The problem's id.
+    pub problem: String,
+    /// The problem's index in the task file (part of the sample's random key).
+    pub p: u64,
+    /// The sample's index within its problem.
+    pub index: u64,
+    /// Whether it passed.
+    pub passed: bool,
+    /// The judge's verdict.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// The completion as judged (cut before a stop string; lossy UTF-8).
+    pub text: String,
+    /// Generated tokens, including the one that ended it.
+    pub tokens: Vec<u32>,
+    /// `eog`, `stop_string` or `max_tokens`.
+    pub stop: String,
+    /// Sum of the tokens' log-probabilities under the model.
+    pub logprob: f64,
+    /// Sum of the tokens' log-probabilities under the sampling distribution.
+    pub sampling_logprob: f64,
+    /// Which session (0 for the first, +1 per resume) produced it. Measures time.
+    pub session: u32,
+    /// Seconds from the session's start to the sample's judgment. Measures time.
+    pub elapsed_s: f64,
+    /// Milliseconds spent judging it. Measures time.
+    pub judge_ms: f64,
+}
+
+impl SampleRecord {
+    /// The record without the fields that measure time, for comparing runs.
+    pub fn timeless(&self) -> SampleRecord {
+        SampleRecord {
+            session: 0,
+            elapsed_s: 0.0,
+            judge_ms: 0.0,
+            ..self.clone()
+        }
+    }
+}
+
+/// `DIR/samples.jsonl` read back.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The records, in file order.
+    pub records: Vec<SampleRecord>,
+    /// Bytes of a torn last line that were dropped (0 if none).
+    pub torn_bytes: usize,
+    /// Length of the file up to its last complete line.
+    pub good_len: u64,
+}
+
+/// Reads a samples file; a missing file is an empty one.
+pub fn load_samples(path: &Path) -> Result<Loaded, RunError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(RunError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let good = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut records = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in bytes[..good].split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |message: String| RunError::Malformed {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message,
+        };
+        let r: SampleRecord = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+        if !seen.insert((r.p, r.index)) {
+            return Err(bad(format!(
+                "sample {} of problem '{}' appears twice",
+                r.index, r.problem
+            )));
+        }
+        records.push(r);
+    }
+    Ok(Loaded {
+        records,
+        torn_bytes: bytes.len() - good,
+        good_len: good as u64,
+    })
+}
+
+/// The append-only samples file of a run being written.
+#[derive(Debug)]
+pub struct SampleWriter {
+    file: File,
+    path: PathBuf,
+    since_sync: std::time::Instant,
+}
+
+impl SampleWriter {
+    /// Opens `path` for appending after cutting it to `good_len` (dropping a torn line).
+    pub fn open(path: &Path, good_len: u64) -> Result<Self, RunError> {
+        let io = |source| RunError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        if file.metadata().map_err(io)?.len() != good_len {
+            file.set_len(good_len).map_err(io)?;
+        }
+        Ok(SampleWriter {
+            file,
+            path: path.to_path_buf(),
+            since_sync: std::time::Instant::now(),
+        })
+    }
+
+    /// Appends one record as a single write of one line, synced to disk at most once a
+    /// second (the OS has it at once, so a killed process loses nothing).
+    pub fn append(&mut self, r: &SampleRecord) -> Result<(), RunError> {
+        let io = |source| RunError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(r).map_err(|e| io(e.into()))?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(io)?;
+        if self.since_sync.elapsed().as_secs() >= 1 {
+            self.file.sync_data().map_err(io)?;
+            self.since_sync = std::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Syncs to disk.
+    pub fn sync(&mut self) -> Result<(), RunError> {
+        self.file.sync_data().map_err(|source| RunError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(p: u64, index: u64) -> SampleRecord {
+        SampleRecord {
+            problem: format!("q{p}"),
+            p,
+            index,
+            passed: index.is_multiple_of(2),
+            verdict: if index.is_multiple_of(2) {
+                Verdict::Pass
+            } else {
+                Verdict::Fail {
+                    detail: "no".into(),
+                }
+            },
+            text: "x\u{1F600}\"".into(),
+            tokens: vec![1, 2],
+            stop: "eog".into(),
+            logprob: -1.25,
+            sampling_logprob: -0.5,
+            session: 0,
+            elapsed_s: 0.1,
+            judge_ms: 0.01,
+        }
+    }
+
+    #[test]
+    fn torn_last_line_is_dropped_and_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.jsonl");
+        let mut w = SampleWriter::open(&path, 0).unwrap();
+        w.append(&record(0, 0)).unwrap();
+        w.append(&record(0, 1)).unwrap();
+        drop(w);
+        let full = std::fs::read(&path).unwrap();
+        // Every cut inside the second line leaves exactly the first record.
+        let first_len = full.iter().position(|&b| b == b'\n').unwrap() + 1;
+        for cut in first_len..full.len() {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let l = load_samples(&path).unwrap();
+            assert_eq!(l.records, vec![record(0, 0)], "cut at {cut}");
+            assert_eq!(l.good_len as usize, first_len);
+            assert_eq!(l.torn_bytes, cut - first_len);
+            let mut w = SampleWriter::open(&path, l.good_len).unwrap();
+            w.append(&record(0, 1)).unwrap();
+            drop(w);
+            assert_eq!(std::fs::read(&path).unwrap(), full);
+        }
+    }
+
+    #[test]
+    fn malformed_and_duplicate_lines_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.jsonl");
+        let line = serde_json::to_string(&record(1, 3)).unwrap();
+        std::fs::write(&path, format!("{line}\n{{oops\n{line}\n")).unwrap();
+        match load_samples(&path) {
+            Err(RunError::Malformed { line: 2, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&path, format!("{line}\n{line}\n")).unwrap();
+        match load_samples(&path) {
+            Err(RunError::Malformed {
+                line: 2, message, ..
+            }) => {
+                assert!(message.contains("twice"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn shards_parse_and_partition() {
+        let s: Shard = "1/3".parse().unwrap();
+        assert_eq!(s, Shard { index: 1, count: 3 });
+        assert!(s.holds(4) && !s.holds(3));
+        for bad in ["3/3", "1", "a/2", "0/0", "-1/2"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        let total: usize = (0..3)
+            .map(|i| {
+                (0..100)
+                    .filter(|&p| Shard { index: i, count: 3 }.holds(p))
+                    .count()
+            })
+            .sum();
+        assert_eq!(total, 100);
+    }
+}

@@ -1,0 +1,495 @@
+//! `pass-until report`: per-problem and task tables of a run directory, as text, JSON, or a
+//! plot of per-problem pass rates on a log axis.
+//!
+//! Only samples up to each problem's stopping point count; samples that were in flight when
+//! a problem was decided are listed as `beyond` and change nothing. Intervals are
+//! Clopper–Pearson 95% (two-sided) on the counted samples; a censored problem gets the
+//! one-sided 95% upper bound of EVALS-SPEC.md instead.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::record::{load_samples, RunConfig, SampleRecord, StopRule};
+use super::state::ProblemState;
+use super::RunError;
+use crate::metrics::pass_at_k::{pass_at_k, pass_at_k_dataset};
+use crate::metrics::passuntil::{binomial_upper_bound, task, Instance};
+
+/// One problem's line.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProblemReport {
+    /// Its id.
+    pub problem: String,
+    /// Its index in the task file.
+    pub p: u64,
+    /// `passed` (r successes), `censored` (cap reached), `done` (fixed n) or `open`.
+    pub status: String,
+    /// Samples counted: up to the stopping point, or the contiguous prefix while open.
+    pub trials: u64,
+    /// Successes among them.
+    pub successes: u64,
+    /// Samples recorded past the stopping point (or past a gap while open).
+    pub beyond: u64,
+    /// PassUntil `r/K` (successes/trials while open or censored).
+    pub pu: f64,
+    /// Unbiased `(r−1)/(K−1)` where defined.
+    pub pu_unbiased: Option<f64>,
+    /// 95% interval on the pass rate.
+    pub ci95: (f64, f64),
+    /// pass@k for each k of a fixed-n run.
+    pub pass_at_k: Vec<(u64, f64)>,
+    /// Mean generated tokens per counted sample.
+    pub mean_tokens: f64,
+}
+
+/// Task-level numbers.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskReport {
+    /// Problems in the run.
+    pub problems: usize,
+    /// Problems decided.
+    pub decided: usize,
+    /// Mean PassUntil over decided problems (MLE).
+    pub pu: Option<f64>,
+    /// Mean of the unbiased estimates where defined.
+    pub pu_unbiased: Option<f64>,
+    /// Censored problems.
+    pub censored: usize,
+    /// pass@k with its 95% interval across problems, for fixed-n runs.
+    pub pass_at_k: Vec<PassAtKLine>,
+}
+
+/// pass@k over the problems.
+#[derive(Clone, Debug, Serialize)]
+pub struct PassAtKLine {
+    /// k.
+    pub k: u64,
+    /// Mean over problems.
+    pub mean: f64,
+    /// 95% interval.
+    pub ci95: (f64, f64),
+}
+
+/// Throughput from the records' timings.
+#[derive(Clone, Debug, Serialize)]
+pub struct Throughput {
+    /// Sessions (the first run plus each resume).
+    pub sessions: u32,
+    /// Samples recorded.
+    pub samples: u64,
+    /// Tokens generated.
+    pub tokens: u64,
+    /// Wall seconds, summed over sessions (each up to its last judged sample).
+    pub wall_s: f64,
+    /// Samples per second.
+    pub samples_per_s: f64,
+    /// Generated tokens per second.
+    pub tokens_per_s: f64,
+    /// Seconds spent judging, over all judge threads.
+    pub judge_s: f64,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The run's settings.
+    pub run: RunConfig,
+    /// Per problem, in task order.
+    pub problems: Vec<ProblemReport>,
+    /// Task totals.
+    pub task: TaskReport,
+    /// Speed.
+    pub throughput: Throughput,
+    /// Multiple-choice problems that were not sampled.
+    pub skipped: Vec<String>,
+}
+
+fn clopper_pearson(s: u64, n: u64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let lo = if s == 0 {
+        0.0
+    } else {
+        1.0 - binomial_upper_bound(n - s, n, 0.025)
+    };
+    (lo, binomial_upper_bound(s, n, 0.025))
+}
+
+/// Builds the report of the run in `dir`.
+pub fn report(dir: &Path) -> Result<Report, RunError> {
+    let run = RunConfig::load(dir)?;
+    let loaded = load_samples(&dir.join("samples.jsonl"))?;
+    // Problems from the task file when it is still there and unchanged, else from the samples.
+    let task_path = Path::new(&run.task.file.path);
+    let from_task = super::FileRef::of(task_path)
+        .ok()
+        .filter(|f| f.sha256 == run.task.file.sha256)
+        .and_then(|_| super::shard_problems(&run, task_path).ok());
+    let (problems, skipped): (Vec<(u64, String)>, Vec<String>) = match from_task {
+        Some(sp) => (
+            sp.sampled.into_iter().map(|(p, pr)| (p, pr.id)).collect(),
+            sp.skipped,
+        ),
+        None => {
+            let mut m = BTreeMap::new();
+            for r in &loaded.records {
+                m.insert(r.p, r.problem.clone());
+            }
+            (m.into_iter().collect(), Vec::new())
+        }
+    };
+    let mut by_p: BTreeMap<u64, Vec<&SampleRecord>> = BTreeMap::new();
+    for r in &loaded.records {
+        by_p.entry(r.p).or_default().push(r);
+    }
+    let (r_wanted, ks) = match &run.rule {
+        StopRule::PassUntil { r, .. } => (Some(*r), Vec::new()),
+        StopRule::Fixed { k, .. } => (None, k.clone()),
+    };
+    let mut lines = Vec::new();
+    let mut instances = Vec::new();
+    let mut fixed = Vec::new();
+    for (p, id) in &problems {
+        let mut recs = by_p.remove(p).unwrap_or_default();
+        recs.sort_by_key(|r| r.index);
+        let mut st = ProblemState::default();
+        for r in &recs {
+            st.judged(r.index, r.passed, &run.rule);
+        }
+        let decision = st.decision();
+        // Counted: the samples before the stopping point, or the contiguous prefix.
+        let counted: Vec<&&SampleRecord> = match decision {
+            Some(d) => recs.iter().filter(|r| r.index < d.trials).collect(),
+            None => recs
+                .iter()
+                .enumerate()
+                .take_while(|(i, r)| r.index == *i as u64)
+                .map(|(_, r)| r)
+                .collect(),
+        };
+        let trials = counted.len() as u64;
+        let successes = counted.iter().filter(|r| r.passed).count() as u64;
+        let status = match (decision, r_wanted) {
+            (None, _) => "open",
+            (Some(d), Some(r)) if d.successes >= r => "passed",
+            (Some(_), Some(_)) => "censored",
+            (Some(_), None) => "done",
+        };
+        let inst = Instance {
+            successes,
+            trials,
+            r: r_wanted.unwrap_or(1),
+        };
+        let ci95 = if status == "censored" {
+            (0.0, inst.upper95())
+        } else {
+            clopper_pearson(successes, trials)
+        };
+        if decision.is_some() {
+            if r_wanted.is_some() {
+                instances.push(inst);
+            } else {
+                fixed.push((trials, successes));
+            }
+        }
+        let pass_at_k = if decision.is_some() {
+            ks.iter()
+                .filter_map(|&k| pass_at_k(trials, successes, k).ok().map(|v| (k, v)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let tokens: usize = counted.iter().map(|r| r.tokens.len()).sum();
+        lines.push(ProblemReport {
+            problem: id.clone(),
+            p: *p,
+            status: status.to_owned(),
+            trials,
+            successes,
+            beyond: recs.len() as u64 - trials,
+            pu: inst.pu_mle(),
+            pu_unbiased: if r_wanted.is_some() && decision.is_some() {
+                inst.pu_unbiased()
+            } else {
+                None
+            },
+            ci95,
+            pass_at_k,
+            mean_tokens: if trials > 0 {
+                tokens as f64 / trials as f64
+            } else {
+                0.0
+            },
+        });
+    }
+    let tp = task(&instances).ok();
+    let pass_at_k = ks
+        .iter()
+        .filter_map(|&k| {
+            pass_at_k_dataset(&fixed, k).ok().map(|d| PassAtKLine {
+                k,
+                mean: d.mean,
+                ci95: d.ci95,
+            })
+        })
+        .collect();
+    let mut wall: BTreeMap<u32, f64> = BTreeMap::new();
+    for r in &loaded.records {
+        let w = wall.entry(r.session).or_insert(0.0);
+        *w = w.max(r.elapsed_s);
+    }
+    let wall_s: f64 = wall.values().sum();
+    let samples = loaded.records.len() as u64;
+    let tokens: u64 = loaded.records.iter().map(|r| r.tokens.len() as u64).sum();
+    let per_s = |x: u64| if wall_s > 0.0 { x as f64 / wall_s } else { 0.0 };
+    Ok(Report {
+        task: TaskReport {
+            problems: lines.len(),
+            decided: lines.iter().filter(|l| l.status != "open").count(),
+            pu: tp.as_ref().map(|t| t.pu),
+            pu_unbiased: tp.as_ref().and_then(|t| t.pu_unbiased),
+            censored: tp.as_ref().map_or(0, |t| t.censored),
+            pass_at_k,
+        },
+        throughput: Throughput {
+            sessions: wall.len() as u32,
+            samples,
+            tokens,
+            wall_s,
+            samples_per_s: per_s(samples),
+            tokens_per_s: per_s(tokens),
+            judge_s: loaded.records.iter().map(|r| r.judge_ms).sum::<f64>() / 1e3,
+        },
+        problems: lines,
+        skipped,
+        run,
+    })
+}
+
+fn sci(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if x >= 0.01 {
+        format!("{x:.3}")
+    } else {
+        format!("{x:.2e}")
+    }
+}
+
+impl Report {
+    /// Text tables.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let rule = match &self.run.rule {
+            StopRule::PassUntil { r, max_samples } => {
+                format!("PassUntil r={r}, cap {max_samples}")
+            }
+            StopRule::Fixed { n, k } => format!("n={n} per problem, pass@{k:?}"),
+        };
+        let _ = writeln!(
+            s,
+            "run: {} on {} ({}), task {} ({}), {rule}, seed {}, T={} top-k {} top-p {} min-p {}",
+            Path::new(&self.run.model.path).file_name().map_or_else(
+                || self.run.model.path.clone(),
+                |n| n.to_string_lossy().into_owned()
+            ),
+            self.run.backend,
+            &self.run.model.sha256[..12.min(self.run.model.sha256.len())],
+            self.run.task.file.path,
+            self.run.task.format,
+            self.run.seed,
+            self.run.sampling.temperature,
+            self.run.sampling.top_k,
+            self.run.sampling.top_p,
+            self.run.sampling.min_p,
+        );
+        if !self.run.merged_from.is_empty() {
+            let _ = writeln!(s, "merged from {} shards", self.run.merged_from.len());
+        } else if self.run.shard.count > 1 {
+            let _ = writeln!(s, "shard {}", self.run.shard);
+        }
+        let w = self
+            .problems
+            .iter()
+            .map(|p| p.problem.chars().count())
+            .max()
+            .unwrap_or(7)
+            .clamp(7, 40);
+        let _ = writeln!(
+            s,
+            "\n{:<w$}  {:>8}  {:>8}  {:>4}  {:>6}  {:>9}  {:>9}  {:>21}  {:>6}",
+            "problem",
+            "status",
+            "samples",
+            "pass",
+            "beyond",
+            "PU",
+            "unbiased",
+            "95% interval",
+            "tokens"
+        );
+        for p in &self.problems {
+            let id: String = p.problem.chars().take(w).collect();
+            let _ = write!(
+                s,
+                "{id:<w$}  {:>8}  {:>8}  {:>4}  {:>6}  {:>9}  {:>9}  {:>21}  {:>6.1}",
+                p.status,
+                p.trials,
+                p.successes,
+                p.beyond,
+                sci(p.pu),
+                p.pu_unbiased.map_or("-".into(), sci),
+                format!("[{}, {}]", sci(p.ci95.0), sci(p.ci95.1)),
+                p.mean_tokens
+            );
+            for (k, v) in &p.pass_at_k {
+                let _ = write!(s, "  pass@{k} {}", sci(*v));
+            }
+            s.push('\n');
+        }
+        let t = &self.task;
+        let _ = writeln!(s, "\nproblems: {} ({} decided)", t.problems, t.decided);
+        if let Some(pu) = t.pu {
+            let _ = writeln!(
+                s,
+                "PassUntil (mean r/K): {}   unbiased: {}   censored: {}",
+                sci(pu),
+                t.pu_unbiased.map_or("-".into(), sci),
+                t.censored
+            );
+        }
+        for l in &t.pass_at_k {
+            let _ = writeln!(
+                s,
+                "pass@{}: {} [{}, {}]",
+                l.k,
+                sci(l.mean),
+                sci(l.ci95.0),
+                sci(l.ci95.1)
+            );
+        }
+        let h = &self.throughput;
+        let _ = writeln!(
+            s,
+            "samples: {}   tokens: {}   wall: {:.1} s over {} session(s)   {:.1} samples/s   {:.1} tokens/s   judging {:.2} s",
+            h.samples, h.tokens, h.wall_s, h.sessions, h.samples_per_s, h.tokens_per_s, h.judge_s
+        );
+        if !self.skipped.is_empty() {
+            let _ = writeln!(
+                s,
+                "not sampled (multiple choice): {}",
+                self.skipped.join(", ")
+            );
+        }
+        s
+    }
+
+    /// Writes an SVG plot of per-problem pass rates (log axis, 95% intervals; censored
+    /// problems as their upper bound, drawn as a downward triangle).
+    pub fn plot(&self, path: &Path) -> Result<(), RunError> {
+        use plotters::prelude::*;
+        let err = |e: String| RunError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        };
+        let mut rows: Vec<&ProblemReport> = self.problems.iter().filter(|p| p.trials > 0).collect();
+        rows.sort_by(|a, b| {
+            let key = |p: &ProblemReport| if p.pu > 0.0 { p.pu } else { p.ci95.1 };
+            key(b).total_cmp(&key(a))
+        });
+        let floor = rows
+            .iter()
+            .map(|p| p.ci95.1.min(if p.pu > 0.0 { p.pu } else { 1.0 }))
+            .chain(rows.iter().map(|p| p.ci95.0).filter(|&x| x > 0.0))
+            .fold(1.0f64, f64::min)
+            .max(1e-7)
+            / 2.0;
+        let n = rows.len().max(1);
+        let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let title = format!(
+            "pass rate per problem: {}",
+            Path::new(&self.run.task.file.path)
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        );
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (floor..1.0f64).log_scale())
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("problems, by pass rate")
+            .y_desc("pass rate (95% interval)")
+            .x_labels(n.min(20))
+            .x_label_formatter(&|x| format!("{:.0}", x))
+            .y_label_formatter(&|y| format!("{y:.0e}"))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        let clamp = |x: f64| x.max(floor);
+        chart
+            .draw_series(rows.iter().enumerate().map(|(i, p)| {
+                ErrorBar::new_vertical(
+                    i as f64,
+                    clamp(p.ci95.0),
+                    clamp(if p.pu > 0.0 { p.pu } else { p.ci95.1 }),
+                    clamp(p.ci95.1),
+                    BLUE.stroke_width(1),
+                    6,
+                )
+            }))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(
+                rows.iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.pu > 0.0)
+                    .map(|(i, p)| Circle::new((i as f64, p.pu), 4, BLUE.filled())),
+            )
+            .map_err(|e| err(e.to_string()))?
+            .label("r/K")
+            .legend(|(x, y)| Circle::new((x, y), 4, BLUE.filled()));
+        chart
+            .draw_series(
+                rows.iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.pu == 0.0)
+                    .map(|(i, p)| {
+                        TriangleMarker::new((i as f64, clamp(p.ci95.1)), 6, RED.filled())
+                    }),
+            )
+            .map_err(|e| err(e.to_string()))?
+            .label("no success: 95% upper bound")
+            .legend(|(x, y)| TriangleMarker::new((x, y), 6, RED.filled()));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        root.present().map_err(|e| err(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clopper_pearson;
+
+    #[test]
+    fn clopper_pearson_bounds() {
+        // Known values: 2/10 → [0.0252, 0.5561].
+        let (lo, hi) = clopper_pearson(2, 10);
+        assert!((lo - 0.02521).abs() < 1e-4, "{lo}");
+        assert!((hi - 0.55610).abs() < 1e-4, "{hi}");
+        assert_eq!(clopper_pearson(0, 10).0, 0.0);
+        assert_eq!(clopper_pearson(10, 10).1, 1.0);
+    }
+}

@@ -1,0 +1,533 @@
+//! The sampling loop: continuous batching over a [`Backend`], judging on other threads.
+//!
+//! Each active problem's prompt is evaluated once into its own sequence and forked into a
+//! sample slot whenever the slot frees, so one decode batch holds samples of many problems at
+//! different positions. A finished sample leaves the cache at once, goes to a judge thread,
+//! and its slot takes the next sample; the main thread writes judged samples as they come
+//! back. Slots go to the active problem with the fewest samples in flight, new problems are
+//! activated as decided ones leave, and a problem's prompt stays in the cache until its last
+//! generating sample is done.
+
+use std::collections::VecDeque;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use engine::backend::{Backend, Batch, Logits, SeqId, Token};
+use engine::sampling::{sample, SampleKey, SamplingParams};
+
+use super::record::{RunConfig, SampleRecord, SampleWriter};
+use super::state::ProblemState;
+use super::RunError;
+use crate::judges::{judge_text, program_source, Sandbox, Verdict, VerdictCache};
+use crate::tasks::{Check, Problem};
+
+/// A problem ready to sample: its prompt tokenized, its stop strings gathered.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Index in the task file (the random key's problem id).
+    pub p: u64,
+    /// The problem.
+    pub problem: Arc<Problem>,
+    /// Prompt tokens.
+    pub prompt: Vec<Token>,
+    /// Stop strings (the problem's and the run's).
+    pub stop: Vec<Vec<u8>>,
+}
+
+/// Live numbers for a progress display.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Problems in this run.
+    pub problems: usize,
+    /// Problems decided (including before this session).
+    pub decided: usize,
+    /// Samples written this session.
+    pub samples: u64,
+    /// Generated tokens this session (samples written).
+    pub tokens: u64,
+    /// Seconds since the session started.
+    pub elapsed: f64,
+    /// Seconds the main thread spent writing results.
+    pub write_s: f64,
+    /// Seconds judge threads spent judging (summed over threads).
+    pub judge_s: f64,
+    /// Seconds in backend decode calls (prompts and steps).
+    pub decode_s: f64,
+}
+
+/// Receives [`Stats`] while a run goes on.
+pub trait Progress {
+    /// Called after each decode step (callers throttle their own output).
+    fn update(&mut self, stats: &Stats);
+}
+
+impl<F: FnMut(&Stats)> Progress for F {
+    fn update(&mut self, stats: &Stats) {
+        self(stats)
+    }
+}
+
+/// Sizes of the loop.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    /// Sample slots (sequences decoded together).
+    pub batch: usize,
+    /// Sequence ids for prompts, after the slots.
+    pub prompt_seqs: usize,
+    /// Cache cells prompts may hold together.
+    pub prompt_cells: usize,
+    /// Judge threads.
+    pub judge_threads: usize,
+}
+
+struct Slot {
+    job: usize,
+    index: u64,
+    tokens: Vec<Token>,
+    bytes: Vec<u8>,
+    logprob: f64,
+    sampling_logprob: f64,
+}
+
+struct Active {
+    job: usize,
+    seq: SeqId,
+    logits: Vec<f32>,
+    generating: usize,
+}
+
+struct Finished {
+    job: usize,
+    index: u64,
+    tokens: Vec<Token>,
+    text: String,
+    stop: &'static str,
+    logprob: f64,
+    sampling_logprob: f64,
+}
+
+type JudgeResult = Result<(usize, SampleRecord), RunError>;
+
+/// Runs until every job is decided. `states` holds what earlier sessions judged; records are
+/// appended to `writer` as they are judged.
+#[allow(clippy::too_many_arguments)]
+pub fn drive(
+    backend: &mut dyn Backend,
+    config: &RunConfig,
+    jobs: &[Job],
+    states: &mut [ProblemState],
+    writer: &mut SampleWriter,
+    session: u32,
+    shape: Shape,
+    sandbox: Option<Arc<Sandbox>>,
+    progress: &mut dyn Progress,
+) -> Result<Stats, RunError> {
+    let started = Instant::now();
+    let params = config.sampling.params();
+    params
+        .validate()
+        .map_err(engine::backend::BackendError::from)?;
+    let info = backend.info().clone();
+    if shape.batch == 0 || shape.batch + shape.prompt_seqs > info.max_sequences as usize {
+        return Err(RunError::Settings(format!(
+            "{} slots and {} prompt sequences do not fit the backend's {} sequences",
+            shape.batch, shape.prompt_seqs, info.max_sequences
+        )));
+    }
+    let mut stats = Stats {
+        problems: jobs.len(),
+        decided: states.iter().filter(|s| s.decision().is_some()).count(),
+        ..Stats::default()
+    };
+
+    // Judge threads.
+    let (job_tx, job_rx) = mpsc::channel::<Finished>();
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (res_tx, res_rx) = mpsc::channel::<JudgeResult>();
+    let cache = Arc::new(VerdictCache::new());
+    let jobs_shared: Arc<Vec<Job>> = Arc::new(jobs.to_vec());
+    let mut handles = Vec::new();
+    for _ in 0..shape.judge_threads.max(1) {
+        let rx = Arc::clone(&job_rx);
+        let tx = res_tx.clone();
+        let cache = Arc::clone(&cache);
+        let jobs = Arc::clone(&jobs_shared);
+        let sandbox = sandbox.clone();
+        handles.push(std::thread::spawn(move || loop {
+            let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            let Ok(f) = next else { break };
+            let t0 = Instant::now();
+            let job = &jobs[f.job];
+            let verdict = cache.get_or_judge(&job.problem.id, &f.text, || {
+                judge(&job.problem, &f.text, sandbox.as_deref())
+            });
+            let judge_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let out = match verdict {
+                Verdict::SandboxError { detail } => Err(RunError::Judge {
+                    problem: job.problem.id.clone(),
+                    index: f.index,
+                    message: detail,
+                }),
+                verdict => Ok((
+                    f.job,
+                    SampleRecord {
+                        problem: job.problem.id.clone(),
+                        p: job.p,
+                        index: f.index,
+                        passed: verdict.passed(),
+                        verdict,
+                        text: f.text,
+                        tokens: f.tokens,
+                        stop: f.stop.to_owned(),
+                        logprob: f.logprob,
+                        sampling_logprob: f.sampling_logprob,
+                        session,
+                        elapsed_s: started.elapsed().as_secs_f64(),
+                        judge_ms,
+                    },
+                )),
+            };
+            if tx.send(out).is_err() {
+                break;
+            }
+        }));
+    }
+    drop(res_tx);
+
+    let result = (|| {
+        let mut lp = Loop {
+            backend,
+            info: &info,
+            config,
+            params: &params,
+            jobs,
+            states,
+            shape,
+            slots: (0..shape.batch).map(|_| None).collect(),
+            active: Vec::new(),
+            pending: VecDeque::new(),
+            free_prompt_seqs: (0..shape.prompt_seqs)
+                .rev()
+                .map(|i| (shape.batch + i) as SeqId)
+                .collect(),
+            prompt_cells_used: 0,
+            judging: 0,
+            job_tx: &job_tx,
+        };
+        lp.pending = (0..jobs.len())
+            .filter(|&j| lp.states[j].decision().is_none())
+            .collect();
+        lp.backend.clear()?;
+        let mut batch = Batch::new();
+        let mut logits = Logits::new(info.n_vocab);
+        let mut order: Vec<usize> = Vec::with_capacity(shape.batch);
+        loop {
+            // Judged samples: write them, update the problems.
+            while let Ok(msg) = res_rx.try_recv() {
+                absorb(msg, &mut lp, writer, &mut stats)?;
+            }
+            lp.release_decided()?;
+            let t0 = Instant::now();
+            lp.activate()?;
+            lp.fill()?;
+            stats.decode_s += t0.elapsed().as_secs_f64();
+            if lp.busy() == 0 {
+                if lp.judging == 0 {
+                    break;
+                }
+                // Nothing to decode until a verdict arrives.
+                let msg = res_rx.recv().map_err(|_| judges_stopped())?;
+                absorb(msg, &mut lp, writer, &mut stats)?;
+                continue;
+            }
+            // One decode step for every generating slot.
+            batch.clear();
+            order.clear();
+            for (s, slot) in lp.slots.iter().enumerate() {
+                if let Some(slot) = slot {
+                    let pos = (lp.jobs[slot.job].prompt.len() + slot.tokens.len() - 1) as u32;
+                    let last = *slot.tokens.last().expect("a slot holds its first token");
+                    batch.add(last, pos, &[s as SeqId], true);
+                    order.push(s);
+                }
+            }
+            let t0 = Instant::now();
+            lp.backend.decode(&batch, &mut logits)?;
+            stats.decode_s += t0.elapsed().as_secs_f64();
+            for (row, &s) in order.iter().enumerate() {
+                lp.step(s, logits.row(row))?;
+            }
+            stats.elapsed = started.elapsed().as_secs_f64();
+            progress.update(&stats);
+        }
+        if let Some(j) = (0..jobs.len()).find(|&j| lp.states[j].decision().is_none()) {
+            return Err(RunError::Settings(format!(
+                "problem '{}' was left undecided (a scheduler bug)",
+                jobs[j].problem.id
+            )));
+        }
+        Ok(())
+    })();
+    drop(job_tx);
+    for h in handles {
+        let _ = h.join();
+    }
+    // Verdicts that arrived after an error are still written: no finished sample is lost.
+    for (job, record) in res_rx.try_iter().flatten() {
+        writer.append(&record)?;
+        stats.samples += 1;
+        stats.tokens += record.tokens.len() as u64;
+        if states[job].judged(record.index, record.passed, &config.rule) {
+            stats.decided += 1;
+        }
+    }
+    writer.sync()?;
+    stats.elapsed = started.elapsed().as_secs_f64();
+    progress.update(&stats);
+    result.map(|()| stats)
+}
+
+fn judges_stopped() -> RunError {
+    RunError::Judge {
+        problem: "-".into(),
+        index: 0,
+        message: "the judge threads stopped".into(),
+    }
+}
+
+/// Writes a judged sample and counts it.
+fn absorb(
+    msg: JudgeResult,
+    lp: &mut Loop<'_>,
+    writer: &mut SampleWriter,
+    stats: &mut Stats,
+) -> Result<(), RunError> {
+    let (job, record) = msg?;
+    lp.judging -= 1;
+    let t0 = Instant::now();
+    writer.append(&record)?;
+    stats.write_s += t0.elapsed().as_secs_f64();
+    stats.judge_s += record.judge_ms / 1e3;
+    stats.samples += 1;
+    stats.tokens += record.tokens.len() as u64;
+    if lp.states[job].judged(record.index, record.passed, &lp.config.rule) {
+        stats.decided += 1;
+    }
+    Ok(())
+}
+
+fn judge(problem: &Problem, text: &str, sandbox: Option<&Sandbox>) -> Verdict {
+    match &problem.check {
+        Check::Program { .. } => match (sandbox, program_source(problem, text)) {
+            (Some(s), Some(src)) => s.run(&src).0,
+            (None, _) => Verdict::SandboxError {
+                detail: "no sandbox for a program check".into(),
+            },
+            (_, None) => Verdict::SandboxError {
+                detail: "a program check needs a text prompt".into(),
+            },
+        },
+        check => judge_text(check, text),
+    }
+}
+
+struct Loop<'a> {
+    backend: &'a mut dyn Backend,
+    info: &'a engine::backend::ModelInfo,
+    config: &'a RunConfig,
+    params: &'a SamplingParams,
+    jobs: &'a [Job],
+    states: &'a mut [ProblemState],
+    shape: Shape,
+    slots: Vec<Option<Slot>>,
+    active: Vec<Active>,
+    pending: VecDeque<usize>,
+    free_prompt_seqs: Vec<SeqId>,
+    prompt_cells_used: usize,
+    judging: usize,
+    job_tx: &'a mpsc::Sender<Finished>,
+}
+
+impl Loop<'_> {
+    fn busy(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Drops the prompts of decided problems whose samples are all generated.
+    fn release_decided(&mut self) -> Result<(), RunError> {
+        let mut i = 0;
+        while i < self.active.len() {
+            let a = &self.active[i];
+            if a.generating == 0 && self.states[a.job].decision().is_some() {
+                let a = self.active.swap_remove(i);
+                self.backend.remove_sequence(a.seq, 0, None)?;
+                self.free_prompt_seqs.push(a.seq);
+                self.prompt_cells_used -= self.jobs[a.job].prompt.len();
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates the prompts of pending problems while sequences and cells allow.
+    fn activate(&mut self) -> Result<(), RunError> {
+        while let Some(&job) = self.pending.front() {
+            let len = self.jobs[job].prompt.len();
+            if self.free_prompt_seqs.is_empty()
+                || (self.prompt_cells_used + len > self.shape.prompt_cells
+                    && !self.active.is_empty())
+            {
+                break;
+            }
+            self.pending.pop_front();
+            if self.states[job].decision().is_some() {
+                continue;
+            }
+            let seq = self.free_prompt_seqs.pop().expect("checked");
+            let mut batch = Batch::new();
+            batch.add_sequence(&self.jobs[job].prompt, 0, seq, false);
+            let mut logits = Logits::new(self.info.n_vocab);
+            self.backend.decode(&batch, &mut logits)?;
+            self.prompt_cells_used += len;
+            self.active.push(Active {
+                job,
+                seq,
+                logits: logits.row(0).to_vec(),
+                generating: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Gives free slots to the active problems with the fewest samples in flight.
+    fn fill(&mut self) -> Result<(), RunError> {
+        for s in 0..self.slots.len() {
+            if self.slots[s].is_some() {
+                continue;
+            }
+            let mut order: Vec<usize> = (0..self.active.len())
+                .filter(|&a| self.states[self.active[a].job].decision().is_none())
+                .collect();
+            order.sort_by_key(|&a| {
+                let job = self.active[a].job;
+                (self.states[job].in_flight(), job)
+            });
+            let mut started = false;
+            for a in order {
+                if let Some(index) = self.states[self.active[a].job].issue(&self.config.rule) {
+                    self.start(s, a, index)?;
+                    started = true;
+                    break;
+                }
+            }
+            if !started {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Forks active problem `a`'s prompt into slot `s` and draws the sample's first token.
+    fn start(&mut self, s: usize, a: usize, index: u64) -> Result<(), RunError> {
+        let seq = self.active[a].seq;
+        self.backend.copy_sequence(seq, s as SeqId)?;
+        self.active[a].generating += 1;
+        self.slots[s] = Some(Slot {
+            job: self.active[a].job,
+            index,
+            tokens: Vec::new(),
+            bytes: Vec::new(),
+            logprob: 0.0,
+            sampling_logprob: 0.0,
+        });
+        let logits = std::mem::take(&mut self.active[a].logits);
+        let r = self.step(s, &logits);
+        self.active[a].logits = logits;
+        r
+    }
+
+    /// Draws slot `s`'s next token from `logits` and finishes the sample if it ends here.
+    fn step(&mut self, s: usize, logits: &[f32]) -> Result<(), RunError> {
+        let slot = self.slots[s].as_mut().expect("step on a busy slot");
+        let job = &self.jobs[slot.job];
+        let key = SampleKey {
+            seed: self.config.seed,
+            problem: job.p,
+            sample: slot.index,
+        };
+        let d = sample(logits, self.params, key.uniform(slot.tokens.len() as u64))
+            .map_err(engine::backend::BackendError::from)?;
+        let token = d.token as Token;
+        slot.tokens.push(token);
+        slot.logprob += d.logprob;
+        slot.sampling_logprob += d.sampling_logprob;
+        let mut stop = None;
+        let mut cut = None;
+        if self.info.is_eog(token) {
+            stop = Some("eog");
+        } else {
+            let before = slot.bytes.len();
+            slot.bytes.extend(self.backend.token_piece(token)?);
+            if let Some(at) = find_stop(&slot.bytes, before, &job.stop) {
+                stop = Some("stop_string");
+                cut = Some(at);
+            } else if slot.tokens.len() >= self.config.max_tokens {
+                stop = Some("max_tokens");
+            }
+        }
+        let Some(stop) = stop else { return Ok(()) };
+        let slot = self.slots[s].take().expect("busy");
+        self.backend.remove_sequence(s as SeqId, 0, None)?;
+        if let Some(a) = self.active.iter_mut().find(|a| a.job == slot.job) {
+            a.generating -= 1;
+        }
+        let end = cut.unwrap_or(slot.bytes.len());
+        let f = Finished {
+            job: slot.job,
+            index: slot.index,
+            text: String::from_utf8_lossy(&slot.bytes[..end]).into_owned(),
+            tokens: slot.tokens,
+            stop,
+            logprob: slot.logprob,
+            sampling_logprob: slot.sampling_logprob,
+        };
+        self.judging += 1;
+        self.job_tx.send(f).map_err(|_| RunError::Judge {
+            problem: self.jobs[slot.job].problem.id.clone(),
+            index: slot.index,
+            message: "the judge threads stopped".into(),
+        })
+    }
+}
+
+/// The earliest occurrence of a stop string that ends after byte `new_from` (older bytes
+/// were searched before).
+fn find_stop(bytes: &[u8], new_from: usize, stops: &[Vec<u8>]) -> Option<usize> {
+    stops
+        .iter()
+        .filter_map(|st| {
+            let from = new_from.saturating_sub(st.len().saturating_sub(1));
+            bytes[from..]
+                .windows(st.len())
+                .position(|w| w == st.as_slice())
+                .map(|i| from + i)
+        })
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_stop;
+
+    #[test]
+    fn stop_strings_across_token_boundaries() {
+        let stops = vec![b"\n\n".to_vec(), b"END".to_vec()];
+        assert_eq!(find_stop(b"abc\n", 3, &stops), None);
+        assert_eq!(find_stop(b"abc\n\n", 4, &stops), Some(3));
+        assert_eq!(find_stop(b"xEN", 1, &stops), None);
+        assert_eq!(find_stop(b"xEND and\n\n", 3, &stops), Some(1));
+        assert_eq!(find_stop(b"", 0, &stops), None);
+    }
+}

@@ -1,0 +1,113 @@
+//! The runner's bookkeeping without a model backend: run directories, refusals and reports.
+
+use evals::generate::BackendKind;
+use evals::run::{report::report, start, RunError, RunOptions, StopRule};
+
+fn setup() -> (tempfile::TempDir, RunOptions) {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model.gguf");
+    std::fs::write(&model, b"not really a model").unwrap();
+    let task = tmp.path().join("t.jsonl");
+    std::fs::write(
+        &task,
+        "{\"id\": \"a\", \"prompt\": \"1+1=\", \"target\": \"2\"}\n\
+         {\"id\": \"b\", \"prompt\": \"Sky?\", \"choices\": [\"blue\", \"red\"], \"answer\": 0}\n\
+         {\"id\": \"c\", \"prompt\": \"2+2=\", \"target\": \"4\", \"stop\": [\"\\n\"]}\n",
+    )
+    .unwrap();
+    let mut opts = RunOptions::new(model, task, tmp.path().join("run"));
+    opts.backend = BackendKind::Native;
+    (tmp, opts)
+}
+
+#[test]
+fn a_run_directory_pins_its_settings() {
+    let (_tmp, opts) = setup();
+    match start(&opts, &mut |_: &evals::run::Stats| {}) {
+        Err(RunError::Settings(m)) => assert!(m.contains("native backend"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(opts.out.join("run.json").is_file());
+    // The same settings are accepted again (and fail at the backend again)...
+    assert!(matches!(
+        start(&opts, &mut |_: &evals::run::Stats| {}),
+        Err(RunError::Settings(_))
+    ));
+    // ...other settings are refused, naming what differs.
+    let mut other = opts.clone();
+    other.seed = 5;
+    other.rule = StopRule::PassUntil {
+        r: 1,
+        max_samples: 10,
+    };
+    match start(&other, &mut |_: &evals::run::Stats| {}) {
+        Err(RunError::Mismatch { differences, .. }) => {
+            let all = differences.join("; ");
+            assert!(
+                all.contains("seed") && all.contains("stopping rule"),
+                "{all}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A changed task file is refused on resume.
+    std::fs::write(
+        &opts.task,
+        "{\"id\": \"z\", \"prompt\": \"x\", \"target\": \"y\"}\n",
+    )
+    .unwrap();
+    match evals::run::resume(
+        &opts.out,
+        &Default::default(),
+        &mut |_: &evals::run::Stats| {},
+    ) {
+        Err(RunError::Settings(m)) => assert!(m.contains("has changed"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn reports_count_only_samples_up_to_the_stopping_point() {
+    let (_tmp, opts) = setup();
+    let _ = start(&opts, &mut |_: &evals::run::Stats| {});
+    let line = |p: u64, id: &str, index: u64, passed: bool| {
+        serde_json::json!({
+            "problem": id, "p": p, "index": index, "passed": passed,
+            "verdict": if passed { "pass" } else { "fail" },
+            "detail": "", "text": "x", "tokens": [1, 2], "stop": "eog",
+            "logprob": -1.0, "sampling_logprob": -1.0,
+            "session": 0, "elapsed_s": 2.0, "judge_ms": 0.1
+        })
+        .to_string()
+            + "\n"
+    };
+    // Problem a: successes at 1 and 3 decide it at K = 4; sample 5 was in flight.
+    let mut text = String::new();
+    for (i, ok) in [(0, false), (1, true), (2, false), (3, true), (5, true)] {
+        text += &line(0, "a", i, ok);
+    }
+    text += &line(2, "c", 0, false);
+    std::fs::write(opts.out.join("samples.jsonl"), &text).unwrap();
+    let r = report(&opts.out).unwrap();
+    assert_eq!(r.skipped, vec!["b".to_string()]);
+    let a = &r.problems[0];
+    assert_eq!(
+        (a.status.as_str(), a.trials, a.successes, a.beyond),
+        ("passed", 4, 2, 1)
+    );
+    assert_eq!(a.pu, 0.5);
+    assert_eq!(a.pu_unbiased, Some(1.0 / 3.0));
+    assert!(a.ci95.0 < 0.5 && a.ci95.1 > 0.5);
+    assert_eq!(r.problems[1].status, "open");
+    assert_eq!(r.task.decided, 1);
+    assert_eq!(r.throughput.samples, 6);
+    assert!(r.render().contains("passed"));
+
+    // A malformed line in the middle is an error naming it.
+    text.insert_str(0, "{\"oops\": 1}\n");
+    std::fs::write(opts.out.join("samples.jsonl"), &text).unwrap();
+    match report(&opts.out) {
+        Err(RunError::Malformed { line: 1, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
