@@ -101,6 +101,53 @@ fn bad_arguments_and_files_give_clear_errors() {
     let (ok, _, stderr) = pass_until(&["models", "fetch", "nope"]);
     assert!(!ok);
     assert!(stderr.contains("unknown model 'nope'"), "{stderr}");
+
+    let out = dir.path().join("out.gguf");
+    let (ok, _, stderr) = pass_until(&[
+        "quantize",
+        bad.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "iq4_nl",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("unknown target 'iq4_nl'"), "{stderr}");
+    let (ok, _, stderr) = pass_until(&[
+        "quantize",
+        bad.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "q4_0",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("tensor count"), "{stderr}");
+    assert!(!out.exists());
+
+    let (ok, _, stderr) = pass_until(&["report", dir.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("run.json"), "{stderr}");
+}
+
+#[test]
+fn quantize_the_default_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q8.gguf");
+    let (ok, stdout, stderr) = pass_until(&[
+        "quantize",
+        "smollm2-135m",
+        out.to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "-t",
+        "2",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("bits per weight"), "{stdout}");
+    let f = quant::gguf::GgufFile::open(&out).unwrap();
+    assert_eq!(
+        f.tensor("blk.0.ffn_up.weight").unwrap().ty(),
+        quant::GgmlType::Q8_0
+    );
 }
 
 #[test]

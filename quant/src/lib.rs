@@ -8,6 +8,7 @@
 //! - [`formats`]: ggml's block formats (`BlockQ4_0`, `BlockQ4K`, ...), each with the reference
 //!   quantizer model files are made with and its dequantizer.
 //! - [`types`]: the one table describing every supported type.
+//! - [`requant`]: a model requantized into one type or one of llama.cpp's K-quant mixes.
 //!
 //! ```
 //! use quant::formats::{dequantize_to_vec, quantize_to_vec};
@@ -26,6 +27,7 @@
 
 pub mod formats;
 pub mod gguf;
+pub mod requant;
 pub mod types;
 
 pub use types::{GgmlType, TypeInfo, UnsupportedType, QK_K};

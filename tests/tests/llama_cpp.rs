@@ -318,3 +318,79 @@ fn llama_cpp_loads_files_our_writer_wrote() {
         greedy_of(passuntil_tests::default_model())
     );
 }
+
+#[test]
+fn requantized_models_load_in_llama_cpp_and_keep_their_answer() {
+    use quant::requant::{requantize, Mix, Target};
+    use quant::GgmlType;
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let src = passuntil_tests::default_model();
+    let original = quant::gguf::GgufFile::open(src).unwrap();
+    let opts = ContextOptions {
+        n_ctx: 256,
+        n_seq_max: 1,
+        ..Default::default()
+    };
+    let answer = |path: &std::path::Path| {
+        let m = LlamaCppModel::load(path, 0).unwrap();
+        let mut b = m.backend(&opts).unwrap();
+        let ids = b
+            .tokenize(b"The capital of France is", TokenizeOptions::default())
+            .unwrap();
+        let s = greedy(&mut b, &ids, 2).unwrap();
+        String::from_utf8(b.detokenize(&s.tokens).unwrap()).unwrap()
+    };
+    for target in [Target::Type(GgmlType::Q8_0), Target::Mix(Mix::Q4KM)] {
+        let out = dir.path().join(format!("{target}.gguf"));
+        let plan = requantize(src, &out, target, 2, &mut |_| {}).unwrap();
+        let file = quant::gguf::GgufFile::open(&out).unwrap();
+        assert_eq!(file.tensor_infos().len(), original.tensor_infos().len());
+        let ty = |name: &str| file.tensor(name).unwrap().ty();
+        match target {
+            Target::Type(_) => {
+                assert_eq!(ty("blk.0.attn_q.weight"), GgmlType::Q8_0);
+                assert_eq!(ty("blk.0.attn_norm.weight"), GgmlType::F32);
+                // Q4_1 values re-quantized to Q8_0 stay within half a step, plus what storing
+                // the step in f16 adds (up to 127 steps × 2⁻¹¹ relative).
+                let a = original
+                    .tensor("blk.3.ffn_up.weight")
+                    .unwrap()
+                    .to_f32()
+                    .unwrap();
+                let b = file
+                    .tensor("blk.3.ffn_up.weight")
+                    .unwrap()
+                    .to_f32()
+                    .unwrap();
+                for (row_a, row_b) in a.chunks(32).zip(b.chunks(32)) {
+                    let amax = row_a.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    for (x, y) in row_a.iter().zip(row_b) {
+                        assert!((x - y).abs() <= amax / 127.0 * 0.57 + 1e-6);
+                    }
+                }
+            }
+            Target::Mix(_) => {
+                // llama.cpp's Q4_K_M on a 30-layer model with 576-wide rows: ffn_down in
+                // use_more_bits layers Q6_K, else Q4_K; 576-wide rows fall back to 32-blocks;
+                // the tied embedding is the output head (Q6_K → Q8_0).
+                assert_eq!(ty("blk.0.ffn_down.weight"), GgmlType::Q6K);
+                assert_eq!(ty("blk.3.ffn_down.weight"), GgmlType::Q4K);
+                assert_eq!(ty("blk.5.ffn_down.weight"), GgmlType::Q6K);
+                assert_eq!(ty("blk.3.attn_q.weight"), GgmlType::Q5_0);
+                assert_eq!(ty("blk.0.attn_v.weight"), GgmlType::Q8_0);
+                assert_eq!(ty("blk.3.attn_v.weight"), GgmlType::Q5_0);
+                assert_eq!(ty("token_embd.weight"), GgmlType::Q8_0);
+                assert_eq!(
+                    file.metadata()
+                        .get("general.file_type")
+                        .and_then(|v| v.as_u64()),
+                    Some(15)
+                );
+            }
+        }
+        assert!(plan.bits_per_weight() > 5.0, "{}", plan.bits_per_weight());
+        let said = answer(&out);
+        assert!(said.contains("Paris"), "{target}: {said:?}");
+    }
+}

@@ -54,6 +54,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Requantize a model into one type or a llama.cpp K-quant mix (Q4_K_M, ...).
+    Quantize {
+        /// The input: a GGUF path or a known model name.
+        input: String,
+        /// The output GGUF file.
+        output: PathBuf,
+        /// A type (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K,
+        /// q6_K) or a mix (Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M).
+        #[arg(long = "type")]
+        target: quant::requant::Target,
+        /// Threads (default: every core).
+        #[arg(short, long)]
+        threads: Option<usize>,
+    },
     /// Show a GGUF file's metadata, tensor table and totals by type.
     Inspect {
         /// A GGUF path or a known model name (fetched on first use).
@@ -250,6 +264,46 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Generate(args) => generate(&mut out, args),
+        Command::Quantize {
+            input,
+            output,
+            target,
+            threads,
+        } => {
+            let path = resolve_model(&input)?;
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let t0 = std::time::Instant::now();
+            let plan = quant::requant::requantize(&path, &output, target, threads, &mut |p| {
+                if p.fallback {
+                    eprintln!(
+                        "{}: row of {} does not fit the target's blocks; {} instead",
+                        p.name,
+                        p.shape.first().copied().unwrap_or(0),
+                        p.to.name()
+                    );
+                }
+            })
+            .with_context(|| format!("cannot requantize {}", path.display()))?;
+            let mut by_type = std::collections::BTreeMap::<&str, (usize, u64)>::new();
+            for t in &plan.tensors {
+                let e = by_type.entry(t.to.name()).or_default();
+                e.0 += 1;
+                e.1 += t.shape.iter().product::<u64>();
+            }
+            writeln!(
+                out,
+                "{} → {} ({target}): {:.3} bits per weight, {:.1} s",
+                path.display(),
+                output.display(),
+                plan.bits_per_weight(),
+                t0.elapsed().as_secs_f64()
+            )?;
+            for (ty, (n, e)) in by_type {
+                writeln!(out, "  {ty:>6}: {n:>4} tensors, {e:>11} weights")?;
+            }
+            Ok(())
+        }
         Command::Run(args) => run_task(&mut out, *args),
         Command::Resume { dir, exec } => {
             let mut bar = RunProgress::new();
