@@ -6,6 +6,7 @@
 //! - [`backend`]: the [`Backend`] trait every inference engine implements: batches of
 //!   (token, position, sequences, logits?) rows, a KV cache shared by many sequences,
 //!   tokenization and special tokens.
+//! - [`chat`]: chat templates from `tokenizer.chat_template`, rendered with minijinja.
 //! - [`sampling`]: sampling whose randomness depends only on (seed, problem, sample, step).
 //! - [`generate`]: greedy continuations, teacher-forced scoring, and many samples of one prompt
 //!   computed once and forked, in waves past a backend's sequence limit.
@@ -34,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod chat;
 pub mod detok;
 pub mod generate;
 #[cfg(feature = "llama-cpp")]

@@ -163,15 +163,61 @@ pub fn sample(logits: &[f32], params: &SamplingParams, u: f64) -> Result<Sampled
             sampling_logprob: 0.0,
         });
     }
-    // Candidates, most likely first; top-k cut before sorting.
-    let mut cand: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
+    let inv_t = 1.0 / params.temperature as f64;
+    let truncates = params.top_k > 0 || params.top_p < 1.0 || params.min_p > 0.0;
+    if !truncates {
+        // The whole vocabulary, drawn in index order: no sort needed.
+        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+        let z: f64 = logits
+            .iter()
+            .map(|&l| ((l as f64 - max) * inv_t).exp())
+            .sum();
+        let target = u * z;
+        let mut acc = 0.0;
+        let mut pick = (logits.len() - 1, 0.0);
+        for (i, &l) in logits.iter().enumerate() {
+            let w = ((l as f64 - max) * inv_t).exp();
+            acc += w;
+            if target < acc && w > 0.0 {
+                pick = (i, w);
+                break;
+            }
+        }
+        if pick.1 == 0.0 {
+            // u·z rounded past the total: the last token with any weight.
+            let i = logits
+                .iter()
+                .rposition(|&l| ((l as f64 - max) * inv_t).exp() > 0.0)
+                .unwrap_or(logits.len() - 1);
+            pick = (i, ((logits[i] as f64 - max) * inv_t).exp());
+        }
+        return Ok(Sampled {
+            token: pick.0,
+            logprob: logits[pick.0] as f64 - lse,
+            sampling_logprob: (pick.1 / z).ln(),
+        });
+    }
+    // Candidates, most likely first. Top-k and min-p cut before sorting (min-p keeps the
+    // tokens within ln(min_p) of the best logit, a prefix of the sorted order).
+    let best = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let floor = if params.min_p > 0.0 {
+        best + (params.min_p as f64).ln()
+    } else {
+        f64::NEG_INFINITY
+    };
+    let mut cand: Vec<(usize, f32)> = logits
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, l)| l as f64 >= floor)
+        .collect();
     let by_logit = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if params.top_k > 0 && params.top_k < cand.len() {
         cand.select_nth_unstable_by(params.top_k - 1, by_logit);
         cand.truncate(params.top_k);
     }
     cand.sort_unstable_by(by_logit);
-    // top-p and min-p on the model's distribution over the candidates.
+    // top-p on the model's distribution over the candidates.
     let max = cand[0].1 as f64;
     let weights: Vec<f64> = cand.iter().map(|c| (c.1 as f64 - max).exp()).collect();
     let total: f64 = weights.iter().sum();
@@ -186,17 +232,8 @@ pub fn sample(logits: &[f32], params: &SamplingParams, u: f64) -> Result<Sampled
             }
         }
     }
-    if params.min_p > 0.0 {
-        // weights[0] is the largest, exp(0) = 1.
-        let cut = weights[..keep]
-            .iter()
-            .take_while(|&&w| w >= params.min_p as f64)
-            .count();
-        keep = keep.min(cut.max(1));
-    }
     cand.truncate(keep);
     // Temperature, then the draw.
-    let inv_t = 1.0 / params.temperature as f64;
     let scaled: Vec<f64> = cand
         .iter()
         .map(|c| ((c.1 as f64 - max) * inv_t).exp())
@@ -290,6 +327,38 @@ mod tests {
             let want = (logits[i] as f64).exp() / z;
             assert!((c as f64 / n as f64 - want).abs() < 0.01, "{i}: {c}");
         }
+    }
+
+    #[test]
+    fn masked_tokens_are_never_drawn() {
+        let logits = [
+            f32::NEG_INFINITY,
+            0.0,
+            f32::NEG_INFINITY,
+            1.0,
+            f32::NEG_INFINITY,
+        ];
+        for params in [
+            SamplingParams::default(),
+            SamplingParams {
+                temperature: 0.5,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 0.9,
+                min_p: 0.01,
+                ..Default::default()
+            },
+        ] {
+            for i in 0..200 {
+                let d = sample(&logits, &params, i as f64 / 200.0).unwrap();
+                assert!(d.token == 1 || d.token == 3, "{params:?}: {d:?}");
+                assert!(d.logprob.is_finite() && d.sampling_logprob.is_finite());
+            }
+        }
+        // At temperature 1 with nothing cut, the sampling distribution is the model's.
+        let d = sample(&logits, &SamplingParams::default(), 0.9).unwrap();
+        assert!((d.logprob - d.sampling_logprob).abs() < 1e-12, "{d:?}");
     }
 
     #[test]

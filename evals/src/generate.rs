@@ -30,6 +30,50 @@ pub struct GenerateRequest {
     pub options: GenerateOptions,
     /// Threads for the backend; `None` uses every core.
     pub threads: Option<u32>,
+    /// Send the prompt as a user message through the model's chat template.
+    pub chat: bool,
+}
+
+/// An error rendering or tokenizing a chat prompt.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChatPromptError {
+    /// The template failed.
+    #[error(transparent)]
+    Template(#[from] engine::chat::ChatError),
+    /// Tokenizing failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Renders `messages` with the model's chat template (ready for the assistant's reply) and
+/// tokenizes the result, special tokens included; BOS is added unless the template wrote it.
+pub fn chat_tokens(
+    backend: &dyn Backend,
+    messages: &[engine::chat::Message],
+) -> Result<Vec<u32>, ChatPromptError> {
+    let info = backend.info();
+    let template = info
+        .chat_template
+        .as_deref()
+        .ok_or(engine::chat::ChatError::NoTemplate)?;
+    let piece = |t: Option<u32>| -> Result<String, BackendError> {
+        Ok(match t {
+            Some(t) => String::from_utf8_lossy(&backend.token_piece(t)?).into_owned(),
+            None => String::new(),
+        })
+    };
+    let bos = piece(info.bos)?;
+    let eos = piece(info.eos)?;
+    let text = engine::chat::render(template, messages, true, &bos, &eos)?;
+    let add_bos = bos.is_empty() || !text.starts_with(&bos);
+    Ok(backend.tokenize(
+        text.as_bytes(),
+        TokenizeOptions {
+            add_special: add_bos,
+            parse_special: true,
+        },
+    )?)
 }
 
 /// One generated sample.
@@ -69,7 +113,16 @@ pub fn run_on(
     backend: &mut dyn Backend,
     req: &GenerateRequest,
 ) -> Result<GenerateReport, BackendError> {
-    let prompt = backend.tokenize(req.prompt.as_bytes(), TokenizeOptions::default())?;
+    let prompt = if req.chat {
+        chat_tokens(backend, &[engine::chat::Message::new("user", &req.prompt)]).map_err(|e| {
+            match e {
+                ChatPromptError::Backend(b) => b,
+                other => BackendError::InvalidBatch(other.to_string()),
+            }
+        })?
+    } else {
+        backend.tokenize(req.prompt.as_bytes(), TokenizeOptions::default())?
+    };
     let start = std::time::Instant::now();
     let samples = generate(backend, &prompt, 0, req.n, &req.options)?;
     let seconds = start.elapsed().as_secs_f64();

@@ -6,6 +6,8 @@
 //! - [`inspect`]: what a GGUF file holds: metadata (long arrays summarised), the tensor table
 //!   and totals by type, as text or JSON.
 //! - [`generate`]: samples of one prompt on a chosen backend.
+//! - [`run`]: `pass-until run`, `resume`, `merge` and `report`: massive sampling.
+//! - [`compare`]: perplexity and KL divergence against a reference, as llama.cpp's tool.
 //! - [`metrics`]: pass@k and PassUntil as pure functions, checked against EVALS-SPEC.md.
 //! - [`judges`]: text, multiple-choice and sandboxed program judges, and a verdict cache.
 //! - [`tasks`]: problems from native JSONL, BIG-bench `task.json` and HumanEval files.
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod compare;
 pub mod generate;
 pub mod inspect;
 pub mod judges;

@@ -132,6 +132,19 @@ fn killed_resumed_rebatched_and_sharded_runs_agree() {
     pass_until(&args);
     assert_eq!(counted(&b1), want, "batch 1 vs batch 64");
 
+    // One thread instead of two, batch 16: the same samples.
+    let t1 = tmp.path().join("t1");
+    let mut args = run_args(&task, &t1);
+    let t = args.iter().position(|a| a == "-t").unwrap() + 1;
+    args[t] = "1".into();
+    args.extend(["--batch".into(), "16".into()]);
+    pass_until(&args);
+    assert_eq!(
+        counted(&t1),
+        want,
+        "1 thread, batch 16 vs 2 threads, batch 64"
+    );
+
     // Killed with SIGKILL at several moments, then resumed.
     let killed = tmp.path().join("killed");
     let mut args = run_args(&task, &killed);
@@ -307,4 +320,46 @@ fn human_eval_problems_run_in_the_sandbox() {
         String::from_utf8(pass_until(&["report".into(), out_dir.display().to_string()]).stdout)
             .unwrap();
     assert!(report.contains("HumanEval/0"), "{report}");
+}
+
+#[test]
+fn chat_problems_go_through_the_models_template() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let task = tmp.path().join("chat.jsonl");
+    std::fs::write(
+        &task,
+        "{\"id\": \"capital\", \"messages\": [{\"role\": \"user\", \"content\": \"What is the capital of France?\"}], \"targets\": [\"Paris\"], \"judge\": \"contains\"}\n",
+    )
+    .unwrap();
+    let out_dir = tmp.path().join("chat");
+    pass_until(
+        &[
+            "run",
+            "-m",
+            "smollm2-135m",
+            "--task",
+            task.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--r",
+            "1",
+            "--max-samples",
+            "32",
+            "--max-tokens",
+            "24",
+            "--temp",
+            "0.7",
+            "-t",
+            "2",
+        ]
+        .map(String::from),
+    );
+    let records = load_samples(&out_dir.join("samples.jsonl"))
+        .unwrap()
+        .records;
+    // The instruct model answers a chat question and stops at its end-of-turn token.
+    assert!(records.iter().any(|r| r.passed), "{records:?}");
+    assert!(records.iter().any(|r| r.stop == "eog"), "{records:?}");
+    assert!(records.iter().all(|r| !r.text.contains("<|im_start|>")));
 }

@@ -68,6 +68,31 @@ enum Command {
         #[arg(short, long)]
         threads: Option<usize>,
     },
+    /// Perplexity and KL divergence of models against a reference on a text (llama.cpp's
+    /// `llama-perplexity --kl-divergence` statistics).
+    Compare {
+        /// The reference: a GGUF path or a known model name.
+        #[arg(long = "ref")]
+        reference: String,
+        /// The models to compare with it.
+        #[arg(required = true)]
+        models: Vec<String>,
+        /// The text file.
+        #[arg(long)]
+        text: PathBuf,
+        /// Tokens per chunk (the second half of each is scored).
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// Most chunks (default: all the text holds).
+        #[arg(long)]
+        chunks: Option<usize>,
+        /// Threads per model (default: every core).
+        #[arg(short, long)]
+        threads: Option<u32>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a GGUF file's metadata, tensor table and totals by type.
     Inspect {
         /// A GGUF path or a known model name (fetched on first use).
@@ -111,6 +136,9 @@ struct GenerateArgs {
     /// Threads (default: every core).
     #[arg(short, long)]
     threads: Option<u32>,
+    /// Send the prompt as a user message through the model's chat template.
+    #[arg(long)]
+    chat: bool,
     /// Which engine runs the model.
     #[arg(long, value_enum, default_value_t = default_backend())]
     backend: evals::generate::BackendKind,
@@ -264,6 +292,40 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Generate(args) => generate(&mut out, args),
+        Command::Compare {
+            reference,
+            models,
+            text,
+            ctx,
+            chunks,
+            threads,
+            json,
+        } => {
+            let reference = resolve_model(&reference)?;
+            let models = models
+                .iter()
+                .map(|m| resolve_model(m))
+                .collect::<Result<Vec<_>>>()?;
+            let bytes =
+                std::fs::read(&text).with_context(|| format!("cannot read {}", text.display()))?;
+            let report = evals::compare::compare(
+                &reference,
+                &models,
+                &bytes,
+                &evals::compare::CompareOptions {
+                    ctx,
+                    chunks,
+                    threads,
+                },
+            )?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                out.write_all(report.render().as_bytes())?;
+            }
+            Ok(())
+        }
         Command::Quantize {
             input,
             output,
@@ -428,6 +490,7 @@ fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
             stop_at_eog: true,
         },
         threads: a.threads,
+        chat: a.chat,
     };
     let report = evals::generate::run(a.backend, &path, &req)?;
     if a.json {

@@ -225,7 +225,7 @@ pub fn compare_token(
 pub type Estimate = (f64, f64);
 
 /// llama.cpp's KL-divergence summary block.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct KlSummary {
     /// Scored tokens.
     pub n: usize,

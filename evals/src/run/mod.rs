@@ -401,16 +401,6 @@ fn execute(
     if exec.batch == 0 {
         return Err(RunError::Settings("--batch must be at least 1".into()));
     }
-    if let Some((_, p)) = problems
-        .iter()
-        .find(|(_, p)| matches!(p.prompt, Prompt::Chat(_)))
-    {
-        return Err(RunError::Settings(format!(
-            "problem '{}' has a chat prompt; `run` samples text prompts only for now \
-             (chat templates come with the native engine)",
-            p.id
-        )));
-    }
     let needs_sandbox = problems
         .iter()
         .any(|(_, p)| matches!(p.check, Check::Program { .. }));
@@ -489,16 +479,17 @@ fn jobs_for(
     problems
         .iter()
         .map(|(p, problem)| {
-            let Prompt::Text(text) = &problem.prompt else {
-                unreachable!("chat prompts are refused before")
+            let prompt = match &problem.prompt {
+                Prompt::Text(text) => backend.tokenize(
+                    text.as_bytes(),
+                    TokenizeOptions {
+                        add_special: true,
+                        parse_special: false,
+                    },
+                )?,
+                Prompt::Chat(messages) => crate::generate::chat_tokens(backend, messages)
+                    .map_err(|e| RunError::Settings(format!("problem '{}': {e}", problem.id)))?,
             };
-            let prompt = backend.tokenize(
-                text.as_bytes(),
-                TokenizeOptions {
-                    add_special: true,
-                    parse_special: false,
-                },
-            )?;
             if prompt.is_empty() {
                 return Err(RunError::Settings(format!(
                     "problem '{}' has an empty prompt",

@@ -17,13 +17,7 @@ pub use humaneval::{load_humaneval, parse_humaneval};
 pub use jsonl::{load_jsonl, parse_jsonl};
 
 /// One chat message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    /// The text.
-    pub content: String,
-}
+pub use engine::chat::Message;
 
 /// What the model is given.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
