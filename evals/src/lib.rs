@@ -27,4 +27,5 @@ pub mod inspect;
 pub mod judges;
 pub mod metrics;
 pub mod run;
+pub mod study;
 pub mod tasks;

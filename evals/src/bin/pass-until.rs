@@ -93,6 +93,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Requantize a model into several types, run the same task on each with the same seeds,
+    /// and compare them with a reference.
+    Study(Box<StudyArgs>),
     /// Show a GGUF file's metadata, tensor table and totals by type.
     Inspect {
         /// A GGUF path or a known model name (fetched on first use).
@@ -152,6 +155,19 @@ struct RunArgs {
     /// A GGUF path or a known model name (fetched on first use).
     #[arg(short, long, default_value = models::DEFAULT_MODEL)]
     model: String,
+    /// Run only problems p with p % N == I (0-based I).
+    #[arg(long, default_value = "0/1")]
+    shard: evals::run::Shard,
+    /// The run directory (an existing run with the same settings is continued).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    common: RunCommon,
+}
+
+/// What a run samples and how; shared by `run` and `study`.
+#[derive(clap::Args)]
+struct RunCommon {
     /// The task file.
     #[arg(long)]
     task: PathBuf,
@@ -191,17 +207,70 @@ struct RunArgs {
     /// Seed: sample i of problem p is a function of (seed, p, i) only.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Run only problems p with p % N == I (0-based I).
-    #[arg(long, default_value = "0/1")]
-    shard: evals::run::Shard,
-    /// The run directory (an existing run with the same settings is continued).
-    #[arg(long)]
-    out: PathBuf,
     /// Which engine runs the model.
     #[arg(long, value_enum, default_value_t = default_backend())]
     backend: evals::generate::BackendKind,
     #[command(flatten)]
     exec: ExecArgs,
+}
+
+impl RunCommon {
+    fn options(self, model: PathBuf, out: PathBuf) -> evals::run::RunOptions {
+        let mut opts = evals::run::RunOptions::new(model, self.task, out);
+        opts.backend = self.backend;
+        opts.format = self.format;
+        opts.sampling = evals::run::Sampling {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+        };
+        opts.max_tokens = self.max_tokens;
+        opts.stop = self.stop;
+        opts.rule = match self.n {
+            Some(n) => evals::run::StopRule::Fixed { n, k: self.k },
+            None => evals::run::StopRule::PassUntil {
+                r: self.r,
+                max_samples: self.max_samples,
+            },
+        };
+        opts.seed = self.seed;
+        opts.exec = self.exec.exec();
+        opts
+    }
+}
+
+#[derive(clap::Args)]
+struct StudyArgs {
+    /// The base model: a GGUF path or a known model name.
+    #[arg(short, long, default_value = models::DEFAULT_MODEL)]
+    model: String,
+    /// Types or mixes to study (comma-separated: q8_0,q5_1,q4_0,Q4_K_M,q3_K,q2_K).
+    #[arg(long, value_delimiter = ',', required = true)]
+    types: Vec<quant::requant::Target>,
+    /// The reference: `base` (the model file itself) or a type to requantize it to (`f32`).
+    #[arg(long, default_value = "base")]
+    reference: String,
+    /// A text for perplexity and KL divergence against the reference.
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// Tokens per chunk of the text.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Most chunks of the text.
+    #[arg(long)]
+    chunks: Option<usize>,
+    /// The study directory (models, runs, report).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write an SVG of score against bits per weight.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    common: RunCommon,
 }
 
 #[derive(clap::Args)]
@@ -367,6 +436,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run(args) => run_task(&mut out, *args),
+        Command::Study(args) => study(&mut out, *args),
         Command::Resume { dir, exec } => {
             let mut bar = RunProgress::new();
             let outcome = evals::run::resume(&dir, &exec.exec(), &mut bar);
@@ -577,31 +647,60 @@ impl evals::run::Progress for RunProgress {
 
 fn run_task(out: &mut impl Write, a: RunArgs) -> Result<()> {
     let model = resolve_model(&a.model)?;
-    let mut opts = evals::run::RunOptions::new(model, a.task, a.out);
-    opts.backend = a.backend;
-    opts.format = a.format;
-    opts.sampling = evals::run::Sampling {
-        temperature: a.temp,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
-    };
-    opts.max_tokens = a.max_tokens;
-    opts.stop = a.stop;
-    opts.rule = match a.n {
-        Some(n) => evals::run::StopRule::Fixed { n, k: a.k },
-        None => evals::run::StopRule::PassUntil {
-            r: a.r,
-            max_samples: a.max_samples,
-        },
-    };
-    opts.seed = a.seed;
+    let mut opts = a.common.options(model, a.out);
     opts.shard = a.shard;
-    opts.exec = a.exec.exec();
     let mut bar = RunProgress::new();
     let outcome = evals::run::start(&opts, &mut bar);
     bar.finish();
     finish_run(out, outcome?)
+}
+
+fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
+    let base = resolve_model(&a.model)?;
+    let reference = match a.reference.as_str() {
+        "base" => None,
+        t => Some(
+            t.parse::<quant::requant::Target>()
+                .map_err(anyhow::Error::msg)?,
+        ),
+    };
+    let threads = a.common.exec.threads;
+    let run = a.common.options(base.clone(), a.out.clone());
+    let opts = evals::study::StudyOptions {
+        base,
+        reference,
+        types: a.types,
+        run,
+        text: a.text.map(|t| {
+            (
+                t,
+                evals::compare::CompareOptions {
+                    ctx: a.ctx,
+                    chunks: a.chunks,
+                    threads,
+                },
+            )
+        }),
+        out: a.out.clone(),
+    };
+    let mut bar = RunProgress::new();
+    let report = evals::study::study(&opts, &mut |m| eprintln!("{m}"), &mut bar);
+    bar.finish();
+    let report = report?;
+    let json_path = a.out.join("study.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    if let Some(plot) = &a.plot {
+        report.plot(plot)?;
+        eprintln!("plot written to {}", plot.display());
+    }
+    if a.json {
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(report.render().as_bytes())?;
+    }
+    Ok(())
 }
 
 fn finish_run(out: &mut impl Write, o: evals::run::Outcome) -> Result<()> {

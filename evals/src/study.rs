@@ -1,0 +1,415 @@
+//! `pass-until study`: what quantization does to what a model can do.
+//!
+//! For each type, the base model is requantized (cached in `DIR/models/`, keyed by the base's
+//! sha256), the same task is run with the same seeds (`DIR/runs/NAME/`: a paired design, so
+//! sample i of problem p differs between types only through the weights), and, with a text,
+//! each type is compared with the reference (perplexity, KL divergence, same-top %). The
+//! report gives per type the bits per weight, file size, task score, its paired shift against
+//! the reference with a 95% interval, and which problems flip; per problem, every type's
+//! pass rate. The reference is the base file itself or a requantization of it (e.g. F32
+//! dequantized from a Q4_1 model), and the report says which.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::compare::{CompareOptions, CompareReport};
+use crate::run::report::{report, Report};
+use crate::run::{RunError, RunOptions};
+use quant::requant::{requantize, Target};
+
+/// An error in a study.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StudyError {
+    /// A run failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// Requantizing failed.
+    #[error(transparent)]
+    Requant(#[from] quant::requant::RequantError),
+    /// The comparison failed.
+    #[error(transparent)]
+    Compare(#[from] crate::compare::CompareError),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// What to study.
+#[derive(Clone, Debug)]
+pub struct StudyOptions {
+    /// The base model file.
+    pub base: PathBuf,
+    /// The reference: `None` for the base file itself, or a requantization of it.
+    pub reference: Option<Target>,
+    /// The types to compare with the reference.
+    pub types: Vec<Target>,
+    /// Run settings shared by every type (`model` and `out` are set per type).
+    pub run: RunOptions,
+    /// A text for perplexity and KL divergence, with its settings.
+    pub text: Option<(PathBuf, CompareOptions)>,
+    /// The study directory.
+    pub out: PathBuf,
+}
+
+/// One type's line.
+#[derive(Clone, Debug, Serialize)]
+pub struct TypeLine {
+    /// `reference`, a type or a mix.
+    pub name: String,
+    /// The model file.
+    pub model: String,
+    /// Bits per weight.
+    pub bits_per_weight: f64,
+    /// File size.
+    pub bytes: u64,
+    /// Task score: mean PassUntil r/K, or mean pass@k for the smallest k.
+    pub score: f64,
+    /// Mean per-problem difference from the reference, with a 95% interval (paired).
+    pub shift: Option<(f64, f64, f64)>,
+    /// Problems solved by the reference but not by this type.
+    pub lost: Vec<String>,
+    /// Problems solved by this type but not by the reference.
+    pub gained: Vec<String>,
+    /// Perplexity on the text.
+    pub ppl: Option<f64>,
+    /// Mean KL divergence from the reference on the text.
+    pub kld: Option<f64>,
+    /// Share of text positions where the top token agrees with the reference's.
+    pub same_top: Option<f64>,
+}
+
+/// The study's report.
+#[derive(Clone, Debug, Serialize)]
+pub struct StudyReport {
+    /// What the reference is.
+    pub reference: String,
+    /// The reference first, then each type.
+    pub types: Vec<TypeLine>,
+    /// Problem ids, in task order.
+    pub problems: Vec<String>,
+    /// Per type (same order as `types`), each problem's pass rate.
+    pub rates: Vec<Vec<f64>>,
+    /// The comparison on the text, if one was made.
+    pub compare: Option<CompareReport>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> StudyError + '_ {
+    move |source| StudyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `target` applied to the base, cached in `DIR/models/NAME.gguf` next to a stamp naming the
+/// base's sha256.
+fn requantized(
+    opts: &StudyOptions,
+    base_sha: &str,
+    target: Target,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf, StudyError> {
+    let dir = opts.out.join("models");
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let path = dir.join(format!("{target}.gguf"));
+    let stamp = dir.join(format!("{target}.gguf.base"));
+    if path.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == base_sha) {
+        return Ok(path);
+    }
+    progress(&format!("requantizing to {target}"));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    requantize(&opts.base, &path, target, threads, &mut |_| {})?;
+    std::fs::write(&stamp, base_sha).map_err(io(&stamp))?;
+    Ok(path)
+}
+
+/// Solved: the stopping rule met (PassUntil) or any success (fixed n).
+fn solved(r: &Report) -> Vec<bool> {
+    r.problems
+        .iter()
+        .map(|p| p.status == "passed" || (p.status == "done" && p.successes > 0))
+        .collect()
+}
+
+fn score(r: &Report) -> f64 {
+    r.task
+        .pu
+        .or_else(|| r.task.pass_at_k.first().map(|l| l.mean))
+        .unwrap_or(0.0)
+}
+
+/// Runs the study.
+pub fn study(
+    opts: &StudyOptions,
+    progress: &mut dyn FnMut(&str),
+    run_progress: &mut dyn crate::run::Progress,
+) -> Result<StudyReport, StudyError> {
+    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+    let base_sha = crate::run::FileRef::of(&opts.base)?.sha256;
+    let reference_name = match opts.reference {
+        None => format!("the base file {}", opts.base.display()),
+        Some(t) => format!("{t} requantized from {}", opts.base.display()),
+    };
+    let mut models: Vec<(String, PathBuf)> = vec![(
+        "reference".into(),
+        match opts.reference {
+            None => opts.base.clone(),
+            Some(t) => requantized(opts, &base_sha, t, progress)?,
+        },
+    )];
+    for &t in &opts.types {
+        models.push((t.to_string(), requantized(opts, &base_sha, t, progress)?));
+    }
+    let mut reports = Vec::new();
+    for (name, model) in &models {
+        progress(&format!("running {name}"));
+        let mut run = opts.run.clone();
+        run.model = model.clone();
+        run.out = opts.out.join("runs").join(name);
+        crate::run::start(&run, run_progress)?;
+        reports.push(report(&run.out)?);
+    }
+    let compare = match &opts.text {
+        Some((path, copts)) => {
+            progress("comparing on the text");
+            let text = std::fs::read(path).map_err(io(path))?;
+            let others: Vec<PathBuf> = models[1..].iter().map(|(_, m)| m.clone()).collect();
+            Some(crate::compare::compare(
+                &models[0].1,
+                &others,
+                &text,
+                copts,
+            )?)
+        }
+        None => None,
+    };
+    let base_rates: Vec<f64> = reports[0].problems.iter().map(|p| p.pu).collect();
+    let base_solved = solved(&reports[0]);
+    let problems: Vec<String> = reports[0]
+        .problems
+        .iter()
+        .map(|p| p.problem.clone())
+        .collect();
+    let mut types = Vec::new();
+    for (i, ((name, model), r)) in models.iter().zip(&reports).enumerate() {
+        let facts = crate::compare::FileFacts::of(model)?;
+        let rates: Vec<f64> = r.problems.iter().map(|p| p.pu).collect();
+        let sv = solved(r);
+        let shift = (i > 0).then(|| paired_shift(&rates, &base_rates)).flatten();
+        let pick = |f: &dyn Fn(&crate::metrics::perplexity::KlSummary) -> f64| {
+            compare.as_ref().map(|c| match i {
+                0 => c.models.first().map_or(f64::NAN, |m| m.summary.ppl_base.0),
+                _ => f(&c.models[i - 1].summary),
+            })
+        };
+        types.push(TypeLine {
+            name: name.clone(),
+            model: model.display().to_string(),
+            bits_per_weight: facts.bits_per_weight,
+            bytes: facts.bytes,
+            score: score(r),
+            shift,
+            lost: problems
+                .iter()
+                .zip(base_solved.iter().zip(&sv))
+                .filter(|(_, (b, t))| **b && !**t)
+                .map(|(p, _)| p.clone())
+                .collect(),
+            gained: problems
+                .iter()
+                .zip(base_solved.iter().zip(&sv))
+                .filter(|(_, (b, t))| !**b && **t)
+                .map(|(p, _)| p.clone())
+                .collect(),
+            ppl: pick(&|k| k.ppl_q.0),
+            kld: if i == 0 {
+                compare.as_ref().map(|_| 0.0)
+            } else {
+                pick(&|k| k.kld.0)
+            },
+            same_top: if i == 0 {
+                compare.as_ref().map(|_| 1.0)
+            } else {
+                pick(&|k| k.same_top.0)
+            },
+        });
+    }
+    let rates = reports
+        .iter()
+        .map(|r| r.problems.iter().map(|p| p.pu).collect())
+        .collect();
+    Ok(StudyReport {
+        reference: reference_name,
+        types,
+        problems,
+        rates,
+        compare,
+    })
+}
+
+/// Mean of `a − b` over problems with a 95% interval (normal, `sd/√n`).
+fn paired_shift(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let n = d.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = d.iter().sum::<f64>() / n as f64;
+    if n < 2 {
+        return Some((mean, mean, mean));
+    }
+    let var = d.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1) as f64;
+    let half = 1.96 * (var / n as f64).sqrt();
+    Some((mean, mean - half, mean + half))
+}
+
+impl StudyReport {
+    /// Text tables.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(s, "reference: {}\n", self.reference);
+        let _ = writeln!(
+            s,
+            "{:<10} {:>6} {:>8} {:>8} {:>26} {:>5} {:>6} {:>9} {:>9} {:>7}",
+            "type",
+            "bpw",
+            "MB",
+            "score",
+            "shift vs ref [95%]",
+            "lost",
+            "gained",
+            "PPL",
+            "KLD",
+            "top-1"
+        );
+        for t in &self.types {
+            let shift = t.shift.map_or("-".into(), |(m, lo, hi)| {
+                format!("{m:+.4} [{lo:+.4}, {hi:+.4}]")
+            });
+            let opt = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
+            let _ = writeln!(
+                s,
+                "{:<10} {:>6.3} {:>8.1} {:>8.4} {:>26} {:>5} {:>6} {:>9} {:>9} {:>7}",
+                t.name,
+                t.bits_per_weight,
+                t.bytes as f64 / 1e6,
+                t.score,
+                shift,
+                t.lost.len(),
+                t.gained.len(),
+                opt(t.ppl, 3),
+                opt(t.kld, 5),
+                t.same_top
+                    .map_or("-".into(), |v| format!("{:.1}%", 100.0 * v)),
+            );
+        }
+        let w = self
+            .problems
+            .iter()
+            .map(|p| p.chars().count())
+            .max()
+            .unwrap_or(7)
+            .clamp(7, 30);
+        let _ = write!(s, "\npass rate per problem\n{:<w$}", "problem");
+        for t in &self.types {
+            let _ = write!(s, " {:>10}", t.name);
+        }
+        s.push('\n');
+        for (i, p) in self.problems.iter().enumerate() {
+            let id: String = p.chars().take(w).collect();
+            let _ = write!(s, "{id:<w$}");
+            for r in &self.rates {
+                let _ = write!(s, " {:>10.4}", r.get(i).copied().unwrap_or(f64::NAN));
+            }
+            s.push('\n');
+        }
+        for t in &self.types[1..] {
+            if !t.lost.is_empty() || !t.gained.is_empty() {
+                let _ = writeln!(s, "{}: lost {:?}, gained {:?}", t.name, t.lost, t.gained);
+            }
+        }
+        s
+    }
+
+    /// Writes an SVG of task score (and KL divergence, when measured) against bits per weight.
+    pub fn plot(&self, path: &Path) -> Result<(), StudyError> {
+        use plotters::prelude::*;
+        let err = |e: String| StudyError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        };
+        let xs: Vec<f64> = self.types.iter().map(|t| t.bits_per_weight).collect();
+        let (x0, x1) = xs
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
+        let ymax = self
+            .types
+            .iter()
+            .map(|t| t.score + t.shift.map_or(0.0, |s| (s.2 - s.0).abs()))
+            .fold(0.0f64, f64::max)
+            .max(1e-3)
+            * 1.15;
+        let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("capability vs bits per weight", ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d((x0 - 0.5)..(x1 + 0.5), 0.0..ymax)
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("bits per weight")
+            .y_desc("task score (mean pass rate)")
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        let base = self.types.first().map_or(0.0, |t| t.score);
+        chart
+            .draw_series(self.types.iter().map(|t| {
+                let (lo, hi) = t
+                    .shift
+                    .map_or((t.score, t.score), |(_, lo, hi)| (base + lo, base + hi));
+                ErrorBar::new_vertical(
+                    t.bits_per_weight,
+                    lo.max(0.0),
+                    t.score,
+                    hi,
+                    BLUE.stroke_width(1),
+                    8,
+                )
+            }))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(self.types.iter().map(|t| {
+                EmptyElement::at((t.bits_per_weight, t.score))
+                    + Circle::new((0, 0), 4, BLUE.filled())
+                    + Text::new(t.name.clone(), (6, -14), ("sans-serif", 13))
+            }))
+            .map_err(|e| err(e.to_string()))?;
+        root.present().map_err(|e| err(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::paired_shift;
+
+    #[test]
+    fn paired_shift_interval() {
+        let (m, lo, hi) = paired_shift(&[0.5, 0.2, 0.1], &[0.5, 0.4, 0.1]).unwrap();
+        assert!((m + 0.2 / 3.0).abs() < 1e-12);
+        assert!(lo < m && m < hi);
+        assert_eq!(paired_shift(&[], &[]), None);
+    }
+}
