@@ -28,7 +28,7 @@ pub enum SamplingError {
 }
 
 /// Sampling parameters. Disabled transforms keep their neutral value.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SamplingParams {
     /// Softmax temperature; 0 means greedy.
     pub temperature: f32,

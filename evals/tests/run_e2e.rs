@@ -37,29 +37,41 @@ fn task(dir: &Path) -> PathBuf {
     path
 }
 
-fn run_args(task: &Path, out: &Path) -> Vec<String> {
-    [
+/// `pass-until run` on the default model with `settings`.
+fn run_on(task: &Path, out: &Path, settings: &[&str]) -> Vec<String> {
+    let head = [
         "run",
         "-m",
         "smollm2-135m",
         "--task",
         task.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--r",
-        "2",
-        "--max-samples",
-        "16",
-        "--max-tokens",
-        "6",
-        "--seed",
-        "7",
-        "-t",
-        "2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ];
+    let out = ["--out", out.to_str().unwrap()];
+    head.iter()
+        .chain(&out)
+        .chain(settings)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The settings the agreement test compares under.
+fn run_args(task: &Path, out: &Path) -> Vec<String> {
+    run_on(
+        task,
+        out,
+        &[
+            "--r",
+            "2",
+            "--max-samples",
+            "16",
+            "--max-tokens",
+            "6",
+            "--seed",
+            "7",
+            "-t",
+            "2",
+        ],
+    )
 }
 
 fn pass_until(args: &[String]) -> std::process::Output {
@@ -275,15 +287,10 @@ fn human_eval_problems_run_in_the_sandbox() {
     let task = tmp.path().join("HumanEval-2.jsonl");
     std::fs::write(&task, lines.join("\n") + "\n").unwrap();
     let out_dir = tmp.path().join("he");
-    pass_until(
+    pass_until(&run_on(
+        &task,
+        &out_dir,
         &[
-            "run",
-            "-m",
-            "smollm2-135m",
-            "--task",
-            task.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
             "--r",
             "1",
             "--max-samples",
@@ -294,9 +301,8 @@ fn human_eval_problems_run_in_the_sandbox() {
             "6",
             "-t",
             "2",
-        ]
-        .map(String::from),
-    );
+        ],
+    ));
     let records = load_samples(&out_dir.join("samples.jsonl"))
         .unwrap()
         .records;
@@ -333,15 +339,10 @@ fn chat_problems_go_through_the_models_template() {
     )
     .unwrap();
     let out_dir = tmp.path().join("chat");
-    pass_until(
+    pass_until(&run_on(
+        &task,
+        &out_dir,
         &[
-            "run",
-            "-m",
-            "smollm2-135m",
-            "--task",
-            task.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
             "--r",
             "1",
             "--max-samples",
@@ -352,9 +353,8 @@ fn chat_problems_go_through_the_models_template() {
             "0.7",
             "-t",
             "2",
-        ]
-        .map(String::from),
-    );
+        ],
+    ));
     let records = load_samples(&out_dir.join("samples.jsonl"))
         .unwrap()
         .records;

@@ -219,7 +219,7 @@ impl RunCommon {
         let mut opts = evals::run::RunOptions::new(model, self.task, out);
         opts.backend = self.backend;
         opts.format = self.format;
-        opts.sampling = evals::run::Sampling {
+        opts.sampling = engine::sampling::SamplingParams {
             temperature: self.temp,
             top_k: self.top_k,
             top_p: self.top_p,
@@ -337,6 +337,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints `value` as JSON, or the text `render` gives.
+fn emit(
+    out: &mut impl Write,
+    json: bool,
+    value: &impl serde::Serialize,
+    render: impl FnOnce() -> String,
+) -> Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, value)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(render().as_bytes())?;
+    }
+    Ok(())
+}
+
 fn progress_line(msg: &str) {
     eprintln!("{msg}");
 }
@@ -387,13 +403,7 @@ fn run(cli: Cli) -> Result<()> {
                     threads,
                 },
             )?;
-            if json {
-                serde_json::to_writer_pretty(&mut out, &report)?;
-                writeln!(out)?;
-            } else {
-                out.write_all(report.render().as_bytes())?;
-            }
-            Ok(())
+            emit(&mut out, json, &report, || report.render())
         }
         Command::Quantize {
             input,
@@ -460,25 +470,13 @@ fn run(cli: Cli) -> Result<()> {
                 report.plot(plot)?;
                 eprintln!("plot written to {}", plot.display());
             }
-            if json {
-                serde_json::to_writer_pretty(&mut out, &report)?;
-                writeln!(out)?;
-            } else {
-                out.write_all(report.render().as_bytes())?;
-            }
-            Ok(())
+            emit(&mut out, json, &report, || report.render())
         }
         Command::Inspect { model, json } => {
             let path = resolve_model(&model)?;
             let report = evals::inspect::inspect(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            if json {
-                serde_json::to_writer_pretty(&mut out, &report)?;
-                writeln!(out)?;
-            } else {
-                out.write_all(report.render().as_bytes())?;
-            }
-            Ok(())
+            emit(&mut out, json, &report, || report.render())
         }
     }
 }
@@ -694,13 +692,7 @@ fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
         report.plot(plot)?;
         eprintln!("plot written to {}", plot.display());
     }
-    if a.json {
-        serde_json::to_writer_pretty(&mut *out, &report)?;
-        writeln!(out)?;
-    } else {
-        out.write_all(report.render().as_bytes())?;
-    }
-    Ok(())
+    emit(out, a.json, &report, || report.render())
 }
 
 fn finish_run(out: &mut impl Write, o: evals::run::Outcome) -> Result<()> {

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use record::{
-    load_samples, FileRef, Loaded, RunConfig, SampleRecord, SampleWriter, Sampling, Shard,
-    StopRule, TaskRef, FORMAT_VERSION,
+    load_samples, FileRef, Loaded, RunConfig, SampleRecord, SampleWriter, Shard, StopRule, TaskRef,
+    FORMAT_VERSION,
 };
 pub use scheduler::{Progress, Stats};
 pub use state::{Decision, ProblemState};
@@ -99,7 +99,7 @@ pub struct RunOptions {
     /// Its format.
     pub format: Format,
     /// How tokens are drawn.
-    pub sampling: Sampling,
+    pub sampling: engine::sampling::SamplingParams,
     /// Most generated tokens per sample.
     pub max_tokens: usize,
     /// Stop strings added to every problem's own.
@@ -150,12 +150,7 @@ impl RunOptions {
             },
             task,
             format: Format::Auto,
-            sampling: Sampling {
-                temperature: 1.0,
-                top_k: 0,
-                top_p: 1.0,
-                min_p: 0.0,
-            },
+            sampling: engine::sampling::SamplingParams::default(),
             max_tokens: 256,
             stop: Vec::new(),
             rule: StopRule::PassUntil {
@@ -224,10 +219,7 @@ pub fn start(opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome, 
         }
         _ => {}
     }
-    opts.sampling
-        .params()
-        .validate()
-        .map_err(BackendError::from)?;
+    opts.sampling.validate().map_err(BackendError::from)?;
     let config = RunConfig {
         format: FORMAT_VERSION,
         passuntil: env!("CARGO_PKG_VERSION").to_owned(),

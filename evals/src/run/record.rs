@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RunError;
 use crate::judges::Verdict;
+use engine::sampling::SamplingParams;
 
 /// The `run.json` format version.
 pub const FORMAT_VERSION: u32 = 1;
@@ -54,31 +55,6 @@ pub struct TaskRef {
     pub file: FileRef,
     /// How it was read (`jsonl`, `bigbench`, `humaneval`).
     pub format: String,
-}
-
-/// Sampling settings (the engine's [`engine::sampling::SamplingParams`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Sampling {
-    /// Temperature (0: greedy).
-    pub temperature: f32,
-    /// Top-k (0: off).
-    pub top_k: usize,
-    /// Top-p (1: off).
-    pub top_p: f32,
-    /// Min-p (0: off).
-    pub min_p: f32,
-}
-
-impl Sampling {
-    /// As engine parameters.
-    pub fn params(&self) -> engine::sampling::SamplingParams {
-        engine::sampling::SamplingParams {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-        }
-    }
 }
 
 /// When a problem has had enough samples.
@@ -171,7 +147,7 @@ pub struct RunConfig {
     /// The task.
     pub task: TaskRef,
     /// How tokens are drawn.
-    pub sampling: Sampling,
+    pub sampling: SamplingParams,
     /// Most generated tokens per sample.
     pub max_tokens: usize,
     /// Stop strings added to every problem's own.

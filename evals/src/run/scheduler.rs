@@ -124,7 +124,7 @@ pub fn drive(
     progress: &mut dyn Progress,
 ) -> Result<Stats, RunError> {
     let started = Instant::now();
-    let params = config.sampling.params();
+    let params = &config.sampling;
     params
         .validate()
         .map_err(engine::backend::BackendError::from)?;
@@ -200,7 +200,7 @@ pub fn drive(
             backend,
             info: &info,
             config,
-            params: &params,
+            params,
             jobs,
             states,
             shape,
@@ -275,12 +275,7 @@ pub fn drive(
     }
     // Verdicts that arrived after an error are still written: no finished sample is lost.
     for (job, record) in res_rx.try_iter().flatten() {
-        writer.append(&record)?;
-        stats.samples += 1;
-        stats.tokens += record.tokens.len() as u64;
-        if states[job].judged(record.index, record.passed, &config.rule) {
-            stats.decided += 1;
-        }
+        record_judged(job, &record, states, &config.rule, writer, &mut stats)?;
     }
     writer.sync()?;
     stats.elapsed = started.elapsed().as_secs_f64();
@@ -305,13 +300,25 @@ fn absorb(
 ) -> Result<(), RunError> {
     let (job, record) = msg?;
     lp.judging -= 1;
+    record_judged(job, &record, lp.states, &lp.config.rule, writer, stats)
+}
+
+/// Appends a judged sample, counts it, and updates its problem.
+fn record_judged(
+    job: usize,
+    record: &SampleRecord,
+    states: &mut [ProblemState],
+    rule: &super::record::StopRule,
+    writer: &mut SampleWriter,
+    stats: &mut Stats,
+) -> Result<(), RunError> {
     let t0 = Instant::now();
-    writer.append(&record)?;
+    writer.append(record)?;
     stats.write_s += t0.elapsed().as_secs_f64();
     stats.judge_s += record.judge_ms / 1e3;
     stats.samples += 1;
     stats.tokens += record.tokens.len() as u64;
-    if lp.states[job].judged(record.index, record.passed, &lp.config.rule) {
+    if states[job].judged(record.index, record.passed, rule) {
         stats.decided += 1;
     }
     Ok(())
