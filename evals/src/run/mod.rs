@@ -505,15 +505,14 @@ fn jobs_for(
         .collect()
 }
 
-/// Sample slots, prompt sequences and cells for a batch size and prompt length.
+/// Sample slots and prompt sequences for a batch size.
 #[cfg_attr(not(feature = "llama-cpp"), allow(dead_code))]
-fn shape_for(batch: usize, max_prompt: usize, max_sequences: usize) -> scheduler::Shape {
+fn shape_for(batch: usize, max_sequences: usize) -> scheduler::Shape {
     let batch = batch.min(max_sequences - 1).max(1);
     let prompt_seqs = (batch / 4).clamp(1, max_sequences - batch);
     scheduler::Shape {
         batch,
         prompt_seqs,
-        prompt_cells: prompt_seqs * max_prompt,
         judge_threads: 1,
     }
 }
@@ -538,7 +537,7 @@ fn llama_cpp_backend(
         jobs_for(&probe, config, problems)?
     };
     let max_prompt = jobs.iter().map(|j| j.prompt.len()).max().unwrap_or(1);
-    let shape = shape_for(exec.batch, max_prompt, LLAMA_MAX_SEQ as usize);
+    let shape = shape_for(exec.batch, LLAMA_MAX_SEQ as usize);
     let n_ctx_train = m.n_ctx_train();
     if let Some(j) = jobs
         .iter()

@@ -75,8 +75,6 @@ pub struct Shape {
     pub batch: usize,
     /// Sequence ids for prompts, after the slots.
     pub prompt_seqs: usize,
-    /// Cache cells prompts may hold together.
-    pub prompt_cells: usize,
     /// Judge threads.
     pub judge_threads: usize,
 }
@@ -203,7 +201,6 @@ pub fn drive(
             params,
             jobs,
             states,
-            shape,
             slots: (0..shape.batch).map(|_| None).collect(),
             active: Vec::new(),
             pending: VecDeque::new(),
@@ -211,7 +208,6 @@ pub fn drive(
                 .rev()
                 .map(|i| (shape.batch + i) as SeqId)
                 .collect(),
-            prompt_cells_used: 0,
             judging: 0,
             job_tx: &job_tx,
         };
@@ -346,12 +342,10 @@ struct Loop<'a> {
     params: &'a SamplingParams,
     jobs: &'a [Job],
     states: &'a mut [ProblemState],
-    shape: Shape,
     slots: Vec<Option<Slot>>,
     active: Vec<Active>,
     pending: VecDeque<usize>,
     free_prompt_seqs: Vec<SeqId>,
-    prompt_cells_used: usize,
     judging: usize,
     job_tx: &'a mpsc::Sender<Finished>,
 }
@@ -370,7 +364,6 @@ impl Loop<'_> {
                 let a = self.active.swap_remove(i);
                 self.backend.remove_sequence(a.seq, 0, None)?;
                 self.free_prompt_seqs.push(a.seq);
-                self.prompt_cells_used -= self.jobs[a.job].prompt.len();
             } else {
                 i += 1;
             }
@@ -378,14 +371,11 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Evaluates the prompts of pending problems while sequences and cells allow.
+    /// Evaluates the prompts of pending problems while prompt sequences are free (each has
+    /// room for the longest prompt, so sequences are the only limit).
     fn activate(&mut self) -> Result<(), RunError> {
         while let Some(&job) = self.pending.front() {
-            let len = self.jobs[job].prompt.len();
-            if self.free_prompt_seqs.is_empty()
-                || (self.prompt_cells_used + len > self.shape.prompt_cells
-                    && !self.active.is_empty())
-            {
+            if self.free_prompt_seqs.is_empty() {
                 break;
             }
             self.pending.pop_front();
@@ -397,7 +387,6 @@ impl Loop<'_> {
             batch.add_sequence(&self.jobs[job].prompt, 0, seq, false);
             let mut logits = Logits::new(self.info.n_vocab);
             self.backend.decode(&batch, &mut logits)?;
-            self.prompt_cells_used += len;
             self.active.push(Active {
                 job,
                 seq,
