@@ -25,7 +25,11 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub(crate) mod arch;
+pub mod dispatch;
+pub mod dot;
 pub mod formats;
+pub mod gemm;
 pub mod gguf;
 pub mod requant;
 pub mod types;

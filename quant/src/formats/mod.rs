@@ -14,7 +14,7 @@ use bytemuck::Pod;
 use crate::types::GgmlType;
 
 mod float;
-mod kquant;
+pub(crate) mod kquant;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_0;

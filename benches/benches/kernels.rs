@@ -1,0 +1,167 @@
+//! Kernels: dot products per format × instruction set at L1, L2 and DRAM working sets, the
+//! quantized GEMM at the default model's shapes, and this machine's memory bandwidth measured
+//! in the same run (the ceiling for DRAM-sized GEMV).
+//!
+//! Units: `vec_dot` and `membw` report bytes of weights read per second; `gemm` reports
+//! elements per second where one element is one floating-point operation (a multiply-add
+//! counts 2), i.e. FLOP/s. Weight GB/s of a GEMM is FLOP/s × row bytes / (2 · cols · batch).
+//!
+//! Groups: `cargo bench -p passuntil-benches --bench kernels -- membw` (or `vec_dot`, `gemm`,
+//! `quantize_act`).
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use quant::dispatch::Isa;
+use quant::dot::{quantize_activations_with, vec_dot_many_with, Activation, VecDot};
+use quant::formats::{
+    bf16, f16, quantize_row, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1,
+    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+};
+use quant::gemm::{matmul_with, QMatrix, Scratch};
+use quant::GgmlType;
+use rayon::prelude::*;
+
+/// Activation length of every `vec_dot` row (the default model's FFN width).
+const K: usize = 1536;
+
+/// Working sets of weights: inside L1, inside L2, far beyond the last-level cache.
+const SETS: [(&str, usize); 3] = [("L1", 16 << 10), ("L2", 512 << 10), ("DRAM", 256 << 20)];
+
+fn quiet(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_secs(2));
+    g.sample_size(10);
+}
+
+/// `bytes` of weights of type `W`: a few rows quantized from Gaussian-like data, repeated.
+fn weights<W: Block>(bytes: usize) -> Vec<W> {
+    let unique = 64 * K;
+    let x = passuntil_benches::gaussian_like(unique, 7);
+    let mut seed = vec![W::zeroed(); unique / W::SIZE];
+    quantize_row(&x, &mut seed).unwrap();
+    let blocks = (bytes / std::mem::size_of::<W>()).max(K / W::SIZE);
+    let blocks = blocks / (K / W::SIZE) * (K / W::SIZE);
+    seed.iter().cycle().take(blocks).copied().collect()
+}
+
+fn activations<A: Activation>(n: usize) -> Vec<A> {
+    let x = passuntil_benches::gaussian_like(n, 11);
+    let mut a = vec![A::zeroed(); n / A::SIZE];
+    quantize_activations_with(Isa::Scalar, &x, &mut a).unwrap();
+    a
+}
+
+fn bench_vec_dot<W: VecDot>(c: &mut Criterion) {
+    let mut g = c.benchmark_group(format!("vec_dot/{}", W::TYPE));
+    quiet(&mut g);
+    let a = activations::<W::Act>(K);
+    let per_row = K / W::SIZE;
+    for (set, bytes) in SETS {
+        let w = weights::<W>(bytes);
+        let total = std::mem::size_of_val(w.as_slice());
+        g.throughput(Throughput::Bytes(total as u64));
+        let mut out = [0f32];
+        for isa in Isa::available() {
+            if set == "DRAM" && isa == Isa::Scalar {
+                continue; // minutes per sample, and no question it answers
+            }
+            g.bench_function(BenchmarkId::new(isa.name(), set), |b| {
+                b.iter(|| {
+                    for row in w.chunks_exact(per_row) {
+                        vec_dot_many_with(isa, row, &[&a], &mut out).unwrap();
+                    }
+                    out[0]
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn vec_dot(c: &mut Criterion) {
+    bench_vec_dot::<BlockQ4_0>(c);
+    bench_vec_dot::<BlockQ4_1>(c);
+    bench_vec_dot::<BlockQ5_0>(c);
+    bench_vec_dot::<BlockQ5_1>(c);
+    bench_vec_dot::<BlockQ8_0>(c);
+    bench_vec_dot::<BlockQ2K>(c);
+    bench_vec_dot::<BlockQ3K>(c);
+    bench_vec_dot::<BlockQ4K>(c);
+    bench_vec_dot::<BlockQ5K>(c);
+    bench_vec_dot::<BlockQ6K>(c);
+    bench_vec_dot::<f32>(c);
+    bench_vec_dot::<f16>(c);
+    bench_vec_dot::<bf16>(c);
+}
+
+/// Streaming read of a 256 MiB buffer on every thread, then on one: the bandwidth a GEMV over
+/// DRAM-sized weights can at best reach.
+fn membw(c: &mut Criterion) {
+    let buf: Vec<u64> = (0..(256usize << 20) / 8).map(|i| i as u64).collect();
+    let mut g = c.benchmark_group("membw");
+    quiet(&mut g);
+    g.throughput(Throughput::Bytes((buf.len() * 8) as u64));
+    g.bench_function("read_all_threads", |b| {
+        b.iter(|| {
+            buf.par_chunks(1 << 16)
+                .map(|c| c.iter().fold(0u64, |s, &v| s.wrapping_add(v)))
+                .reduce(|| 0, u64::wrapping_add)
+        })
+    });
+    g.bench_function("read_one_thread", |b| {
+        b.iter(|| buf.iter().fold(0u64, |s, &v| s.wrapping_add(v)))
+    });
+    g.finish();
+}
+
+/// The default model's matrix shapes (rows × cols): attention projections, FFN up/gate, FFN
+/// down, output head.
+const SHAPES: [(usize, usize); 4] = [(576, 576), (1536, 576), (576, 1536), (49152, 576)];
+
+fn gemm(c: &mut Criterion) {
+    let isa = Isa::best();
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K] {
+        let mut g = c.benchmark_group(format!("gemm/{ty}/{isa}"));
+        quiet(&mut g);
+        for (rows, cols) in SHAPES {
+            let x = passuntil_benches::gaussian_like(rows * cols, 3);
+            let bytes = quant::formats::quantize_to_vec(ty, &x).unwrap();
+            let m = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+            for batch in [1, 8, 64, 256] {
+                let a = passuntil_benches::gaussian_like(batch * cols, 5);
+                let mut out = vec![0f32; batch * rows];
+                let mut scratch = Scratch::default();
+                g.throughput(Throughput::Elements((2 * rows * cols * batch) as u64));
+                let id = BenchmarkId::new(format!("{rows}x{cols}"), format!("b{batch}"));
+                g.bench_function(id, |b| {
+                    b.iter(|| matmul_with(isa, &m, &a, &mut out, &mut scratch).unwrap())
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
+fn bench_quantize<A: Activation>(c: &mut Criterion) {
+    let mut g = c.benchmark_group(format!("quantize_act/{}", A::TYPE));
+    quiet(&mut g);
+    let x = passuntil_benches::gaussian_like(64 * 256, 9);
+    let mut out = vec![A::zeroed(); x.len() / A::SIZE];
+    g.throughput(Throughput::Elements(x.len() as u64));
+    for isa in Isa::available() {
+        g.bench_function(isa.name(), |b| {
+            b.iter(|| quantize_activations_with(isa, &x, &mut out).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn quantize_act(c: &mut Criterion) {
+    bench_quantize::<BlockQ8_0>(c);
+    bench_quantize::<BlockQ8_1>(c);
+    bench_quantize::<BlockQ8K>(c);
+}
+
+criterion_group!(benches, membw, vec_dot, gemm, quantize_act);
+criterion_main!(benches);

@@ -1,0 +1,661 @@
+//! Every kernel written once, over the vector operations of [`Simd`].
+//!
+//! Quantized formats implement [`QFormat`]: `unpack` turns one weight block into 32-byte
+//! vectors of small integers (once per block, however many activation rows it meets), and
+//! `parts` computes the block's exact integer sums against one activation block, in eight
+//! lanes (lane `l` sums the elements `e` with `(e mod 32) / 4 == l`: four consecutive bytes of
+//! each 32-byte vector, the grouping of `vpmaddwd`, `vpdpbusd` and `sdot`) plus one scalar
+//! integer (the minimum's or offset's sum). `combine`, shared with the scalar reference, gives
+//! the lanes' scale and the scalar's f32 term. Each row accumulates lanes with a fused
+//! multiply-add into two running vectors (even and odd blocks) and terms into two running
+//! floats; the result is the fixed 8-lane tree of the vectors' sum plus the two floats.
+//! Float formats implement [`FFormat`]: rows are reduced in 16 lanes with a fused
+//! multiply-add, then summed by one fixed tree, then the tail is added element by element.
+//!
+//! The preconditions on operand ranges (`dot_u`: weights in 0..=127, ...) are what keeps
+//! x86's saturating `vpmaddubsw` exact; each format states why its values fit.
+
+use bytemuck::cast_ref;
+use half::{bf16, f16};
+
+use super::combine;
+use super::TILE;
+use crate::formats::kquant::{get_scale_min_k4, q3k_scale};
+use crate::formats::{
+    Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
+    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+};
+
+/// The vector operations the kernels are written in. Implementors are capability tokens:
+/// holding one proves the CPU has the instructions, so the operations are safe to call.
+pub(crate) trait Simd: Copy {
+    /// 32 bytes.
+    type V: Copy;
+    /// Eight i32 lanes: lane `l` holds bytes `4l..4l + 4` of the 32-byte vectors.
+    type Acc: Copy;
+    /// Eight f32 lanes.
+    type F8: Copy;
+    /// 16 f32 lanes.
+    type F: Copy;
+
+    /// Loads 32 bytes.
+    fn load(self, b: &[u8; 32]) -> Self::V;
+    /// The 32 nibbles of 16 bytes: low nibbles first, then high nibbles.
+    fn nibbles(self, b: &[u8; 16]) -> Self::V;
+    /// `(v >> shift) & mask` in each byte (`shift < 8`).
+    fn shr_and(self, v: Self::V, shift: u32, mask: u8) -> Self::V;
+    /// `v << 4` in each byte; every byte of `v` is below 16.
+    fn shl4(self, v: Self::V) -> Self::V;
+    /// Bytewise or.
+    fn or(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Bytewise wrapping subtraction.
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Every byte `x`.
+    fn splat(self, x: u8) -> Self::V;
+    /// `value` in each byte where `v & bit != 0`, else 0.
+    fn bit_set(self, v: Self::V, bit: u8, value: u8) -> Self::V;
+    /// `value` in byte `i` where bit `i` of `word` is set, else 0.
+    fn bits32(self, word: u32, value: u8) -> Self::V;
+    /// Zero partial sums.
+    fn zero(self) -> Self::Acc;
+    /// Adds `w·a` into the lanes (`w` unsigned in 0..=127, `a` any signed byte).
+    fn dot_u(self, acc: Self::Acc, w: Self::V, a: Self::V) -> Self::Acc;
+    /// Adds `w·a` (`w` signed in -127..=127, `a` any signed byte).
+    fn dot_s(self, acc: Self::Acc, w: Self::V, a: Self::V) -> Self::Acc;
+    /// Adds `w·a` (`w` any signed byte, `a` in -127..=127, as activation quantizers make it).
+    fn dot_w8(self, acc: Self::Acc, w: Self::V, a: Self::V) -> Self::Acc;
+    /// Adds `w·a` scaled by `s0` in bytes 0..16 (lanes 0..4) and by `s1` in bytes 16..32
+    /// (`w` unsigned in 0..=127).
+    fn dot_u2(self, acc: Self::Acc, w: Self::V, a: Self::V, s0: i16, s1: i16) -> Self::Acc;
+    /// The lanes as an array.
+    fn lanes(self, acc: Self::Acc) -> [i32; 8];
+    /// Zero f32 lanes.
+    fn f8zero(self) -> Self::F8;
+    /// `acc + f32(x)·scale` in each lane, fused.
+    fn f8fma(self, acc: Self::F8, x: Self::Acc, scale: f32) -> Self::F8;
+    /// Lane-wise sum.
+    fn f8add(self, a: Self::F8, b: Self::F8) -> Self::F8;
+    /// Lane `l` plus lane `l + 4`, then `+ 2`, then `+ 1`.
+    fn f8reduce(self, acc: Self::F8) -> f32;
+    /// Two f16 as f32 (exact).
+    fn f16x2(self, h: [f16; 2]) -> [f32; 2];
+
+    /// Zero float lanes.
+    fn fzero(self) -> Self::F;
+    /// 16 f32.
+    fn fload(self, x: &[f32; 16]) -> Self::F;
+    /// 16 f16 widened to f32.
+    fn fload_f16(self, x: &[f16; 16]) -> Self::F;
+    /// 16 bf16 widened to f32.
+    fn fload_bf16(self, x: &[bf16; 16]) -> Self::F;
+    /// `acc + a·b` in each lane, fused.
+    fn fma(self, acc: Self::F, a: Self::F, b: Self::F) -> Self::F;
+    /// Lane `l` plus lane `l + 8`, then `+ 4`, `+ 2`, `+ 1`: the sum of the 16 lanes in that
+    /// fixed order.
+    fn freduce(self, acc: Self::F) -> f32;
+}
+
+/// A quantized weight format with a kernel against its 8-bit activation partner.
+pub(crate) trait QFormat: Block {
+    /// The activation format (ggml's `vec_dot_type`).
+    type Act: Block;
+    /// One weight block unpacked into vectors.
+    type U<S: Simd>: Copy;
+    /// Unpacks one weight block.
+    fn unpack<S: Simd>(s: S, w: &Self) -> Self::U<S>;
+    /// The block's exact integer sums against one activation block: eight lanes and one
+    /// scalar (what [`Self::combine`] takes).
+    fn parts<S: Simd>(s: S, u: &Self::U<S>, w: &Self, a: &Self::Act) -> (S::Acc, i32);
+    /// The same sums computed element by element from the format's definition.
+    fn ref_parts(w: &Self, a: &Self::Act) -> ([i32; 8], i32);
+    /// The lanes' scale and the scalar's f32 term (`h` widens two f16).
+    fn combine(
+        w: &Self,
+        a: &Self::Act,
+        scalar: i32,
+        h: impl Fn([f16; 2]) -> [f32; 2],
+    ) -> (f32, f32);
+}
+
+/// A float weight format, multiplied with f32 activations.
+pub(crate) trait FFormat: Block + Copy {
+    /// Loads 16 values as f32 lanes.
+    fn load16<S: Simd>(s: S, x: &[Self; 16]) -> S::F;
+    /// One value as f32 (exact).
+    fn widen(self) -> f32;
+}
+
+impl FFormat for f32 {
+    #[inline(always)]
+    fn load16<S: Simd>(s: S, x: &[f32; 16]) -> S::F {
+        s.fload(x)
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl FFormat for f16 {
+    #[inline(always)]
+    fn load16<S: Simd>(s: S, x: &[f16; 16]) -> S::F {
+        s.fload_f16(x)
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+impl FFormat for bf16 {
+    #[inline(always)]
+    fn load16<S: Simd>(s: S, x: &[bf16; 16]) -> S::F {
+        s.fload_bf16(x)
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+}
+
+/// Dot products of one weight row with up to [`TILE`] activation rows, each weight block
+/// unpacked once. The caller checks `acts.len() <= TILE`, `out.len() == acts.len()` and that
+/// every activation row has as many blocks as `w`.
+#[inline(always)]
+pub(crate) fn qtile<S: Simd, F: QFormat>(s: S, w: &[F], acts: &[&[F::Act]], out: &mut [f32]) {
+    match (acts, out) {
+        ([a], [o]) => qtile_n::<S, F, 1>(s, w, [a], [o]),
+        ([a, b], [o, p]) => qtile_n::<S, F, 2>(s, w, [a, b], [o, p]),
+        ([a, b, c], [o, p, q]) => qtile_n::<S, F, 3>(s, w, [a, b, c], [o, p, q]),
+        ([a, b, c, d], [o, p, q, r]) => qtile_n::<S, F, 4>(s, w, [a, b, c, d], [o, p, q, r]),
+        _ => {}
+    }
+}
+
+/// [`qtile`] for exactly `T` activation rows, so that every running sum stays in a register.
+#[inline(always)]
+fn qtile_n<S: Simd, F: QFormat, const T: usize>(
+    s: S,
+    w: &[F],
+    acts: [&&[F::Act]; T],
+    out: [&mut f32; T],
+) {
+    // Even blocks go to the first running sums, odd blocks to the second.
+    let mut lanes = [[s.f8zero(); T]; 2];
+    let mut terms = [[0f32; T]; 2];
+    #[inline(always)]
+    fn step<S: Simd, F: QFormat, const T: usize>(
+        s: S,
+        wb: &F,
+        b: usize,
+        acts: &[&&[F::Act]; T],
+        lanes: &mut [S::F8; T],
+        terms: &mut [f32; T],
+    ) {
+        let u = F::unpack(s, wb);
+        for t in 0..T {
+            let ab = &acts[t][b];
+            let (x, scalar) = F::parts(s, &u, wb, ab);
+            let (scale, term) = F::combine(wb, ab, scalar, |h| s.f16x2(h));
+            lanes[t] = s.f8fma(lanes[t], x, scale);
+            terms[t] += term;
+        }
+    }
+    let (pairs, rest) = w.as_chunks::<2>();
+    for (i, [w0, w1]) in pairs.iter().enumerate() {
+        let [l0, l1] = &mut lanes;
+        let [t0, t1] = &mut terms;
+        step::<S, F, T>(s, w0, 2 * i, &acts, l0, t0);
+        step::<S, F, T>(s, w1, 2 * i + 1, &acts, l1, t1);
+    }
+    if let [last] = rest {
+        step::<S, F, T>(s, last, w.len() - 1, &acts, &mut lanes[0], &mut terms[0]);
+    }
+    for (t, o) in out.into_iter().enumerate() {
+        let v = s.f8add(lanes[0][t], lanes[1][t]);
+        *o = s.f8reduce(v) + (terms[0][t] + terms[1][t]);
+    }
+}
+
+/// A chunk of weight rows (`bpr` blocks each) times every activation row: `out` is
+/// rows × `acts.len()`, row-major. Activation rows go [`TILE`] at a time, and each tile meets
+/// every weight row of the chunk while the chunk is hot in cache.
+#[inline(always)]
+pub(crate) fn qchunk<S: Simd, F: QFormat>(
+    s: S,
+    w: &[F],
+    bpr: usize,
+    acts: &[&[F::Act]],
+    out: &mut [f32],
+) {
+    let batch = acts.len();
+    for (t, tile) in acts.chunks(TILE).enumerate() {
+        for (wrow, orow) in w.chunks_exact(bpr).zip(out.chunks_exact_mut(batch)) {
+            qtile(s, wrow, tile, &mut orow[t * TILE..t * TILE + tile.len()]);
+        }
+    }
+}
+
+/// [`qchunk`] for float weights (`cols` values per row).
+#[inline(always)]
+pub(crate) fn fchunk<S: Simd, W: FFormat>(
+    s: S,
+    w: &[W],
+    cols: usize,
+    acts: &[&[f32]],
+    out: &mut [f32],
+) {
+    let batch = acts.len();
+    for (t, tile) in acts.chunks(TILE).enumerate() {
+        for (wrow, orow) in w.chunks_exact(cols).zip(out.chunks_exact_mut(batch)) {
+            ftile(s, wrow, tile, &mut orow[t * TILE..t * TILE + tile.len()]);
+        }
+    }
+}
+
+/// Each block's integer sums (for tests that compare them with [`QFormat::ref_parts`]).
+#[inline(always)]
+pub(crate) fn qparts<S: Simd, F: QFormat>(s: S, w: &[F], a: &[F::Act]) -> Vec<([i32; 8], i32)> {
+    w.iter()
+        .zip(a)
+        .map(|(wb, ab)| {
+            let (x, scalar) = F::parts(s, &F::unpack(s, wb), wb, ab);
+            (s.lanes(x), scalar)
+        })
+        .collect()
+}
+
+/// Float dot products of one weight row with each activation row.
+#[inline(always)]
+pub(crate) fn ftile<S: Simd, W: FFormat>(s: S, w: &[W], acts: &[&[f32]], out: &mut [f32]) {
+    let (wc, wt) = w.as_chunks::<16>();
+    for (o, a) in out.iter_mut().zip(acts) {
+        let (ac, at) = a.as_chunks::<16>();
+        let mut acc = s.fzero();
+        for (x, y) in wc.iter().zip(ac) {
+            acc = s.fma(acc, W::load16(s, x), s.fload(y));
+        }
+        let mut r = s.freduce(acc);
+        for (x, y) in wt.iter().zip(at) {
+            r = x.widen().mul_add(*y, r);
+        }
+        *o = r;
+    }
+}
+
+#[inline(always)]
+fn bytes32(x: &[i8; 32]) -> &[u8; 32] {
+    cast_ref(x)
+}
+
+/// The `j`-th 32 activations of a Q8_K block.
+#[inline(always)]
+fn q8k_chunk(a: &BlockQ8K, j: usize) -> &[u8; 32] {
+    bytes32(&a.qs.as_chunks::<32>().0[j])
+}
+
+/// `Σ_j c_j · bsums_j` over the 16 group sums of a Q8_K block.
+#[inline(always)]
+fn bsum_dot16(c: &[i32; 16], a: &BlockQ8K) -> i32 {
+    c.iter().zip(&a.bsums).map(|(&c, &b)| c * b as i32).sum()
+}
+
+/// Lane sums of the reference: element `e`'s product goes to lane `(e mod 32) / 4`.
+fn ref_lanes(n: usize, product: impl Fn(usize) -> i32) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
+    for e in 0..n {
+        lanes[(e % 32) / 4] += product(e);
+    }
+    lanes
+}
+
+// Legacy formats: blocks of 32. Their quants are at most 5 bits (|q| ≤ 16 once offset), so
+// `dot_s`/`dot_u` apply; Q8_0 weights may be any byte and use `dot_w8`.
+
+impl QFormat for BlockQ4_0 {
+    type Act = BlockQ8_0;
+    type U<S: Simd> = S::V;
+    #[inline(always)]
+    fn unpack<S: Simd>(s: S, w: &Self) -> S::V {
+        s.sub(s.nibbles(&w.qs), s.splat(8))
+    }
+    #[inline(always)]
+    fn parts<S: Simd>(s: S, u: &S::V, _: &Self, a: &BlockQ8_0) -> (S::Acc, i32) {
+        (s.dot_s(s.zero(), *u, s.load(bytes32(&a.qs))), 0)
+    }
+    fn ref_parts(w: &Self, a: &BlockQ8_0) -> ([i32; 8], i32) {
+        let q = |j: usize| if j < 16 { w.qs[j] & 0xf } else { w.qs[j - 16] >> 4 } as i32 - 8;
+        (ref_lanes(32, |j| q(j) * a.qs[j] as i32), 0)
+    }
+    #[inline(always)]
+    fn combine(w: &Self, a: &BlockQ8_0, _: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
+        combine::scaled(h([w.d, a.d]))
+    }
+}
+
+impl QFormat for BlockQ4_1 {
+    type Act = BlockQ8_1;
+    type U<S: Simd> = S::V;
+    #[inline(always)]
+    fn unpack<S: Simd>(s: S, w: &Self) -> S::V {
+        s.nibbles(&w.qs)
+    }
+    #[inline(always)]
+    fn parts<S: Simd>(s: S, u: &S::V, _: &Self, a: &BlockQ8_1) -> (S::Acc, i32) {
+        (s.dot_u(s.zero(), *u, s.load(bytes32(&a.qs))), 0)
+    }
+    fn ref_parts(w: &Self, a: &BlockQ8_1) -> ([i32; 8], i32) {
+        let q = |j: usize| if j < 16 { w.qs[j] & 0xf } else { w.qs[j - 16] >> 4 } as i32;
+        (ref_lanes(32, |j| q(j) * a.qs[j] as i32), 0)
+    }
+    #[inline(always)]
+    fn combine(w: &Self, a: &BlockQ8_1, _: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
+        combine::scaled_min(h([w.d, w.m]), h([a.d, a.s]))
+    }
+}
+
+/// Element `j`'s five-bit quant of a Q5_0/Q5_1 block.
+fn q5(qs: &[u8; 16], qh: [u8; 4], j: usize) -> i32 {
+    let qh = u32::from_le_bytes(qh);
+    let low = if j < 16 { qs[j] & 0xf } else { qs[j - 16] >> 4 };
+    (low as i32) | ((((qh >> j) & 1) as i32) << 4)
+}
+
+impl QFormat for BlockQ5_0 {
+    type Act = BlockQ8_0;
+    type U<S: Simd> = S::V;
+    #[inline(always)]
+    fn unpack<S: Simd>(s: S, w: &Self) -> S::V {
+        let q = s.or(s.nibbles(&w.qs), s.bits32(u32::from_le_bytes(w.qh), 0x10));
+        s.sub(q, s.splat(16))
+    }
+    #[inline(always)]
+    fn parts<S: Simd>(s: S, u: &S::V, _: &Self, a: &BlockQ8_0) -> (S::Acc, i32) {
+        (s.dot_s(s.zero(), *u, s.load(bytes32(&a.qs))), 0)
+    }
+    fn ref_parts(w: &Self, a: &BlockQ8_0) -> ([i32; 8], i32) {
+        (
+            ref_lanes(32, |j| (q5(&w.qs, w.qh, j) - 16) * a.qs[j] as i32),
+            0,
+        )
+    }
+    #[inline(always)]
+    fn combine(w: &Self, a: &BlockQ8_0, _: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
+        combine::scaled(h([w.d, a.d]))
+    }
+}
+
+impl QFormat for BlockQ5_1 {
+    type Act = BlockQ8_1;
+    type U<S: Simd> = S::V;
+    #[inline(always)]
+    fn unpack<S: Simd>(s: S, w: &Self) -> S::V {
+        s.or(s.nibbles(&w.qs), s.bits32(u32::from_le_bytes(w.qh), 0x10))
+    }
+    #[inline(always)]
+    fn parts<S: Simd>(s: S, u: &S::V, _: &Self, a: &BlockQ8_1) -> (S::Acc, i32) {
+        (s.dot_u(s.zero(), *u, s.load(bytes32(&a.qs))), 0)
+    }
+    fn ref_parts(w: &Self, a: &BlockQ8_1) -> ([i32; 8], i32) {
+        (ref_lanes(32, |j| q5(&w.qs, w.qh, j) * a.qs[j] as i32), 0)
+    }
+    #[inline(always)]
+    fn combine(w: &Self, a: &BlockQ8_1, _: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
+        combine::scaled_min(h([w.d, w.m]), h([a.d, a.s]))
+    }
+}
+
+impl QFormat for BlockQ8_0 {
+    type Act = BlockQ8_0;
+    type U<S: Simd> = S::V;
+    #[inline(always)]
+    fn unpack<S: Simd>(s: S, w: &Self) -> S::V {
+        s.load(bytes32(&w.qs))
+    }
+    #[inline(always)]
+    fn parts<S: Simd>(s: S, u: &S::V, _: &Self, a: &BlockQ8_0) -> (S::Acc, i32) {
+        (s.dot_w8(s.zero(), *u, s.load(bytes32(&a.qs))), 0)
+    }
+    fn ref_parts(w: &Self, a: &BlockQ8_0) -> ([i32; 8], i32) {
+        (ref_lanes(32, |j| w.qs[j] as i32 * a.qs[j] as i32), 0)
+    }
+    #[inline(always)]
+    fn combine(w: &Self, a: &BlockQ8_0, _: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
+        combine::scaled(h([w.d, a.d]))
+    }
+}
+
+// K-quants: super-blocks of 256 against Q8_K. Quants are unpacked unsigned (at most 6 bits,
+// so `dot_u2` applies) and weighted by their sub-block's scale in the lanes; a signed format's
+// offset comes back through the activation's group sums as the scalar part:
+// `Σ sc·(u − o)·a = Σ sc·u·a − o·Σ sc·bsum`.
+
+/// Element `e`'s two-bit quant in Q2_K/Q3_K's layout.
+fn get2(qs: &[u8; 64], e: usize) -> i32 {
+    ((qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i32
+}
+
+/// The two-bit quants of elements `128n + 32p ..`, as 32 bytes.
+#[inline(always)]
+fn two_bit<S: Simd>(s: S, qs: &[u8; 64], n: usize, p: usize) -> S::V {
+    s.shr_and(s.load(&qs.as_chunks::<32>().0[n]), 2 * p as u32, 3)
+}
+
+/// The activation's group sums of 16 (from its quants, for the reference).
+fn ref_group_sums(a: &BlockQ8K) -> [i32; 16] {
+    std::array::from_fn(|j| a.qs[16 * j..16 * j + 16].iter().map(|&q| q as i32).sum())
+}
+
+/// Eight 32-byte vectors against the block's activations, each half scaled by its own scale.
+#[inline(always)]
+fn scaled16<S: Simd>(s: S, v: &[S::V; 8], sc: impl Fn(usize) -> i16, a: &BlockQ8K) -> S::Acc {
+    let mut acc = s.zero();
+    for (i, &v) in v.iter().enumerate() {
+        acc = s.dot_u2(acc, v, s.load(q8k_chunk(a, i)), sc(2 * i), sc(2 * i + 1));
+    }
+    acc
+}
+
+impl QFormat for BlockQ2K {
+    type Act = BlockQ8K;
+    type U<S: Simd> = [S::V; 8];
+    #[inline(always)]
+    fn unpack<S: Simd>(s: S, w: &Self) -> [S::V; 8] {
+        std::array::from_fn(|i| two_bit(s, &w.qs, i / 4, i % 4))
+    }
+    #[inline(always)]
+    fn parts<S: Simd>(s: S, u: &[S::V; 8], w: &Self, a: &BlockQ8K) -> (S::Acc, i32) {
+        let acc = scaled16(s, u, |j| (w.scales[j] & 0xf) as i16, a);
+        let mins = std::array::from_fn(|j| (w.scales[j] >> 4) as i32);
+        (acc, bsum_dot16(&mins, a))
+    }
+    fn ref_parts(w: &Self, a: &BlockQ8K) -> ([i32; 8], i32) {
+        let lanes = ref_lanes(256, |e| {
+            (w.scales[e / 16] & 0xf) as i32 * get2(&w.qs, e) * a.qs[e] as i32
+        });
+        let g = ref_group_sums(a);
+        let msum = (0..16).map(|j| (w.scales[j] >> 4) as i32 * g[j]).sum();
+        (lanes, msum)
+    }
+    #[inline(always)]
+    fn combine(w: &Self, a: &BlockQ8K, msum: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
+        combine::k_min(h([w.d, w.dmin]), a.d, msum)
+    }
+}
+
+impl QFormat for BlockQ3K {
+    type Act = BlockQ8K;
+    type U<S: Simd> = ([S::V; 8], [i8; 16]);
+    #[inline(always)]
+    fn unpack<S: Simd>(s: S, w: &Self) -> ([S::V; 8], [i8; 16]) {
+        let hm = s.load(&w.hmask);
+        let v = std::array::from_fn(|i| {
+            // Element 128n + 32p + l has its high bit in bit 4n + p of hmask[l]; a set bit
+            // means no offset, so the unsigned quant is low + 4·bit and q = u − 4.
+            s.or(two_bit(s, &w.qs, i / 4, i % 4), s.bit_set(hm, 1 << i, 4))
+        });
+        (v, std::array::from_fn(|j| q3k_scale(j, &w.scales)))
+    }
+    #[inline(always)]
+    fn parts<S: Simd>(s: S, u: &([S::V; 8], [i8; 16]), _: &Self, a: &BlockQ8K) -> (S::Acc, i32) {
+        let (v, sc) = u;
+        let acc = scaled16(s, v, |j| sc[j] as i16, a);
+        let offset = std::array::from_fn(|j| 4 * sc[j] as i32);
+        (acc, bsum_dot16(&offset, a))
+    }
+    fn ref_parts(w: &Self, a: &BlockQ8K) -> ([i32; 8], i32) {
+        let sc = |j: usize| q3k_scale(j, &w.scales) as i32;
+        let lanes = ref_lanes(256, |e| {
+            let high = ((w.hmask[e % 32] >> (e / 32)) & 1) as i32;
+            sc(e / 16) * (get2(&w.qs, e) + 4 * high) * a.qs[e] as i32
+        });
+        let g = ref_group_sums(a);
+        (lanes, (0..16).map(|j| 4 * sc(j) * g[j]).sum())
+    }
+    #[inline(always)]
+    fn combine(
+        w: &Self,
+        a: &BlockQ8K,
+        offset: i32,
+        h: impl Fn([f16; 2]) -> [f32; 2],
+    ) -> (f32, f32) {
+        combine::k_offset(h([w.d, w.d])[0], a.d, offset)
+    }
+}
+
+/// Q4_K/Q5_K's eight 6-bit scales, and their mins per group of 16.
+#[inline(always)]
+fn k4_scales(scales: &[u8; 12]) -> ([i16; 8], [i32; 16]) {
+    let mut sc = [0i16; 8];
+    let mut m16 = [0i32; 16];
+    for j in 0..8 {
+        let (s, m) = get_scale_min_k4(j, scales);
+        sc[j] = s as i16;
+        m16[2 * j] = m as i32;
+        m16[2 * j + 1] = m as i32;
+    }
+    (sc, m16)
+}
+
+#[inline(always)]
+fn k4_parts<S: Simd>(s: S, u: &([S::V; 8], [i16; 8], [i32; 16]), a: &BlockQ8K) -> (S::Acc, i32) {
+    let (v, sc, m) = u;
+    (scaled16(s, v, |j| sc[j / 2], a), bsum_dot16(m, a))
+}
+
+/// The reference's parts of Q4_K/Q5_K given each element's quant.
+fn k4_ref_parts(scales: &[u8; 12], q: impl Fn(usize) -> i32, a: &BlockQ8K) -> ([i32; 8], i32) {
+    let lanes = ref_lanes(256, |e| {
+        get_scale_min_k4(e / 32, scales).0 as i32 * q(e) * a.qs[e] as i32
+    });
+    let g = ref_group_sums(a);
+    let msum = (0..16)
+        .map(|j| get_scale_min_k4(j / 2, scales).1 as i32 * g[j])
+        .sum();
+    (lanes, msum)
+}
+
+impl QFormat for BlockQ4K {
+    type Act = BlockQ8K;
+    type U<S: Simd> = ([S::V; 8], [i16; 8], [i32; 16]);
+    #[inline(always)]
+    fn unpack<S: Simd>(s: S, w: &Self) -> Self::U<S> {
+        let q = w.qs.as_chunks::<32>().0;
+        // Sub-block 2c is the low nibbles of bytes 32c.., sub-block 2c + 1 the high ones.
+        let v = std::array::from_fn(|j| s.shr_and(s.load(&q[j / 2]), 4 * (j % 2) as u32, 0xf));
+        let (sc, m) = k4_scales(&w.scales);
+        (v, sc, m)
+    }
+    #[inline(always)]
+    fn parts<S: Simd>(s: S, u: &Self::U<S>, _: &Self, a: &BlockQ8K) -> (S::Acc, i32) {
+        k4_parts(s, u, a)
+    }
+    fn ref_parts(w: &Self, a: &BlockQ8K) -> ([i32; 8], i32) {
+        let q = |e: usize| {
+            let b = w.qs[32 * (e / 64) + e % 32];
+            (if (e / 32).is_multiple_of(2) { b & 0xf } else { b >> 4 }) as i32
+        };
+        k4_ref_parts(&w.scales, q, a)
+    }
+    #[inline(always)]
+    fn combine(w: &Self, a: &BlockQ8K, msum: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
+        combine::k_min(h([w.d, w.dmin]), a.d, msum)
+    }
+}
+
+impl QFormat for BlockQ5K {
+    type Act = BlockQ8K;
+    type U<S: Simd> = ([S::V; 8], [i16; 8], [i32; 16]);
+    #[inline(always)]
+    fn unpack<S: Simd>(s: S, w: &Self) -> Self::U<S> {
+        let q = w.qs.as_chunks::<32>().0;
+        let qh = s.load(&w.qh);
+        let v = std::array::from_fn(|j| {
+            let low = s.shr_and(s.load(&q[j / 2]), 4 * (j % 2) as u32, 0xf);
+            s.or(low, s.bit_set(qh, 1 << j, 16))
+        });
+        let (sc, m) = k4_scales(&w.scales);
+        (v, sc, m)
+    }
+    #[inline(always)]
+    fn parts<S: Simd>(s: S, u: &Self::U<S>, _: &Self, a: &BlockQ8K) -> (S::Acc, i32) {
+        k4_parts(s, u, a)
+    }
+    fn ref_parts(w: &Self, a: &BlockQ8K) -> ([i32; 8], i32) {
+        let q = |e: usize| {
+            let j = e / 32;
+            let b = w.qs[32 * (e / 64) + e % 32];
+            let low = if j.is_multiple_of(2) { b & 0xf } else { b >> 4 };
+            low as i32 + 16 * ((w.qh[e % 32] >> j) & 1) as i32
+        };
+        k4_ref_parts(&w.scales, q, a)
+    }
+    #[inline(always)]
+    fn combine(w: &Self, a: &BlockQ8K, msum: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
+        combine::k_min(h([w.d, w.dmin]), a.d, msum)
+    }
+}
+
+impl QFormat for BlockQ6K {
+    type Act = BlockQ8K;
+    type U<S: Simd> = [S::V; 8];
+    #[inline(always)]
+    fn unpack<S: Simd>(s: S, w: &Self) -> [S::V; 8] {
+        let ql = w.ql.as_chunks::<32>().0;
+        let qh = w.qh.as_chunks::<32>().0;
+        // Elements 128n + 32p + l: low four bits in ql[64n + 32(p & 1) + l] >> 4(p >> 1),
+        // high two bits in qh[32n + l] >> 2p.
+        std::array::from_fn(|i| {
+            let (n, p) = (i / 4, i % 4);
+            let low = s.shr_and(s.load(&ql[2 * n + (p & 1)]), 4 * (p >> 1) as u32, 0xf);
+            let high = s.shr_and(s.load(&qh[n]), 2 * p as u32, 3);
+            s.or(low, s.shl4(high))
+        })
+    }
+    #[inline(always)]
+    fn parts<S: Simd>(s: S, u: &[S::V; 8], w: &Self, a: &BlockQ8K) -> (S::Acc, i32) {
+        let acc = scaled16(s, u, |j| w.scales[j] as i16, a);
+        let offset = std::array::from_fn(|j| 32 * w.scales[j] as i32);
+        (acc, bsum_dot16(&offset, a))
+    }
+    fn ref_parts(w: &Self, a: &BlockQ8K) -> ([i32; 8], i32) {
+        let lanes = ref_lanes(256, |e| {
+            let (n, r) = (e / 128, e % 128);
+            let (l, p) = (r % 32, r / 32);
+            let low = (w.ql[64 * n + l + 32 * (p & 1)] >> (4 * (p >> 1))) & 0xf;
+            let high = (w.qh[32 * n + l] >> (2 * p)) & 3;
+            w.scales[e / 16] as i32 * (low | (high << 4)) as i32 * a.qs[e] as i32
+        });
+        let g = ref_group_sums(a);
+        (lanes, (0..16).map(|j| 32 * w.scales[j] as i32 * g[j]).sum())
+    }
+    #[inline(always)]
+    fn combine(
+        w: &Self,
+        a: &BlockQ8K,
+        offset: i32,
+        h: impl Fn([f16; 2]) -> [f32; 2],
+    ) -> (f32, f32) {
+        combine::k_offset(h([w.d, w.d])[0], a.d, offset)
+    }
+}

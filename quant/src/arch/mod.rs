@@ -1,0 +1,247 @@
+//! The kernels, one module per instruction set, each shaped the same way.
+//!
+//! - [`scalar`]: the reference, written from the block formats' definitions element by element.
+//! - [`generic`]: every quantized kernel written once over [`generic::Simd`], a small set of
+//!   32-byte vector operations (load, unpack nibbles, shift, select bits, 8-bit dot products),
+//!   and every float kernel over 16-lane float operations.
+//! - `x86_64` ([`generic::Simd`] for AVX2 and AVX-512) and `aarch64` (NEON): the operations,
+//!   each behind a capability token whose constructor checks the CPU; the `#[target_feature]`
+//!   entry points instantiate the generic kernels inside them.
+//!
+//! Every path computes each block's integer sums exactly, in eight lanes of fixed grouping, and
+//! then scales and accumulates them with the same float operations in the same order (see
+//! [`generic`] and [`combine`]); float rows are reduced in 16 lanes with one fixed tree. So all
+//! paths return bitwise
+//! the same numbers, and one output never depends on what else is computed beside it.
+
+/// The `#[target_feature]` entry points of one token: every generic kernel compiled with the
+/// token's features.
+macro_rules! entry_points {
+    ($tok:ident, $features:literal) => {
+        impl $tok {
+            /// [`crate::arch::generic::qchunk`] compiled for this instruction set.
+            pub(crate) fn qchunk<F: $crate::arch::generic::QFormat>(
+                self,
+                w: &[F],
+                bpr: usize,
+                acts: &[&[F::Act]],
+                out: &mut [f32],
+            ) {
+                #[target_feature(enable = $features)]
+                fn run<F: $crate::arch::generic::QFormat>(
+                    t: $tok,
+                    w: &[F],
+                    bpr: usize,
+                    acts: &[&[F::Act]],
+                    out: &mut [f32],
+                ) {
+                    $crate::arch::generic::qchunk(t, w, bpr, acts, out)
+                }
+                // SAFETY: the token proves the CPU has the features `run` is compiled for.
+                unsafe { run(self, w, bpr, acts, out) }
+            }
+
+            /// [`crate::arch::generic::qparts`] compiled for this instruction set.
+            pub(crate) fn qparts<F: $crate::arch::generic::QFormat>(
+                self,
+                w: &[F],
+                a: &[F::Act],
+            ) -> Vec<([i32; 8], i32)> {
+                #[target_feature(enable = $features)]
+                fn run<F: $crate::arch::generic::QFormat>(
+                    t: $tok,
+                    w: &[F],
+                    a: &[F::Act],
+                ) -> Vec<([i32; 8], i32)> {
+                    $crate::arch::generic::qparts(t, w, a)
+                }
+                // SAFETY: the token proves the CPU has the features `run` is compiled for.
+                unsafe { run(self, w, a) }
+            }
+
+            /// [`crate::arch::generic::fchunk`] compiled for this instruction set.
+            pub(crate) fn fchunk<W: $crate::arch::generic::FFormat>(
+                self,
+                w: &[W],
+                cols: usize,
+                acts: &[&[f32]],
+                out: &mut [f32],
+            ) {
+                #[target_feature(enable = $features)]
+                fn run<W: $crate::arch::generic::FFormat>(
+                    t: $tok,
+                    w: &[W],
+                    cols: usize,
+                    acts: &[&[f32]],
+                    out: &mut [f32],
+                ) {
+                    $crate::arch::generic::fchunk(t, w, cols, acts, out)
+                }
+                // SAFETY: the token proves the CPU has the features `run` is compiled for.
+                unsafe { run(self, w, cols, acts, out) }
+            }
+        }
+    };
+}
+
+pub(crate) use entry_points;
+
+pub(crate) mod combine;
+pub(crate) mod generic;
+pub(crate) mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_64;
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod aarch64;
+
+/// The most activation rows one weight block is multiplied with before the next is loaded.
+pub(crate) const TILE: usize = 4;
+
+use crate::dispatch::Isa;
+use generic::{FFormat, QFormat};
+
+/// A chunk of quantized weight rows times activation rows on `isa` (the reference path if this
+/// CPU lacks it: every path gives the same bits). Callers check the shapes: `w.len()` is a
+/// multiple of `bpr`, each activation row has `bpr` blocks, `out` is rows × `acts.len()`.
+pub(crate) fn qchunk<F: QFormat>(
+    isa: Isa,
+    w: &[F],
+    bpr: usize,
+    acts: &[&[F::Act]],
+    out: &mut [f32],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            if let Some(t) = x86_64::Avx512::new() {
+                return t.qchunk(w, bpr, acts, out);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            if let Some(t) = x86_64::Avx2::new() {
+                return t.qchunk(w, bpr, acts, out);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => {
+            if let Some(t) = aarch64::NeonDot::new() {
+                return t.qchunk(w, bpr, acts, out);
+            }
+            if let Some(t) = aarch64::Neon::new() {
+                return t.qchunk(w, bpr, acts, out);
+            }
+        }
+        _ => {}
+    }
+    scalar::qchunk(w, bpr, acts, out)
+}
+
+/// [`qchunk`] for float weights with `cols` values per row.
+pub(crate) fn fchunk<W: FFormat>(isa: Isa, w: &[W], cols: usize, acts: &[&[f32]], out: &mut [f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            if let Some(t) = x86_64::Avx512::new() {
+                return t.fchunk(w, cols, acts, out);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            if let Some(t) = x86_64::Avx2::new() {
+                return t.fchunk(w, cols, acts, out);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => {
+            if let Some(t) = aarch64::NeonDot::new() {
+                return t.fchunk(w, cols, acts, out);
+            }
+            if let Some(t) = aarch64::Neon::new() {
+                return t.fchunk(w, cols, acts, out);
+            }
+        }
+        _ => {}
+    }
+    scalar::fchunk(w, cols, acts, out)
+}
+
+/// Each block's integer sums on `isa` (the reference path if this CPU lacks it).
+pub(crate) fn qparts<F: QFormat>(isa: Isa, w: &[F], a: &[F::Act]) -> Vec<([i32; 8], i32)> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            if let Some(t) = x86_64::Avx512::new() {
+                return t.qparts(w, a);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            if let Some(t) = x86_64::Avx2::new() {
+                return t.qparts(w, a);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => {
+            if let Some(t) = aarch64::NeonDot::new() {
+                return t.qparts(w, a);
+            }
+            if let Some(t) = aarch64::Neon::new() {
+                return t.qparts(w, a);
+            }
+        }
+        _ => {}
+    }
+    scalar::qparts(w, a)
+}
+
+/// An activation format with quantizers on the vector paths.
+pub(crate) trait Q8Act: crate::formats::Block {
+    /// The AVX2 quantizer of one row (`out` holds exactly `x.len() / SIZE` blocks).
+    #[cfg(target_arch = "x86_64")]
+    fn quantize_avx2(t: x86_64::Avx2, x: &[f32], out: &mut [Self]);
+    /// The NEON quantizer of one row.
+    #[cfg(target_arch = "aarch64")]
+    fn quantize_neon(t: aarch64::Neon, x: &[f32], out: &mut [Self]);
+}
+
+/// Quantizes activations on `isa` (the reference quantizer if this CPU lacks it), after the
+/// lengths are checked.
+pub(crate) fn quantize_activations<A: Q8Act>(
+    isa: Isa,
+    x: &[f32],
+    out: &mut [A],
+) -> Result<(), crate::formats::LengthError> {
+    // The reference checks lengths; the vector paths only run on checked shapes.
+    if isa == Isa::Scalar || x.len() != out.len() * A::SIZE {
+        return crate::formats::quantize_row(x, out);
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => {
+            if let Some(t) = x86_64::Avx2::new() {
+                A::quantize_avx2(t, x, out);
+                return Ok(());
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => {
+            if let Some(t) = aarch64::Neon::new() {
+                A::quantize_neon(t, x, out);
+                return Ok(());
+            }
+        }
+        _ => {}
+    }
+    crate::formats::quantize_row(x, out)
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod portable {
+    use crate::formats::{BlockQ8K, BlockQ8_0, BlockQ8_1};
+    impl super::Q8Act for BlockQ8_0 {}
+    impl super::Q8Act for BlockQ8_1 {}
+    impl super::Q8Act for BlockQ8K {}
+}

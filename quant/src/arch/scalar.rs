@@ -1,0 +1,89 @@
+//! The reference path: each block's integer sums element by element from the format's
+//! definition ([`QFormat::ref_parts`]), accumulated lane by lane with `f32::mul_add` in the
+//! order [`super::generic`] describes; float rows in 16 lanes of `f32::mul_add`; activations
+//! through the formats' reference quantizers. Every other path must agree with it bit for bit.
+
+use half::f16;
+
+use super::generic::{FFormat, QFormat};
+
+/// [`super::generic::qtile`] on the reference path.
+pub(crate) fn qtile<F: QFormat>(w: &[F], acts: &[&[F::Act]], out: &mut [f32]) {
+    for (o, a) in out.iter_mut().zip(acts) {
+        let mut lanes = [[0f32; 8]; 2];
+        let mut terms = [0f32; 2];
+        for (b, (wb, ab)) in w.iter().zip(a.iter()).enumerate() {
+            let (x, scalar) = F::ref_parts(wb, ab);
+            let (scale, term) = F::combine(wb, ab, scalar, |h| h.map(f16::to_f32));
+            for (l, &x) in lanes[b % 2].iter_mut().zip(&x) {
+                *l = (x as f32).mul_add(scale, *l);
+            }
+            terms[b % 2] += term;
+        }
+        let sum: [f32; 8] = std::array::from_fn(|l| lanes[0][l] + lanes[1][l]);
+        *o = reduce8(sum) + (terms[0] + terms[1]);
+    }
+}
+
+/// [`super::generic::qchunk`] on the reference path.
+pub(crate) fn qchunk<F: QFormat>(w: &[F], bpr: usize, acts: &[&[F::Act]], out: &mut [f32]) {
+    let batch = acts.len();
+    for (wrow, orow) in w.chunks_exact(bpr).zip(out.chunks_exact_mut(batch)) {
+        qtile(wrow, acts, orow);
+    }
+}
+
+/// [`super::generic::fchunk`] on the reference path.
+pub(crate) fn fchunk<W: FFormat>(w: &[W], cols: usize, acts: &[&[f32]], out: &mut [f32]) {
+    let batch = acts.len();
+    for (wrow, orow) in w.chunks_exact(cols).zip(out.chunks_exact_mut(batch)) {
+        ftile(wrow, acts, orow);
+    }
+}
+
+/// Each block's integer sums on the reference path.
+pub(crate) fn qparts<F: QFormat>(w: &[F], a: &[F::Act]) -> Vec<([i32; 8], i32)> {
+    w.iter()
+        .zip(a)
+        .map(|(wb, ab)| F::ref_parts(wb, ab))
+        .collect()
+}
+
+/// [`super::generic::ftile`] on the reference path.
+pub(crate) fn ftile<W: FFormat>(w: &[W], acts: &[&[f32]], out: &mut [f32]) {
+    let (wc, wt) = w.as_chunks::<16>();
+    for (o, a) in out.iter_mut().zip(acts) {
+        let (ac, at) = a.as_chunks::<16>();
+        let mut lanes = [0f32; 16];
+        for (x, y) in wc.iter().zip(ac) {
+            for l in 0..16 {
+                lanes[l] = x[l].widen().mul_add(y[l], lanes[l]);
+            }
+        }
+        let mut r = reduce16(lanes);
+        for (x, y) in wt.iter().zip(at) {
+            r = x.widen().mul_add(*y, r);
+        }
+        *o = r;
+    }
+}
+
+/// The fixed reduction tree of 8 lanes: `l + 4`, then `l + 2`, `l + 1`.
+pub(crate) fn reduce8(mut lanes: [f32; 8]) -> f32 {
+    for step in [4, 2, 1] {
+        for l in 0..step {
+            lanes[l] += lanes[l + step];
+        }
+    }
+    lanes[0]
+}
+
+/// The fixed reduction tree of 16 lanes: `l + 8`, then `l + 4`, `l + 2`, `l + 1`.
+pub(crate) fn reduce16(mut lanes: [f32; 16]) -> f32 {
+    for step in [8, 4, 2, 1] {
+        for l in 0..step {
+            lanes[l] += lanes[l + step];
+        }
+    }
+    lanes[0]
+}

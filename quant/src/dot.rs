@@ -1,0 +1,270 @@
+//! Dot products of a weight row with activation rows, and the activation quantizers: the safe
+//! entry points to the kernels of every instruction set.
+//!
+//! Each weight format has one activation partner ([`VecDot::Act`], ggml's `vec_dot_type`):
+//! Q4_0, Q5_0 and Q8_0 pair with Q8_0; Q4_1 and Q5_1 with Q8_1; the K-quants with Q8_K; F32,
+//! F16 and BF16 with plain f32. Activations are quantized once with [`quantize_activations`]
+//! and then meet many weight rows.
+//!
+//! **Every instruction set returns the same bits.** Each block's integer sum is exact, and the
+//! float arithmetic that turns block sums into the result (and the 16-lane reduction of float
+//! rows) is one fixed sequence shared by all paths. [`block_sums_with`] exposes the integer
+//! sums so that tests can compare them directly.
+//!
+//! ```
+//! use quant::dot::{quantize_activations, vec_dot};
+//! use bytemuck::Zeroable;
+//! use quant::formats::{quantize_row, BlockQ4K, BlockQ8K};
+//!
+//! let w: Vec<f32> = (0..512).map(|i| (i as f32 * 0.1).sin()).collect();
+//! let x: Vec<f32> = (0..512).map(|i| (i as f32 * 0.3).cos()).collect();
+//! let mut wq = vec![BlockQ4K::zeroed(); 2];
+//! quantize_row(&w, &mut wq)?;
+//! let mut xq = vec![BlockQ8K::zeroed(); 2];
+//! quantize_activations(&x, &mut xq)?;
+//! let exact: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
+//! assert!((vec_dot(&wq, &xq)? - exact).abs() < 0.05 * 512f32.sqrt());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use half::{bf16, f16};
+
+use crate::arch;
+use crate::dispatch::{Isa, IsaError};
+use crate::formats::{
+    Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
+    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, LengthError,
+};
+use crate::types::GgmlType;
+
+/// Shapes that do not fit, or an instruction set this CPU lacks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KernelError {
+    /// A row length that is not a whole number of blocks, or input and output that disagree.
+    #[error(transparent)]
+    Length(#[from] LengthError),
+    /// Weights and activations of different lengths.
+    #[error("{ty} weights hold {weights} values but the activations hold {activations}")]
+    Mismatch {
+        /// The weight format.
+        ty: GgmlType,
+        /// Values in the weight row.
+        weights: usize,
+        /// Values in the activation row.
+        activations: usize,
+    },
+    /// A matrix whose data does not match its shape.
+    #[error("{ty} matrix of {rows} × {cols}: {detail}")]
+    Shape {
+        /// The weight format.
+        ty: GgmlType,
+        /// Rows.
+        rows: usize,
+        /// Values per row.
+        cols: usize,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The instruction set asked for cannot run here.
+    #[error(transparent)]
+    Isa(#[from] IsaError),
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// An activation format: what weight rows are multiplied with.
+pub trait Activation: Block + sealed::Sealed {
+    #[doc(hidden)]
+    fn quantize_with(isa: Isa, x: &[f32], out: &mut [Self]) -> Result<(), LengthError>;
+}
+
+/// A weight format with a dot-product kernel against its activation format.
+pub trait VecDot: Block + sealed::Sealed {
+    /// The activation format it is multiplied with.
+    type Act: Activation;
+    #[doc(hidden)]
+    fn chunk(isa: Isa, w: &[Self], per_row: usize, acts: &[&[Self::Act]], out: &mut [f32]);
+    #[doc(hidden)]
+    fn parts(isa: Isa, w: &[Self], a: &[Self::Act]) -> Option<Vec<([i32; 8], i32)>>;
+}
+
+macro_rules! quantized {
+    ($($w:ty => $a:ty),* $(,)?) => {$(
+        impl sealed::Sealed for $w {}
+        impl VecDot for $w {
+            type Act = $a;
+            fn chunk(isa: Isa, w: &[Self], per_row: usize, acts: &[&[$a]], out: &mut [f32]) {
+                arch::qchunk(isa, w, per_row, acts, out)
+            }
+            fn parts(isa: Isa, w: &[Self], a: &[$a]) -> Option<Vec<([i32; 8], i32)>> {
+                Some(arch::qparts(isa, w, a))
+            }
+        }
+    )*};
+}
+
+quantized! {
+    BlockQ4_0 => BlockQ8_0, BlockQ4_1 => BlockQ8_1, BlockQ5_0 => BlockQ8_0,
+    BlockQ5_1 => BlockQ8_1, BlockQ8_0 => BlockQ8_0, BlockQ2K => BlockQ8K, BlockQ3K => BlockQ8K,
+    BlockQ4K => BlockQ8K, BlockQ5K => BlockQ8K, BlockQ6K => BlockQ8K,
+}
+
+macro_rules! float {
+    ($($w:ty),*) => {$(
+        impl VecDot for $w {
+            type Act = f32;
+            fn chunk(isa: Isa, w: &[Self], per_row: usize, acts: &[&[f32]], out: &mut [f32]) {
+                arch::fchunk(isa, w, per_row, acts, out)
+            }
+            fn parts(_: Isa, _: &[Self], _: &[f32]) -> Option<Vec<([i32; 8], i32)>> {
+                None
+            }
+        }
+    )*};
+}
+
+impl sealed::Sealed for f32 {}
+impl sealed::Sealed for f16 {}
+impl sealed::Sealed for bf16 {}
+impl sealed::Sealed for BlockQ8_1 {}
+impl sealed::Sealed for BlockQ8K {}
+float!(f32, f16, bf16);
+
+impl Activation for f32 {
+    fn quantize_with(_: Isa, x: &[f32], out: &mut [f32]) -> Result<(), LengthError> {
+        if x.len() != out.len() {
+            return Err(LengthError::Mismatch {
+                ty: GgmlType::F32,
+                input: x.len(),
+                output: out.len(),
+            });
+        }
+        out.copy_from_slice(x);
+        Ok(())
+    }
+}
+
+macro_rules! q8_activation {
+    ($($a:ty),*) => {$(
+        impl Activation for $a {
+            fn quantize_with(isa: Isa, x: &[f32], out: &mut [Self]) -> Result<(), LengthError> {
+                arch::quantize_activations(isa, x, out)
+            }
+        }
+    )*};
+}
+q8_activation!(BlockQ8_0, BlockQ8_1, BlockQ8K);
+
+fn check<W: VecDot>(w: &[W], a: &[W::Act]) -> Result<(), KernelError> {
+    let (wn, an) = (w.len() * W::SIZE, a.len() * W::Act::SIZE);
+    if wn != an {
+        return Err(KernelError::Mismatch {
+            ty: W::TYPE,
+            weights: wn,
+            activations: an,
+        });
+    }
+    Ok(())
+}
+
+fn available(isa: Isa) -> Result<(), KernelError> {
+    if isa.is_available() {
+        Ok(())
+    } else {
+        Err(Isa::parse(isa.name()).err().map_or_else(
+            || KernelError::Isa(IsaError::Unknown(isa.name().into())),
+            KernelError::Isa,
+        ))
+    }
+}
+
+/// `Σ w·a` of one weight row and one activation row, on [`Isa::current`].
+pub fn vec_dot<W: VecDot>(w: &[W], a: &[W::Act]) -> Result<f32, KernelError> {
+    vec_dot_with(Isa::current(), w, a)
+}
+
+/// [`vec_dot`] on a chosen instruction set.
+pub fn vec_dot_with<W: VecDot>(isa: Isa, w: &[W], a: &[W::Act]) -> Result<f32, KernelError> {
+    available(isa)?;
+    check(w, a)?;
+    let mut out = [0f32];
+    let blocks = w.len().max(1);
+    if w.is_empty() {
+        return Ok(0.0);
+    }
+    W::chunk(isa, w, blocks, &[a], &mut out);
+    Ok(out[0])
+}
+
+/// One weight row times several activation rows: `out[i] = Σ w·acts[i]`, each value
+/// bitwise what [`vec_dot_with`] gives for that row alone.
+pub fn vec_dot_many_with<W: VecDot>(
+    isa: Isa,
+    w: &[W],
+    acts: &[&[W::Act]],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    available(isa)?;
+    for a in acts {
+        check(w, a)?;
+    }
+    if out.len() != acts.len() {
+        return Err(LengthError::Mismatch {
+            ty: W::TYPE,
+            input: acts.len(),
+            output: out.len(),
+        }
+        .into());
+    }
+    if w.is_empty() {
+        out.fill(0.0);
+        return Ok(());
+    }
+    W::chunk(isa, w, w.len(), acts, out);
+    Ok(())
+}
+
+/// One block's exact integer sums; see [`block_sums_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockSums {
+    /// Lane `l`: the scale-weighted products of elements `e` with `(e mod 32) / 4 == l`.
+    pub lanes: [i32; 8],
+    /// The minimums' or the offset's sum (0 where the format has neither).
+    pub scalar: i32,
+}
+
+/// Each block's exact integer sums on `isa`: eight lane sums of `sc·q·q_a` (lane `l` over the
+/// elements `e` with `(e mod 32) / 4 == l`) and one scalar sum (the minimums' `Σ m·Σq_a`, or a
+/// signed format's offset `o·Σ sc·Σq_a`; 0 where the format has neither). `None` for float
+/// formats, which have no integer stage.
+pub fn block_sums_with<W: VecDot>(
+    isa: Isa,
+    w: &[W],
+    a: &[W::Act],
+) -> Result<Option<Vec<BlockSums>>, KernelError> {
+    available(isa)?;
+    check(w, a)?;
+    Ok(W::parts(isa, w, a).map(|v| {
+        v.into_iter()
+            .map(|(lanes, scalar)| BlockSums { lanes, scalar })
+            .collect()
+    }))
+}
+
+/// Quantizes f32 activations into their format (a copy for f32), on [`Isa::current`].
+pub fn quantize_activations<A: Activation>(x: &[f32], out: &mut [A]) -> Result<(), KernelError> {
+    quantize_activations_with(Isa::current(), x, out)
+}
+
+/// [`quantize_activations`] on a chosen instruction set; the same bits on every one.
+pub fn quantize_activations_with<A: Activation>(
+    isa: Isa,
+    x: &[f32],
+    out: &mut [A],
+) -> Result<(), KernelError> {
+    available(isa)?;
+    Ok(A::quantize_with(isa, x, out)?)
+}

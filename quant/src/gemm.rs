@@ -1,0 +1,243 @@
+//! Quantized matrix products: a weight matrix (rows × cols of any supported type, as stored in
+//! a GGUF file) times a batch of f32 activation rows, giving batch × rows f32 outputs.
+//!
+//! The activation rows are quantized once per call into the weights' partner format. Weight
+//! rows are split into chunks of about 16 KiB, and rayon spreads the chunks over its threads.
+//! Within a chunk, activation rows go four at a time, and each weight block is unpacked once
+//! per four rows.
+//!
+//! **Batch invariance.** Output `(b, r)` is computed by the same block-by-block sequence
+//! whatever the batch size, the tiling and the number of threads: no reduction runs across
+//! blocks of different rows or across threads. So a row's result is bitwise the same alone or
+//! in a batch of 512, on 1 thread or 64, and (see [`crate::dot`]) on every instruction set.
+//!
+//! ```
+//! use quant::gemm::{matmul, QMatrix, Scratch};
+//! use quant::formats::quantize_to_vec;
+//! use quant::GgmlType;
+//!
+//! let (rows, cols) = (8, 64);
+//! let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+//! let bytes = quantize_to_vec(GgmlType::Q8_0, &w)?;
+//! let m = QMatrix::new(GgmlType::Q8_0, rows, cols, &bytes)?;
+//! let x = vec![0.5f32; 2 * cols]; // two activation rows
+//! let mut y = vec![0.0; 2 * rows];
+//! matmul(&m, &x, &mut y, &mut Scratch::default())?;
+//! assert_eq!(y[..rows], y[rows..]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use rayon::prelude::*;
+
+use crate::dispatch::Isa;
+use crate::dot::{Activation, KernelError, VecDot};
+use crate::formats::{
+    bf16, f16, values_in_bytes, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1,
+    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
+};
+use crate::types::GgmlType;
+
+/// Bytes of weights per work item.
+const CHUNK_BYTES: usize = 16 << 10;
+
+/// A row-major weight matrix over raw bytes (a GGUF tensor's data, for one).
+#[derive(Clone, Copy, Debug)]
+pub struct QMatrix<'a> {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: &'a [u8],
+}
+
+impl<'a> QMatrix<'a> {
+    /// A `rows × cols` matrix of type `ty`; `data` must hold exactly that many values.
+    pub fn new(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, KernelError> {
+        let shape = |detail: String| KernelError::Shape {
+            ty,
+            rows,
+            cols,
+            detail,
+        };
+        if !cols.is_multiple_of(ty.block_size()) {
+            return Err(shape(format!(
+                "rows are not whole blocks of {}",
+                ty.block_size()
+            )));
+        }
+        let values = values_in_bytes(ty, data.len())?;
+        if Some(values) != rows.checked_mul(cols) {
+            return Err(shape(format!("data holds {values} values")));
+        }
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// The weight type.
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Number of rows (outputs per activation row).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values per row (the activation length).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The raw bytes.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+}
+
+/// Buffers reused across calls, so that a steady stream of same-sized products allocates
+/// nothing.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Quantized activations (u32 storage: every activation block's alignment divides 4).
+    acts: Vec<u32>,
+    /// Results in rows × batch order, before the transpose (batch > 1 only).
+    tmp: Vec<f32>,
+}
+
+impl Scratch {
+    fn acts<A: Block>(&mut self, n: usize) -> &mut [A] {
+        let bytes = n * std::mem::size_of::<A>();
+        self.acts.resize(bytes.div_ceil(4), 0);
+        let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut self.acts);
+        bytemuck::cast_slice_mut(&mut raw[..bytes])
+    }
+}
+
+/// `out = x · wᵀ` on [`Isa::current`]: `x` is batch × cols, `out` batch × rows.
+pub fn matmul(
+    w: &QMatrix<'_>,
+    x: &[f32],
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    matmul_with(Isa::current(), w, x, out, scratch)
+}
+
+/// [`matmul`] on a chosen instruction set (bitwise the same result on each).
+pub fn matmul_with(
+    isa: Isa,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    if !isa.is_available() {
+        Isa::parse(isa.name())?;
+    }
+    let shape = |detail: String| KernelError::Shape {
+        ty: w.ty,
+        rows: w.rows,
+        cols: w.cols,
+        detail,
+    };
+    if w.cols == 0 || !x.len().is_multiple_of(w.cols) {
+        return Err(shape(format!(
+            "{} activations is not a whole number of rows",
+            x.len()
+        )));
+    }
+    let batch = x.len() / w.cols;
+    if out.len() != batch * w.rows {
+        return Err(shape(format!(
+            "output holds {} values, {batch} rows need {}",
+            out.len(),
+            batch * w.rows
+        )));
+    }
+    match w.ty {
+        GgmlType::F32 => run::<f32>(isa, w, x, out, scratch),
+        GgmlType::F16 => run::<f16>(isa, w, x, out, scratch),
+        GgmlType::BF16 => run::<bf16>(isa, w, x, out, scratch),
+        GgmlType::Q4_0 => run::<BlockQ4_0>(isa, w, x, out, scratch),
+        GgmlType::Q4_1 => run::<BlockQ4_1>(isa, w, x, out, scratch),
+        GgmlType::Q5_0 => run::<BlockQ5_0>(isa, w, x, out, scratch),
+        GgmlType::Q5_1 => run::<BlockQ5_1>(isa, w, x, out, scratch),
+        GgmlType::Q8_0 => run::<BlockQ8_0>(isa, w, x, out, scratch),
+        GgmlType::Q2K => run::<BlockQ2K>(isa, w, x, out, scratch),
+        GgmlType::Q3K => run::<BlockQ3K>(isa, w, x, out, scratch),
+        GgmlType::Q4K => run::<BlockQ4K>(isa, w, x, out, scratch),
+        GgmlType::Q5K => run::<BlockQ5K>(isa, w, x, out, scratch),
+        GgmlType::Q6K => run::<BlockQ6K>(isa, w, x, out, scratch),
+        ty => Err(shape(format!(
+            "{ty} is an activation format, not a weight format"
+        ))),
+    }
+}
+
+fn run<W: VecDot>(
+    isa: Isa,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    if w.rows == 0 || out.is_empty() {
+        return Ok(());
+    }
+    let owned: Vec<W>;
+    let blocks: &[W] = match bytemuck::try_cast_slice(w.data) {
+        Ok(b) => b,
+        Err(_) => {
+            // Misaligned bytes: copy the blocks out once (mapped GGUF data never needs this).
+            owned = w
+                .data
+                .chunks_exact(std::mem::size_of::<W>())
+                .map(bytemuck::pod_read_unaligned)
+                .collect();
+            &owned
+        }
+    };
+    let bpr = w.cols / W::SIZE;
+    let apr = w.cols / W::Act::SIZE;
+    let batch = x.len() / w.cols;
+    let row_bytes = w.data.len() / w.rows;
+
+    let tmp = std::mem::take(&mut scratch.tmp);
+    let acts = scratch.acts::<W::Act>(batch * apr);
+    let quantized: Result<(), KernelError> = acts
+        .par_chunks_mut(apr)
+        .zip(x.par_chunks(w.cols))
+        .try_for_each(|(a, x)| Ok(W::Act::quantize_with(isa, x, a)?));
+    quantized?;
+    let rows: Vec<&[W::Act]> = acts.chunks_exact(apr).collect();
+
+    let per_thread = w.rows.div_ceil(4 * rayon::current_num_threads());
+    let chunk_rows = (CHUNK_BYTES / row_bytes.max(1)).clamp(1, per_thread.max(1));
+    let mut tmp = tmp;
+    let dest: &mut [f32] = if batch == 1 {
+        out
+    } else {
+        tmp.resize(w.rows * batch, 0.0);
+        &mut tmp
+    };
+    dest.par_chunks_mut(chunk_rows * batch)
+        .zip(blocks.par_chunks(chunk_rows * bpr))
+        .for_each(|(o, wc)| W::chunk(isa, wc, bpr, &rows, o));
+    if batch > 1 {
+        for (r, t) in tmp.chunks_exact(batch).enumerate() {
+            for (b, &v) in t.iter().enumerate() {
+                out[b * w.rows + r] = v;
+            }
+        }
+    }
+    scratch.tmp = tmp;
+    Ok(())
+}

@@ -1,0 +1,436 @@
+//! Every kernel against the reference, on every instruction set this machine has (and NEON
+//! when the tests run under qemu for aarch64): integer block sums equal, results and
+//! quantized activations bitwise equal, results close to the f64 dot product of the
+//! dequantized values, and matrix products batch-invariant.
+
+use bytemuck::Zeroable;
+use quant::dispatch::Isa;
+use quant::dot::{
+    block_sums_with, quantize_activations_with, vec_dot_many_with, vec_dot_with, Activation,
+    KernelError, VecDot,
+};
+use quant::formats::{
+    bf16, dequantize_row, f16, quantize_row, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0,
+    BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+};
+use quant::gemm::{matmul_with, QMatrix, Scratch};
+use quant::GgmlType;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+/// The instruction sets to compare with the reference (all the machine has but scalar).
+fn vector_isas() -> Vec<Isa> {
+    let isas: Vec<Isa> = Isa::available()
+        .into_iter()
+        .filter(|&i| i != Isa::Scalar)
+        .collect();
+    // Say which paths ran: a machine without any is still tested against itself.
+    eprintln!("instruction sets under test: scalar + {isas:?}");
+    isas
+}
+
+/// A finite f16 drawn from the whole range: zeros, subnormals, tiny and huge normals.
+fn finite_f16(rng: &mut StdRng) -> f16 {
+    loop {
+        let h = f16::from_bits(rng.random());
+        if h.is_finite() {
+            return h;
+        }
+    }
+}
+
+/// Random blocks of any bytes, with every f16/f32 scale replaced by a finite one (non-finite
+/// scales are rejected when a model loads).
+fn random_blocks<B: Block>(
+    rng: &mut StdRng,
+    n: usize,
+    fix: impl Fn(&mut B, &mut StdRng),
+) -> Vec<B> {
+    let mut v = vec![B::zeroed(); n];
+    rng.fill_bytes(bytemuck::cast_slice_mut(&mut v));
+    for b in &mut v {
+        fix(b, rng);
+    }
+    v
+}
+
+/// Activation blocks with any quants the quantizers can make (-127..=127; -128 never occurs)
+/// and consistent sums.
+trait RandomAct: Activation {
+    fn random(rng: &mut StdRng, n: usize) -> Vec<Self>;
+}
+
+fn no_min(qs: &mut [i8]) {
+    for q in qs {
+        *q = (*q).max(-127);
+    }
+}
+
+impl RandomAct for BlockQ8_0 {
+    fn random(rng: &mut StdRng, n: usize) -> Vec<Self> {
+        random_blocks(rng, n, |b: &mut Self, r| {
+            b.d = finite_f16(r);
+            no_min(&mut b.qs);
+        })
+    }
+}
+
+impl RandomAct for BlockQ8_1 {
+    fn random(rng: &mut StdRng, n: usize) -> Vec<Self> {
+        random_blocks(rng, n, |b: &mut Self, r| {
+            b.d = finite_f16(r);
+            b.s = finite_f16(r);
+            no_min(&mut b.qs);
+        })
+    }
+}
+
+impl RandomAct for BlockQ8K {
+    fn random(rng: &mut StdRng, n: usize) -> Vec<Self> {
+        random_blocks(rng, n, |b: &mut Self, r| {
+            b.d = r.random_range(-1e3f32..1e3) * 10f32.powi(r.random_range(-30..15));
+            no_min(&mut b.qs);
+            for (s, g) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+                *s = g.iter().map(|&q| q as i16).sum();
+            }
+        })
+    }
+}
+
+impl RandomAct for f32 {
+    fn random(rng: &mut StdRng, n: usize) -> Vec<Self> {
+        (0..n).map(|_| wide_f32(rng)).collect()
+    }
+}
+
+/// An f32 from ±0, subnormals and magnitudes up to 1e15 (products stay finite).
+fn wide_f32(rng: &mut StdRng) -> f32 {
+    match rng.random_range(0..8) {
+        0 => 0.0,
+        1 => -0.0,
+        2 => {
+            f32::from_bits(rng.random_range(1..0x0080_0000)) * if rng.random() { 1.0 } else { -1.0 }
+        }
+        _ => rng.random_range(-1.0f32..1.0) * 10f32.powi(rng.random_range(-20..15)),
+    }
+}
+
+fn random_weights<W: Block>(rng: &mut StdRng, n: usize) -> Vec<W> {
+    // Every f16 field of a weight block sits at an even offset; rewrite each one that is not
+    // finite. Field positions differ per format, so the blocks are fixed through their bytes.
+    let mut v: Vec<W> = random_blocks(rng, n, |_: &mut W, _| {});
+    let f16_offsets: &[usize] = match W::TYPE {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q2K => &[80, 82],
+        GgmlType::Q3K => &[108],
+        GgmlType::Q6K => &[208],
+        GgmlType::F16 => &[0],
+        GgmlType::F32 | GgmlType::BF16 => &[],
+        t => panic!("no weight layout for {t}"),
+    };
+    for b in &mut v {
+        let bytes: &mut [u8] = bytemuck::bytes_of_mut(b);
+        for &o in f16_offsets {
+            bytes[o..o + 2].copy_from_slice(&finite_f16(rng).to_bits().to_le_bytes());
+        }
+        match W::TYPE {
+            GgmlType::F32 => bytes.copy_from_slice(&wide_f32(rng).to_le_bytes()),
+            GgmlType::BF16 => {
+                bytes.copy_from_slice(&bf16::from_f32(wide_f32(rng)).to_bits().to_le_bytes())
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+fn dequantized<B: Block>(b: &[B]) -> Vec<f32> {
+    let mut out = vec![0.0; b.len() * B::SIZE];
+    dequantize_row(b, &mut out).unwrap();
+    out
+}
+
+/// Block counts that cover empty rows, single blocks, odd counts and tails of float rows.
+const LENGTHS: [usize; 7] = [0, 1, 2, 3, 7, 17, 40];
+
+fn check_format<W: VecDot>(seed: u64)
+where
+    W::Act: RandomAct,
+{
+    let mut rng = StdRng::seed_from_u64(seed);
+    let isas = vector_isas();
+    for &n in &LENGTHS {
+        // Weight blocks, activation blocks covering the same values.
+        let n_act = n * W::SIZE / W::Act::SIZE;
+        let w: Vec<W> = random_weights(&mut rng, n + 1);
+        let a = W::Act::random(&mut rng, n_act + 3);
+        // Misaligned views: start one block (or a few floats) in.
+        let (w, a) = (&w[1..], &a[3..]);
+        let reference = vec_dot_with(Isa::Scalar, w, a).unwrap();
+        let ref_parts = block_sums_with(Isa::Scalar, w, a).unwrap();
+        for &isa in &isas {
+            let got = vec_dot_with(isa, w, a).unwrap();
+            assert_eq!(
+                got.to_bits(),
+                reference.to_bits(),
+                "{} on {isa}, {n} blocks: {got} vs reference {reference}",
+                W::TYPE
+            );
+            assert_eq!(
+                block_sums_with(isa, w, a).unwrap(),
+                ref_parts,
+                "{} on {isa}: integer block sums",
+                W::TYPE
+            );
+        }
+        // The reference is what the dequantized values give, up to f32 rounding.
+        // (Q4_1/Q5_1 use the activation's stored f16 sum, which the dequantized values do not
+        // show; the next test covers them.)
+        let (x, y) = (dequantized(w), dequantized(a));
+        let exact: f64 = x.iter().zip(&y).map(|(&p, &q)| p as f64 * q as f64).sum();
+        let mag: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(&p, &q)| (p as f64 * q as f64).abs())
+            .sum();
+        if W::TYPE != GgmlType::Q4_1 && W::TYPE != GgmlType::Q5_1 && mag < 1e36 {
+            let k = x.len().max(1) as f64;
+            assert!(
+                (reference as f64 - exact).abs() <= 1e-6 * k * mag + 1e-30,
+                "{} {n} blocks: {reference} vs f64 {exact} (magnitude {mag})",
+                W::TYPE
+            );
+        }
+    }
+}
+
+#[test]
+fn every_format_on_every_isa_matches_the_reference() {
+    check_format::<BlockQ4_0>(1);
+    check_format::<BlockQ4_1>(2);
+    check_format::<BlockQ5_0>(3);
+    check_format::<BlockQ5_1>(4);
+    check_format::<BlockQ8_0>(5);
+    check_format::<BlockQ2K>(6);
+    check_format::<BlockQ3K>(7);
+    check_format::<BlockQ4K>(8);
+    check_format::<BlockQ5K>(9);
+    check_format::<BlockQ6K>(10);
+    check_format::<f32>(11);
+    check_format::<f16>(12);
+    check_format::<bf16>(13);
+}
+
+/// Values shaped like real blocks: smooth, spiky, all equal, all zero, tiny and huge.
+fn shaped_values(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    let mut x = Vec::with_capacity(n);
+    for c in 0..n / 32 {
+        for i in 0..32 {
+            let u: f32 = rng.random_range(-1.0..1.0);
+            x.push(match c % 7 {
+                0 => u,
+                1 => u * 1e-30,
+                2 => u * 1e20,
+                3 => 0.75,
+                4 => 0.0,
+                5 => {
+                    if i == 5 {
+                        100.0
+                    } else {
+                        u * 1e-3
+                    }
+                }
+                _ => f32::from_bits(rng.random_range(1..0x0080_0000)),
+            });
+        }
+    }
+    x
+}
+
+fn check_quantized_roundtrip<W: VecDot>(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let k = 8 * 256;
+    let wx: Vec<f32> = (0..k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let ax: Vec<f32> = (0..k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let mut w = vec![W::zeroed(); k / W::SIZE];
+    quantize_row(&wx, &mut w).unwrap();
+    let mut a = vec![W::Act::zeroed(); k / W::Act::SIZE];
+    quantize_activations_with(Isa::Scalar, &ax, &mut a).unwrap();
+    // Against the dequantized weights and the float activations: what is left is the
+    // activations' 8-bit rounding (step 1/127 here), a few tenths at most; a misplaced quant
+    // or scale would be off by several units.
+    let exact: f64 = dequantized(&w)
+        .iter()
+        .zip(&ax)
+        .map(|(&p, &q)| p as f64 * q as f64)
+        .sum();
+    let got = vec_dot_with(Isa::Scalar, &w, &a).unwrap() as f64;
+    let tol = 0.02 * (k as f64).sqrt();
+    assert!((got - exact).abs() < tol, "{}: {got} vs {exact}", W::TYPE);
+}
+
+#[test]
+fn quantized_dot_products_approximate_the_float_ones() {
+    check_quantized_roundtrip::<BlockQ4_0>(21);
+    check_quantized_roundtrip::<BlockQ4_1>(22);
+    check_quantized_roundtrip::<BlockQ5_0>(23);
+    check_quantized_roundtrip::<BlockQ5_1>(24);
+    check_quantized_roundtrip::<BlockQ8_0>(25);
+    check_quantized_roundtrip::<BlockQ2K>(26);
+    check_quantized_roundtrip::<BlockQ3K>(27);
+    check_quantized_roundtrip::<BlockQ4K>(28);
+    check_quantized_roundtrip::<BlockQ5K>(29);
+    check_quantized_roundtrip::<BlockQ6K>(30);
+}
+
+fn check_activation_quantizer<A: Activation>(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let isas = vector_isas();
+    for blocks in [1, 2, 9] {
+        let mut x = shaped_values(&mut rng, blocks * 256 + 32);
+        // A tie in magnitude: the first of ±max decides Q8_K's sign.
+        x[43] = -3.0;
+        x[44] = 3.0;
+        // Misaligned: start three floats in.
+        let x = &x[3..3 + blocks * 256];
+        let n = x.len() / A::SIZE;
+        let mut reference = vec![A::zeroed(); n];
+        quantize_row(x, &mut reference).unwrap();
+        for &isa in &isas {
+            let mut got = vec![A::zeroed(); n];
+            quantize_activations_with(isa, &x[..n * A::SIZE], &mut got).unwrap();
+            assert_eq!(
+                bytemuck::cast_slice::<A, u8>(&got),
+                bytemuck::cast_slice::<A, u8>(&reference),
+                "{} quantized on {isa}",
+                A::TYPE
+            );
+        }
+    }
+    // Lengths are checked on every path.
+    for isa in Isa::available() {
+        let mut out = vec![A::zeroed(); 1];
+        assert!(quantize_activations_with(isa, &vec![0.0; A::SIZE + 1], &mut out).is_err());
+        assert!(quantize_activations_with(isa, &vec![0.0; 2 * A::SIZE], &mut out).is_err());
+    }
+}
+
+#[test]
+fn activation_quantizers_write_the_reference_bytes() {
+    check_activation_quantizer::<BlockQ8_0>(31);
+    check_activation_quantizer::<BlockQ8_1>(32);
+    check_activation_quantizer::<BlockQ8K>(33);
+}
+
+#[test]
+fn length_mismatches_are_errors() {
+    let w = vec![BlockQ4_0::zeroed(); 2];
+    let a = vec![BlockQ8_0::zeroed(); 3];
+    for isa in Isa::available() {
+        let e = vec_dot_with(isa, &w, &a).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                KernelError::Mismatch {
+                    weights: 64,
+                    activations: 96,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let mut out = [0.0; 1];
+        assert!(vec_dot_many_with(isa, &w, &[&a[..2], &a[..2]], &mut out).is_err());
+        assert!(vec_dot_many_with(isa, &w, &[&a[..2], &a[..1]], &mut [0.0; 2]).is_err());
+    }
+    let bytes = vec![0u8; 18 * 4];
+    assert!(QMatrix::new(GgmlType::Q4_0, 2, 64, &bytes).is_ok());
+    assert!(QMatrix::new(GgmlType::Q4_0, 3, 64, &bytes).is_err());
+    assert!(QMatrix::new(GgmlType::Q4_0, 4, 16, &bytes).is_err());
+    let m = QMatrix::new(GgmlType::Q4_0, 2, 64, &bytes).unwrap();
+    let mut s = Scratch::default();
+    assert!(matmul_with(Isa::Scalar, &m, &[0.0; 65], &mut [0.0; 2], &mut s).is_err());
+    assert!(matmul_with(Isa::Scalar, &m, &[0.0; 128], &mut [0.0; 2], &mut s).is_err());
+    let q8k = QMatrix::new(GgmlType::Q8K, 1, 256, &[0u8; 292]).unwrap();
+    assert!(matmul_with(Isa::Scalar, &q8k, &[0.0; 256], &mut [0.0; 1], &mut s).is_err());
+}
+
+fn on_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// Outputs of `rows` for activation rows `x` (batch × cols) computed in batches of `size`.
+fn batched(isa: Isa, m: &QMatrix<'_>, x: &[f32], size: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len() / m.cols() * m.rows()];
+    let mut s = Scratch::default();
+    for (xb, ob) in x
+        .chunks(size * m.cols())
+        .zip(out.chunks_mut(size * m.rows()))
+    {
+        matmul_with(isa, m, xb, ob, &mut s).unwrap();
+    }
+    out
+}
+
+#[test]
+fn matrix_products_are_batch_and_thread_invariant() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+    ];
+    let (rows, cols, batch) = (37, 512, 257);
+    let x: Vec<f32> = (0..batch * cols)
+        .map(|_| rng.random_range(-2.0f32..2.0))
+        .collect();
+    for ty in types {
+        let wx: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let bytes = quant::formats::quantize_to_vec(ty, &wx).unwrap();
+        let m = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+        let alone = on_threads(1, || batched(Isa::Scalar, &m, &x, 1));
+        for isa in Isa::available() {
+            for threads in [1, 2] {
+                for size in [1, 3, 64, 257] {
+                    let got = on_threads(threads, || batched(isa, &m, &x, size));
+                    let same = got
+                        .iter()
+                        .zip(&alone)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{ty} on {isa}, {threads} threads, batches of {size}");
+                }
+            }
+        }
+        // And each output is the row's dot product.
+        let deq = quant::formats::dequantize_to_vec(ty, &bytes).unwrap();
+        for (b, r) in [(0, 0), (100, 36), (256, 17)] {
+            let exact: f32 = deq[r * cols..(r + 1) * cols]
+                .iter()
+                .zip(&x[b * cols..(b + 1) * cols])
+                .map(|(p, q)| p * q)
+                .sum();
+            let got = alone[b * rows + r];
+            assert!(
+                (got - exact).abs() < 0.05 * (cols as f32).sqrt(),
+                "{ty}: {got} vs {exact}"
+            );
+        }
+    }
+}
