@@ -15,8 +15,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use quant::dispatch::Isa;
 use quant::dot::{quantize_activations_with, vec_dot_many_with, Activation, VecDot};
 use quant::formats::{
-    bf16, f16, quantize_row, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1,
-    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    bf16, f16, quantize_row, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
+    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
 use quant::gemm::{matmul_with, QMatrix, Scratch};
 use quant::GgmlType;

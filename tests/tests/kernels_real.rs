@@ -56,7 +56,10 @@ fn real_tensors_on_every_isa_and_format() {
     let q = file.tensor("blk.0.attn_q.weight").unwrap();
     let down = file.tensor("blk.3.ffn_down.weight").unwrap();
     let up = file.tensor("blk.3.ffn_up.weight").unwrap();
-    assert_eq!((emb.ty(), q.ty(), down.ty()), (GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q4_1));
+    assert_eq!(
+        (emb.ty(), q.ty(), down.ty()),
+        (GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::Q4_1)
+    );
 
     // Activations: real vectors (token embeddings, 576 wide; FFN rows, 1536 wide), 5 of each.
     let emb_f = emb.to_f32().unwrap();

@@ -573,7 +573,11 @@ impl QFormat for BlockQ4K {
     fn ref_parts(w: &Self, a: &BlockQ8K) -> ([i32; 8], i32) {
         let q = |e: usize| {
             let b = w.qs[32 * (e / 64) + e % 32];
-            (if (e / 32).is_multiple_of(2) { b & 0xf } else { b >> 4 }) as i32
+            (if (e / 32).is_multiple_of(2) {
+                b & 0xf
+            } else {
+                b >> 4
+            }) as i32
         };
         k4_ref_parts(&w.scales, q, a)
     }
