@@ -7,7 +7,8 @@
 //! counts 2), i.e. FLOP/s. Weight GB/s of a GEMM is FLOP/s × row bytes / (2 · cols · batch).
 //!
 //! Groups: `cargo bench -p passuntil-benches --bench kernels -- membw` (or `vec_dot`, `gemm`,
-//! `quantize_act`).
+//! `gemm_ggml_case`, `quantize_act`). `gemm_ggml_case` is the matrix llama.cpp's
+//! `test-backend-ops perf -o MUL_MAT` times, for a side-by-side comparison.
 
 use std::time::Duration;
 
@@ -124,7 +125,8 @@ fn gemm(c: &mut Criterion) {
     for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K] {
         let mut g = c.benchmark_group(format!("gemm/{ty}/{isa}"));
         quiet(&mut g);
-        for (rows, cols) in SHAPES {
+        // K-quant rows must be whole super-blocks of 256 (llama.cpp falls back to other types).
+        for (rows, cols) in SHAPES.into_iter().filter(|s| s.1 % ty.block_size() == 0) {
             let x = passuntil_benches::gaussian_like(rows * cols, 3);
             let bytes = quant::formats::quantize_to_vec(ty, &x).unwrap();
             let m = QMatrix::new(ty, rows, cols, &bytes).unwrap();
@@ -138,6 +140,30 @@ fn gemm(c: &mut Criterion) {
                     b.iter(|| matmul_with(isa, &m, &a, &mut out, &mut scratch).unwrap())
                 });
             }
+        }
+        g.finish();
+    }
+}
+
+/// The case llama.cpp's `test-backend-ops perf -o MUL_MAT` times (m = 4096 rows, k = 14336,
+/// n = 1, 8, 512), so that the two can be set side by side on one machine.
+fn gemm_ggml_case(c: &mut Criterion) {
+    let isa = Isa::best();
+    let (rows, cols) = (4096, 14336);
+    let x = passuntil_benches::gaussian_like(rows * cols, 3);
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K] {
+        let mut g = c.benchmark_group(format!("gemm_ggml_case/{ty}/{isa}"));
+        quiet(&mut g);
+        let bytes = quant::formats::quantize_to_vec(ty, &x).unwrap();
+        let m = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+        for batch in [1, 8, 512] {
+            let a = passuntil_benches::gaussian_like(batch * cols, 5);
+            let mut out = vec![0f32; batch * rows];
+            let mut scratch = Scratch::default();
+            g.throughput(Throughput::Elements((2 * rows * cols * batch) as u64));
+            g.bench_function(BenchmarkId::new("4096x14336", format!("b{batch}")), |b| {
+                b.iter(|| matmul_with(isa, &m, &a, &mut out, &mut scratch).unwrap())
+            });
         }
         g.finish();
     }
@@ -163,5 +189,5 @@ fn quantize_act(c: &mut Criterion) {
     bench_quantize::<BlockQ8K>(c);
 }
 
-criterion_group!(benches, membw, vec_dot, gemm, quantize_act);
+criterion_group!(benches, membw, vec_dot, gemm, gemm_ggml_case, quantize_act);
 criterion_main!(benches);

@@ -7,6 +7,11 @@
 //!   a hostile file gives an error, never a panic) and a writer for the same format.
 //! - [`formats`]: ggml's block formats (`BlockQ4_0`, `BlockQ4K`, ...), each with the reference
 //!   quantizer model files are made with and its dequantizer.
+//! - [`dot`]: dot products of each weight format with its 8-bit activation partner, and the
+//!   activation quantizers, on every instruction set ([`dispatch`] picks one at run time); all
+//!   paths give bitwise the same results.
+//! - [`gemm`]: a weight matrix times a batch of activation rows, threaded with rayon and
+//!   batch-invariant (a row's outputs do not depend on the batch or the thread count).
 //! - [`types`]: the one table describing every supported type.
 //! - [`requant`]: a model requantized into one type or one of llama.cpp's K-quant mixes.
 //!

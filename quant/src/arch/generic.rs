@@ -108,9 +108,12 @@ pub(crate) trait QFormat: Block {
     fn parts<S: Simd>(s: S, u: &Self::U<S>, w: &Self, a: &Self::Act) -> (S::Acc, i32);
     /// The same sums computed element by element from the format's definition.
     fn ref_parts(w: &Self, a: &Self::Act) -> ([i32; 8], i32);
-    /// The lanes' scale and the scalar's f32 term (`h` widens two f16).
+    /// The weight block's scales as f32 (`h` widens two f16), once per block.
+    fn wscales(w: &Self, h: impl Fn([f16; 2]) -> [f32; 2]) -> [f32; 2];
+    /// The lanes' scale and the scalar's f32 term, from the weight's scales and the
+    /// activation block (`h` widens two f16).
     fn combine(
-        w: &Self,
+        ws: [f32; 2],
         a: &Self::Act,
         scalar: i32,
         h: impl Fn([f16; 2]) -> [f32; 2],
@@ -193,10 +196,11 @@ fn qtile_n<S: Simd, F: QFormat, const T: usize>(
         terms: &mut [f32; T],
     ) {
         let u = F::unpack(s, wb);
+        let ws = F::wscales(wb, |h| s.f16x2(h));
         for t in 0..T {
             let ab = &acts[t][b];
             let (x, scalar) = F::parts(s, &u, wb, ab);
-            let (scale, term) = F::combine(wb, ab, scalar, |h| s.f16x2(h));
+            let (scale, term) = F::combine(ws, ab, scalar, |h| s.f16x2(h));
             lanes[t] = s.f8fma(lanes[t], x, scale);
             terms[t] += term;
         }
@@ -328,8 +332,17 @@ impl QFormat for BlockQ4_0 {
         (ref_lanes(32, |j| q(j) * a.qs[j] as i32), 0)
     }
     #[inline(always)]
-    fn combine(w: &Self, a: &BlockQ8_0, _: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
-        combine::scaled(h([w.d, a.d]))
+    fn wscales(w: &Self, h: impl Fn([f16; 2]) -> [f32; 2]) -> [f32; 2] {
+        h([w.d, w.d])
+    }
+    #[inline(always)]
+    fn combine(
+        ws: [f32; 2],
+        a: &BlockQ8_0,
+        _: i32,
+        h: impl Fn([f16; 2]) -> [f32; 2],
+    ) -> (f32, f32) {
+        combine::scaled([ws[0], h([a.d, a.d])[0]])
     }
 }
 
@@ -349,8 +362,17 @@ impl QFormat for BlockQ4_1 {
         (ref_lanes(32, |j| q(j) * a.qs[j] as i32), 0)
     }
     #[inline(always)]
-    fn combine(w: &Self, a: &BlockQ8_1, _: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
-        combine::scaled_min(h([w.d, w.m]), h([a.d, a.s]))
+    fn wscales(w: &Self, h: impl Fn([f16; 2]) -> [f32; 2]) -> [f32; 2] {
+        h([w.d, w.m])
+    }
+    #[inline(always)]
+    fn combine(
+        ws: [f32; 2],
+        a: &BlockQ8_1,
+        _: i32,
+        h: impl Fn([f16; 2]) -> [f32; 2],
+    ) -> (f32, f32) {
+        combine::scaled_min(ws, h([a.d, a.s]))
     }
 }
 
@@ -380,8 +402,17 @@ impl QFormat for BlockQ5_0 {
         )
     }
     #[inline(always)]
-    fn combine(w: &Self, a: &BlockQ8_0, _: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
-        combine::scaled(h([w.d, a.d]))
+    fn wscales(w: &Self, h: impl Fn([f16; 2]) -> [f32; 2]) -> [f32; 2] {
+        h([w.d, w.d])
+    }
+    #[inline(always)]
+    fn combine(
+        ws: [f32; 2],
+        a: &BlockQ8_0,
+        _: i32,
+        h: impl Fn([f16; 2]) -> [f32; 2],
+    ) -> (f32, f32) {
+        combine::scaled([ws[0], h([a.d, a.d])[0]])
     }
 }
 
@@ -400,8 +431,17 @@ impl QFormat for BlockQ5_1 {
         (ref_lanes(32, |j| q5(&w.qs, w.qh, j) * a.qs[j] as i32), 0)
     }
     #[inline(always)]
-    fn combine(w: &Self, a: &BlockQ8_1, _: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
-        combine::scaled_min(h([w.d, w.m]), h([a.d, a.s]))
+    fn wscales(w: &Self, h: impl Fn([f16; 2]) -> [f32; 2]) -> [f32; 2] {
+        h([w.d, w.m])
+    }
+    #[inline(always)]
+    fn combine(
+        ws: [f32; 2],
+        a: &BlockQ8_1,
+        _: i32,
+        h: impl Fn([f16; 2]) -> [f32; 2],
+    ) -> (f32, f32) {
+        combine::scaled_min(ws, h([a.d, a.s]))
     }
 }
 
@@ -420,8 +460,17 @@ impl QFormat for BlockQ8_0 {
         (ref_lanes(32, |j| w.qs[j] as i32 * a.qs[j] as i32), 0)
     }
     #[inline(always)]
-    fn combine(w: &Self, a: &BlockQ8_0, _: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
-        combine::scaled(h([w.d, a.d]))
+    fn wscales(w: &Self, h: impl Fn([f16; 2]) -> [f32; 2]) -> [f32; 2] {
+        h([w.d, w.d])
+    }
+    #[inline(always)]
+    fn combine(
+        ws: [f32; 2],
+        a: &BlockQ8_0,
+        _: i32,
+        h: impl Fn([f16; 2]) -> [f32; 2],
+    ) -> (f32, f32) {
+        combine::scaled([ws[0], h([a.d, a.d])[0]])
     }
 }
 
@@ -478,8 +527,17 @@ impl QFormat for BlockQ2K {
         (lanes, msum)
     }
     #[inline(always)]
-    fn combine(w: &Self, a: &BlockQ8K, msum: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
-        combine::k_min(h([w.d, w.dmin]), a.d, msum)
+    fn wscales(w: &Self, h: impl Fn([f16; 2]) -> [f32; 2]) -> [f32; 2] {
+        h([w.d, w.dmin])
+    }
+    #[inline(always)]
+    fn combine(
+        ws: [f32; 2],
+        a: &BlockQ8K,
+        msum: i32,
+        _: impl Fn([f16; 2]) -> [f32; 2],
+    ) -> (f32, f32) {
+        combine::k_min(ws, a.d, msum)
     }
 }
 
@@ -513,13 +571,17 @@ impl QFormat for BlockQ3K {
         (lanes, (0..16).map(|j| 4 * sc(j) * g[j]).sum())
     }
     #[inline(always)]
+    fn wscales(w: &Self, h: impl Fn([f16; 2]) -> [f32; 2]) -> [f32; 2] {
+        h([w.d, w.d])
+    }
+    #[inline(always)]
     fn combine(
-        w: &Self,
+        ws: [f32; 2],
         a: &BlockQ8K,
         offset: i32,
-        h: impl Fn([f16; 2]) -> [f32; 2],
+        _: impl Fn([f16; 2]) -> [f32; 2],
     ) -> (f32, f32) {
-        combine::k_offset(h([w.d, w.d])[0], a.d, offset)
+        combine::k_offset(ws[0], a.d, offset)
     }
 }
 
@@ -582,8 +644,17 @@ impl QFormat for BlockQ4K {
         k4_ref_parts(&w.scales, q, a)
     }
     #[inline(always)]
-    fn combine(w: &Self, a: &BlockQ8K, msum: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
-        combine::k_min(h([w.d, w.dmin]), a.d, msum)
+    fn wscales(w: &Self, h: impl Fn([f16; 2]) -> [f32; 2]) -> [f32; 2] {
+        h([w.d, w.dmin])
+    }
+    #[inline(always)]
+    fn combine(
+        ws: [f32; 2],
+        a: &BlockQ8K,
+        msum: i32,
+        _: impl Fn([f16; 2]) -> [f32; 2],
+    ) -> (f32, f32) {
+        combine::k_min(ws, a.d, msum)
     }
 }
 
@@ -615,8 +686,17 @@ impl QFormat for BlockQ5K {
         k4_ref_parts(&w.scales, q, a)
     }
     #[inline(always)]
-    fn combine(w: &Self, a: &BlockQ8K, msum: i32, h: impl Fn([f16; 2]) -> [f32; 2]) -> (f32, f32) {
-        combine::k_min(h([w.d, w.dmin]), a.d, msum)
+    fn wscales(w: &Self, h: impl Fn([f16; 2]) -> [f32; 2]) -> [f32; 2] {
+        h([w.d, w.dmin])
+    }
+    #[inline(always)]
+    fn combine(
+        ws: [f32; 2],
+        a: &BlockQ8K,
+        msum: i32,
+        _: impl Fn([f16; 2]) -> [f32; 2],
+    ) -> (f32, f32) {
+        combine::k_min(ws, a.d, msum)
     }
 }
 
@@ -654,12 +734,16 @@ impl QFormat for BlockQ6K {
         (lanes, (0..16).map(|j| 32 * w.scales[j] as i32 * g[j]).sum())
     }
     #[inline(always)]
+    fn wscales(w: &Self, h: impl Fn([f16; 2]) -> [f32; 2]) -> [f32; 2] {
+        h([w.d, w.d])
+    }
+    #[inline(always)]
     fn combine(
-        w: &Self,
+        ws: [f32; 2],
         a: &BlockQ8K,
         offset: i32,
-        h: impl Fn([f16; 2]) -> [f32; 2],
+        _: impl Fn([f16; 2]) -> [f32; 2],
     ) -> (f32, f32) {
-        combine::k_offset(h([w.d, w.d])[0], a.d, offset)
+        combine::k_offset(ws[0], a.d, offset)
     }
 }

@@ -14,7 +14,8 @@ pub(crate) fn qtile<F: QFormat>(w: &[F], acts: &[&[F::Act]], out: &mut [f32]) {
         let mut terms = [0f32; 2];
         for (b, (wb, ab)) in w.iter().zip(a.iter()).enumerate() {
             let (x, scalar) = F::ref_parts(wb, ab);
-            let (scale, term) = F::combine(wb, ab, scalar, |h| h.map(f16::to_f32));
+            let ws = F::wscales(wb, |h| h.map(f16::to_f32));
+            let (scale, term) = F::combine(ws, ab, scalar, |h| h.map(f16::to_f32));
             for (l, &x) in lanes[b % 2].iter_mut().zip(&x) {
                 *l = (x as f32).mul_add(scale, *l);
             }
