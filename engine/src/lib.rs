@@ -12,6 +12,7 @@
 //!   computed once and forked, in waves past a backend's sequence limit.
 //! - [`parity`]: how far two backends are apart (logits, KL divergence, greedy agreement).
 //! - [`detok`]: UTF-8-safe streaming detokenization.
+//! - [`tokenizer`]: byte-level BPE from GGUF metadata, with llama.cpp's token ids.
 //! - `llama_cpp` (feature `llama-cpp`): llama.cpp as a backend.
 //!
 //! ```no_run
@@ -43,5 +44,6 @@ pub mod llama_cpp;
 pub mod models;
 pub mod parity;
 pub mod sampling;
+pub mod tokenizer;
 
 pub use backend::{Backend, BackendError, Batch, Logits, ModelInfo, Pos, SeqId, Token};
