@@ -13,6 +13,7 @@
 //! - [`parity`]: how far two backends are apart (logits, KL divergence, greedy agreement).
 //! - [`detok`]: UTF-8-safe streaming detokenization.
 //! - [`tokenizer`]: byte-level BPE from GGUF metadata, with llama.cpp's token ids.
+//! - [`native`]: Llama-family models on passuntil's own kernels, as a backend.
 //! - `llama_cpp` (feature `llama-cpp`): llama.cpp as a backend.
 //!
 //! ```no_run
@@ -42,6 +43,7 @@ pub mod generate;
 #[cfg(feature = "llama-cpp")]
 pub mod llama_cpp;
 pub mod models;
+pub mod native;
 pub mod parity;
 pub mod sampling;
 pub mod tokenizer;

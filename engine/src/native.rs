@@ -1,0 +1,613 @@
+//! The native engine: Llama-family models run on passuntil's own kernels, behind [`Backend`].
+//!
+//! [`NativeModel::load`] maps a GGUF file, checks the architecture's metadata ([`Config`]) and
+//! finds every weight. [`NativeModel::backend`] creates a context: a KV cache for up to
+//! `max_sequences` sequences of up to `n_ctx` positions each, and scratch buffers that grow to
+//! the largest batch seen and are then reused.
+//!
+//! One [`Backend::decode`] call evaluates rows of many sequences at different positions:
+//! RMSNorm, the Q/K/V projections through [`quant::gemm`] (weights read once for the whole
+//! batch), RoPE (llama.cpp's "normal" pair order, which Llama GGUF files are converted for),
+//! grouped-query attention over each row's own sequence up to its position, the output
+//! projection, and a SwiGLU feed-forward block; then the final norm and the output head (the
+//! token embedding when the file has no `output.weight`) for the rows that ask for logits.
+//!
+//! Every step computes a row the same way whatever else is in the batch (the GEMM is
+//! batch-invariant; norms, RoPE and attention are per row in a fixed order), so a sample's
+//! logits do not depend on its batch. The KV cache is f32 and copied on
+//! [`Backend::copy_sequence`]; cells shared between sequences are the next step.
+
+use std::path::Path;
+
+use quant::gemm::{matmul, QMatrix, Scratch};
+use quant::gguf::{GgufFile, Metadata};
+use quant::GgmlType;
+
+use crate::backend::{
+    Backend, BackendError, Batch, Logits, ModelInfo, Pos, SeqId, Token, TokenizeOptions,
+};
+use crate::tokenizer::{TokenType, Tokenizer};
+
+/// A Llama-family model's shape, read and checked from GGUF metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Hidden size.
+    pub n_embd: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (grouped-query attention when fewer than `n_head`).
+    pub n_head_kv: usize,
+    /// Feed-forward width.
+    pub n_ff: usize,
+    /// Vocabulary size.
+    pub n_vocab: usize,
+    /// Training context length.
+    pub n_ctx_train: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// RoPE base frequency.
+    pub rope_base: f32,
+}
+
+impl Config {
+    /// Reads `llama.*` metadata; any other architecture, or a missing or inconsistent key, is
+    /// an error naming it.
+    pub fn from_metadata(md: &Metadata) -> Result<Config, String> {
+        let arch = md.architecture().map_err(|e| e.to_string())?;
+        if arch != "llama" {
+            return Err(format!("architecture {arch:?} is not supported (llama is)"));
+        }
+        let u = |k: &str| -> Result<usize, String> {
+            md.get_u64(&format!("llama.{k}"))
+                .map(|v| v as usize)
+                .map_err(|e| e.to_string())
+        };
+        let f = |k: &str, default: f64| md.get_f64(&format!("llama.{k}")).unwrap_or(default) as f32;
+        let n_head = u("attention.head_count")?;
+        let c = Config {
+            n_layer: u("block_count")?,
+            n_embd: u("embedding_length")?,
+            n_head,
+            n_head_kv: u("attention.head_count_kv").unwrap_or(n_head),
+            n_ff: u("feed_forward_length")?,
+            n_vocab: md
+                .get_array("tokenizer.ggml.tokens")
+                .map(|(_, v)| v.len())
+                .map_err(|e| e.to_string())?,
+            n_ctx_train: u("context_length")?,
+            rms_eps: f("attention.layer_norm_rms_epsilon", 1e-5),
+            rope_base: f("rope.freq_base", 10_000.0),
+        };
+        if c.n_head == 0 || c.n_head_kv == 0 || !c.n_head.is_multiple_of(c.n_head_kv) {
+            return Err(format!(
+                "{} heads cannot share {} key/value heads",
+                c.n_head, c.n_head_kv
+            ));
+        }
+        if !c.n_embd.is_multiple_of(c.n_head) || !(c.n_embd / c.n_head).is_multiple_of(2) {
+            return Err(format!(
+                "embedding {} does not split into {} even heads",
+                c.n_embd, c.n_head
+            ));
+        }
+        if md
+            .get("llama.rope.scaling.type")
+            .is_some_and(|v| v.as_str() != Some("none"))
+        {
+            return Err("RoPE scaling is not supported yet".into());
+        }
+        Ok(c)
+    }
+
+    /// Width of one head.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Width of all key (or value) heads together.
+    pub fn kv_dim(&self) -> usize {
+        self.head_dim() * self.n_head_kv
+    }
+}
+
+/// A weight matrix: where it is in the file and its shape.
+#[derive(Clone, Debug)]
+struct Weight {
+    name: String,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Weight,
+    wk: Weight,
+    wv: Weight,
+    wo: Weight,
+    ffn_norm: Vec<f32>,
+    gate: Weight,
+    up: Weight,
+    down: Weight,
+}
+
+/// A Llama-family GGUF model loaded for the native engine (weights stay memory-mapped).
+pub struct NativeModel {
+    file: GgufFile,
+    config: Config,
+    tokenizer: Tokenizer,
+    layers: Vec<Layer>,
+    embd: Weight,
+    output_norm: Vec<f32>,
+    output: Weight,
+    eog: Vec<Token>,
+    chat_template: Option<String>,
+}
+
+fn load_err(path: &Path, message: impl Into<String>) -> BackendError {
+    BackendError::Load {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+impl NativeModel {
+    /// Maps and checks a GGUF file.
+    pub fn load(path: &Path) -> Result<NativeModel, BackendError> {
+        let file = GgufFile::open(path).map_err(|e| load_err(path, e.to_string()))?;
+        let md = file.metadata();
+        let config = Config::from_metadata(md).map_err(|e| load_err(path, e))?;
+        let tokenizer = Tokenizer::from_metadata(md).map_err(|e| load_err(path, e.to_string()))?;
+        let weight = |name: &str, rows: usize, cols: usize| -> Result<Weight, BackendError> {
+            let t = file
+                .tensor(name)
+                .map_err(|e| load_err(path, e.to_string()))?;
+            let shape = (t.info.n_rows() as usize, t.info.row_len() as usize);
+            if shape != (rows, cols) {
+                return Err(load_err(
+                    path,
+                    format!("{name} is {shape:?}, expected ({rows}, {cols})"),
+                ));
+            }
+            QMatrix::new(t.ty(), rows, cols, t.data)
+                .map_err(|e| load_err(path, format!("{name}: {e}")))?;
+            Ok(Weight {
+                name: name.to_string(),
+                ty: t.ty(),
+                rows,
+                cols,
+            })
+        };
+        let vector = |name: &str, n: usize| -> Result<Vec<f32>, BackendError> {
+            let t = file
+                .tensor(name)
+                .map_err(|e| load_err(path, e.to_string()))?;
+            let v = t
+                .to_f32()
+                .map_err(|e| load_err(path, format!("{name}: {e}")))?;
+            if v.len() != n {
+                return Err(load_err(
+                    path,
+                    format!("{name} has {} values, expected {n}", v.len()),
+                ));
+            }
+            Ok(v)
+        };
+        let c = &config;
+        let (d, kv) = (c.n_embd, c.kv_dim());
+        let layers = (0..c.n_layer)
+            .map(|i| {
+                let n = |s: &str| format!("blk.{i}.{s}.weight");
+                Ok(Layer {
+                    attn_norm: vector(&n("attn_norm"), d)?,
+                    wq: weight(&n("attn_q"), d, d)?,
+                    wk: weight(&n("attn_k"), kv, d)?,
+                    wv: weight(&n("attn_v"), kv, d)?,
+                    wo: weight(&n("attn_output"), d, d)?,
+                    ffn_norm: vector(&n("ffn_norm"), d)?,
+                    gate: weight(&n("ffn_gate"), c.n_ff, d)?,
+                    up: weight(&n("ffn_up"), c.n_ff, d)?,
+                    down: weight(&n("ffn_down"), d, c.n_ff)?,
+                })
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        let embd = weight("token_embd.weight", c.n_vocab, d)?;
+        let output = match file.tensor("output.weight") {
+            Ok(_) => weight("output.weight", c.n_vocab, d)?,
+            Err(_) => embd.clone(),
+        };
+        let output_norm = vector("output_norm.weight", d)?;
+        // End of generation: EOS, and control tokens llama.cpp counts as such by their text.
+        let mut eog: Vec<Token> = tokenizer.eos().into_iter().collect();
+        for t in 0..tokenizer.n_vocab() as Token {
+            if tokenizer.token_type(t).ok() == Some(TokenType::Control) {
+                let text = tokenizer.piece(t, true).unwrap_or_default();
+                if matches!(
+                    text,
+                    b"<|im_end|>"
+                        | b"<|eot_id|>"
+                        | b"<|endoftext|>"
+                        | b"<end_of_turn>"
+                        | b"<|end|>"
+                ) {
+                    eog.push(t);
+                }
+            }
+        }
+        eog.sort_unstable();
+        eog.dedup();
+        let chat_template = md
+            .get_str("tokenizer.chat_template")
+            .ok()
+            .map(str::to_owned);
+        Ok(NativeModel {
+            file,
+            config,
+            tokenizer,
+            layers,
+            embd,
+            output_norm,
+            output,
+            eog,
+            chat_template,
+        })
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn matrix(&self, w: &Weight) -> QMatrix<'_> {
+        let t = self.file.tensor(&w.name).expect("checked at load");
+        QMatrix::new(w.ty, w.rows, w.cols, t.data).expect("checked at load")
+    }
+
+    /// A context with room for `max_sequences` sequences of `n_ctx` positions each.
+    pub fn backend(
+        &self,
+        n_ctx: u32,
+        max_sequences: u32,
+    ) -> Result<NativeBackend<'_>, BackendError> {
+        if n_ctx == 0 || max_sequences == 0 {
+            return Err(BackendError::Context(
+                "n_ctx and max_sequences must be positive".into(),
+            ));
+        }
+        let info = ModelInfo {
+            backend: "native",
+            n_vocab: self.config.n_vocab,
+            n_ctx,
+            n_ctx_train: self.config.n_ctx_train as u32,
+            max_sequences,
+            bos: self.tokenizer.bos(),
+            eos: self.tokenizer.eos(),
+            eog: self.eog.clone(),
+            add_bos: self.tokenizer.encode(b"", true, false).first()
+                == self.tokenizer.bos().as_ref(),
+            chat_template: self.chat_template.clone(),
+        };
+        let freqs = (0..self.config.head_dim() / 2)
+            .map(|i| {
+                self.config
+                    .rope_base
+                    .powf(-2.0 * i as f32 / self.config.head_dim() as f32)
+            })
+            .collect();
+        Ok(NativeBackend {
+            model: self,
+            info,
+            seqs: (0..max_sequences)
+                .map(|_| SeqCache::new(self.config.n_layer))
+                .collect(),
+            scratch: Scratch::default(),
+            freqs,
+        })
+    }
+}
+
+/// One sequence's keys and values: per layer, `len` positions × `kv_dim` values each.
+#[derive(Clone, Debug)]
+struct SeqCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    /// Which positions hold entries.
+    filled: Vec<bool>,
+}
+
+impl SeqCache {
+    fn new(n_layer: usize) -> Self {
+        SeqCache {
+            k: vec![Vec::new(); n_layer],
+            v: vec![Vec::new(); n_layer],
+            filled: Vec::new(),
+        }
+    }
+}
+
+/// A native inference context: the KV cache and reusable buffers.
+pub struct NativeBackend<'m> {
+    model: &'m NativeModel,
+    info: ModelInfo,
+    seqs: Vec<SeqCache>,
+    scratch: Scratch,
+    /// RoPE frequencies `base^(-2i/d)` per pair.
+    freqs: Vec<f32>,
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let scale = 1.0 / (ss + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
+/// Rotates consecutive pairs `(2i, 2i + 1)` of each head by `pos · freq_i`.
+fn rope(x: &mut [f32], head_dim: usize, pos: Pos, freqs: &[f32]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (pair, &f) in head.chunks_exact_mut(2).zip(freqs) {
+            let (s, c) = (pos as f32 * f).sin_cos();
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * c - b * s;
+            pair[1] = a * s + b * c;
+        }
+    }
+}
+
+impl NativeBackend<'_> {
+    fn mm(&mut self, w: &Weight, x: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
+        let m = self.model.matrix(w);
+        matmul(&m, x, out, &mut self.scratch)
+            .map_err(|e| BackendError::Decode(format!("{}: {e}", w.name)))
+    }
+}
+
+impl Backend for NativeBackend<'_> {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenize(&self, text: &[u8], options: TokenizeOptions) -> Result<Vec<Token>, BackendError> {
+        Ok(self
+            .model
+            .tokenizer
+            .encode(text, options.add_special, options.parse_special))
+    }
+
+    fn token_piece(&self, token: Token) -> Result<Vec<u8>, BackendError> {
+        self.model
+            .tokenizer
+            .piece(token, true)
+            .map(<[u8]>::to_vec)
+            .map_err(|_| BackendError::InvalidToken {
+                token,
+                what: "token_piece".into(),
+                n_vocab: self.info.n_vocab,
+            })
+    }
+
+    fn detokenize(&self, tokens: &[Token]) -> Result<Vec<u8>, BackendError> {
+        self.model
+            .tokenizer
+            .decode(tokens, true)
+            .map_err(|e| BackendError::InvalidToken {
+                token: match e {
+                    crate::tokenizer::TokenizerError::InvalidToken { token, .. } => token,
+                    _ => 0,
+                },
+                what: "detokenize".into(),
+                n_vocab: self.info.n_vocab,
+            })
+    }
+
+    fn decode(&mut self, batch: &Batch, out: &mut Logits) -> Result<(), BackendError> {
+        batch.validate(&self.info)?;
+        out.clear(self.info.n_vocab);
+        let model = self.model;
+        let c = &model.config;
+        let (d, kv, hd) = (c.n_embd, c.kv_dim(), c.head_dim());
+        let n = batch.len();
+        for (i, row) in batch.rows().enumerate() {
+            if row.pos >= self.info.n_ctx {
+                return Err(BackendError::PositionPastContext {
+                    row: i,
+                    pos: row.pos,
+                    n_ctx: self.info.n_ctx,
+                });
+            }
+        }
+        // Embeddings: one dequantized row per token.
+        let mut x = vec![0f32; n * d];
+        let embd = model.matrix(&model.embd);
+        let row_bytes = embd.data().len() / embd.rows();
+        for (row, xr) in batch.rows().zip(x.chunks_exact_mut(d)) {
+            let t = row.token as usize;
+            quant::formats::dequantize_bytes(
+                embd.ty(),
+                &embd.data()[t * row_bytes..(t + 1) * row_bytes],
+                xr,
+            )
+            .map_err(|e| BackendError::Decode(e.to_string()))?;
+        }
+        let mut h = vec![0f32; n * d];
+        let mut q = vec![0f32; n * d];
+        let mut k = vec![0f32; n * kv];
+        let mut v = vec![0f32; n * kv];
+        let mut att = vec![0f32; n * d];
+        let mut o = vec![0f32; n * d];
+        let mut g = vec![0f32; n * c.n_ff];
+        let mut u = vec![0f32; n * c.n_ff];
+        let scale = 1.0 / (hd as f32).sqrt();
+        let group = c.n_head / c.n_head_kv;
+        for (l, layer) in model.layers.iter().enumerate() {
+            for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
+                rms_norm(xr, &layer.attn_norm, c.rms_eps, hr);
+            }
+            self.mm(&layer.wq, &h, &mut q)?;
+            self.mm(&layer.wk, &h, &mut k)?;
+            self.mm(&layer.wv, &h, &mut v)?;
+            // RoPE, then keys and values into every sequence the row belongs to.
+            for (i, row) in batch.rows().enumerate() {
+                rope(&mut q[i * d..(i + 1) * d], hd, row.pos, &self.freqs);
+                rope(&mut k[i * kv..(i + 1) * kv], hd, row.pos, &self.freqs);
+                // The cache holds f16 values, as llama.cpp's does; queries meet it in f16.
+                for x in q[i * d..(i + 1) * d]
+                    .iter_mut()
+                    .chain(&mut k[i * kv..(i + 1) * kv])
+                    .chain(&mut v[i * kv..(i + 1) * kv])
+                {
+                    *x = half::f16::from_f32(*x).to_f32();
+                }
+                for &s in row.seqs {
+                    let cache = &mut self.seqs[s as usize];
+                    let p = row.pos as usize;
+                    if cache.k[l].len() < (p + 1) * kv {
+                        cache.k[l].resize((p + 1) * kv, 0.0);
+                        cache.v[l].resize((p + 1) * kv, 0.0);
+                    }
+                    cache.k[l][p * kv..(p + 1) * kv].copy_from_slice(&k[i * kv..(i + 1) * kv]);
+                    cache.v[l][p * kv..(p + 1) * kv].copy_from_slice(&v[i * kv..(i + 1) * kv]);
+                    if l == 0 {
+                        if cache.filled.len() <= p {
+                            cache.filled.resize(p + 1, false);
+                        }
+                        cache.filled[p] = true;
+                    }
+                }
+            }
+            // Attention over the row's first sequence, positions 0..=pos that hold entries.
+            let mut scores = Vec::new();
+            for (i, row) in batch.rows().enumerate() {
+                let cache = &self.seqs[row.seqs[0] as usize];
+                let p = row.pos as usize;
+                for hq in 0..c.n_head {
+                    let hk = hq / group;
+                    let qh = &q[i * d + hq * hd..i * d + (hq + 1) * hd];
+                    scores.clear();
+                    let mut max = f32::NEG_INFINITY;
+                    for t in 0..=p {
+                        if !cache.filled[t] {
+                            scores.push(f32::NEG_INFINITY);
+                            continue;
+                        }
+                        let kt = &cache.k[l][t * kv + hk * hd..t * kv + (hk + 1) * hd];
+                        let s = qh.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        max = max.max(s);
+                        scores.push(s);
+                    }
+                    let mut sum = 0f32;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    // Probabilities meet the f16 values in f16, as in llama.cpp's attention
+                    // without flash attention.
+                    let inv = 1.0 / sum;
+                    let out = &mut att[i * d + hq * hd..i * d + (hq + 1) * hd];
+                    out.fill(0.0);
+                    for (t, &w) in scores.iter().enumerate() {
+                        let w = half::f16::from_f32(w * inv).to_f32();
+                        if w == 0.0 {
+                            continue;
+                        }
+                        let vt = &cache.v[l][t * kv + hk * hd..t * kv + (hk + 1) * hd];
+                        for (a, &b) in out.iter_mut().zip(vt) {
+                            *a += w * b;
+                        }
+                    }
+                }
+            }
+            self.mm(&layer.wo, &att, &mut o)?;
+            for (a, b) in x.iter_mut().zip(&o) {
+                *a += b;
+            }
+            // SwiGLU feed-forward.
+            for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
+                rms_norm(xr, &layer.ffn_norm, c.rms_eps, hr);
+            }
+            self.mm(&layer.gate, &h, &mut g)?;
+            self.mm(&layer.up, &h, &mut u)?;
+            for (a, &b) in g.iter_mut().zip(&u) {
+                *a = *a / (1.0 + (-*a).exp()) * b;
+            }
+            self.mm(&layer.down, &g, &mut o)?;
+            for (a, b) in x.iter_mut().zip(&o) {
+                *a += b;
+            }
+        }
+        // Final norm and the output head, for the rows that want logits.
+        let wanted: Vec<usize> = batch
+            .rows()
+            .enumerate()
+            .filter(|(_, r)| r.logits)
+            .map(|(i, _)| i)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut hn = vec![0f32; wanted.len() * d];
+        for (&i, hr) in wanted.iter().zip(hn.chunks_exact_mut(d)) {
+            rms_norm(&x[i * d..(i + 1) * d], &model.output_norm, c.rms_eps, hr);
+        }
+        let mut logits = vec![0f32; wanted.len() * c.n_vocab];
+        self.mm(&model.output, &hn, &mut logits)?;
+        for r in logits.chunks_exact(c.n_vocab) {
+            out.push_row(r);
+        }
+        Ok(())
+    }
+
+    fn copy_sequence(&mut self, src: SeqId, dst: SeqId) -> Result<(), BackendError> {
+        for s in [src, dst] {
+            if s >= self.info.max_sequences {
+                return Err(BackendError::SequenceOutOfRange {
+                    seq: s,
+                    max: self.info.max_sequences,
+                });
+            }
+        }
+        if src != dst {
+            self.seqs[dst as usize] = self.seqs[src as usize].clone();
+        }
+        Ok(())
+    }
+
+    fn remove_sequence(
+        &mut self,
+        seq: SeqId,
+        from: Pos,
+        to: Option<Pos>,
+    ) -> Result<(), BackendError> {
+        if seq >= self.info.max_sequences {
+            return Err(BackendError::SequenceOutOfRange {
+                seq,
+                max: self.info.max_sequences,
+            });
+        }
+        let cache = &mut self.seqs[seq as usize];
+        let end = to.map_or(cache.filled.len(), |t| (t as usize).min(cache.filled.len()));
+        for f in cache.filled.iter_mut().take(end).skip(from as usize) {
+            *f = false;
+        }
+        if to.is_none() && (from as usize) < cache.filled.len() {
+            cache.filled.truncate(from as usize);
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) -> Result<(), BackendError> {
+        let n_layer = self.model.config.n_layer;
+        for s in &mut self.seqs {
+            *s = SeqCache::new(n_layer);
+        }
+        Ok(())
+    }
+}
