@@ -309,6 +309,7 @@ impl NativeModel {
                 .collect(),
             scratch: Scratch::default(),
             freqs,
+            pool: None,
         })
     }
 }
@@ -340,6 +341,8 @@ pub struct NativeBackend<'m> {
     scratch: Scratch,
     /// RoPE frequencies `base^(-2i/d)` per pair.
     freqs: Vec<f32>,
+    /// Threads of its own, or rayon's global pool.
+    pool: Option<rayon::ThreadPool>,
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -363,10 +366,25 @@ fn rope(x: &mut [f32], head_dim: usize, pos: Pos, freqs: &[f32]) {
 }
 
 impl NativeBackend<'_> {
+    /// Runs the matrix products on `threads` threads of this backend's own (rayon's global
+    /// pool, one thread per core, otherwise).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, BackendError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build()
+            .map_err(|e| BackendError::Context(e.to_string()))?;
+        self.pool = Some(pool);
+        Ok(self)
+    }
+
     fn mm(&mut self, w: &Weight, x: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
         let m = self.model.matrix(w);
-        matmul(&m, x, out, &mut self.scratch)
-            .map_err(|e| BackendError::Decode(format!("{}: {e}", w.name)))
+        let scratch = &mut self.scratch;
+        match &self.pool {
+            Some(pool) => pool.install(|| matmul(&m, x, out, scratch)),
+            None => matmul(&m, x, out, scratch),
+        }
+        .map_err(|e| BackendError::Decode(format!("{}: {e}", w.name)))
     }
 }
 

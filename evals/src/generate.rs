@@ -171,11 +171,22 @@ pub fn run(
     req: &GenerateRequest,
 ) -> Result<GenerateReport, OpenError> {
     match kind {
-        BackendKind::Native => Err(OpenError::Unavailable(
-            "the native backend is not built yet; use --backend llama-cpp (binary built with --features llama-cpp)".into(),
-        )),
+        BackendKind::Native => run_native(model, req),
         BackendKind::LlamaCpp => run_llama_cpp(model, req),
     }
+}
+
+fn run_native(model: &Path, req: &GenerateRequest) -> Result<GenerateReport, OpenError> {
+    let m = engine::native::NativeModel::load(model)?;
+    let n_seq = req.n.clamp(1, 1024) as u32;
+    // Each sequence holds its own prompt copy plus its tokens.
+    let n_ctx =
+        (2 * req.prompt.len() as u64 + 16 + req.options.max_tokens as u64).min(1 << 17) as u32;
+    let mut b = m.backend(n_ctx, n_seq + 1)?;
+    if let Some(t) = req.threads {
+        b = b.with_threads(t as usize)?;
+    }
+    Ok(run_on(&mut b, req)?)
 }
 
 #[cfg(feature = "llama-cpp")]

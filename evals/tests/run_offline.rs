@@ -23,15 +23,16 @@ fn setup() -> (tempfile::TempDir, RunOptions) {
 #[test]
 fn a_run_directory_pins_its_settings() {
     let (_tmp, opts) = setup();
+    // The "model" is not a GGUF file: the run directory is made, then loading fails.
     match start(&opts, &mut |_: &evals::run::Stats| {}) {
-        Err(RunError::Settings(m)) => assert!(m.contains("native backend"), "{m}"),
+        Err(RunError::Backend(e)) => assert!(e.to_string().contains("model.gguf"), "{e}"),
         other => panic!("{other:?}"),
     }
     assert!(opts.out.join("run.json").is_file());
     // The same settings are accepted again (and fail at the backend again)...
     assert!(matches!(
         start(&opts, &mut |_: &evals::run::Stats| {}),
-        Err(RunError::Settings(_))
+        Err(RunError::Backend(_))
     ));
     // ...other settings are refused, naming what differs.
     let mut other = opts.clone();

@@ -452,17 +452,44 @@ fn with_backend(
     body: &mut Body<'_>,
 ) -> Result<Stats, RunError> {
     match kind {
-        BackendKind::Native => Err(RunError::Settings(
-            "the native backend is not built yet; run with the llama.cpp backend \
-             (a pass-until built with --features llama-cpp)"
-                .into(),
-        )),
+        BackendKind::Native => native_backend(model, config, problems, exec, body),
         BackendKind::LlamaCpp => llama_cpp_backend(model, config, problems, exec, body),
     }
 }
 
+/// The native engine: each sequence has room for the longest prompt and its samples.
+fn native_backend(
+    model: &Path,
+    config: &RunConfig,
+    problems: &[(u64, Problem)],
+    exec: &Exec,
+    body: &mut Body<'_>,
+) -> Result<Stats, RunError> {
+    let m = engine::native::NativeModel::load(model)?;
+    let jobs = jobs_for(&m.backend(1, 1)?, config, problems)?;
+    let max_prompt = jobs.iter().map(|j| j.prompt.len()).max().unwrap_or(1);
+    let n_ctx_train = m.config().n_ctx_train;
+    if let Some(j) = jobs
+        .iter()
+        .find(|j| j.prompt.len() + config.max_tokens > n_ctx_train)
+    {
+        return Err(RunError::Settings(format!(
+            "problem '{}': {} prompt tokens + {} new tokens exceed the model's context of {n_ctx_train}",
+            j.problem.id,
+            j.prompt.len(),
+            config.max_tokens
+        )));
+    }
+    let shape = shape_for(exec.batch, 1024);
+    let n_seq = shape.batch + shape.prompt_seqs;
+    let mut backend = m.backend((max_prompt + config.max_tokens + 1) as u32, n_seq as u32)?;
+    if let Some(t) = exec.threads {
+        backend = backend.with_threads(t as usize)?;
+    }
+    body(&mut backend, &jobs, shape)
+}
+
 /// Tokenizes every problem's prompt and gathers its stop strings.
-#[cfg_attr(not(feature = "llama-cpp"), allow(dead_code))]
 fn jobs_for(
     backend: &dyn Backend,
     config: &RunConfig,
@@ -506,7 +533,6 @@ fn jobs_for(
 }
 
 /// Sample slots and prompt sequences for a batch size.
-#[cfg_attr(not(feature = "llama-cpp"), allow(dead_code))]
 fn shape_for(batch: usize, max_sequences: usize) -> scheduler::Shape {
     let batch = batch.min(max_sequences - 1).max(1);
     let prompt_seqs = (batch / 4).clamp(1, max_sequences - batch);
