@@ -290,8 +290,7 @@ impl NativeModel {
             bos: self.tokenizer.bos(),
             eos: self.tokenizer.eos(),
             eog: self.eog.clone(),
-            add_bos: self.tokenizer.encode(b"", true, false).first()
-                == self.tokenizer.bos().as_ref(),
+            add_bos: self.tokenizer.add_bos(),
             chat_template: self.chat_template.clone(),
         };
         let freqs = (0..self.config.head_dim() / 2)
@@ -310,6 +309,7 @@ impl NativeModel {
             scratch: Scratch::default(),
             freqs,
             pool: None,
+            bufs: Buffers::default(),
         })
     }
 }
@@ -343,6 +343,28 @@ pub struct NativeBackend<'m> {
     freqs: Vec<f32>,
     /// Threads of its own, or rayon's global pool.
     pool: Option<rayon::ThreadPool>,
+    /// Activations and scratch, grown to the largest batch seen.
+    bufs: Buffers,
+}
+
+/// One forward pass's working memory (`n` rows): hidden states `x` and normed `h` (n × d),
+/// projections `q` (n × d), `k`/`v` (n × kv), attention output `att` and block output `o`
+/// (n × d), FFN gate/up `g`/`u` (n × ff), one head's `scores` (positions), and for the rows
+/// that want logits their final norm `hn` (× d) and `logits` (× vocab).
+#[derive(Default)]
+struct Buffers {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    o: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+    scores: Vec<f32>,
+    hn: Vec<f32>,
+    logits: Vec<f32>,
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -366,67 +388,13 @@ fn rope(x: &mut [f32], head_dim: usize, pos: Pos, freqs: &[f32]) {
 }
 
 impl NativeBackend<'_> {
-    /// Runs the matrix products on `threads` threads of this backend's own (rayon's global
-    /// pool, one thread per core, otherwise).
-    pub fn with_threads(mut self, threads: usize) -> Result<Self, BackendError> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .build()
-            .map_err(|e| BackendError::Context(e.to_string()))?;
-        self.pool = Some(pool);
-        Ok(self)
-    }
-
-    fn mm(&mut self, w: &Weight, x: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
-        let m = self.model.matrix(w);
-        let scratch = &mut self.scratch;
-        match &self.pool {
-            Some(pool) => pool.install(|| matmul(&m, x, out, scratch)),
-            None => matmul(&m, x, out, scratch),
-        }
-        .map_err(|e| BackendError::Decode(format!("{}: {e}", w.name)))
-    }
-}
-
-impl Backend for NativeBackend<'_> {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn tokenize(&self, text: &[u8], options: TokenizeOptions) -> Result<Vec<Token>, BackendError> {
-        Ok(self
-            .model
-            .tokenizer
-            .encode(text, options.add_special, options.parse_special))
-    }
-
-    fn token_piece(&self, token: Token) -> Result<Vec<u8>, BackendError> {
-        self.model
-            .tokenizer
-            .piece(token, true)
-            .map(<[u8]>::to_vec)
-            .map_err(|_| BackendError::InvalidToken {
-                token,
-                what: "token_piece".into(),
-                n_vocab: self.info.n_vocab,
-            })
-    }
-
-    fn detokenize(&self, tokens: &[Token]) -> Result<Vec<u8>, BackendError> {
-        self.model
-            .tokenizer
-            .decode(tokens, true)
-            .map_err(|e| BackendError::InvalidToken {
-                token: match e {
-                    crate::tokenizer::TokenizerError::InvalidToken { token, .. } => token,
-                    _ => 0,
-                },
-                what: "detokenize".into(),
-                n_vocab: self.info.n_vocab,
-            })
-    }
-
-    fn decode(&mut self, batch: &Batch, out: &mut Logits) -> Result<(), BackendError> {
+    /// [`Backend::decode`] with the buffers taken out of `self` (so that `self.mm` can run).
+    fn forward(
+        &mut self,
+        batch: &Batch,
+        out: &mut Logits,
+        bufs: &mut Buffers,
+    ) -> Result<(), BackendError> {
         batch.validate(&self.info)?;
         out.clear(self.info.n_vocab);
         let model = self.model;
@@ -443,7 +411,21 @@ impl Backend for NativeBackend<'_> {
             }
         }
         // Embeddings: one dequantized row per token.
-        let mut x = vec![0f32; n * d];
+        let Buffers {
+            x,
+            h,
+            q,
+            k,
+            v,
+            att,
+            o,
+            g,
+            u,
+            scores,
+            hn,
+            logits,
+        } = bufs;
+        x.resize(n * d, 0.0);
         let embd = model.matrix(&model.embd);
         let row_bytes = embd.data().len() / embd.rows();
         for (row, xr) in batch.rows().zip(x.chunks_exact_mut(d)) {
@@ -455,23 +437,23 @@ impl Backend for NativeBackend<'_> {
             )
             .map_err(|e| BackendError::Decode(e.to_string()))?;
         }
-        let mut h = vec![0f32; n * d];
-        let mut q = vec![0f32; n * d];
-        let mut k = vec![0f32; n * kv];
-        let mut v = vec![0f32; n * kv];
-        let mut att = vec![0f32; n * d];
-        let mut o = vec![0f32; n * d];
-        let mut g = vec![0f32; n * c.n_ff];
-        let mut u = vec![0f32; n * c.n_ff];
+        h.resize(n * d, 0.0);
+        q.resize(n * d, 0.0);
+        k.resize(n * kv, 0.0);
+        v.resize(n * kv, 0.0);
+        att.resize(n * d, 0.0);
+        o.resize(n * d, 0.0);
+        g.resize(n * c.n_ff, 0.0);
+        u.resize(n * c.n_ff, 0.0);
         let scale = 1.0 / (hd as f32).sqrt();
         let group = c.n_head / c.n_head_kv;
         for (l, layer) in model.layers.iter().enumerate() {
             for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
                 rms_norm(xr, &layer.attn_norm, c.rms_eps, hr);
             }
-            self.mm(&layer.wq, &h, &mut q)?;
-            self.mm(&layer.wk, &h, &mut k)?;
-            self.mm(&layer.wv, &h, &mut v)?;
+            self.mm(&layer.wq, h, q)?;
+            self.mm(&layer.wk, h, k)?;
+            self.mm(&layer.wv, h, v)?;
             // RoPE, then keys and values into every sequence the row belongs to.
             for (i, row) in batch.rows().enumerate() {
                 rope(&mut q[i * d..(i + 1) * d], hd, row.pos, &self.freqs);
@@ -502,7 +484,6 @@ impl Backend for NativeBackend<'_> {
                 }
             }
             // Attention over the row's first sequence, positions 0..=pos that hold entries.
-            let mut scores = Vec::new();
             for (i, row) in batch.rows().enumerate() {
                 let cache = &self.seqs[row.seqs[0] as usize];
                 let p = row.pos as usize;
@@ -543,21 +524,21 @@ impl Backend for NativeBackend<'_> {
                     }
                 }
             }
-            self.mm(&layer.wo, &att, &mut o)?;
-            for (a, b) in x.iter_mut().zip(&o) {
+            self.mm(&layer.wo, att, o)?;
+            for (a, b) in x.iter_mut().zip(o.iter()) {
                 *a += b;
             }
             // SwiGLU feed-forward.
             for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
                 rms_norm(xr, &layer.ffn_norm, c.rms_eps, hr);
             }
-            self.mm(&layer.gate, &h, &mut g)?;
-            self.mm(&layer.up, &h, &mut u)?;
-            for (a, &b) in g.iter_mut().zip(&u) {
+            self.mm(&layer.gate, h, g)?;
+            self.mm(&layer.up, h, u)?;
+            for (a, &b) in g.iter_mut().zip(u.iter()) {
                 *a = *a / (1.0 + (-*a).exp()) * b;
             }
-            self.mm(&layer.down, &g, &mut o)?;
-            for (a, b) in x.iter_mut().zip(&o) {
+            self.mm(&layer.down, g, o)?;
+            for (a, b) in x.iter_mut().zip(o.iter()) {
                 *a += b;
             }
         }
@@ -571,27 +552,103 @@ impl Backend for NativeBackend<'_> {
         if wanted.is_empty() {
             return Ok(());
         }
-        let mut hn = vec![0f32; wanted.len() * d];
+        hn.resize(wanted.len() * d, 0.0);
         for (&i, hr) in wanted.iter().zip(hn.chunks_exact_mut(d)) {
             rms_norm(&x[i * d..(i + 1) * d], &model.output_norm, c.rms_eps, hr);
         }
-        let mut logits = vec![0f32; wanted.len() * c.n_vocab];
-        self.mm(&model.output, &hn, &mut logits)?;
+        logits.resize(wanted.len() * c.n_vocab, 0.0);
+        self.mm(&model.output, hn, logits)?;
         for r in logits.chunks_exact(c.n_vocab) {
             out.push_row(r);
         }
         Ok(())
     }
 
-    fn copy_sequence(&mut self, src: SeqId, dst: SeqId) -> Result<(), BackendError> {
-        for s in [src, dst] {
-            if s >= self.info.max_sequences {
-                return Err(BackendError::SequenceOutOfRange {
-                    seq: s,
-                    max: self.info.max_sequences,
-                });
-            }
+    /// Runs the matrix products on `threads` threads of this backend's own (rayon's global
+    /// pool, one thread per core, otherwise).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, BackendError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build()
+            .map_err(|e| BackendError::Context(e.to_string()))?;
+        self.pool = Some(pool);
+        Ok(self)
+    }
+
+    fn check_seq(&self, seq: SeqId) -> Result<(), BackendError> {
+        if seq >= self.info.max_sequences {
+            return Err(BackendError::SequenceOutOfRange {
+                seq,
+                max: self.info.max_sequences,
+            });
         }
+        Ok(())
+    }
+
+    fn check_tokens(&self, tokens: &[Token], what: &str) -> Result<(), BackendError> {
+        match tokens.iter().find(|&&t| t as usize >= self.info.n_vocab) {
+            Some(&token) => Err(BackendError::InvalidToken {
+                token,
+                what: what.into(),
+                n_vocab: self.info.n_vocab,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn mm(&mut self, w: &Weight, x: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
+        let m = self.model.matrix(w);
+        let scratch = &mut self.scratch;
+        match &self.pool {
+            Some(pool) => pool.install(|| matmul(&m, x, out, scratch)),
+            None => matmul(&m, x, out, scratch),
+        }
+        .map_err(|e| BackendError::Decode(format!("{}: {e}", w.name)))
+    }
+}
+
+impl Backend for NativeBackend<'_> {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenize(&self, text: &[u8], options: TokenizeOptions) -> Result<Vec<Token>, BackendError> {
+        Ok(self
+            .model
+            .tokenizer
+            .encode(text, options.add_special, options.parse_special))
+    }
+
+    fn token_piece(&self, token: Token) -> Result<Vec<u8>, BackendError> {
+        self.model
+            .tokenizer
+            .piece(token, true)
+            .map(<[u8]>::to_vec)
+            .map_err(|_| BackendError::InvalidToken {
+                token,
+                what: "token_piece".into(),
+                n_vocab: self.info.n_vocab,
+            })
+    }
+
+    fn detokenize(&self, tokens: &[Token]) -> Result<Vec<u8>, BackendError> {
+        self.check_tokens(tokens, "detokenize")?;
+        self.model
+            .tokenizer
+            .decode(tokens, true)
+            .map_err(|e| BackendError::Decode(e.to_string()))
+    }
+
+    fn decode(&mut self, batch: &Batch, out: &mut Logits) -> Result<(), BackendError> {
+        let mut bufs = std::mem::take(&mut self.bufs);
+        let result = self.forward(batch, out, &mut bufs);
+        self.bufs = bufs;
+        result
+    }
+
+    fn copy_sequence(&mut self, src: SeqId, dst: SeqId) -> Result<(), BackendError> {
+        self.check_seq(src)?;
+        self.check_seq(dst)?;
         if src != dst {
             self.seqs[dst as usize] = self.seqs[src as usize].clone();
         }
@@ -604,12 +661,7 @@ impl Backend for NativeBackend<'_> {
         from: Pos,
         to: Option<Pos>,
     ) -> Result<(), BackendError> {
-        if seq >= self.info.max_sequences {
-            return Err(BackendError::SequenceOutOfRange {
-                seq,
-                max: self.info.max_sequences,
-            });
-        }
+        self.check_seq(seq)?;
         let cache = &mut self.seqs[seq as usize];
         let end = to.map_or(cache.filled.len(), |t| (t as usize).min(cache.filled.len()));
         for f in cache.filled.iter_mut().take(end).skip(from as usize) {

@@ -409,6 +409,11 @@ impl Tokenizer {
         self.bos
     }
 
+    /// Whether encoding with `add_special` starts with BOS.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos && self.bos.is_some()
+    }
+
     /// The EOS token, if the vocabulary names one.
     pub fn eos(&self) -> Option<Token> {
         self.eos

@@ -62,11 +62,17 @@ impl Isa {
             .into_iter()
             .find(|i| i.name().eq_ignore_ascii_case(name.trim()))
             .ok_or_else(|| IsaError::Unknown(name.to_string()))?;
-        if !isa.is_available() {
-            let have: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
-            return Err(IsaError::Unavailable(isa.name(), have.join(", ")));
-        }
+        isa.ensure_available()?;
         Ok(isa)
+    }
+
+    /// An error naming what this CPU has, unless it can run this path.
+    pub fn ensure_available(self) -> Result<(), IsaError> {
+        if self.is_available() {
+            return Ok(());
+        }
+        let have: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
+        Err(IsaError::Unavailable(self.name(), have.join(", ")))
     }
 
     /// Whether this CPU (and this build's target) can run this path.
@@ -126,10 +132,7 @@ impl Isa {
 
     /// Pins the path used when none is named, for the whole process.
     pub fn set_current(isa: Isa) -> Result<(), IsaError> {
-        if !isa.is_available() {
-            let have: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
-            return Err(IsaError::Unavailable(isa.name(), have.join(", ")));
-        }
+        isa.ensure_available()?;
         CURRENT.store(isa as u8, Ordering::Relaxed);
         Ok(())
     }

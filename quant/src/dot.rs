@@ -170,17 +170,6 @@ fn check<W: VecDot>(w: &[W], a: &[W::Act]) -> Result<(), KernelError> {
     Ok(())
 }
 
-fn available(isa: Isa) -> Result<(), KernelError> {
-    if isa.is_available() {
-        Ok(())
-    } else {
-        Err(Isa::parse(isa.name()).err().map_or_else(
-            || KernelError::Isa(IsaError::Unknown(isa.name().into())),
-            KernelError::Isa,
-        ))
-    }
-}
-
 /// `Σ w·a` of one weight row and one activation row, on [`Isa::current`].
 pub fn vec_dot<W: VecDot>(w: &[W], a: &[W::Act]) -> Result<f32, KernelError> {
     vec_dot_with(Isa::current(), w, a)
@@ -188,14 +177,13 @@ pub fn vec_dot<W: VecDot>(w: &[W], a: &[W::Act]) -> Result<f32, KernelError> {
 
 /// [`vec_dot`] on a chosen instruction set.
 pub fn vec_dot_with<W: VecDot>(isa: Isa, w: &[W], a: &[W::Act]) -> Result<f32, KernelError> {
-    available(isa)?;
+    isa.ensure_available()?;
     check(w, a)?;
-    let mut out = [0f32];
-    let blocks = w.len().max(1);
     if w.is_empty() {
         return Ok(0.0);
     }
-    W::chunk(isa, w, blocks, &[a], &mut out);
+    let mut out = [0f32];
+    W::chunk(isa, w, w.len(), &[a], &mut out);
     Ok(out[0])
 }
 
@@ -207,7 +195,7 @@ pub fn vec_dot_many_with<W: VecDot>(
     acts: &[&[W::Act]],
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    available(isa)?;
+    isa.ensure_available()?;
     for a in acts {
         check(w, a)?;
     }
@@ -245,7 +233,7 @@ pub fn block_sums_with<W: VecDot>(
     w: &[W],
     a: &[W::Act],
 ) -> Result<Option<Vec<BlockSums>>, KernelError> {
-    available(isa)?;
+    isa.ensure_available()?;
     check(w, a)?;
     Ok(W::parts(isa, w, a).map(|v| {
         v.into_iter()
@@ -265,6 +253,6 @@ pub fn quantize_activations_with<A: Activation>(
     x: &[f32],
     out: &mut [A],
 ) -> Result<(), KernelError> {
-    available(isa)?;
+    isa.ensure_available()?;
     Ok(A::quantize_with(isa, x, out)?)
 }

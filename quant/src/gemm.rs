@@ -37,6 +37,24 @@ use crate::formats::{
 };
 use crate::types::GgmlType;
 
+/// The weight types [`matmul`] takes (every supported type but the activation formats Q8_1
+/// and Q8_K).
+pub const WEIGHT_TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
 /// Bytes of weights per work item.
 const CHUNK_BYTES: usize = 16 << 10;
 
@@ -139,9 +157,7 @@ pub fn matmul_with(
     out: &mut [f32],
     scratch: &mut Scratch,
 ) -> Result<(), KernelError> {
-    if !isa.is_available() {
-        Isa::parse(isa.name())?;
-    }
+    isa.ensure_available()?;
     let shape = |detail: String| KernelError::Shape {
         ty: w.ty,
         rows: w.rows,

@@ -380,21 +380,7 @@ fn batched(isa: Isa, m: &QMatrix<'_>, x: &[f32], size: usize) -> Vec<f32> {
 #[test]
 fn matrix_products_are_batch_and_thread_invariant() {
     let mut rng = StdRng::seed_from_u64(41);
-    let types = [
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q2K,
-        GgmlType::Q3K,
-        GgmlType::Q4K,
-        GgmlType::Q5K,
-        GgmlType::Q6K,
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-    ];
+    let types = quant::gemm::WEIGHT_TYPES;
     let (rows, cols, batch) = (37, 512, 257);
     let x: Vec<f32> = (0..batch * cols)
         .map(|_| rng.random_range(-2.0f32..2.0))

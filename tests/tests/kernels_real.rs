@@ -80,21 +80,7 @@ fn real_tensors_on_every_isa_and_format() {
     // 64 rows of an FFN down matrix (1536 wide, so every K-quant fits) in every format.
     let down_f = down.to_f32().unwrap();
     let w = &down_f[..64 * 1536];
-    for ty in [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q2K,
-        GgmlType::Q3K,
-        GgmlType::Q4K,
-        GgmlType::Q5K,
-        GgmlType::Q6K,
-    ] {
+    for ty in quant::gemm::WEIGHT_TYPES {
         let bytes = quantize_to_vec(ty, w).unwrap();
         let m = QMatrix::new(ty, 64, 1536, &bytes).unwrap();
         let y = same_on_every_isa(&m, &x1536);

@@ -467,19 +467,7 @@ fn native_backend(
 ) -> Result<Stats, RunError> {
     let m = engine::native::NativeModel::load(model)?;
     let jobs = jobs_for(&m.backend(1, 1)?, config, problems)?;
-    let max_prompt = jobs.iter().map(|j| j.prompt.len()).max().unwrap_or(1);
-    let n_ctx_train = m.config().n_ctx_train;
-    if let Some(j) = jobs
-        .iter()
-        .find(|j| j.prompt.len() + config.max_tokens > n_ctx_train)
-    {
-        return Err(RunError::Settings(format!(
-            "problem '{}': {} prompt tokens + {} new tokens exceed the model's context of {n_ctx_train}",
-            j.problem.id,
-            j.prompt.len(),
-            config.max_tokens
-        )));
-    }
+    let max_prompt = check_context(&jobs, config, m.config().n_ctx_train)?;
     let shape = shape_for(exec.batch, 1024);
     let n_seq = shape.batch + shape.prompt_seqs;
     let mut backend = m.backend((max_prompt + config.max_tokens + 1) as u32, n_seq as u32)?;
@@ -532,6 +520,27 @@ fn jobs_for(
         .collect()
 }
 
+/// The longest prompt, after checking that every prompt and its new tokens fit the model's
+/// training context.
+fn check_context(
+    jobs: &[scheduler::Job],
+    config: &RunConfig,
+    n_ctx_train: usize,
+) -> Result<usize, RunError> {
+    if let Some(j) = jobs
+        .iter()
+        .find(|j| j.prompt.len() + config.max_tokens > n_ctx_train)
+    {
+        return Err(RunError::Settings(format!(
+            "problem '{}': {} prompt tokens + {} new tokens exceed the model's context of {n_ctx_train}",
+            j.problem.id,
+            j.prompt.len(),
+            config.max_tokens
+        )));
+    }
+    Ok(jobs.iter().map(|j| j.prompt.len()).max().unwrap_or(1))
+}
+
 /// Sample slots and prompt sequences for a batch size.
 fn shape_for(batch: usize, max_sequences: usize) -> scheduler::Shape {
     let batch = batch.min(max_sequences - 1).max(1);
@@ -562,20 +571,8 @@ fn llama_cpp_backend(
         })?;
         jobs_for(&probe, config, problems)?
     };
-    let max_prompt = jobs.iter().map(|j| j.prompt.len()).max().unwrap_or(1);
+    let max_prompt = check_context(&jobs, config, m.n_ctx_train() as usize)?;
     let shape = shape_for(exec.batch, LLAMA_MAX_SEQ as usize);
-    let n_ctx_train = m.n_ctx_train();
-    if let Some(j) = jobs
-        .iter()
-        .find(|j| j.prompt.len() + config.max_tokens > n_ctx_train as usize)
-    {
-        return Err(RunError::Settings(format!(
-            "problem '{}': {} prompt tokens + {} new tokens exceed the model's context of {n_ctx_train}",
-            j.problem.id,
-            j.prompt.len(),
-            config.max_tokens
-        )));
-    }
     // A stream of cells per sequence: each sample's rows then never depend on which other
     // samples share the batch, which a unified cache cannot promise.
     let n_seq = shape.batch + shape.prompt_seqs;

@@ -102,6 +102,37 @@ pub(crate) const TILE: usize = 4;
 use crate::dispatch::Isa;
 use generic::{FFormat, QFormat};
 
+/// Returns `$call` run with the token of `$isa` bound to `$t`, if this CPU has it (NEON
+/// prefers its dotprod token); falls through otherwise.
+macro_rules! on_token {
+    ($isa:expr, $t:ident => $call:expr) => {
+        match $isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                if let Some($t) = x86_64::Avx512::new() {
+                    return $call;
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                if let Some($t) = x86_64::Avx2::new() {
+                    return $call;
+                }
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => {
+                if let Some($t) = aarch64::NeonDot::new() {
+                    return $call;
+                }
+                if let Some($t) = aarch64::Neon::new() {
+                    return $call;
+                }
+            }
+            _ => {}
+        }
+    };
+}
+
 /// A chunk of quantized weight rows times activation rows on `isa` (the reference path if this
 /// CPU lacks it: every path gives the same bits). Callers check the shapes: `w.len()` is a
 /// multiple of `bpr`, each activation row has `bpr` blocks, `out` is rows × `acts.len()`.
@@ -112,88 +143,19 @@ pub(crate) fn qchunk<F: QFormat>(
     acts: &[&[F::Act]],
     out: &mut [f32],
 ) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            if let Some(t) = x86_64::Avx512::new() {
-                return t.qchunk(w, bpr, acts, out);
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            if let Some(t) = x86_64::Avx2::new() {
-                return t.qchunk(w, bpr, acts, out);
-            }
-        }
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => {
-            if let Some(t) = aarch64::NeonDot::new() {
-                return t.qchunk(w, bpr, acts, out);
-            }
-            if let Some(t) = aarch64::Neon::new() {
-                return t.qchunk(w, bpr, acts, out);
-            }
-        }
-        _ => {}
-    }
+    on_token!(isa, t => t.qchunk(w, bpr, acts, out));
     scalar::qchunk(w, bpr, acts, out)
 }
 
 /// [`qchunk`] for float weights with `cols` values per row.
 pub(crate) fn fchunk<W: FFormat>(isa: Isa, w: &[W], cols: usize, acts: &[&[f32]], out: &mut [f32]) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            if let Some(t) = x86_64::Avx512::new() {
-                return t.fchunk(w, cols, acts, out);
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            if let Some(t) = x86_64::Avx2::new() {
-                return t.fchunk(w, cols, acts, out);
-            }
-        }
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => {
-            if let Some(t) = aarch64::NeonDot::new() {
-                return t.fchunk(w, cols, acts, out);
-            }
-            if let Some(t) = aarch64::Neon::new() {
-                return t.fchunk(w, cols, acts, out);
-            }
-        }
-        _ => {}
-    }
+    on_token!(isa, t => t.fchunk(w, cols, acts, out));
     scalar::fchunk(w, cols, acts, out)
 }
 
 /// Each block's integer sums on `isa` (the reference path if this CPU lacks it).
 pub(crate) fn qparts<F: QFormat>(isa: Isa, w: &[F], a: &[F::Act]) -> Vec<([i32; 8], i32)> {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            if let Some(t) = x86_64::Avx512::new() {
-                return t.qparts(w, a);
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            if let Some(t) = x86_64::Avx2::new() {
-                return t.qparts(w, a);
-            }
-        }
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => {
-            if let Some(t) = aarch64::NeonDot::new() {
-                return t.qparts(w, a);
-            }
-            if let Some(t) = aarch64::Neon::new() {
-                return t.qparts(w, a);
-            }
-        }
-        _ => {}
-    }
+    on_token!(isa, t => t.qparts(w, a));
     scalar::qparts(w, a)
 }
 

@@ -487,8 +487,8 @@ unsafe fn saturate_i8(x: __m256) -> __m256i {
     }
 }
 
-/// The reference's `nearest_int` (the float-magic rounding, garbage-in-kind for huge
-/// values included), on 8 lanes.
+/// The reference's `nearest_int` on 8 lanes: the same float-magic rounding, so values past
+/// its exact range (and NaN) come out as the reference's do.
 #[inline(always)]
 unsafe fn nearest_int(x: __m256) -> __m256i {
     // SAFETY: the caller runs with AVX2.
