@@ -158,7 +158,12 @@ fn run_wave(
                 problem: opts.problem,
                 sample: samples[s].index,
             };
-            let d = sample(logits.row(rows[s]), &opts.sampling, key.uniform(step))?;
+            let d = sample(
+                logits.row(rows[s]),
+                &opts.sampling,
+                &[prompt, &samples[s].tokens],
+                key.uniform(step),
+            )?;
             let smp = &mut samples[s];
             smp.tokens.push(d.token as Token);
             smp.logprob += d.logprob;

@@ -4,10 +4,16 @@
 //! the problem id, the sample index and the step. A sample's tokens therefore never depend on
 //! which other samples share its batch, on thread counts, or on where a run was interrupted.
 //!
-//! The transforms run in llama.cpp's common order: top-k, top-p and min-p on the model's
-//! distribution, then temperature, then the draw. Temperature 0 is greedy. Log-probabilities
-//! come from a max-subtracted log-softmax over the full vocabulary, so unlikely tokens keep
-//! finite values.
+//! The transforms run in llama.cpp's common order: logit bias, then the repetition,
+//! frequency and presence penalties over the last tokens, then top-k, typical, top-p and
+//! min-p, then temperature, then the draw. Temperature 0 is greedy (after bias and
+//! penalties). Log-probabilities come from a max-subtracted log-softmax over the full
+//! vocabulary, so unlikely tokens keep finite values: [`Sampled::logprob`] is the raw model's,
+//! [`Sampled::sampling_logprob`] that of the distribution the token was drawn from.
+
+use std::borrow::Cow;
+
+use crate::backend::Token;
 
 /// Why a token could not be drawn.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -25,10 +31,100 @@ pub enum SamplingError {
     /// A parameter is outside its range.
     #[error("invalid sampling parameter: {0}")]
     InvalidParameter(String),
+    /// Logit biases masked every token.
+    #[error("every token is masked (logit bias −inf on the whole vocabulary)")]
+    AllMasked,
 }
 
-/// Sampling parameters. Disabled transforms keep their neutral value.
+/// A bias added to one token's logit before sampling (−inf bans the token).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LogitBias {
+    /// The token.
+    pub token: Token,
+    /// Added to its logit.
+    pub bias: f32,
+}
+
+impl std::str::FromStr for LogitBias {
+    type Err = String;
+    /// `TOKEN=BIAS`, `TOKEN+BIAS` or `TOKEN-BIAS` (`15043=-inf`, `15043-inf`, `29+2.5`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not TOKEN=BIAS (e.g. 15043=-inf or 29+2.5)");
+        let at = s.find(['=', '+', '-']).ok_or_else(bad)?;
+        let token = s[..at].trim().parse::<Token>().map_err(|_| bad())?;
+        let rest = if s.as_bytes()[at] == b'=' {
+            &s[at + 1..]
+        } else {
+            &s[at..]
+        };
+        let bias = match rest.trim().to_ascii_lowercase().as_str() {
+            "-inf" => f32::NEG_INFINITY,
+            v => v
+                .trim_start_matches('+')
+                .parse::<f32>()
+                .map_err(|_| bad())?,
+        };
+        Ok(LogitBias { token, bias })
+    }
+}
+
+/// JSON has no infinities: a bias is a number, or the string `"-inf"`.
+mod bias_serde {
+    use super::LogitBias;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        F(f32),
+        S(String),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        token: u32,
+        bias: Num,
+    }
+
+    pub fn serialize<S: Serializer>(v: &[LogitBias], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|b| Entry {
+                token: b.token,
+                bias: if b.bias.is_finite() {
+                    Num::F(b.bias)
+                } else {
+                    Num::S(if b.bias > 0.0 { "inf" } else { "-inf" }.into())
+                },
+            })
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<LogitBias>, D::Error> {
+        Vec::<Entry>::deserialize(d)?
+            .into_iter()
+            .map(|e| {
+                let bias = match e.bias {
+                    Num::F(f) => f,
+                    Num::S(s) if s == "-inf" => f32::NEG_INFINITY,
+                    Num::S(s) if s == "inf" => f32::INFINITY,
+                    Num::S(s) => {
+                        return Err(serde::de::Error::custom(format!("bad logit bias {s:?}")))
+                    }
+                };
+                Ok(LogitBias {
+                    token: e.token,
+                    bias,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Sampling parameters. Disabled transforms keep their neutral value; a record written
+/// before a field existed reads it as neutral.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SamplingParams {
     /// Softmax temperature; 0 means greedy.
     pub temperature: f32,
@@ -38,6 +134,21 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// Drop tokens less likely than `min_p` times the most likely one; 0 keeps all.
     pub min_p: f32,
+    /// Locally typical sampling: keep the tokens whose surprise is closest to the
+    /// distribution's entropy, up to `typical_p` of the mass; 1 keeps all.
+    pub typical_p: f32,
+    /// Divide positive logits (multiply negative ones) of tokens among the last
+    /// `penalty_last_n` by this; 1 is off.
+    pub repeat_penalty: f32,
+    /// Subtract `frequency_penalty × count` from a recent token's logit; 0 is off.
+    pub frequency_penalty: f32,
+    /// Subtract `presence_penalty` from the logit of any recent token; 0 is off.
+    pub presence_penalty: f32,
+    /// How many of the latest tokens (prompt included) the penalties look at; 0: none.
+    pub penalty_last_n: usize,
+    /// Biases added to logits first.
+    #[serde(with = "bias_serde")]
+    pub logit_bias: Vec<LogitBias>,
 }
 
 impl Default for SamplingParams {
@@ -47,6 +158,12 @@ impl Default for SamplingParams {
             top_k: 0,
             top_p: 1.0,
             min_p: 0.0,
+            typical_p: 1.0,
+            repeat_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            penalty_last_n: 64,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -72,7 +189,36 @@ impl SamplingParams {
         if !(0.0..=1.0).contains(&self.min_p) {
             return bad(format!("min_p {} must be in [0, 1]", self.min_p));
         }
+        if !(self.typical_p > 0.0 && self.typical_p <= 1.0) {
+            return bad(format!("typical_p {} must be in (0, 1]", self.typical_p));
+        }
+        if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
+            return bad(format!(
+                "repeat_penalty {} must be positive",
+                self.repeat_penalty
+            ));
+        }
+        if !self.frequency_penalty.is_finite() || !self.presence_penalty.is_finite() {
+            return bad("frequency and presence penalties must be finite".into());
+        }
+        if let Some(b) = self
+            .logit_bias
+            .iter()
+            .find(|b| b.bias.is_nan() || b.bias == f32::INFINITY)
+        {
+            return bad(format!(
+                "logit bias {} for token {} must be a number or -inf",
+                b.bias, b.token
+            ));
+        }
         Ok(())
+    }
+
+    fn penalizes(&self) -> bool {
+        self.penalty_last_n > 0
+            && (self.repeat_penalty != 1.0
+                || self.frequency_penalty != 0.0
+                || self.presence_penalty != 0.0)
     }
 }
 
@@ -152,22 +298,87 @@ pub fn argmax(logits: &[f32]) -> Result<usize, SamplingError> {
     best.map(|(i, _)| i).ok_or(SamplingError::Empty)
 }
 
+/// The logits after bias and penalties (borrowed unchanged when neither applies).
+fn adjusted<'a>(
+    logits: &'a [f32],
+    params: &SamplingParams,
+    prev: &[&[Token]],
+) -> Result<Cow<'a, [f32]>, SamplingError> {
+    if params.logit_bias.is_empty() && !params.penalizes() {
+        return Ok(Cow::Borrowed(logits));
+    }
+    let mut work = logits.to_vec();
+    for b in &params.logit_bias {
+        let slot = work.get_mut(b.token as usize).ok_or_else(|| {
+            SamplingError::InvalidParameter(format!(
+                "logit bias names token {} outside the vocabulary of {}",
+                b.token,
+                logits.len()
+            ))
+        })?;
+        *slot += b.bias;
+    }
+    if params.penalizes() {
+        // Counts over the last `penalty_last_n` tokens, newest pieces last.
+        let mut counts = std::collections::HashMap::<Token, u32>::new();
+        let mut left = params.penalty_last_n;
+        for piece in prev.iter().rev() {
+            let take = left.min(piece.len());
+            for &t in &piece[piece.len() - take..] {
+                *counts.entry(t).or_default() += 1;
+            }
+            left -= take;
+            if left == 0 {
+                break;
+            }
+        }
+        for (&t, &c) in &counts {
+            let Some(l) = work.get_mut(t as usize) else {
+                continue;
+            };
+            if *l <= 0.0 {
+                *l *= params.repeat_penalty;
+            } else {
+                *l /= params.repeat_penalty;
+            }
+            *l -= c as f32 * params.frequency_penalty + params.presence_penalty;
+        }
+    }
+    Ok(Cow::Owned(work))
+}
+
 /// Draws a token from `logits` with `params`, using the uniform number `u` in `[0, 1)`.
-pub fn sample(logits: &[f32], params: &SamplingParams, u: f64) -> Result<Sampled, SamplingError> {
+/// `prev` holds the tokens before this one, oldest first, in pieces (a prompt, then what
+/// was generated after it); only the penalties read it.
+pub fn sample(
+    logits: &[f32],
+    params: &SamplingParams,
+    prev: &[&[Token]],
+    u: f64,
+) -> Result<Sampled, SamplingError> {
     let lse = log_sum_exp(logits)?;
+    let work = adjusted(logits, params, prev)?;
+    let logits_raw = logits;
+    let logits: &[f32] = &work;
+    let best = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    if best == f64::NEG_INFINITY {
+        return Err(SamplingError::AllMasked);
+    }
+    let raw = |t: usize| logits_raw[t] as f64 - lse;
     if params.temperature == 0.0 {
         let token = argmax(logits)?;
         return Ok(Sampled {
             token,
-            logprob: logits[token] as f64 - lse,
+            logprob: raw(token),
             sampling_logprob: 0.0,
         });
     }
     let inv_t = 1.0 / params.temperature as f64;
-    let truncates = params.top_k > 0 || params.top_p < 1.0 || params.min_p > 0.0;
+    let truncates =
+        params.top_k > 0 || params.top_p < 1.0 || params.min_p > 0.0 || params.typical_p < 1.0;
     if !truncates {
         // The whole vocabulary, drawn in index order: no sort needed.
-        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+        let max = best;
         let z: f64 = logits
             .iter()
             .map(|&l| ((l as f64 - max) * inv_t).exp())
@@ -193,14 +404,16 @@ pub fn sample(logits: &[f32], params: &SamplingParams, u: f64) -> Result<Sampled
         }
         return Ok(Sampled {
             token: pick.0,
-            logprob: logits[pick.0] as f64 - lse,
+            logprob: raw(pick.0),
             sampling_logprob: (pick.1 / z).ln(),
         });
     }
-    // Candidates, most likely first. Top-k and min-p cut before sorting (min-p keeps the
-    // tokens within ln(min_p) of the best logit, a prefix of the sorted order).
-    let best = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let floor = if params.min_p > 0.0 {
+    // Candidates, most likely first. Top-k and min-p cut before sorting: min-p keeps the
+    // tokens within ln(min_p) of the best logit, a prefix of the sorted order, and top-k and
+    // top-p never remove the best token, so it commutes with them. Typical sampling can
+    // remove it; with typical on, min-p runs in its place after top-p.
+    let early_min_p = params.typical_p >= 1.0;
+    let floor = if params.min_p > 0.0 && early_min_p {
         best + (params.min_p as f64).ln()
     } else {
         f64::NEG_INFINITY
@@ -209,7 +422,7 @@ pub fn sample(logits: &[f32], params: &SamplingParams, u: f64) -> Result<Sampled
         .iter()
         .copied()
         .enumerate()
-        .filter(|&(_, l)| l as f64 >= floor)
+        .filter(|&(_, l)| l as f64 >= floor && l > f32::NEG_INFINITY)
         .collect();
     let by_logit = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if params.top_k > 0 && params.top_k < cand.len() {
@@ -217,23 +430,51 @@ pub fn sample(logits: &[f32], params: &SamplingParams, u: f64) -> Result<Sampled
         cand.truncate(params.top_k);
     }
     cand.sort_unstable_by(by_logit);
-    // top-p on the model's distribution over the candidates.
-    let max = cand[0].1 as f64;
-    let weights: Vec<f64> = cand.iter().map(|c| (c.1 as f64 - max).exp()).collect();
-    let total: f64 = weights.iter().sum();
-    let mut keep = cand.len();
-    if params.top_p < 1.0 {
+    let probs = |cand: &[(usize, f32)]| -> Vec<f64> {
+        let max = cand[0].1 as f64;
+        let w: Vec<f64> = cand.iter().map(|c| (c.1 as f64 - max).exp()).collect();
+        let total: f64 = w.iter().sum();
+        w.into_iter().map(|x| x / total).collect()
+    };
+    if params.typical_p < 1.0 && cand.len() > 1 {
+        // Keep the tokens whose surprise −log p is closest to the entropy, until they hold
+        // typical_p of the mass; then back to most-likely-first order.
+        let p = probs(&cand);
+        let entropy: f64 = p.iter().filter(|&&x| x > 0.0).map(|&x| -x * x.ln()).sum();
+        let mut order: Vec<usize> = (0..cand.len()).collect();
+        let shift = |i: usize| (-p[i].ln() - entropy).abs();
+        order.sort_by(|&a, &b| shift(a).total_cmp(&shift(b)).then(a.cmp(&b)));
         let mut acc = 0.0;
-        for (i, w) in weights.iter().enumerate() {
-            acc += w / total;
+        let mut keep = order.len();
+        for (n, &i) in order.iter().enumerate() {
+            acc += p[i];
+            if acc >= params.typical_p as f64 {
+                keep = n + 1;
+                break;
+            }
+        }
+        order.truncate(keep);
+        order.sort_unstable();
+        cand = order.into_iter().map(|i| cand[i]).collect();
+    }
+    // top-p on the model's distribution over the candidates.
+    if params.top_p < 1.0 {
+        let p = probs(&cand);
+        let mut acc = 0.0;
+        for (i, w) in p.iter().enumerate() {
+            acc += w;
             if acc >= params.top_p as f64 {
-                keep = i + 1;
+                cand.truncate(i + 1);
                 break;
             }
         }
     }
-    cand.truncate(keep);
+    if params.min_p > 0.0 && !early_min_p {
+        let floor = cand[0].1 as f64 + (params.min_p as f64).ln();
+        cand.retain(|c| c.1 as f64 >= floor);
+    }
     // Temperature, then the draw.
+    let max = cand[0].1 as f64;
     let scaled: Vec<f64> = cand
         .iter()
         .map(|c| ((c.1 as f64 - max) * inv_t).exp())
@@ -252,7 +493,7 @@ pub fn sample(logits: &[f32], params: &SamplingParams, u: f64) -> Result<Sampled
     let token = cand[pick].0;
     Ok(Sampled {
         token,
-        logprob: logits[token] as f64 - lse,
+        logprob: raw(token),
         sampling_logprob: (scaled[pick] / z).ln(),
     })
 }
@@ -280,7 +521,7 @@ mod tests {
     #[test]
     fn greedy_and_transforms() {
         let logits = [1.0f32, 3.0, 2.0, -1.0];
-        let g = sample(&logits, &SamplingParams::greedy(), 0.7).unwrap();
+        let g = sample(&logits, &SamplingParams::greedy(), &[], 0.7).unwrap();
         assert_eq!(g.token, 1);
         let lse = log_sum_exp(&logits).unwrap();
         assert!((g.logprob - (3.0 - lse)).abs() < 1e-12);
@@ -289,21 +530,21 @@ mod tests {
             ..Default::default()
         };
         for u in [0.0, 0.5, 0.999] {
-            assert_eq!(sample(&logits, &top1, u).unwrap().token, 1);
+            assert_eq!(sample(&logits, &top1, &[], u).unwrap().token, 1);
         }
         // top_p = 0.5: token 1 alone holds 66% of the mass.
         let p = SamplingParams {
             top_p: 0.5,
             ..Default::default()
         };
-        assert_eq!(sample(&logits, &p, 0.99).unwrap().token, 1);
+        assert_eq!(sample(&logits, &p, &[], 0.99).unwrap().token, 1);
         // min_p = 0.3 keeps tokens 1 (1.0) and 2 (e^-1 ≈ 0.37).
         let m = SamplingParams {
             min_p: 0.3,
             ..Default::default()
         };
         let drawn: std::collections::BTreeSet<usize> = (0..100)
-            .map(|i| sample(&logits, &m, i as f64 / 100.0).unwrap().token)
+            .map(|i| sample(&logits, &m, &[], i as f64 / 100.0).unwrap().token)
             .collect();
         assert_eq!(drawn, [1, 2].into());
     }
@@ -320,7 +561,7 @@ mod tests {
             sample: 0,
         };
         for t in 0..n {
-            counts[sample(&logits, &p, key.uniform(t)).unwrap().token] += 1;
+            counts[sample(&logits, &p, &[], key.uniform(t)).unwrap().token] += 1;
         }
         let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
         for (i, &c) in counts.iter().enumerate() {
@@ -351,20 +592,20 @@ mod tests {
             },
         ] {
             for i in 0..200 {
-                let d = sample(&logits, &params, i as f64 / 200.0).unwrap();
+                let d = sample(&logits, &params, &[], i as f64 / 200.0).unwrap();
                 assert!(d.token == 1 || d.token == 3, "{params:?}: {d:?}");
                 assert!(d.logprob.is_finite() && d.sampling_logprob.is_finite());
             }
         }
         // At temperature 1 with nothing cut, the sampling distribution is the model's.
-        let d = sample(&logits, &SamplingParams::default(), 0.9).unwrap();
+        let d = sample(&logits, &SamplingParams::default(), &[], 0.9).unwrap();
         assert!((d.logprob - d.sampling_logprob).abs() < 1e-12, "{d:?}");
     }
 
     #[test]
     fn nan_is_an_error() {
         assert_eq!(
-            sample(&[0.0, f32::NAN], &SamplingParams::default(), 0.5),
+            sample(&[0.0, f32::NAN], &SamplingParams::default(), &[], 0.5),
             Err(SamplingError::NanLogit { token: 1 })
         );
         assert!(SamplingParams {
@@ -373,5 +614,156 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    #[test]
+    fn logit_bias_and_bans() {
+        let logits = [1.0f32, 3.0, 2.0, -1.0];
+        let mut p = SamplingParams::greedy();
+        p.logit_bias = vec!["1=-inf".parse().unwrap(), "3+5".parse().unwrap()];
+        let d = sample(&logits, &p, &[], 0.5).unwrap();
+        assert_eq!(d.token, 3);
+        // The reported log-probability is the raw model's.
+        let lse = log_sum_exp(&logits).unwrap();
+        assert!((d.logprob - (-1.0 - lse)).abs() < 1e-12);
+        // A banned token is never drawn, at any temperature.
+        p.temperature = 1.5;
+        p.logit_bias.truncate(1);
+        for i in 0..100 {
+            assert_ne!(sample(&logits, &p, &[], i as f64 / 100.0).unwrap().token, 1);
+        }
+        p.logit_bias = (0..4)
+            .map(|t| LogitBias {
+                token: t,
+                bias: f32::NEG_INFINITY,
+            })
+            .collect();
+        assert_eq!(sample(&logits, &p, &[], 0.5), Err(SamplingError::AllMasked));
+        p.logit_bias = vec![LogitBias {
+            token: 9,
+            bias: 1.0,
+        }];
+        assert!(sample(&logits, &p, &[], 0.5).is_err());
+        assert!("x=1".parse::<LogitBias>().is_err());
+        assert_eq!(
+            "7-2.5".parse::<LogitBias>().unwrap(),
+            LogitBias {
+                token: 7,
+                bias: -2.5
+            }
+        );
+    }
+
+    #[test]
+    fn penalties_follow_llama_cpp() {
+        // Token 1 leads (3.0) ahead of token 2 (2.0).
+        let logits = [1.0f32, 3.0, 2.0, -1.0];
+        let greedy =
+            |p: &SamplingParams, prev: &[&[Token]]| sample(&logits, p, prev, 0.0).unwrap().token;
+        let base = SamplingParams::greedy();
+        assert_eq!(greedy(&base, &[&[1, 1]]), 1);
+        // Repetition: 3 / 2 = 1.5 < 2.
+        let rep = SamplingParams {
+            repeat_penalty: 2.0,
+            ..base.clone()
+        };
+        assert_eq!(greedy(&rep, &[&[1]]), 2);
+        // Frequency: once, 3 − 0.6 = 2.4 still leads; twice, 1.8 does not.
+        let freq = SamplingParams {
+            frequency_penalty: 0.6,
+            ..base.clone()
+        };
+        assert_eq!(greedy(&freq, &[&[1]]), 1);
+        assert_eq!(greedy(&freq, &[&[1], &[0, 1]]), 2);
+        // Presence: once is enough.
+        let pres = SamplingParams {
+            presence_penalty: 1.5,
+            ..base.clone()
+        };
+        assert_eq!(greedy(&pres, &[&[1]]), 2);
+        // Only the last `penalty_last_n` tokens count, across pieces.
+        let window = SamplingParams {
+            penalty_last_n: 2,
+            ..pres.clone()
+        };
+        assert_eq!(greedy(&window, &[&[1, 0], &[0]]), 1);
+        assert_eq!(greedy(&window, &[&[0, 1], &[0]]), 2);
+        let off = SamplingParams {
+            penalty_last_n: 0,
+            ..pres
+        };
+        assert_eq!(greedy(&off, &[&[1]]), 1);
+        // Negative logits are multiplied: token 3 at −1 becomes −2.
+        let neg = [-1.0f32, -1.5];
+        let d = sample(&neg, &rep, &[&[0]], 0.0).unwrap();
+        assert_eq!(d.token, 1);
+    }
+
+    #[test]
+    fn typical_keeps_the_typical_tokens() {
+        // p = [1/2, 1/4, 1/8, 1/8]: entropy 1.75 ln 2; token 1's surprise (2 ln 2) is the
+        // closest to it, then token 0's (ln 2).
+        let logits = [0.5f32.ln(), 0.25f32.ln(), 0.125f32.ln(), 0.125f32.ln()];
+        let p = SamplingParams {
+            typical_p: 0.2,
+            ..Default::default()
+        };
+        for i in 0..50 {
+            assert_eq!(sample(&logits, &p, &[], i as f64 / 50.0).unwrap().token, 1);
+        }
+        // min-p then applies to what typical kept (token 1 alone), not to the full row.
+        let pm = SamplingParams { min_p: 0.6, ..p };
+        assert_eq!(sample(&logits, &pm, &[], 0.3).unwrap().token, 1);
+        let wide = SamplingParams {
+            typical_p: 0.7,
+            ..Default::default()
+        };
+        let drawn: std::collections::BTreeSet<usize> = (0..100)
+            .map(|i| sample(&logits, &wide, &[], i as f64 / 100.0).unwrap().token)
+            .collect();
+        assert_eq!(drawn, [0, 1].into());
+    }
+
+    #[test]
+    fn params_round_trip_through_json_and_old_records_read() {
+        let p = SamplingParams {
+            typical_p: 0.9,
+            repeat_penalty: 1.1,
+            logit_bias: vec![
+                LogitBias {
+                    token: 3,
+                    bias: f32::NEG_INFINITY,
+                },
+                LogitBias {
+                    token: 5,
+                    bias: 0.5,
+                },
+            ],
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains("\"-inf\""), "{json}");
+        let back: SamplingParams = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+        // A record from before the penalties existed.
+        let old: SamplingParams =
+            serde_json::from_str(r#"{"temperature":0.7,"top_k":5,"top_p":1.0,"min_p":0.0}"#)
+                .unwrap();
+        assert_eq!(old.temperature, 0.7);
+        assert_eq!(old.repeat_penalty, 1.0);
+        assert!(old.logit_bias.is_empty());
+        let bad = SamplingParams {
+            typical_p: 0.0,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = SamplingParams {
+            logit_bias: vec![LogitBias {
+                token: 0,
+                bias: f32::NAN,
+            }],
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
     }
 }

@@ -212,3 +212,50 @@ fn generate_on_llama_cpp() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("Paris"), "{stdout}");
 }
+
+#[test]
+fn generate_with_a_banned_token_and_penalties() {
+    // Greedy, the native engine answers " Paris" (token 7042); banned, it must say something
+    // else, and the sampling settings reach the engine from the command line.
+    let (ok, stdout, stderr) = pass_until(&[
+        "generate",
+        "-p",
+        "The capital of France is",
+        "--max-tokens",
+        "6",
+        "--temp",
+        "0",
+        "--backend",
+        "native",
+        "--logit-bias",
+        "7042=-inf",
+        "--repeat-penalty",
+        "1.3",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let tokens: Vec<u64> = v["samples"][0]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 6);
+    assert!(!tokens.contains(&7042), "{tokens:?}");
+    // Bad values are refused with the flag named.
+    let (ok, _, stderr) = pass_until(&["generate", "-p", "x", "--logit-bias", "seven=1"]);
+    assert!(!ok);
+    assert!(stderr.contains("--logit-bias"), "{stderr}");
+    let (ok, _, stderr) = pass_until(&[
+        "generate",
+        "-p",
+        "x",
+        "--backend",
+        "native",
+        "--typical-p",
+        "0",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("typical_p"), "{stderr}");
+}

@@ -149,7 +149,8 @@ fn shared_prompt_samples_are_distinct_and_reproducible() {
             temperature: 1.0,
             top_k: 50,
             top_p: 0.95,
-            min_p: 0.0,
+            repeat_penalty: 1.1,
+            ..SamplingParams::default()
         },
         seed: 1234,
         problem: 7,

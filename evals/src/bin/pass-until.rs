@@ -139,6 +139,8 @@ struct GenerateArgs {
     /// Threads (default: every core).
     #[arg(short, long)]
     threads: Option<u32>,
+    #[command(flatten)]
+    more: SamplingArgs,
     /// Send the prompt as a user message through the model's chat template.
     #[arg(long)]
     chat: bool,
@@ -204,6 +206,8 @@ struct RunCommon {
     /// Drop tokens below this fraction of the top token's probability (0: off).
     #[arg(long, default_value_t = 0.0)]
     min_p: f32,
+    #[command(flatten)]
+    more: SamplingArgs,
     /// Seed: sample i of problem p is a function of (seed, p, i) only.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -219,12 +223,9 @@ impl RunCommon {
         let mut opts = evals::run::RunOptions::new(model, self.task, out);
         opts.backend = self.backend;
         opts.format = self.format;
-        opts.sampling = engine::sampling::SamplingParams {
-            temperature: self.temp,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-        };
+        opts.sampling = self
+            .more
+            .params(self.temp, self.top_k, self.top_p, self.min_p);
         opts.max_tokens = self.max_tokens;
         opts.stop = self.stop;
         opts.rule = match self.n {
@@ -271,6 +272,52 @@ struct StudyArgs {
     json: bool,
     #[command(flatten)]
     common: RunCommon,
+}
+
+/// Sampling transforms beyond temperature and truncation, off by default.
+#[derive(clap::Args)]
+struct SamplingArgs {
+    /// Locally typical sampling: keep this share of the mass nearest the entropy (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    typical_p: f32,
+    /// Divide the logits of recently seen tokens by this (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Subtract this times a recent token's count from its logit (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Subtract this from the logit of any recently seen token (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// How many of the latest tokens (prompt included) the penalties consider.
+    #[arg(long, default_value_t = 64)]
+    penalty_last_n: usize,
+    /// Add BIAS to TOKEN's logit, as TOKEN=BIAS (repeatable; TOKEN=-inf bans it).
+    #[arg(long, value_name = "TOKEN=BIAS", allow_hyphen_values = true)]
+    logit_bias: Vec<engine::sampling::LogitBias>,
+}
+
+impl SamplingArgs {
+    fn params(
+        self,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        min_p: f32,
+    ) -> engine::sampling::SamplingParams {
+        engine::sampling::SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            typical_p: self.typical_p,
+            repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            penalty_last_n: self.penalty_last_n,
+            logit_bias: self.logit_bias,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -547,12 +594,7 @@ fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
         n: a.n,
         options: engine::generate::GenerateOptions {
             max_tokens: a.max_tokens,
-            sampling: engine::sampling::SamplingParams {
-                temperature: a.temp,
-                top_k: a.top_k,
-                top_p: a.top_p,
-                min_p: a.min_p,
-            },
+            sampling: a.more.params(a.temp, a.top_k, a.top_p, a.min_p),
             seed: a.seed,
             problem: 0,
             stop_at_eog: true,

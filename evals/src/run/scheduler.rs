@@ -453,8 +453,13 @@ impl Loop<'_> {
             problem: job.p,
             sample: slot.index,
         };
-        let d = sample(logits, self.params, key.uniform(slot.tokens.len() as u64))
-            .map_err(engine::backend::BackendError::from)?;
+        let d = sample(
+            logits,
+            self.params,
+            &[&job.prompt, &slot.tokens],
+            key.uniform(slot.tokens.len() as u64),
+        )
+        .map_err(engine::backend::BackendError::from)?;
         let token = d.token as Token;
         slot.tokens.push(token);
         slot.logprob += d.logprob;
