@@ -1,9 +1,9 @@
 //! The native engine: Llama-family models run on passuntil's own kernels, behind [`Backend`].
 //!
 //! [`NativeModel::load`] maps a GGUF file, checks the architecture's metadata ([`Config`]) and
-//! finds every weight. [`NativeModel::backend`] creates a context: a KV cache for up to
-//! `max_sequences` sequences of up to `n_ctx` positions each, and scratch buffers that grow to
-//! the largest batch seen and are then reused.
+//! finds every weight. [`NativeModel::backend`] creates a context: a KV cache of `n_ctx` cells
+//! shared by up to `max_sequences` sequences, and scratch buffers that grow to the largest
+//! batch seen and are then reused.
 //!
 //! One [`Backend::decode`] call evaluates rows of many sequences at different positions:
 //! RMSNorm, the Q/K/V projections through [`quant::gemm`] (weights read once for the whole
@@ -14,8 +14,9 @@
 //!
 //! Every step computes a row the same way whatever else is in the batch (the GEMM is
 //! batch-invariant; norms, RoPE and attention are per row in a fixed order), so a sample's
-//! logits do not depend on its batch. The KV cache is f32 and copied on
-//! [`Backend::copy_sequence`]; cells shared between sequences are the next step.
+//! logits do not depend on its batch. The KV cache ([`crate::kv`]) is a fixed set of cells
+//! owned by sets of sequences: [`Backend::copy_sequence`] shares a prompt's cells instead of
+//! copying them, and removing a sequence frees the cells nobody else owns.
 
 use std::path::Path;
 
@@ -26,6 +27,7 @@ use quant::GgmlType;
 use crate::backend::{
     Backend, BackendError, Batch, Logits, ModelInfo, Pos, SeqId, Token, TokenizeOptions,
 };
+use crate::kv::KvCache;
 use crate::tokenizer::{TokenType, Tokenizer};
 
 /// A Llama-family model's shape, read and checked from GGUF metadata.
@@ -270,7 +272,8 @@ impl NativeModel {
         QMatrix::new(w.ty, w.rows, w.cols, t.data).expect("checked at load")
     }
 
-    /// A context with room for `max_sequences` sequences of `n_ctx` positions each.
+    /// A context with a KV cache of `n_ctx` cells shared by up to `max_sequences` sequences
+    /// (positions run up to `n_ctx` too).
     pub fn backend(
         &self,
         n_ctx: u32,
@@ -303,9 +306,12 @@ impl NativeModel {
         Ok(NativeBackend {
             model: self,
             info,
-            seqs: (0..max_sequences)
-                .map(|_| SeqCache::new(self.config.n_layer))
-                .collect(),
+            kv: KvCache::new(
+                n_ctx as usize,
+                max_sequences as usize,
+                self.config.n_layer,
+                self.config.kv_dim(),
+            ),
             scratch: Scratch::default(),
             freqs,
             pool: None,
@@ -314,30 +320,11 @@ impl NativeModel {
     }
 }
 
-/// One sequence's keys and values: per layer, `len` positions × `kv_dim` values each.
-#[derive(Clone, Debug)]
-struct SeqCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    /// Which positions hold entries.
-    filled: Vec<bool>,
-}
-
-impl SeqCache {
-    fn new(n_layer: usize) -> Self {
-        SeqCache {
-            k: vec![Vec::new(); n_layer],
-            v: vec![Vec::new(); n_layer],
-            filled: Vec::new(),
-        }
-    }
-}
-
 /// A native inference context: the KV cache and reusable buffers.
 pub struct NativeBackend<'m> {
     model: &'m NativeModel,
     info: ModelInfo,
-    seqs: Vec<SeqCache>,
+    kv: KvCache,
     scratch: Scratch,
     /// RoPE frequencies `base^(-2i/d)` per pair.
     freqs: Vec<f32>,
@@ -363,6 +350,7 @@ struct Buffers {
     g: Vec<f32>,
     u: Vec<f32>,
     scores: Vec<f32>,
+    slots: Vec<u32>,
     hn: Vec<f32>,
     logits: Vec<f32>,
 }
@@ -401,15 +389,9 @@ impl NativeBackend<'_> {
         let c = &model.config;
         let (d, kv, hd) = (c.n_embd, c.kv_dim(), c.head_dim());
         let n = batch.len();
-        for (i, row) in batch.rows().enumerate() {
-            if row.pos >= self.info.n_ctx {
-                return Err(BackendError::PositionPastContext {
-                    row: i,
-                    pos: row.pos,
-                    n_ctx: self.info.n_ctx,
-                });
-            }
-        }
+        // One cache cell per row, shared by the row's sequences (positions were checked
+        // against the context by `validate`).
+        let cells = self.kv.assign(batch)?;
         // Embeddings: one dequantized row per token.
         let Buffers {
             x,
@@ -422,6 +404,7 @@ impl NativeBackend<'_> {
             g,
             u,
             scores,
+            slots,
             hn,
             logits,
         } = bufs;
@@ -454,7 +437,7 @@ impl NativeBackend<'_> {
             self.mm(&layer.wq, h, q)?;
             self.mm(&layer.wk, h, k)?;
             self.mm(&layer.wv, h, v)?;
-            // RoPE, then keys and values into every sequence the row belongs to.
+            // RoPE, then keys and values into the row's cell.
             for (i, row) in batch.rows().enumerate() {
                 rope(&mut q[i * d..(i + 1) * d], hd, row.pos, &self.freqs);
                 rope(&mut k[i * kv..(i + 1) * kv], hd, row.pos, &self.freqs);
@@ -466,41 +449,29 @@ impl NativeBackend<'_> {
                 {
                     *x = half::f16::from_f32(*x).to_f32();
                 }
-                for &s in row.seqs {
-                    let cache = &mut self.seqs[s as usize];
-                    let p = row.pos as usize;
-                    if cache.k[l].len() < (p + 1) * kv {
-                        cache.k[l].resize((p + 1) * kv, 0.0);
-                        cache.v[l].resize((p + 1) * kv, 0.0);
-                    }
-                    cache.k[l][p * kv..(p + 1) * kv].copy_from_slice(&k[i * kv..(i + 1) * kv]);
-                    cache.v[l][p * kv..(p + 1) * kv].copy_from_slice(&v[i * kv..(i + 1) * kv]);
-                    if l == 0 {
-                        if cache.filled.len() <= p {
-                            cache.filled.resize(p + 1, false);
-                        }
-                        cache.filled[p] = true;
-                    }
-                }
+                self.kv.write(
+                    l,
+                    cells[i],
+                    &k[i * kv..(i + 1) * kv],
+                    &v[i * kv..(i + 1) * kv],
+                );
             }
-            // Attention over the row's first sequence, positions 0..=pos that hold entries.
+            // Attention over the row's first sequence (its other sequences share the same
+            // history), positions 0..=pos that hold entries, in position order.
             for (i, row) in batch.rows().enumerate() {
-                let cache = &self.seqs[row.seqs[0] as usize];
-                let p = row.pos as usize;
+                let cache = &self.kv;
                 for hq in 0..c.n_head {
                     let hk = hq / group;
                     let qh = &q[i * d + hq * hd..i * d + (hq + 1) * hd];
                     scores.clear();
+                    slots.clear();
                     let mut max = f32::NEG_INFINITY;
-                    for t in 0..=p {
-                        if !cache.filled[t] {
-                            scores.push(f32::NEG_INFINITY);
-                            continue;
-                        }
-                        let kt = &cache.k[l][t * kv + hk * hd..t * kv + (hk + 1) * hd];
+                    for cell in cache.cells_up_to(row.seqs[0], row.pos).flatten() {
+                        let kt = &cache.k(l, cell)[hk * hd..(hk + 1) * hd];
                         let s = qh.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale;
                         max = max.max(s);
                         scores.push(s);
+                        slots.push(cell);
                     }
                     let mut sum = 0f32;
                     for s in scores.iter_mut() {
@@ -512,12 +483,12 @@ impl NativeBackend<'_> {
                     let inv = 1.0 / sum;
                     let out = &mut att[i * d + hq * hd..i * d + (hq + 1) * hd];
                     out.fill(0.0);
-                    for (t, &w) in scores.iter().enumerate() {
+                    for (&w, &cell) in scores.iter().zip(slots.iter()) {
                         let w = half::f16::from_f32(w * inv).to_f32();
                         if w == 0.0 {
                             continue;
                         }
-                        let vt = &cache.v[l][t * kv + hk * hd..t * kv + (hk + 1) * hd];
+                        let vt = &cache.v(l, cell)[hk * hd..(hk + 1) * hd];
                         for (a, &b) in out.iter_mut().zip(vt) {
                             *a += w * b;
                         }
@@ -649,9 +620,7 @@ impl Backend for NativeBackend<'_> {
     fn copy_sequence(&mut self, src: SeqId, dst: SeqId) -> Result<(), BackendError> {
         self.check_seq(src)?;
         self.check_seq(dst)?;
-        if src != dst {
-            self.seqs[dst as usize] = self.seqs[src as usize].clone();
-        }
+        self.kv.copy_sequence(src, dst);
         Ok(())
     }
 
@@ -662,22 +631,12 @@ impl Backend for NativeBackend<'_> {
         to: Option<Pos>,
     ) -> Result<(), BackendError> {
         self.check_seq(seq)?;
-        let cache = &mut self.seqs[seq as usize];
-        let end = to.map_or(cache.filled.len(), |t| (t as usize).min(cache.filled.len()));
-        for f in cache.filled.iter_mut().take(end).skip(from as usize) {
-            *f = false;
-        }
-        if to.is_none() && (from as usize) < cache.filled.len() {
-            cache.filled.truncate(from as usize);
-        }
+        self.kv.remove(seq, from, to);
         Ok(())
     }
 
     fn clear(&mut self) -> Result<(), BackendError> {
-        let n_layer = self.model.config.n_layer;
-        for s in &mut self.seqs {
-            *s = SeqCache::new(n_layer);
-        }
+        self.kv.clear();
         Ok(())
     }
 }

@@ -179,9 +179,11 @@ pub fn run(
 fn run_native(model: &Path, req: &GenerateRequest) -> Result<GenerateReport, OpenError> {
     let m = engine::native::NativeModel::load(model)?;
     let n_seq = req.n.clamp(1, 1024) as u32;
-    // Each sequence holds its own prompt copy plus its tokens.
-    let n_ctx =
-        (2 * req.prompt.len() as u64 + 16 + req.options.max_tokens as u64).min(1 << 17) as u32;
+    // Cells: the prompt once (its cells are shared by every sample), plus each sample's own
+    // tokens; past 2^16 cells the samples run in waves.
+    let n_ctx = (req.prompt.len() as u64 + 16 + n_seq as u64 * req.options.max_tokens as u64)
+        .min(1 << 16)
+        .max(req.prompt.len() as u64 + req.options.max_tokens as u64 + 16) as u32;
     let mut b = m.backend(n_ctx, n_seq + 1)?;
     if let Some(t) = req.threads {
         b = b.with_threads(t as usize)?;

@@ -53,6 +53,88 @@ fn logits_do_not_depend_on_the_batch() {
     assert!(same, "a row's logits changed with its batch");
 }
 
+#[test]
+fn a_sample_is_the_same_alone_and_among_64_on_1_or_2_threads() {
+    use engine::generate::{generate, GenerateOptions};
+    use engine::sampling::SamplingParams;
+
+    let m = model();
+    let opts = GenerateOptions {
+        max_tokens: 16,
+        sampling: SamplingParams {
+            temperature: 1.0,
+            top_k: 40,
+            ..Default::default()
+        },
+        seed: 11,
+        problem: 3,
+        stop_at_eog: true,
+    };
+    // 64 sequences forked from one prompt: the prompt's cells are shared, so 64 × 16 new
+    // cells plus the prompt fit in 1100.
+    let mut many = m.backend(1100, 64).unwrap().with_threads(2).unwrap();
+    let prompt = many
+        .tokenize(b"Once upon a time, there was a", TokenizeOptions::default())
+        .unwrap();
+    let batch = generate(&mut many, &prompt, 0, 64, &opts).unwrap();
+    assert_eq!(batch.len(), 64);
+    let distinct: std::collections::BTreeSet<_> = batch.iter().map(|s| &s.tokens).collect();
+    assert!(
+        distinct.len() > 32,
+        "samples should differ: {}",
+        distinct.len()
+    );
+    let mut one = m.backend(256, 1).unwrap().with_threads(1).unwrap();
+    for index in [0u64, 37, 63] {
+        let alone = generate(&mut one, &prompt, index, 1, &opts)
+            .unwrap()
+            .remove(0);
+        let inside = &batch[index as usize];
+        assert_eq!(alone.index, index);
+        assert_eq!(alone.tokens, inside.tokens, "sample {index}");
+        assert_eq!(alone.logprob.to_bits(), inside.logprob.to_bits());
+    }
+}
+
+#[test]
+fn cache_limits_are_errors_and_freed_cells_are_reused() {
+    use engine::backend::BackendError;
+
+    let m = model();
+    let mut b = m.backend(16, 2).unwrap();
+    let mut logits = Logits::new(0);
+    let rows = |seq: u32, from: u32, to: u32| {
+        let mut batch = Batch::new();
+        for p in from..to {
+            batch.add(42, p, &[seq], p + 1 == to);
+        }
+        batch
+    };
+    b.decode(&rows(0, 0, 10), &mut logits).unwrap();
+    // Forking takes no cells: sequence 1 continues with 6 of its own.
+    b.copy_sequence(0, 1).unwrap();
+    b.decode(&rows(1, 10, 16), &mut logits).unwrap();
+    let forked = logits.row(0).to_vec();
+    // All 16 cells are taken.
+    let err = b.decode(&rows(0, 10, 11), &mut logits).unwrap_err();
+    assert!(
+        matches!(err, BackendError::CacheFull { n_ctx: 16 }),
+        "{err}"
+    );
+    // A position past the context is refused whatever is free.
+    let err = b.decode(&rows(1, 16, 17), &mut logits).unwrap_err();
+    assert!(
+        matches!(err, BackendError::PositionPastContext { pos: 16, .. }),
+        "{err}"
+    );
+    // Freeing sequence 1 returns its own cells, and the same continuation on sequence 0
+    // computes the same logits.
+    b.remove_sequence(1, 0, None).unwrap();
+    b.decode(&rows(0, 10, 16), &mut logits).unwrap();
+    assert_eq!(logits.row(0), &forked[..]);
+    assert!(b.copy_sequence(0, 2).is_err());
+}
+
 /// Ten prompts of different kinds for the parity checks.
 #[cfg(feature = "llama-cpp")]
 const PARITY_PROMPTS: [&str; 10] = [

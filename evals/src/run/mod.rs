@@ -470,7 +470,10 @@ fn native_backend(
     let max_prompt = check_context(&jobs, config, m.config().n_ctx_train)?;
     let shape = shape_for(exec.batch, 1024);
     let n_seq = shape.batch + shape.prompt_seqs;
-    let mut backend = m.backend((max_prompt + config.max_tokens + 1) as u32, n_seq as u32)?;
+    // Cells: every prompt sequence's prompt, plus each slot's own tokens (a slot forks its
+    // prompt's cells and adds at most max_tokens; finished slots give theirs back).
+    let cells = shape.prompt_seqs * max_prompt + shape.batch * (config.max_tokens + 1) + 16;
+    let mut backend = m.backend(cells as u32, n_seq as u32)?;
     if let Some(t) = exec.threads {
         backend = backend.with_threads(t as usize)?;
     }

@@ -1,0 +1,314 @@
+//! The native engine's KV cache: a fixed number of cells, each holding one position's keys
+//! and values for every layer, owned by a set of sequences.
+//!
+//! A prompt evaluated once in sequence 0 and forked with [`KvCache::copy_sequence`] to
+//! sequences 1..N adds those sequences to the prompt's cells; nothing is copied. A row that
+//! belongs to several sequences at once takes one cell for all of them. Removing a sequence
+//! (or a range of its positions) takes it out of its cells, and a cell no sequence owns any
+//! more is free again. The capacity is fixed when the cache is created: a batch that needs
+//! more free cells than there are is refused with [`BackendError::CacheFull`] before anything
+//! changes.
+//!
+//! Each sequence keeps a map from position to cell, so attention walks its own positions in
+//! order whatever cells they landed in; a row's result therefore does not depend on where its
+//! keys are stored.
+
+use crate::backend::{BackendError, Batch, Pos, SeqId};
+
+/// Marks a position a sequence does not hold.
+const NONE: u32 = u32::MAX;
+
+/// Cells with keys and values, owned by sets of sequences.
+pub struct KvCache {
+    n_cells: usize,
+    n_layer: usize,
+    kv_dim: usize,
+    /// Bit words per cell for its owner set.
+    words: usize,
+    /// Owners of each cell: `words` u64 per cell.
+    owners: Vec<u64>,
+    /// How many sequences own each cell.
+    refs: Vec<u32>,
+    /// Free cells, the lowest index on top.
+    free: Vec<u32>,
+    /// Per sequence: position → cell (`NONE` where it holds nothing).
+    maps: Vec<Vec<u32>>,
+    /// Per layer: `n_cells × kv_dim` keys, then values.
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+impl KvCache {
+    /// A cache of `n_cells` cells for `max_sequences` sequences. The key and value arrays are
+    /// reserved zeroed at once (pages are only touched as cells fill).
+    pub fn new(n_cells: usize, max_sequences: usize, n_layer: usize, kv_dim: usize) -> Self {
+        let words = max_sequences.div_ceil(64);
+        KvCache {
+            n_cells,
+            n_layer,
+            kv_dim,
+            words,
+            owners: vec![0; n_cells * words],
+            refs: vec![0; n_cells],
+            free: (0..n_cells as u32).rev().collect(),
+            maps: vec![Vec::new(); max_sequences],
+            k: (0..n_layer).map(|_| vec![0.0; n_cells * kv_dim]).collect(),
+            v: (0..n_layer).map(|_| vec![0.0; n_cells * kv_dim]).collect(),
+        }
+    }
+
+    /// Cells in use.
+    pub fn used(&self) -> usize {
+        self.n_cells - self.free.len()
+    }
+
+    /// Total cells.
+    pub fn capacity(&self) -> usize {
+        self.n_cells
+    }
+
+    /// Bytes held by keys and values.
+    pub fn bytes(&self) -> usize {
+        2 * self.n_layer * self.n_cells * self.kv_dim * std::mem::size_of::<f32>()
+    }
+
+    fn owns(&self, cell: u32, seq: SeqId) -> bool {
+        let w = cell as usize * self.words + seq as usize / 64;
+        self.owners[w] >> (seq % 64) & 1 == 1
+    }
+
+    fn set_owner(&mut self, cell: u32, seq: SeqId, on: bool) {
+        let w = cell as usize * self.words + seq as usize / 64;
+        let bit = 1u64 << (seq % 64);
+        let had = self.owns(cell, seq);
+        if on && !had {
+            self.owners[w] |= bit;
+            self.refs[cell as usize] += 1;
+        } else if !on && had {
+            self.owners[w] &= !bit;
+            self.refs[cell as usize] -= 1;
+            if self.refs[cell as usize] == 0 {
+                self.free.push(cell);
+            }
+        }
+    }
+
+    /// The cell holding `seq`'s position `pos`.
+    pub fn cell(&self, seq: SeqId, pos: Pos) -> Option<u32> {
+        self.maps[seq as usize]
+            .get(pos as usize)
+            .copied()
+            .filter(|&c| c != NONE)
+    }
+
+    /// `seq`'s cells for positions `0..=pos` in order (`None` for positions it lacks).
+    pub fn cells_up_to(&self, seq: SeqId, pos: Pos) -> impl Iterator<Item = Option<u32>> + '_ {
+        let map = &self.maps[seq as usize];
+        (0..=pos as usize).map(move |t| map.get(t).copied().filter(|&c| c != NONE))
+    }
+
+    /// Takes a cell for every row of `batch` (rows already checked against the model), owned
+    /// by all of the row's sequences; a position a sequence already holds is replaced. Fails
+    /// without changing anything when the free cells do not suffice.
+    pub fn assign(&mut self, batch: &Batch) -> Result<Vec<u32>, BackendError> {
+        // Cells freed by replacement are not counted: the check is conservative.
+        if batch.len() > self.free.len() {
+            return Err(BackendError::CacheFull {
+                n_ctx: self.n_cells as u32,
+            });
+        }
+        let mut cells = Vec::with_capacity(batch.len());
+        for row in batch.rows() {
+            let cell = self.free.pop().expect("checked above");
+            for &s in row.seqs {
+                if let Some(old) = self.cell(s, row.pos) {
+                    self.set_owner(old, s, false);
+                }
+                let map = &mut self.maps[s as usize];
+                if map.len() <= row.pos as usize {
+                    map.resize(row.pos as usize + 1, NONE);
+                }
+                map[row.pos as usize] = cell;
+                self.set_owner(cell, s, true);
+            }
+            cells.push(cell);
+        }
+        Ok(cells)
+    }
+
+    /// Writes one cell's keys and values for `layer`.
+    pub fn write(&mut self, layer: usize, cell: u32, k: &[f32], v: &[f32]) {
+        let at = cell as usize * self.kv_dim;
+        self.k[layer][at..at + self.kv_dim].copy_from_slice(k);
+        self.v[layer][at..at + self.kv_dim].copy_from_slice(v);
+    }
+
+    /// Keys of one cell for `layer`.
+    pub fn k(&self, layer: usize, cell: u32) -> &[f32] {
+        let at = cell as usize * self.kv_dim;
+        &self.k[layer][at..at + self.kv_dim]
+    }
+
+    /// Values of one cell for `layer`.
+    pub fn v(&self, layer: usize, cell: u32) -> &[f32] {
+        let at = cell as usize * self.kv_dim;
+        &self.v[layer][at..at + self.kv_dim]
+    }
+
+    /// Removes `seq` from its cells at positions `from..to` (`to = None`: to the end).
+    pub fn remove(&mut self, seq: SeqId, from: Pos, to: Option<Pos>) {
+        let len = self.maps[seq as usize].len();
+        let end = to.map_or(len, |t| (t as usize).min(len));
+        for p in (from as usize)..end {
+            let c = self.maps[seq as usize][p];
+            if c != NONE {
+                self.maps[seq as usize][p] = NONE;
+                self.set_owner(c, seq, false);
+            }
+        }
+        let map = &mut self.maps[seq as usize];
+        while map.last() == Some(&NONE) {
+            map.pop();
+        }
+    }
+
+    /// Makes `dst` own exactly `src`'s cells (what `dst` held before is released).
+    pub fn copy_sequence(&mut self, src: SeqId, dst: SeqId) {
+        if src == dst {
+            return;
+        }
+        self.remove(dst, 0, None);
+        let map = self.maps[src as usize].clone();
+        for &c in &map {
+            if c != NONE {
+                self.set_owner(c, dst, true);
+            }
+        }
+        self.maps[dst as usize] = map;
+    }
+
+    /// Frees every cell.
+    pub fn clear(&mut self) {
+        self.owners.fill(0);
+        self.refs.fill(0);
+        self.free = (0..self.n_cells as u32).rev().collect();
+        for m in &mut self.maps {
+            m.clear();
+        }
+    }
+
+    /// Checks the bookkeeping: reference counts match owner bits and maps, free cells are
+    /// exactly the unowned ones.
+    #[cfg(test)]
+    fn check(&self) {
+        let mut refs = vec![0u32; self.n_cells];
+        for (s, map) in self.maps.iter().enumerate() {
+            for &c in map.iter().filter(|&&c| c != NONE) {
+                assert!(
+                    self.owns(c, s as SeqId),
+                    "seq {s} maps to cell {c} it does not own"
+                );
+                refs[c as usize] += 1;
+            }
+        }
+        assert_eq!(refs, self.refs);
+        let mut free = self.free.clone();
+        free.sort_unstable();
+        let unowned: Vec<u32> = (0..self.n_cells as u32)
+            .filter(|&c| self.refs[c as usize] == 0)
+            .collect();
+        assert_eq!(free, unowned);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prompt(cache: &mut KvCache, seq: SeqId, n: u32) -> Vec<u32> {
+        let mut b = Batch::new();
+        for p in 0..n {
+            b.add(0, p, &[seq], false);
+        }
+        cache.assign(&b).unwrap()
+    }
+
+    #[test]
+    fn forked_prompts_share_cells_and_free_them_last() {
+        let mut c = KvCache::new(16, 70, 2, 4);
+        let cells = prompt(&mut c, 0, 5);
+        c.write(1, cells[4], &[1.0; 4], &[2.0; 4]);
+        for s in [1, 2, 65] {
+            c.copy_sequence(0, s);
+        }
+        c.check();
+        // Four sequences, five cells.
+        assert_eq!(c.used(), 5);
+        assert_eq!(c.cell(65, 4), Some(cells[4]));
+        assert_eq!(c.k(1, c.cell(2, 4).unwrap()), &[1.0; 4]);
+        // Each continues on its own cells.
+        let mut b = Batch::new();
+        for s in [0, 1, 2, 65] {
+            b.add(0, 5, &[s], true);
+        }
+        let new = c.assign(&b).unwrap();
+        assert_eq!(c.used(), 9);
+        assert_ne!(c.cell(1, 5), c.cell(2, 5));
+        assert_eq!(c.cell(1, 5), Some(new[1]));
+        // Dropping samples frees their own cells; the prompt stays while anyone holds it.
+        for s in [1, 2, 65] {
+            c.remove(s, 0, None);
+        }
+        c.check();
+        assert_eq!(c.used(), 6);
+        c.remove(0, 0, None);
+        assert_eq!(c.used(), 0);
+        c.check();
+    }
+
+    #[test]
+    fn a_full_cache_is_an_error_that_changes_nothing() {
+        let mut c = KvCache::new(4, 2, 1, 2);
+        prompt(&mut c, 0, 3);
+        let mut b = Batch::new();
+        b.add(0, 3, &[0], true).add(0, 0, &[1], true);
+        assert!(matches!(
+            c.assign(&b),
+            Err(BackendError::CacheFull { n_ctx: 4 })
+        ));
+        c.check();
+        assert_eq!(c.used(), 3);
+        assert_eq!(c.cell(1, 0), None);
+        // Removing a range frees room.
+        c.remove(0, 1, Some(3));
+        assert_eq!(c.used(), 1);
+        c.assign(&b).unwrap();
+        c.check();
+        assert_eq!(c.used(), 3);
+    }
+
+    #[test]
+    fn rows_in_several_sequences_take_one_cell_and_replacing_releases() {
+        let mut c = KvCache::new(8, 3, 1, 1);
+        let mut b = Batch::new();
+        b.add(0, 0, &[0, 1, 2], false);
+        let cells = c.assign(&b).unwrap();
+        assert_eq!(c.used(), 1);
+        assert!((0..3).all(|s| c.cell(s, 0) == Some(cells[0])));
+        // Sequence 1 rewrites position 0: it leaves the shared cell for a new one.
+        let mut b = Batch::new();
+        b.add(0, 0, &[1], false);
+        c.assign(&b).unwrap();
+        c.check();
+        assert_eq!(c.used(), 2);
+        assert_ne!(c.cell(1, 0), c.cell(0, 0));
+        let seen: Vec<Option<u32>> = c.cells_up_to(2, 2).collect();
+        assert_eq!(seen, vec![Some(cells[0]), None, None]);
+        c.copy_sequence(1, 2);
+        assert_eq!(c.cell(2, 0), c.cell(1, 0));
+        c.check();
+        c.clear();
+        assert_eq!(c.used(), 0);
+        c.check();
+    }
+}
