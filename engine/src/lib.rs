@@ -40,6 +40,7 @@ pub mod backend;
 pub mod chat;
 pub mod detok;
 pub mod generate;
+pub mod hooks;
 pub mod kv;
 #[cfg(feature = "llama-cpp")]
 pub mod llama_cpp;

@@ -27,6 +27,7 @@ use quant::GgmlType;
 use crate::backend::{
     Backend, BackendError, Batch, Logits, ModelInfo, Pos, SeqId, Token, TokenizeOptions,
 };
+use crate::hooks::{ForwardHook, HookData, HookPoint};
 use crate::kv::KvCache;
 use crate::tokenizer::{TokenType, Tokenizer};
 
@@ -316,6 +317,7 @@ impl NativeModel {
             freqs,
             pool: None,
             bufs: Buffers::default(),
+            hook: None,
         })
     }
 }
@@ -332,6 +334,8 @@ pub struct NativeBackend<'m> {
     pool: Option<rayon::ThreadPool>,
     /// Activations and scratch, grown to the largest batch seen.
     bufs: Buffers,
+    /// Called with each block's output and the final norm, if attached.
+    hook: Option<Box<dyn ForwardHook + 'm>>,
 }
 
 /// One forward pass's working memory (`n` rows): hidden states `x` and normed `h` (n × d),
@@ -352,6 +356,7 @@ struct Buffers {
     scores: Vec<f32>,
     slots: Vec<u32>,
     hn: Vec<f32>,
+    all_rows: Vec<usize>,
     logits: Vec<f32>,
 }
 
@@ -375,7 +380,7 @@ fn rope(x: &mut [f32], head_dim: usize, pos: Pos, freqs: &[f32]) {
     }
 }
 
-impl NativeBackend<'_> {
+impl<'m> NativeBackend<'m> {
     /// [`Backend::decode`] with the buffers taken out of `self` (so that `self.mm` can run).
     fn forward(
         &mut self,
@@ -407,6 +412,7 @@ impl NativeBackend<'_> {
             slots,
             hn,
             logits,
+            all_rows,
         } = bufs;
         x.resize(n * d, 0.0);
         let embd = model.matrix(&model.embd);
@@ -512,6 +518,16 @@ impl NativeBackend<'_> {
             for (a, b) in x.iter_mut().zip(o.iter()) {
                 *a += b;
             }
+            if let Some(hook) = self.hook.as_mut() {
+                all_rows.extend(all_rows.len()..n);
+                hook.on(&HookData {
+                    point: HookPoint::Block(l),
+                    batch,
+                    rows: &all_rows[..n],
+                    n_embd: d,
+                    hidden: x,
+                });
+            }
         }
         // Final norm and the output head, for the rows that want logits.
         let wanted: Vec<usize> = batch
@@ -526,6 +542,15 @@ impl NativeBackend<'_> {
         hn.resize(wanted.len() * d, 0.0);
         for (&i, hr) in wanted.iter().zip(hn.chunks_exact_mut(d)) {
             rms_norm(&x[i * d..(i + 1) * d], &model.output_norm, c.rms_eps, hr);
+        }
+        if let Some(hook) = self.hook.as_mut() {
+            hook.on(&HookData {
+                point: HookPoint::FinalNorm,
+                batch,
+                rows: &wanted,
+                n_embd: d,
+                hidden: hn,
+            });
         }
         logits.resize(wanted.len() * c.n_vocab, 0.0);
         self.mm(&model.output, hn, logits)?;
@@ -544,6 +569,15 @@ impl NativeBackend<'_> {
             .map_err(|e| BackendError::Context(e.to_string()))?;
         self.pool = Some(pool);
         Ok(self)
+    }
+
+    /// Attaches a hook called with every block's output and the final normed states (see
+    /// [`crate::hooks`]), or detaches it with `None`; returns the previous one.
+    pub fn set_hook(
+        &mut self,
+        hook: Option<Box<dyn ForwardHook + 'm>>,
+    ) -> Option<Box<dyn ForwardHook + 'm>> {
+        std::mem::replace(&mut self.hook, hook)
     }
 
     fn check_seq(&self, seq: SeqId) -> Result<(), BackendError> {

@@ -135,6 +135,68 @@ fn cache_limits_are_errors_and_freed_cells_are_reused() {
     assert!(b.copy_sequence(0, 2).is_err());
 }
 
+#[test]
+fn hooks_see_every_block_and_the_final_norm_without_changing_logits() {
+    use engine::hooks::{HookData, HookPoint};
+    use std::sync::{Arc, Mutex};
+
+    let m = model();
+    let n_layer = m.config().n_layer;
+    let d = m.config().n_embd;
+    let mut b = m.backend(64, 2).unwrap();
+    let mut batch = Batch::new();
+    batch.add_sequence(&[504, 3575, 282], 0, 0, false);
+    batch.add_sequence(&[4649, 314], 0, 1, false);
+    let mut plain = Logits::new(0);
+    b.decode(&batch, &mut plain).unwrap();
+    b.clear().unwrap();
+
+    /// What the hook saw at one point: where, which rows, their states.
+    type Seen = (HookPoint, Vec<usize>, Vec<f32>);
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    b.set_hook(Some(Box::new(move |h: &HookData<'_>| {
+        assert_eq!(h.hidden.len(), h.rows.len() * h.n_embd);
+        sink.lock()
+            .unwrap()
+            .push((h.point, h.rows.to_vec(), h.hidden.to_vec()));
+    })));
+    let mut hooked = Logits::new(0);
+    b.decode(&batch, &mut hooked).unwrap();
+    assert!(b.set_hook(None).is_some());
+    assert_eq!(plain.row(0), hooked.row(0));
+    assert_eq!(plain.row(1), hooked.row(1));
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), n_layer + 1);
+    for (l, (point, rows, hidden)) in seen[..n_layer].iter().enumerate() {
+        assert_eq!(*point, HookPoint::Block(l));
+        assert_eq!(rows, &[0, 1, 2, 3, 4]);
+        assert_eq!(hidden.len(), 5 * d);
+    }
+    // The final norm covers the rows that asked for logits (the last of each sequence), and
+    // is RMSNorm of the last block's output times output_norm.weight.
+    let (point, rows, normed) = &seen[n_layer];
+    assert_eq!(*point, HookPoint::FinalNorm);
+    assert_eq!(rows, &[2, 4]);
+    let file = quant::gguf::GgufFile::open(passuntil_tests::default_model()).unwrap();
+    let w = file.tensor("output_norm.weight").unwrap().to_f32().unwrap();
+    let last = &seen[n_layer - 1].2;
+    for (k, &r) in rows.iter().enumerate() {
+        let x = &last[r * d..(r + 1) * d];
+        let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let scale = 1.0 / (ms + m.config().rms_eps).sqrt();
+        for j in 0..d {
+            let want = x[j] * scale * w[j];
+            let got = normed[k * d + j];
+            assert!(
+                (want - got).abs() <= 1e-5 * want.abs().max(1.0),
+                "{j}: {want} {got}"
+            );
+        }
+    }
+}
+
 /// Ten prompts of different kinds for the parity checks.
 #[cfg(feature = "llama-cpp")]
 const PARITY_PROMPTS: [&str; 10] = [
