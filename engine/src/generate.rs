@@ -2,7 +2,7 @@
 //! samples of one prompt computed once and forked.
 
 use crate::backend::{Backend, BackendError, Batch, Logits, SeqId, Token};
-use crate::sampling::{sample, SampleKey, SamplingParams};
+use crate::sampling::{argmax, sample, top_logprobs, SampleKey, SamplingParams};
 
 /// Why a sample stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,20 @@ pub struct Sample {
     pub sampling_logprob: f64,
     /// Why it stopped.
     pub stop: StopReason,
+    /// Per generated token: its log-probabilities and the most likely alternatives.
+    pub per_token: Vec<TokenLogprobs>,
+}
+
+/// One token's log-probabilities.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprobs {
+    /// Under the model (full-vocabulary log-softmax at temperature 1).
+    pub logprob: f64,
+    /// Under the distribution it was drawn from (0 for greedy, or when teacher-forced).
+    pub sampling_logprob: f64,
+    /// The most likely tokens at this step with their model log-probabilities, most likely
+    /// first ([`GenerateOptions::top_logprobs`] or the scoring request's count of them).
+    pub top: Vec<(Token, f64)>,
 }
 
 /// Evaluates `tokens` as one sequence (id 0) on an emptied cache and returns the logits of
@@ -54,6 +68,71 @@ pub fn score(
     Ok(all)
 }
 
+/// A continuation scored teacher-forced after its context.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    /// Per continuation token: its log-probability given everything before it, and the most
+    /// likely alternatives.
+    pub per_token: Vec<TokenLogprobs>,
+    /// Whether each continuation token is the model's argmax at its step.
+    pub greedy: Vec<bool>,
+    /// Sum of the continuation's log-probabilities (the loglikelihood lm-eval reports).
+    pub logprob: f64,
+    /// Whether greedy decoding would produce the whole continuation.
+    pub is_greedy: bool,
+}
+
+/// Teacher-forced log-probabilities of `continuation` after `context` (which must hold at
+/// least one token, BOS when the model uses it), with the `top_n` most likely alternatives at
+/// each step. Evaluates on an emptied cache, `chunk` rows per call.
+pub fn score_continuation(
+    backend: &mut dyn Backend,
+    context: &[Token],
+    continuation: &[Token],
+    top_n: usize,
+    chunk: usize,
+) -> Result<Scored, BackendError> {
+    if context.is_empty() {
+        return Err(BackendError::InvalidBatch(
+            "scoring needs at least one context token (BOS, or the prompt)".into(),
+        ));
+    }
+    if continuation.is_empty() {
+        return Err(BackendError::InvalidBatch("nothing to score".into()));
+    }
+    let n_vocab = backend.info().n_vocab;
+    if let Some(&token) = continuation.iter().find(|&&t| t as usize >= n_vocab) {
+        return Err(BackendError::InvalidToken {
+            token,
+            what: "the continuation".into(),
+            n_vocab,
+        });
+    }
+    let all: Vec<Token> = context.iter().chain(continuation).copied().collect();
+    // The last token's logits predict nothing we score.
+    let logits = score(backend, &all[..all.len() - 1], chunk)?;
+    let mut out = Scored {
+        per_token: Vec::with_capacity(continuation.len()),
+        greedy: Vec::with_capacity(continuation.len()),
+        logprob: 0.0,
+        is_greedy: true,
+    };
+    for (i, &t) in continuation.iter().enumerate() {
+        let row = logits.row(context.len() - 1 + i);
+        let lp = row[t as usize] as f64 - crate::sampling::log_sum_exp(row)?;
+        let g = argmax(row)? == t as usize;
+        out.logprob += lp;
+        out.is_greedy &= g;
+        out.greedy.push(g);
+        out.per_token.push(TokenLogprobs {
+            logprob: lp,
+            sampling_logprob: 0.0,
+            top: top_logprobs(row, top_n)?,
+        });
+    }
+    Ok(out)
+}
+
 /// Options for [`generate`].
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
@@ -67,6 +146,8 @@ pub struct GenerateOptions {
     pub problem: u64,
     /// Stop a sample at an end-of-generation token.
     pub stop_at_eog: bool,
+    /// How many most likely alternatives to report per generated token (0: none).
+    pub top_logprobs: usize,
 }
 
 impl Default for GenerateOptions {
@@ -77,6 +158,7 @@ impl Default for GenerateOptions {
             seed: 0,
             problem: 0,
             stop_at_eog: true,
+            top_logprobs: 0,
         }
     }
 }
@@ -144,6 +226,7 @@ fn run_wave(
             logprob: 0.0,
             sampling_logprob: 0.0,
             stop: StopReason::MaxTokens,
+            per_token: Vec::new(),
         })
         .collect();
     // Every sequence draws its first token from the prompt's last logits.
@@ -164,10 +247,16 @@ fn run_wave(
                 &[prompt, &samples[s].tokens],
                 key.uniform(step),
             )?;
+            let top = top_logprobs(logits.row(rows[s]), opts.top_logprobs)?;
             let smp = &mut samples[s];
             smp.tokens.push(d.token as Token);
             smp.logprob += d.logprob;
             smp.sampling_logprob += d.sampling_logprob;
+            smp.per_token.push(TokenLogprobs {
+                logprob: d.logprob,
+                sampling_logprob: d.sampling_logprob,
+                top,
+            });
             if opts.stop_at_eog && info.is_eog(d.token as Token) {
                 smp.stop = StopReason::Eog;
             } else if smp.tokens.len() < opts.max_tokens {

@@ -1,6 +1,6 @@
-//! # passuntil-engine: models
+//! # passuntil-engine: inference
 //!
-//! The model layer of passuntil, standing on [`quant`].
+//! The inference layer of passuntil, standing on [`quant`].
 //!
 //! - [`models`]: the registry of known models and their fetching.
 //! - [`backend`]: the [`Backend`] trait every inference engine implements: batches of
@@ -8,31 +8,44 @@
 //!   tokenization and special tokens.
 //! - [`chat`]: chat templates from `tokenizer.chat_template`, rendered with minijinja.
 //! - [`sampling`]: sampling whose randomness depends only on (seed, problem, sample, step).
-//! - [`generate`]: greedy continuations, teacher-forced scoring, and many samples of one prompt
-//!   computed once and forked, in waves past a backend's sequence limit.
+//! - [`generate`]: greedy continuations, teacher-forced scoring of continuations
+//!   (loglikelihood), and many samples of one prompt computed once and forked, in waves past a
+//!   backend's sequence limit, with per-token log-probabilities and top alternatives.
 //! - [`parity`]: how far two backends are apart (logits, KL divergence, greedy agreement).
 //! - [`detok`]: UTF-8-safe streaming detokenization.
 //! - [`tokenizer`]: byte-level BPE from GGUF metadata, with llama.cpp's token ids.
 //! - [`native`]: Llama-family models on passuntil's own kernels, as a backend.
+//! - [`kv`]: the native engine's KV cache of cells owned by sets of sequences.
+//! - [`hooks`]: see each block's hidden states during the native forward pass.
 //! - `llama_cpp` (feature `llama-cpp`): llama.cpp as a backend.
 //!
-//! ```no_run
-//! # #[cfg(feature = "llama-cpp")]
+//! Greedy continuation and teacher-forced scoring on the native engine (the default model is
+//! fetched into the cache on first use):
+//!
+//! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use engine::backend::{Backend, TokenizeOptions};
-//! use engine::llama_cpp::{ContextOptions, LlamaCppModel};
+//! use engine::native::NativeModel;
 //!
 //! let path = engine::models::resolve("smollm2-135m", &mut |msg| eprintln!("{msg}"))?;
-//! let model = LlamaCppModel::load(&path, 0)?;
-//! let mut backend = model.backend(&ContextOptions::default())?;
+//! let model = NativeModel::load(&path)?;
+//! // A KV cache of 256 cells for one sequence.
+//! let mut backend = model.backend(256, 1)?;
 //! let prompt = backend.tokenize(b"The capital of France is", TokenizeOptions::default())?;
-//! let sample = engine::generate::greedy(&mut backend, &prompt, 16)?;
-//! println!("{}", String::from_utf8_lossy(&backend.detokenize(&sample.tokens)?));
+//! let sample = engine::generate::greedy(&mut backend, &prompt, 4)?;
+//! let text = String::from_utf8_lossy(&backend.detokenize(&sample.tokens)?).into_owned();
+//! assert!(text.starts_with(" Paris"), "{text}");
+//!
+//! // How likely is " Paris" after the prompt, token by token?
+//! let scored = engine::generate::score_continuation(&mut backend, &prompt, &sample.tokens[..1], 3, 64)?;
+//! assert!(scored.is_greedy && scored.logprob < 0.0);
+//! assert_eq!(scored.per_token[0].top[0].0, sample.tokens[0]);
 //! # Ok(())
 //! # }
-//! # #[cfg(not(feature = "llama-cpp"))]
-//! # fn main() {}
 //! ```
+//!
+//! The same code runs on llama.cpp with `engine::llama_cpp::LlamaCppModel` (feature
+//! `llama-cpp`); `examples/generate.rs` and `examples/score.rs` go further.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

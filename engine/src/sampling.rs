@@ -284,6 +284,27 @@ pub fn log_sum_exp(logits: &[f32]) -> Result<f64, SamplingError> {
     Ok(m + s.ln())
 }
 
+/// The `n` most likely tokens of a logit row with their log-probabilities (full-vocabulary
+/// log-softmax), most likely first, ties by lower id; errors on NaN.
+pub fn top_logprobs(logits: &[f32], n: usize) -> Result<Vec<(Token, f64)>, SamplingError> {
+    let lse = log_sum_exp(logits)?;
+    let n = n.min(logits.len());
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let by_logit = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    if n < idx.len() {
+        idx.select_nth_unstable_by(n - 1, by_logit);
+        idx.truncate(n);
+    }
+    idx.sort_unstable_by(by_logit);
+    Ok(idx
+        .into_iter()
+        .map(|i| (i as Token, logits[i] as f64 - lse))
+        .collect())
+}
+
 /// Index of the largest logit (the first one on ties); errors on NaN.
 pub fn argmax(logits: &[f32]) -> Result<usize, SamplingError> {
     let mut best = None::<(usize, f32)>;
@@ -765,5 +786,16 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn top_logprobs_are_sorted_and_normalized() {
+        let logits = [0.0f32, 2.0, 1.0, 2.0];
+        let top = top_logprobs(&logits, 3).unwrap();
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 3, 2]);
+        let all = top_logprobs(&logits, 10).unwrap();
+        let mass: f64 = all.iter().map(|t| t.1.exp()).sum();
+        assert!((mass - 1.0).abs() < 1e-12);
+        assert!(top_logprobs(&logits, 0).unwrap().is_empty());
     }
 }

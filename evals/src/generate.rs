@@ -32,6 +32,8 @@ pub struct GenerateRequest {
     pub threads: Option<u32>,
     /// Send the prompt as a user message through the model's chat template.
     pub chat: bool,
+    /// Report each generated token's log-probabilities with this many alternatives.
+    pub logprobs: Option<usize>,
 }
 
 /// An error rendering or tokenizing a chat prompt.
@@ -91,6 +93,68 @@ pub struct SampleReport {
     pub sampling_logprob: f64,
     /// `eog` or `max_tokens`.
     pub stop: &'static str,
+    /// Per token, when asked for (`--logprobs N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_logprobs: Option<Vec<TokenReport>>,
+}
+
+/// One token's log-probabilities, with its text.
+#[derive(Debug, Serialize)]
+pub struct TokenReport {
+    /// The token id.
+    pub token: u32,
+    /// Its text (lossy UTF-8).
+    pub piece: String,
+    /// Log-probability under the model.
+    pub logprob: f64,
+    /// Log-probability under the sampling distribution (generation only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling_logprob: Option<f64>,
+    /// Whether it is the model's most likely token at its step (scoring only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub greedy: Option<bool>,
+    /// The most likely tokens at this step.
+    pub top: Vec<Alternative>,
+}
+
+/// A likely token at one step.
+#[derive(Debug, Serialize)]
+pub struct Alternative {
+    /// The token id.
+    pub token: u32,
+    /// Its text (lossy UTF-8).
+    pub piece: String,
+    /// Its log-probability under the model.
+    pub logprob: f64,
+}
+
+fn piece(backend: &dyn Backend, t: u32) -> Result<String, BackendError> {
+    Ok(String::from_utf8_lossy(&backend.token_piece(t)?).into_owned())
+}
+
+fn token_report(
+    backend: &dyn Backend,
+    token: u32,
+    lp: &engine::generate::TokenLogprobs,
+) -> Result<TokenReport, BackendError> {
+    Ok(TokenReport {
+        token,
+        piece: piece(backend, token)?,
+        logprob: lp.logprob,
+        sampling_logprob: None,
+        greedy: None,
+        top: lp
+            .top
+            .iter()
+            .map(|&(t, l)| {
+                Ok(Alternative {
+                    token: t,
+                    piece: piece(backend, t)?,
+                    logprob: l,
+                })
+            })
+            .collect::<Result<_, BackendError>>()?,
+    })
 }
 
 /// The result of `generate`.
@@ -124,13 +188,30 @@ pub fn run_on(
         backend.tokenize(req.prompt.as_bytes(), TokenizeOptions::default())?
     };
     let start = std::time::Instant::now();
-    let samples = generate(backend, &prompt, 0, req.n, &req.options)?;
+    let mut options = req.options.clone();
+    options.top_logprobs = req.logprobs.unwrap_or(0);
+    let samples = generate(backend, &prompt, 0, req.n, &options)?;
     let seconds = start.elapsed().as_secs_f64();
     let total: usize = samples.iter().map(|s| s.tokens.len()).sum();
     let samples = samples
         .into_iter()
         .map(|s| {
+            let token_logprobs = match req.logprobs {
+                None => None,
+                Some(_) => Some(
+                    s.tokens
+                        .iter()
+                        .zip(&s.per_token)
+                        .map(|(&t, lp)| {
+                            let mut r = token_report(backend, t, lp)?;
+                            r.sampling_logprob = Some(lp.sampling_logprob);
+                            Ok(r)
+                        })
+                        .collect::<Result<Vec<_>, BackendError>>()?,
+                ),
+            };
             Ok(SampleReport {
+                token_logprobs,
                 index: s.index,
                 text: String::from_utf8_lossy(&backend.detokenize(&s.tokens)?).into_owned(),
                 logprob: s.logprob,
@@ -152,6 +233,132 @@ pub fn run_on(
     })
 }
 
+/// What to score: a continuation's teacher-forced log-probabilities after a prompt.
+#[derive(Clone, Debug)]
+pub struct ScoreRequest {
+    /// The context text (BOS is added as the model's metadata asks).
+    pub prompt: String,
+    /// The continuation text.
+    pub continuation: String,
+    /// Alternatives to report per continuation token.
+    pub top: usize,
+    /// Threads for the backend; `None` uses every core.
+    pub threads: Option<u32>,
+}
+
+/// The result of `score`.
+#[derive(Debug, Serialize)]
+pub struct ScoreReport {
+    /// The backend that ran.
+    pub backend: &'static str,
+    /// Context token ids.
+    pub context_tokens: Vec<u32>,
+    /// The continuation's tokens with their log-probabilities.
+    pub tokens: Vec<TokenReport>,
+    /// Sum of the continuation's log-probabilities.
+    pub logprob: f64,
+    /// Whether greedy decoding would produce the continuation.
+    pub is_greedy: bool,
+    /// `exp(−logprob / tokens)`.
+    pub perplexity: f64,
+}
+
+/// Splits `prompt + continuation` into context and continuation tokens the way lm-eval
+/// does: the whole text is tokenized, and the continuation is what follows the context's own
+/// tokenization (so a merge across the boundary goes to the continuation); if the context's
+/// tokens are not a prefix of the whole's, the two are tokenized apart.
+pub fn split_tokens(
+    backend: &dyn Backend,
+    prompt: &str,
+    continuation: &str,
+) -> Result<(Vec<u32>, Vec<u32>), BackendError> {
+    let opts = TokenizeOptions::default();
+    let whole = backend.tokenize(format!("{prompt}{continuation}").as_bytes(), opts)?;
+    let context = backend.tokenize(prompt.as_bytes(), opts)?;
+    if whole.len() > context.len() && whole.starts_with(&context) {
+        let cont = whole[context.len()..].to_vec();
+        return Ok((context, cont));
+    }
+    let cont = backend.tokenize(
+        continuation.as_bytes(),
+        TokenizeOptions {
+            add_special: false,
+            parse_special: true,
+        },
+    )?;
+    Ok((context, cont))
+}
+
+/// Scores on an open backend.
+pub fn score_on(
+    backend: &mut dyn Backend,
+    req: &ScoreRequest,
+) -> Result<ScoreReport, BackendError> {
+    let (context, cont) = split_tokens(backend, &req.prompt, &req.continuation)?;
+    let scored = engine::generate::score_continuation(backend, &context, &cont, req.top, 512)?;
+    let tokens = cont
+        .iter()
+        .zip(&scored.per_token)
+        .zip(&scored.greedy)
+        .map(|((&t, lp), &g)| {
+            let mut r = token_report(backend, t, lp)?;
+            r.greedy = Some(g);
+            Ok(r)
+        })
+        .collect::<Result<Vec<_>, BackendError>>()?;
+    Ok(ScoreReport {
+        backend: backend.info().backend,
+        context_tokens: context,
+        perplexity: (-scored.logprob / tokens.len() as f64).exp(),
+        tokens,
+        logprob: scored.logprob,
+        is_greedy: scored.is_greedy,
+    })
+}
+
+/// Loads `model` on `kind` and scores.
+pub fn score(
+    kind: BackendKind,
+    model: &Path,
+    req: &ScoreRequest,
+) -> Result<ScoreReport, OpenError> {
+    let n_ctx = (req.prompt.len() + req.continuation.len() + 16) as u32;
+    with_backend(kind, model, req.threads, n_ctx, 1, |b| score_on(b, req))
+}
+
+/// One token of a tokenized text.
+#[derive(Debug, Serialize)]
+pub struct TokenPiece {
+    /// The id.
+    pub id: u32,
+    /// Its bytes as text (lossy UTF-8).
+    pub piece: String,
+}
+
+/// Tokenizes `text` with `model`'s tokenizer (the native one, which gives llama.cpp's ids;
+/// only the file's metadata is read, so any architecture works).
+pub fn tokenize(
+    model: &Path,
+    text: &[u8],
+    options: TokenizeOptions,
+) -> Result<Vec<TokenPiece>, OpenError> {
+    let load = |m: String| BackendError::Load {
+        path: model.display().to_string(),
+        message: m,
+    };
+    let file = quant::gguf::GgufFile::open(model).map_err(|e| load(e.to_string()))?;
+    let tok = engine::tokenizer::Tokenizer::from_metadata(file.metadata())
+        .map_err(|e| load(e.to_string()))?;
+    Ok(tok
+        .encode(text, options.add_special, options.parse_special)
+        .into_iter()
+        .map(|id| TokenPiece {
+            id,
+            piece: String::from_utf8_lossy(tok.piece(id, true).unwrap_or_default()).into_owned(),
+        })
+        .collect())
+}
+
 /// Errors opening a backend.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -164,53 +371,75 @@ pub enum OpenError {
     Backend(#[from] BackendError),
 }
 
+/// Loads `model` on `kind` with a cache of `n_ctx` cells for up to `n_seq` sequences
+/// (llama.cpp caps sequences at its own limit) and runs `f` on it.
+pub fn with_backend<T>(
+    kind: BackendKind,
+    model: &Path,
+    threads: Option<u32>,
+    n_ctx: u32,
+    n_seq: u32,
+    f: impl FnOnce(&mut dyn Backend) -> Result<T, BackendError>,
+) -> Result<T, OpenError> {
+    match kind {
+        BackendKind::Native => {
+            let m = engine::native::NativeModel::load(model)?;
+            let mut b = m.backend(n_ctx, n_seq.max(1))?;
+            if let Some(t) = threads {
+                b = b.with_threads(t as usize)?;
+            }
+            Ok(f(&mut b)?)
+        }
+        BackendKind::LlamaCpp => with_llama_cpp(model, threads, n_ctx, n_seq, f),
+    }
+}
+
+#[cfg(feature = "llama-cpp")]
+fn with_llama_cpp<T>(
+    model: &Path,
+    threads: Option<u32>,
+    n_ctx: u32,
+    n_seq: u32,
+    f: impl FnOnce(&mut dyn Backend) -> Result<T, BackendError>,
+) -> Result<T, OpenError> {
+    use engine::llama_cpp::{ContextOptions, LlamaCppModel};
+    let m = LlamaCppModel::load(model, u32::MAX)?;
+    let mut b = m.backend(&ContextOptions {
+        n_ctx,
+        n_seq_max: n_seq.clamp(1, engine::llama_cpp::LLAMA_MAX_SEQ),
+        n_threads: threads,
+        ..ContextOptions::default()
+    })?;
+    Ok(f(&mut b)?)
+}
+
+#[cfg(not(feature = "llama-cpp"))]
+fn with_llama_cpp<T>(
+    _: &Path,
+    _: Option<u32>,
+    _: u32,
+    _: u32,
+    _: impl FnOnce(&mut dyn Backend) -> Result<T, BackendError>,
+) -> Result<T, OpenError> {
+    Err(OpenError::Unavailable(
+        "this pass-until was built without llama.cpp; rebuild with `--features llama-cpp` (needs cmake, clang and libclang-dev)".into(),
+    ))
+}
+
 /// Loads `model` on `kind` and generates.
 pub fn run(
     kind: BackendKind,
     model: &Path,
     req: &GenerateRequest,
 ) -> Result<GenerateReport, OpenError> {
-    match kind {
-        BackendKind::Native => run_native(model, req),
-        BackendKind::LlamaCpp => run_llama_cpp(model, req),
-    }
-}
-
-fn run_native(model: &Path, req: &GenerateRequest) -> Result<GenerateReport, OpenError> {
-    let m = engine::native::NativeModel::load(model)?;
+    // Cells: the prompt once (its cells are shared by every sample; its length in bytes
+    // bounds its tokens), plus each sample's own tokens; past 2^16 cells the samples run in
+    // waves.
     let n_seq = req.n.clamp(1, 1024) as u32;
-    // Cells: the prompt once (its cells are shared by every sample), plus each sample's own
-    // tokens; past 2^16 cells the samples run in waves.
-    let n_ctx = (req.prompt.len() as u64 + 16 + n_seq as u64 * req.options.max_tokens as u64)
-        .min(1 << 16)
-        .max(req.prompt.len() as u64 + req.options.max_tokens as u64 + 16) as u32;
-    let mut b = m.backend(n_ctx, n_seq + 1)?;
-    if let Some(t) = req.threads {
-        b = b.with_threads(t as usize)?;
-    }
-    Ok(run_on(&mut b, req)?)
-}
-
-#[cfg(feature = "llama-cpp")]
-fn run_llama_cpp(model: &Path, req: &GenerateRequest) -> Result<GenerateReport, OpenError> {
-    use engine::llama_cpp::{ContextOptions, LlamaCppModel};
-    let m = LlamaCppModel::load(model, u32::MAX)?;
+    let prompt = req.prompt.len() as u64 + 16;
     let per = req.options.max_tokens as u64;
-    let n_seq_max = req.n.clamp(1, engine::llama_cpp::LLAMA_MAX_SEQ as u64) as u32;
-    // Room for the prompt (generously estimated) plus every parallel sample's tokens.
-    let n_ctx = (2 * req.prompt.len() as u64 + 16 + per * n_seq_max as u64).min(1 << 17) as u32;
-    let mut b = m.backend(&ContextOptions {
-        n_ctx,
-        n_seq_max,
-        n_threads: req.threads,
-        ..ContextOptions::default()
-    })?;
-    Ok(run_on(&mut b, req)?)
-}
-
-#[cfg(not(feature = "llama-cpp"))]
-fn run_llama_cpp(_: &Path, _: &GenerateRequest) -> Result<GenerateReport, OpenError> {
-    Err(OpenError::Unavailable(
-        "this pass-until was built without llama.cpp; rebuild with `--features llama-cpp` (needs cmake, clang and libclang-dev)".into(),
-    ))
+    let n_ctx = (prompt + n_seq as u64 * per).min(1 << 16).max(prompt + per) as u32;
+    with_backend(kind, model, req.threads, n_ctx, n_seq + 1, |b| {
+        run_on(b, req)
+    })
 }

@@ -259,3 +259,64 @@ fn generate_with_a_banned_token_and_penalties() {
     assert!(!ok);
     assert!(stderr.contains("typical_p"), "{stderr}");
 }
+
+#[test]
+fn score_and_tokenize() {
+    let (ok, stdout, stderr) = pass_until(&["tokenize", "The capital of France is", "--json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let ids: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [504, 3575, 282, 4649, 314]);
+
+    let score = |backend: &str| {
+        let (ok, stdout, stderr) = pass_until(&[
+            "score",
+            "-p",
+            "The capital of France is",
+            "-c",
+            " Paris, the city of lights.",
+            "--top",
+            "2",
+            "--backend",
+            backend,
+            "--json",
+        ]);
+        (ok, stdout, stderr)
+    };
+    let (ok, stdout, stderr) = score("native");
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["context_tokens"].as_array().unwrap().len(), 5);
+    let tokens = v["tokens"].as_array().unwrap();
+    assert_eq!(tokens[0]["piece"], " Paris");
+    assert_eq!(tokens[0]["greedy"], true);
+    assert_eq!(tokens[0]["top"][0]["token"], tokens[0]["token"]);
+    assert_eq!(tokens[0]["top"].as_array().unwrap().len(), 2);
+    let sum: f64 = tokens.iter().map(|t| t["logprob"].as_f64().unwrap()).sum();
+    let total = v["logprob"].as_f64().unwrap();
+    assert!((sum - total).abs() < 1e-9 && total < 0.0, "{sum} {total}");
+    let greedy_all = tokens.iter().all(|t| t["greedy"] == true);
+    assert_eq!(v["is_greedy"], greedy_all);
+    if cfg!(feature = "llama-cpp") {
+        let (ok, other, stderr) = score("llama-cpp");
+        assert!(ok, "{stderr}");
+        let o: serde_json::Value = serde_json::from_str(&other).unwrap();
+        assert_eq!(o["backend"], "llama.cpp");
+        assert_eq!(o["tokens"].as_array().unwrap().len(), tokens.len());
+        // The two engines agree up to their activation rounding.
+        let theirs = o["logprob"].as_f64().unwrap();
+        assert!(
+            (theirs - total).abs() < 0.1 * total.abs(),
+            "{theirs} vs {total}"
+        );
+    }
+    // Nothing before the continuation to condition on: a clear error.
+    let (ok, _, stderr) = pass_until(&["score", "-p", "", "-c", "x", "--backend", "native"]);
+    assert!(!ok);
+    assert!(stderr.contains("context token"), "{stderr}");
+}

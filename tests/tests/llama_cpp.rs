@@ -155,6 +155,7 @@ fn shared_prompt_samples_are_distinct_and_reproducible() {
         seed: 1234,
         problem: 7,
         stop_at_eog: true,
+        top_logprobs: 0,
     };
     let a = generate(&mut b, &prompt, 0, 16, &opts).unwrap();
     assert_eq!(a.len(), 16);

@@ -69,6 +69,7 @@ fn a_sample_is_the_same_alone_and_among_64_on_1_or_2_threads() {
         seed: 11,
         problem: 3,
         stop_at_eog: true,
+        top_logprobs: 0,
     };
     // 64 sequences forked from one prompt: the prompt's cells are shared, so 64 × 16 new
     // cells plus the prompt fit in 1100.
@@ -195,6 +196,40 @@ fn hooks_see_every_block_and_the_final_norm_without_changing_logits() {
             );
         }
     }
+}
+
+#[test]
+fn teacher_forced_scores_equal_the_generation_logprobs() {
+    use engine::generate::{generate, score_continuation, GenerateOptions};
+
+    let m = model();
+    let mut b = m.backend(128, 1).unwrap();
+    let prompt = b
+        .tokenize(b"def fibonacci(n):", TokenizeOptions::default())
+        .unwrap();
+    let opts = GenerateOptions {
+        max_tokens: 12,
+        seed: 5,
+        top_logprobs: 4,
+        ..Default::default()
+    };
+    let s = generate(&mut b, &prompt, 0, 1, &opts).unwrap().remove(0);
+    assert_eq!(s.per_token.len(), s.tokens.len());
+    // Scored in one batch, the sampled tokens get the log-probabilities they were drawn with.
+    let scored = score_continuation(&mut b, &prompt, &s.tokens, 4, 64).unwrap();
+    for (i, (g, t)) in s.per_token.iter().zip(&scored.per_token).enumerate() {
+        assert_eq!(g.logprob.to_bits(), t.logprob.to_bits(), "token {i}");
+        assert_eq!(g.top, t.top, "token {i}");
+        assert!(g.top.windows(2).all(|w| w[0].1 >= w[1].1));
+    }
+    assert!((scored.logprob - s.logprob).abs() < 1e-9);
+    assert_eq!(
+        scored.is_greedy,
+        scored.greedy.iter().all(|&g| g),
+        "{:?}",
+        scored.greedy
+    );
+    assert!(score_continuation(&mut b, &prompt, &[u32::MAX], 0, 8).is_err());
 }
 
 /// Ten prompts of different kinds for the parity checks.

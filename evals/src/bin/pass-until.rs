@@ -25,6 +25,10 @@ enum Command {
     },
     /// Sample continuations of a prompt (the prompt is computed once and shared).
     Generate(GenerateArgs),
+    /// Teacher-forced log-probabilities of a continuation after a prompt (loglikelihood).
+    Score(ScoreArgs),
+    /// Token ids and pieces of a text, as the model's tokenizer splits it.
+    Tokenize(TokenizeArgs),
     /// Sample problems of a task until they pass (PassUntil) or n times each (pass@k).
     Run(Box<RunArgs>),
     /// Continue a stopped run exactly where it stopped.
@@ -141,6 +145,9 @@ struct GenerateArgs {
     threads: Option<u32>,
     #[command(flatten)]
     more: SamplingArgs,
+    /// Report each token's log-probabilities with the N most likely alternatives.
+    #[arg(long, value_name = "N")]
+    logprobs: Option<usize>,
     /// Send the prompt as a user message through the model's chat template.
     #[arg(long)]
     chat: bool,
@@ -148,6 +155,53 @@ struct GenerateArgs {
     #[arg(long, value_enum, default_value_t = default_backend())]
     backend: evals::generate::BackendKind,
     /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ScoreArgs {
+    /// A GGUF path or a known model name (fetched on first use).
+    #[arg(short, long, default_value = models::DEFAULT_MODEL)]
+    model: String,
+    /// The context.
+    #[arg(short, long)]
+    prompt: String,
+    /// The continuation whose log-probability is wanted.
+    #[arg(short, long)]
+    continuation: String,
+    /// Alternatives to show per continuation token.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Threads (default: every core).
+    #[arg(short, long)]
+    threads: Option<u32>,
+    /// Which engine runs the model.
+    #[arg(long, value_enum, default_value_t = default_backend())]
+    backend: evals::generate::BackendKind,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct TokenizeArgs {
+    /// A GGUF path or a known model name (fetched on first use).
+    #[arg(short, long, default_value = models::DEFAULT_MODEL)]
+    model: String,
+    /// The text (or use --file).
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    text: Option<String>,
+    /// Read the text from a file (bytes, not necessarily UTF-8).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Treat special-token text (<|im_start|>) as plain text.
+    #[arg(long)]
+    no_parse_special: bool,
+    /// Do not add BOS/EOS even where the model's metadata asks for them.
+    #[arg(long)]
+    no_add_special: bool,
+    /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -424,6 +478,8 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Generate(args) => generate(&mut out, args),
+        Command::Score(args) => score(&mut out, args),
+        Command::Tokenize(args) => tokenize(&mut out, args),
         Command::Compare {
             reference,
             models,
@@ -598,9 +654,11 @@ fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
             seed: a.seed,
             problem: 0,
             stop_at_eog: true,
+            top_logprobs: 0,
         },
         threads: a.threads,
         chat: a.chat,
+        logprobs: a.logprobs,
     };
     let report = evals::generate::run(a.backend, &path, &req)?;
     if a.json {
@@ -620,6 +678,21 @@ fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
             )?;
         }
         writeln!(out, "{}", s.text)?;
+        for t in s.token_logprobs.iter().flatten() {
+            let top: Vec<String> = t
+                .top
+                .iter()
+                .map(|a| format!("{:?} {:.2}", a.piece, a.logprob))
+                .collect();
+            writeln!(
+                out,
+                "  {:>7} {:<16} {:>9.4}  {}",
+                t.token,
+                format!("{:?}", t.piece),
+                t.logprob,
+                top.join(", ")
+            )?;
+        }
     }
     eprintln!(
         "{}: {} samples, {:.1} generated tokens/s",
@@ -627,6 +700,83 @@ fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
         report.samples.len(),
         report.tokens_per_second
     );
+    Ok(())
+}
+
+fn score(out: &mut impl Write, a: ScoreArgs) -> Result<()> {
+    let path = resolve_model(&a.model)?;
+    let req = evals::generate::ScoreRequest {
+        prompt: a.prompt,
+        continuation: a.continuation,
+        top: a.top,
+        threads: a.threads,
+    };
+    let r = evals::generate::score(a.backend, &path, &req)?;
+    if a.json {
+        serde_json::to_writer_pretty(&mut *out, &r)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>7}  {:<16} {:>9}  {:<6} top",
+        "token", "piece", "logprob", "greedy"
+    )?;
+    for t in &r.tokens {
+        let top: Vec<String> = t
+            .top
+            .iter()
+            .map(|a| format!("{:?} {:.2}", a.piece, a.logprob))
+            .collect();
+        writeln!(
+            out,
+            "{:>7}  {:<16} {:>9.4}  {:<6} {}",
+            t.token,
+            format!("{:?}", t.piece),
+            t.logprob,
+            if t.greedy == Some(true) { "yes" } else { "no" },
+            top.join(", ")
+        )?;
+    }
+    writeln!(
+        out,
+        "total logprob {:.4} over {} tokens (perplexity {:.3}); greedy: {} [{} after {} context tokens]",
+        r.logprob,
+        r.tokens.len(),
+        r.perplexity,
+        if r.is_greedy { "yes" } else { "no" },
+        r.backend,
+        r.context_tokens.len()
+    )?;
+    Ok(())
+}
+
+fn tokenize(out: &mut impl Write, a: TokenizeArgs) -> Result<()> {
+    let path = resolve_model(&a.model)?;
+    let text = match (&a.text, &a.file) {
+        (Some(t), _) => t.as_bytes().to_vec(),
+        (None, Some(f)) => {
+            std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?
+        }
+        (None, None) => anyhow::bail!("give a TEXT or --file"),
+    };
+    let tokens = evals::generate::tokenize(
+        &path,
+        &text,
+        engine::backend::TokenizeOptions {
+            add_special: !a.no_add_special,
+            parse_special: !a.no_parse_special,
+        },
+    )?;
+    if a.json {
+        serde_json::to_writer_pretty(&mut *out, &tokens)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for t in &tokens {
+        writeln!(out, "{:>7}  {:?}", t.id, t.piece)?;
+    }
+    writeln!(out, "{} tokens", tokens.len())?;
     Ok(())
 }
 
