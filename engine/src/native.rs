@@ -23,6 +23,7 @@ use std::path::Path;
 use quant::gemm::{matmul, QMatrix, Scratch};
 use quant::gguf::{GgufFile, Metadata};
 use quant::GgmlType;
+use rayon::prelude::*;
 
 use crate::backend::{
     Backend, BackendError, Batch, Logits, ModelInfo, Pos, SeqId, Token, TokenizeOptions,
@@ -353,8 +354,6 @@ struct Buffers {
     o: Vec<f32>,
     g: Vec<f32>,
     u: Vec<f32>,
-    scores: Vec<f32>,
-    slots: Vec<u32>,
     hn: Vec<f32>,
     all_rows: Vec<usize>,
     logits: Vec<f32>,
@@ -376,6 +375,89 @@ fn rope(x: &mut [f32], head_dim: usize, pos: Pos, freqs: &[f32]) {
             let (a, b) = (pair[0], pair[1]);
             pair[0] = a * c - b * s;
             pair[1] = a * s + b * c;
+        }
+    }
+}
+
+/// What [`attend`] needs to know about one layer's attention.
+struct AttnShape {
+    layer: usize,
+    n_head: usize,
+    /// Query heads per key/value head.
+    group: usize,
+    head_dim: usize,
+    /// `1/√head_dim`.
+    scale: f32,
+}
+
+thread_local! {
+    /// Per-thread attention scores and cell lists, reused across rows and calls.
+    static ATTN_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<u32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `Σ a·b` in sixteen independent lanes (so the compiler vectorizes it), summed in a fixed
+/// order: the same bits for the same inputs on every call.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ac, at) = a.as_chunks::<16>();
+    let (bc, bt) = b.as_chunks::<16>();
+    for (x, y) in ac.iter().zip(bc) {
+        for j in 0..16 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    for (j, (x, y)) in at.iter().zip(bt).enumerate() {
+        acc[j] += x * y;
+    }
+    for half in [8, 4, 2, 1] {
+        for j in 0..half {
+            acc[j] += acc[j + half];
+        }
+    }
+    acc[0]
+}
+
+/// One row's attention over the cache cells `slots` (its positions in order): every query
+/// head against its key/value head, softmax, and the probabilities (rounded to f16, as
+/// llama.cpp's non-flash attention does) times the values into `out` (`n_head × head_dim`).
+fn attend(
+    cache: &KvCache,
+    a: &AttnShape,
+    q: &[f32],
+    slots: &[u32],
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let hd = a.head_dim;
+    for hq in 0..a.n_head {
+        let hk = hq / a.group;
+        let qh = &q[hq * hd..(hq + 1) * hd];
+        scores.clear();
+        let mut max = f32::NEG_INFINITY;
+        for &cell in slots {
+            let s = dot(qh, &cache.k(a.layer, cell)[hk * hd..(hk + 1) * hd]) * a.scale;
+            max = max.max(s);
+            scores.push(s);
+        }
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        let o = &mut out[hq * hd..(hq + 1) * hd];
+        o.fill(0.0);
+        for (&w, &cell) in scores.iter().zip(slots) {
+            let w = half::f16::from_f32(w * inv).to_f32();
+            if w == 0.0 {
+                continue;
+            }
+            let vt = &cache.v(a.layer, cell)[hk * hd..(hk + 1) * hd];
+            for (x, &v) in o.iter_mut().zip(vt) {
+                *x += w * v;
+            }
         }
     }
 }
@@ -408,8 +490,6 @@ impl<'m> NativeBackend<'m> {
             o,
             g,
             u,
-            scores,
-            slots,
             hn,
             logits,
             all_rows,
@@ -463,43 +543,28 @@ impl<'m> NativeBackend<'m> {
                 );
             }
             // Attention over the row's first sequence (its other sequences share the same
-            // history), positions 0..=pos that hold entries, in position order.
-            for (i, row) in batch.rows().enumerate() {
-                let cache = &self.kv;
-                for hq in 0..c.n_head {
-                    let hk = hq / group;
-                    let qh = &q[i * d + hq * hd..i * d + (hq + 1) * hd];
-                    scores.clear();
+            // history), positions 0..=pos that hold entries, in position order; rows in
+            // parallel, each computed the same way whatever the batch.
+            let shape = AttnShape {
+                layer: l,
+                n_head: c.n_head,
+                group,
+                head_dim: hd,
+                scale,
+            };
+            let cache = &self.kv;
+            let q: &[f32] = q;
+            let work = |(i, out): (usize, &mut [f32])| {
+                let row = batch.row(i);
+                ATTN_SCRATCH.with_borrow_mut(|(scores, slots)| {
                     slots.clear();
-                    let mut max = f32::NEG_INFINITY;
-                    for cell in cache.cells_up_to(row.seqs[0], row.pos).flatten() {
-                        let kt = &cache.k(l, cell)[hk * hd..(hk + 1) * hd];
-                        let s = qh.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale;
-                        max = max.max(s);
-                        scores.push(s);
-                        slots.push(cell);
-                    }
-                    let mut sum = 0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    // Probabilities meet the f16 values in f16, as in llama.cpp's attention
-                    // without flash attention.
-                    let inv = 1.0 / sum;
-                    let out = &mut att[i * d + hq * hd..i * d + (hq + 1) * hd];
-                    out.fill(0.0);
-                    for (&w, &cell) in scores.iter().zip(slots.iter()) {
-                        let w = half::f16::from_f32(w * inv).to_f32();
-                        if w == 0.0 {
-                            continue;
-                        }
-                        let vt = &cache.v(l, cell)[hk * hd..(hk + 1) * hd];
-                        for (a, &b) in out.iter_mut().zip(vt) {
-                            *a += w * b;
-                        }
-                    }
-                }
+                    slots.extend(cache.cells_up_to(row.seqs[0], row.pos).flatten());
+                    attend(cache, &shape, &q[i * d..(i + 1) * d], slots, scores, out);
+                });
+            };
+            match &self.pool {
+                Some(pool) => pool.install(|| att.par_chunks_mut(d).enumerate().for_each(work)),
+                None => att.par_chunks_mut(d).enumerate().for_each(work),
             }
             self.mm(&layer.wo, att, o)?;
             for (a, b) in x.iter_mut().zip(o.iter()) {

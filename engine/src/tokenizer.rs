@@ -1,4 +1,5 @@
-//! Byte-level BPE tokenization from a GGUF file's metadata, giving llama.cpp's token ids.
+//! Tokenization from a GGUF file's metadata, byte-level BPE and SentencePiece, giving
+//! llama.cpp's token ids.
 //!
 //! [`Tokenizer::from_metadata`] reads `tokenizer.ggml.*`: the vocabulary, token types, merges,
 //! the special ids and the `add_bos_token`/`add_eos_token` flags, and the pre-tokenizer named by
@@ -19,7 +20,14 @@
 //!    first among equals, as long as the merged text is a token. Symbols left that are not
 //!    tokens are spelled with single-byte tokens.
 //!
-//! SentencePiece (`tokenizer.ggml.model = llama`) vocabularies are not read yet.
+//! SentencePiece vocabularies (`tokenizer.ggml.model = llama`: Gemma, Llama 2, Mistral) take
+//! the same special-token step; each piece of text between special tokens then gets a `▁`
+//! prefix where `add_space_prefix` asks for it, has its spaces written `▁`, and is merged
+//! symbol by symbol by token score (see `encode_spm`); characters without a token fall back to
+//! `<0xXX>` byte tokens. llama.cpp splits the text by the length each lead byte announces,
+//! unchecked, which [`InvalidUtf8::Replace`] (the default) reproduces; with
+//! [`InvalidUtf8::Bytes`] a byte that starts no valid character stands alone, and every byte
+//! string without U+2581 comes back from decoding.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -249,7 +257,23 @@ pub struct Tokenizer {
     eos: Option<Token>,
     add_bos: bool,
     add_eos: bool,
+    /// SentencePiece vocabularies (`tokenizer.ggml.model = llama`); `None` for byte-level BPE.
+    spm: Option<Spm>,
 }
+
+/// What SentencePiece tokenization needs beyond the shared tables.
+#[derive(Debug)]
+struct Spm {
+    /// Each token's score: the higher, the earlier a pair merges into it.
+    scores: Vec<f32>,
+    /// Token text (spaces written `▁`) → id, every token as llama.cpp's `text_to_token`.
+    by_text: HashMap<Vec<u8>, Token>,
+    /// Prepend a space to text at the start and after a special token.
+    add_space_prefix: bool,
+}
+
+/// SentencePiece's visible space, U+2581.
+const SPM_SPACE: &[u8] = "\u{2581}".as_bytes();
 
 fn meta_err(key: &str, problem: impl Into<String>) -> TokenizerError {
     TokenizerError::Metadata {
@@ -264,8 +288,10 @@ impl Tokenizer {
         let model = md
             .get_str("tokenizer.ggml.model")
             .map_err(|e| meta_err("tokenizer.ggml.model", e.to_string()))?;
-        if model != "gpt2" {
-            return Err(TokenizerError::UnsupportedModel(model.to_string()));
+        match model {
+            "gpt2" => {}
+            "llama" => return Self::spm_from_metadata(md),
+            other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
         }
         let pre = md.get_str("tokenizer.ggml.pre").unwrap_or("default");
         let splits = pre_tokenizer(pre)?;
@@ -319,7 +345,7 @@ impl Tokenizer {
             by_text.entry(text).or_insert(id);
             let bytes = match ty {
                 TokenType::Control | TokenType::UserDefined | TokenType::Unknown => {
-                    if !text.is_empty() && ty != TokenType::Unknown {
+                    if !text.is_empty() {
                         specials.push((text.as_bytes().to_vec(), id, ty));
                     }
                     text.as_bytes().to_vec()
@@ -389,7 +415,121 @@ impl Tokenizer {
             add_bos: flag("tokenizer.ggml.add_bos_token")
                 .unwrap_or(matches!(pre, "llama3" | "llama-v3" | "llama-bpe")),
             add_eos: flag("tokenizer.ggml.add_eos_token").unwrap_or(false),
+            spm: None,
         })
+    }
+
+    /// A SentencePiece vocabulary: tokens, scores and types; spaces are `▁` in token text,
+    /// byte-fallback tokens are spelled `<0xXX>`.
+    fn spm_from_metadata(md: &Metadata) -> Result<Tokenizer, TokenizerError> {
+        let list = |key: &str| {
+            md.get_array(key)
+                .map(|(_, v)| v)
+                .map_err(|e| meta_err(key, e.to_string()))
+        };
+        let tokens = list("tokenizer.ggml.tokens")?;
+        let n = tokens.len();
+        let scores: Vec<f32> = match md.get_array("tokenizer.ggml.scores") {
+            Ok((_, v)) if v.len() == n => v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    x.as_f64().map(|f| f as f32).ok_or_else(|| {
+                        meta_err(
+                            "tokenizer.ggml.scores",
+                            format!("entry {i} is not a number"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Ok((_, v)) => {
+                return Err(meta_err(
+                    "tokenizer.ggml.scores",
+                    format!("{} entries for {n} tokens", v.len()),
+                ))
+            }
+            Err(_) => vec![0.0; n],
+        };
+        let types: Vec<TokenType> = match md.get_array("tokenizer.ggml.token_type") {
+            Ok((_, v)) if v.len() == n => v
+                .iter()
+                .map(|t| TokenType::from_id(t.as_i64().unwrap_or(0)))
+                .collect(),
+            Ok((_, v)) => {
+                return Err(meta_err(
+                    "tokenizer.ggml.token_type",
+                    format!("{} entries for {n} tokens", v.len()),
+                ))
+            }
+            Err(_) => vec![TokenType::Normal; n],
+        };
+        let mut pieces = Vec::with_capacity(n);
+        let mut by_text = HashMap::with_capacity(n);
+        let mut specials = Vec::new();
+        let mut byte_token = [None; 256];
+        for (id, (t, &ty)) in tokens.iter().zip(&types).enumerate() {
+            let id = id as Token;
+            let text = t.as_str().ok_or_else(|| {
+                meta_err(
+                    "tokenizer.ggml.tokens",
+                    format!("entry {id} is not a string"),
+                )
+            })?;
+            by_text.entry(text.as_bytes().to_vec()).or_insert(id);
+            let bytes = match ty {
+                TokenType::Normal => text.replace('\u{2581}', " ").into_bytes(),
+                TokenType::Byte => match spm_byte(text) {
+                    Some(b) => {
+                        byte_token[b as usize].get_or_insert(id);
+                        vec![b]
+                    }
+                    None => text.as_bytes().to_vec(),
+                },
+                TokenType::Control | TokenType::UserDefined | TokenType::Unknown => {
+                    if !text.is_empty() {
+                        specials.push((text.as_bytes().to_vec(), id, ty));
+                    }
+                    text.as_bytes().to_vec()
+                }
+                _ => text.as_bytes().to_vec(),
+            };
+            pieces.push(bytes);
+        }
+        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        let id = |key: &str| -> Result<Option<Token>, TokenizerError> {
+            match md.get(key) {
+                None => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(t) if (t as usize) < n => Ok(Some(t as Token)),
+                    _ => Err(meta_err(key, format!("not a token id below {n}"))),
+                },
+            }
+        };
+        let flag = |key: &str| md.get(key).and_then(|v| v.as_bool());
+        Ok(Tokenizer {
+            pieces,
+            types,
+            by_bytes: HashMap::new(),
+            merges: HashMap::new(),
+            byte_token,
+            specials,
+            splits: Vec::new(),
+            ignore_merges: false,
+            bos: id("tokenizer.ggml.bos_token_id")?,
+            eos: id("tokenizer.ggml.eos_token_id")?,
+            add_bos: flag("tokenizer.ggml.add_bos_token").unwrap_or(true),
+            add_eos: flag("tokenizer.ggml.add_eos_token").unwrap_or(false),
+            spm: Some(Spm {
+                scores,
+                by_text,
+                add_space_prefix: flag("tokenizer.ggml.add_space_prefix").unwrap_or(true),
+            }),
+        })
+    }
+
+    /// Whether this is a SentencePiece vocabulary.
+    pub fn is_sentencepiece(&self) -> bool {
+        self.spm.is_some()
     }
 
     /// Number of tokens.
@@ -448,10 +588,20 @@ impl Tokenizer {
         if add_special && self.add_bos {
             out.extend(self.bos);
         }
+        // SentencePiece prefixes a space to text at the start and after special tokens.
+        let mut after_special = true;
         for fragment in self.partition(text, parse_special) {
-            match fragment {
-                Fragment::Token(t) => out.push(t),
-                Fragment::Text(s) => self.encode_text(s, invalid, &mut out),
+            match (fragment, &self.spm) {
+                (Fragment::Token(t), _) => {
+                    out.push(t);
+                    after_special = true;
+                }
+                (Fragment::Text(s), Some(spm)) => {
+                    let prefix = after_special && spm.add_space_prefix;
+                    self.encode_spm(spm, s, prefix, invalid, &mut out);
+                    after_special = false;
+                }
+                (Fragment::Text(s), None) => self.encode_text(s, invalid, &mut out),
             }
         }
         if add_special && self.add_eos {
@@ -626,6 +776,122 @@ impl Tokenizer {
         }
     }
 
+    /// SentencePiece encoding of one piece of text, as llama.cpp's SPM tokenizer does it:
+    /// spaces become `▁`, the text splits into UTF-8 characters (by lead byte, unchecked),
+    /// and adjacent symbols merge while their concatenation is a token, the pair whose
+    /// token scores highest first (the leftmost among equals). A final symbol that is no
+    /// token is spelled with `<0xXX>` byte tokens, so every byte string is encoded without
+    /// loss.
+    fn encode_spm(
+        &self,
+        spm: &Spm,
+        text: &[u8],
+        space_prefix: bool,
+        invalid: InvalidUtf8,
+        out: &mut Vec<Token>,
+    ) {
+        let mut t = Vec::with_capacity(text.len() + 8);
+        if space_prefix {
+            t.extend_from_slice(SPM_SPACE);
+        }
+        for &b in text {
+            if b == b' ' {
+                t.extend_from_slice(SPM_SPACE);
+            } else {
+                t.push(b);
+            }
+        }
+        if t.is_empty() {
+            return;
+        }
+        struct Sym {
+            start: usize,
+            len: usize,
+            prev: usize,
+            next: usize,
+        }
+        const NONE: usize = usize::MAX;
+        let mut syms: Vec<Sym> = Vec::with_capacity(t.len());
+        let mut at = 0;
+        while at < t.len() {
+            let len = match invalid {
+                // llama.cpp's unicode_len_utf8: the length the lead byte announces, whatever
+                // follows (an invalid lead can swallow the next character's bytes).
+                InvalidUtf8::Replace => match t[at] >> 4 {
+                    0xC | 0xD => 2,
+                    0xE => 3,
+                    0xF => 4,
+                    _ => 1,
+                }
+                .min(t.len() - at),
+                // Whole characters only; any other byte stands alone (and so round-trips).
+                InvalidUtf8::Bytes => utf8_char(&t[at..]).map_or(1, |(_, used, _)| used),
+            };
+            let i = syms.len();
+            syms.push(Sym {
+                start: at,
+                len,
+                prev: if i == 0 { NONE } else { i - 1 },
+                next: if at + len == t.len() { NONE } else { i + 1 },
+            });
+            at += len;
+        }
+        // (score, leftmost first, left, right, merged length): a max-heap.
+        #[derive(PartialEq)]
+        struct Pair(f32, Reverse<usize>, usize, usize, usize);
+        impl Eq for Pair {}
+        impl PartialOrd for Pair {
+            fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(o))
+            }
+        }
+        impl Ord for Pair {
+            fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+                self.0.total_cmp(&o.0).then(self.1.cmp(&o.1))
+            }
+        }
+        let mut heap = BinaryHeap::new();
+        let push = |heap: &mut BinaryHeap<Pair>, syms: &[Sym], l: usize, r: usize| {
+            if l == NONE || r == NONE {
+                return;
+            }
+            let (a, n) = (syms[l].start, syms[l].len + syms[r].len);
+            if let Some(&tok) = spm.by_text.get(&t[a..a + n]) {
+                heap.push(Pair(spm.scores[tok as usize], Reverse(l), l, r, n));
+            }
+        };
+        for i in 1..syms.len() {
+            push(&mut heap, &syms, i - 1, i);
+        }
+        while let Some(Pair(_, _, l, r, n)) = heap.pop() {
+            // Stale: one side has merged since the pair was queued.
+            if syms[l].len == 0 || syms[r].len == 0 || syms[l].len + syms[r].len != n {
+                continue;
+            }
+            syms[l].len = n;
+            syms[r].len = 0;
+            let rn = syms[r].next;
+            syms[l].next = rn;
+            if rn != NONE {
+                syms[rn].prev = l;
+            }
+            push(&mut heap, &syms, syms[l].prev, l);
+            push(&mut heap, &syms, l, rn);
+        }
+        let mut i = 0;
+        while i != NONE {
+            let s = &syms[i];
+            let piece = &t[s.start..s.start + s.len];
+            match spm.by_text.get(piece) {
+                Some(&tok) => out.push(tok),
+                // A character the vocabulary lacks: its bytes (a byte without a token is
+                // dropped; llama.cpp would fail).
+                None => out.extend(piece.iter().filter_map(|&b| self.byte_token[b as usize])),
+            }
+            i = s.next;
+        }
+    }
+
     /// A token's bytes: its text for normal tokens; for control tokens their text only when
     /// `special` is set (llama.cpp's `token_to_piece`).
     pub fn piece(&self, token: Token, special: bool) -> Result<&[u8], TokenizerError> {
@@ -637,10 +903,17 @@ impl Tokenizer {
     }
 
     /// The bytes of a token sequence (control tokens included as text when `special`).
+    /// SentencePiece vocabularies that prefix a space drop one leading space from the first
+    /// token, as llama.cpp's detokenizer does, so that decoding an encoding gives the text.
     pub fn decode(&self, tokens: &[Token], special: bool) -> Result<Vec<u8>, TokenizerError> {
         let mut out = Vec::new();
-        for &t in tokens {
-            out.extend_from_slice(self.piece(t, special)?);
+        for (i, &t) in tokens.iter().enumerate() {
+            let p = self.piece(t, special)?;
+            let strip = i == 0 && self.spm.as_ref().is_some_and(|s| s.add_space_prefix);
+            out.extend_from_slice(match p {
+                [b' ', rest @ ..] if strip => rest,
+                _ => p,
+            });
         }
         Ok(out)
     }
@@ -649,6 +922,15 @@ impl Tokenizer {
 enum Fragment<'t> {
     Text(&'t [u8]),
     Token(Token),
+}
+
+/// The byte a `<0xXX>` token stands for.
+fn spm_byte(text: &str) -> Option<u8> {
+    let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -753,5 +1035,114 @@ mod tests {
         assert_eq!(utf8_char(&[0xC0, 0xAF]), Some(('/', 2, 0x2F)));
         assert_eq!(encode_cp(0x2F), Some(vec![b'/']));
         assert_eq!(utf8_char(&[0xFF]), None);
+    }
+
+    /// A small Llama-2-style SentencePiece vocabulary: specials, the 256 byte tokens, and a
+    /// few pieces with scores.
+    fn spm_vocab(add_space_prefix: bool) -> Tokenizer {
+        use quant::gguf::{Value, ValueType};
+        let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+        let mut types = vec![2i32, 3, 3];
+        let mut scores = vec![0f32; 3];
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            types.push(6);
+            scores.push(0.0);
+        }
+        for (piece, score) in [
+            ("\u{2581}", -1.0),
+            ("\u{2581}t", -2.0),
+            ("he", -3.0),
+            ("\u{2581}the", -4.0),
+            ("t", -5.0),
+            ("h", -5.0),
+            ("e", -5.0),
+            ("a", -5.0),
+            ("ab", -6.0),
+            ("bc", -1.5),
+            ("b", -5.0),
+            ("c", -5.0),
+            ("\u{2581}\u{2581}", -7.0),
+        ] {
+            tokens.push(piece.into());
+            types.push(1);
+            scores.push(score);
+        }
+        let mut md = Metadata::new();
+        md.insert("tokenizer.ggml.model", Value::String("llama".into()));
+        md.insert(
+            "tokenizer.ggml.tokens",
+            Value::Array(
+                ValueType::String,
+                tokens.into_iter().map(Value::String).collect(),
+            ),
+        );
+        md.insert(
+            "tokenizer.ggml.token_type",
+            Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()),
+        );
+        md.insert(
+            "tokenizer.ggml.scores",
+            Value::Array(ValueType::F32, scores.into_iter().map(Value::F32).collect()),
+        );
+        md.insert("tokenizer.ggml.bos_token_id", Value::U32(1));
+        md.insert("tokenizer.ggml.eos_token_id", Value::U32(2));
+        md.insert(
+            "tokenizer.ggml.add_space_prefix",
+            Value::Bool(add_space_prefix),
+        );
+        Tokenizer::from_metadata(&md).unwrap()
+    }
+
+    #[test]
+    fn sentencepiece_merges_by_score_and_falls_back_to_bytes() {
+        let t = spm_vocab(true);
+        assert!(t.is_sentencepiece());
+        // The normal token with this text (byte tokens spell single bytes too).
+        let id = |p: &str| {
+            (0..t.n_vocab() as Token)
+                .find(|&i| {
+                    t.types[i as usize] == TokenType::Normal && t.pieces[i as usize] == p.as_bytes()
+                })
+                .unwrap()
+        };
+        // BOS, then "▁the": "▁t" (−2) merges before "he" (−3), then "▁t"+"he".
+        assert_eq!(t.encode(b"the", true, false), [1, id(" the")]);
+        // "abc": "bc" (−1.5) beats "ab" (−6), leaving "a" + "bc".
+        assert_eq!(t.encode(b"abc", false, false), [id(" "), id("a"), id("bc")]);
+        // Two spaces merge into one "▁▁" token; é has no token: its two bytes.
+        assert_eq!(
+            t.encode("  é".as_bytes(), false, false),
+            [id("  "), id(" "), 3 + 0xC3, 3 + 0xA9]
+        );
+        // After a special token the text gets its space prefix again.
+        assert_eq!(
+            t.encode(b"the</s>the", false, true),
+            [id(" the"), 2, id(" the")]
+        );
+        // Decoding drops the prefix space of the first token; any bytes round-trip.
+        assert_eq!(
+            t.decode(&t.encode(b"the", false, false), true).unwrap(),
+            b"the"
+        );
+        let lossless = |text: &[u8]| t.encode_with(text, false, false, InvalidUtf8::Bytes);
+        for text in [
+            &b"the cab \xff\x80 \xe2\x82 done"[..],
+            "naïve 日本 😀".as_bytes(),
+            b"",
+            b" ",
+        ] {
+            assert_eq!(t.decode(&lossless(text), false).unwrap(), text, "{text:?}");
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(t.decode(&lossless(&all), false).unwrap(), all);
+        // As llama.cpp reads it (after the prefix "▁"), the lead byte 0xF0 takes the next
+        // three bytes, the escaped space's among them, whatever they are.
+        let ids = t.encode(b"\xf0 x", false, false);
+        assert_eq!(ids[1..5], [3 + 0xF0, 3 + 0xE2, 3 + 0x96, 3 + 0x81]);
+        // Without the prefix (Gemma), text starts as it is.
+        let g = spm_vocab(false);
+        assert_eq!(g.encode(b"the", false, false), [id("t"), id("he")]);
+        assert_eq!(g.decode(&[id(" the")], false).unwrap(), b" the");
     }
 }

@@ -1,5 +1,6 @@
-//! The native tokenizer on the default model: ids identical to llama.cpp's on a broad corpus
-//! (with the `llama-cpp` feature), and exact round trips of any bytes.
+//! The native tokenizer on the default model (byte-level BPE) and on Gemma 3 (SentencePiece):
+//! ids identical to llama.cpp's on a broad corpus (with the `llama-cpp` feature), and exact
+//! round trips of any bytes.
 
 use engine::tokenizer::{InvalidUtf8, Tokenizer};
 use quant::gguf::GgufFile;
@@ -7,6 +8,16 @@ use quant::gguf::GgufFile;
 fn tokenizer() -> Tokenizer {
     let file = GgufFile::open(passuntil_tests::default_model()).unwrap();
     Tokenizer::from_metadata(file.metadata()).expect("the default model's tokenizer")
+}
+
+fn gemma_path() -> std::path::PathBuf {
+    engine::models::resolve("gemma3-270m", &mut |m| eprintln!("{m}"))
+        .unwrap_or_else(|e| panic!("cannot fetch gemma3-270m: {e}"))
+}
+
+fn gemma() -> Tokenizer {
+    let file = GgufFile::open(gemma_path()).unwrap();
+    Tokenizer::from_metadata(file.metadata()).expect("Gemma 3's SentencePiece tokenizer")
 }
 
 /// Texts that exercise the pre-tokenizer and the merges: ASCII prose, contractions, numbers
@@ -33,6 +44,8 @@ fn corpus() -> Vec<Vec<u8>> {
         "emoji 😀👍🏽 👨‍👩‍👧‍👦 🇫🇷 ❤️",
         "math: ∑ ∫ √ ∞ ≈ ≠ ² ³ ½ Ⅻ",
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+        "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n",
+        "<bos><unk> [multimodal] <mask>",
         "ends with special<|endoftext|>",
         "mixed123abc456 d7e8f9",
         "''' \"\"\" ``` --- *** ___ ...",
@@ -82,14 +95,13 @@ fn any_bytes_round_trip() {
     }
 }
 
+/// Our ids against llama.cpp's for every corpus text under three option sets, and the pieces.
 #[cfg(feature = "llama-cpp")]
-#[test]
-fn ids_match_llama_cpp() {
+fn check_against_llama_cpp(path: &std::path::Path, t: &Tokenizer) {
     use engine::backend::{Backend, TokenizeOptions};
     use engine::llama_cpp::{ContextOptions, LlamaCppModel};
 
-    let t = tokenizer();
-    let model = LlamaCppModel::load(passuntil_tests::default_model(), 0).unwrap();
+    let model = LlamaCppModel::load(path, 0).unwrap();
     let b = model
         .backend(&ContextOptions {
             n_ctx: 256,
@@ -125,4 +137,43 @@ fn ids_match_llama_cpp() {
         }
     }
     assert!(checked >= 90);
+}
+
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn ids_match_llama_cpp() {
+    check_against_llama_cpp(passuntil_tests::default_model(), &tokenizer());
+}
+
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn sentencepiece_ids_match_llama_cpp() {
+    let t = gemma();
+    assert!(t.is_sentencepiece());
+    check_against_llama_cpp(&gemma_path(), &t);
+}
+
+#[test]
+fn sentencepiece_round_trips_any_bytes() {
+    // Gemma adds no space prefix and has all 256 byte tokens: in the lossless mode every byte
+    // string comes back exactly, invalid UTF-8 included (SentencePiece spells unknown
+    // characters in bytes), as long as it holds no U+2581 (which decodes to a space).
+    let t = gemma();
+    assert!((0..=255u8).all(|b| t.byte_token(b).is_some()));
+    for text in corpus() {
+        if text.windows(3).any(|w| w == "\u{2581}".as_bytes()) {
+            continue;
+        }
+        let ids = t.encode_with(&text, false, false, InvalidUtf8::Bytes);
+        assert_eq!(
+            t.decode(&ids, true).unwrap(),
+            text,
+            "{:?}",
+            String::from_utf8_lossy(&text)
+        );
+        // Valid UTF-8 gives llama.cpp's ids either way.
+        if std::str::from_utf8(&text).is_ok() {
+            assert_eq!(ids, t.encode(&text, false, false));
+        }
+    }
 }

@@ -1,0 +1,171 @@
+//! The engine on the default model (`smollm2-135m`, fetched on first use): prefill, decode
+//! and batched sampling on the native engine, and on llama.cpp in the same run when the
+//! `llama-cpp` feature is on, so the two can be compared on one machine.
+//!
+//! - `prefill/<backend>`: one 512-token prompt evaluated in one batch (tokens/s).
+//! - `decode/<backend>`: 32 greedy single-sequence steps after a 128-token prompt, the
+//!   prompt not timed (tokens/s).
+//! - `batched/<backend>`: 64 samples sharing one 128-token prompt, 128 new tokens each at
+//!   temperature 1 without stopping at end-of-generation (generated tokens/s). One iteration
+//!   generates 8192 tokens; `PASSUNTIL_BENCH_NEW_TOKENS=N` shortens the samples for a quick
+//!   look.
+//!
+//! `PASSUNTIL_BENCH_THREADS` sets the threads of both engines (default 2, the targets' setting).
+//!
+//! ```sh
+//! cargo bench -p passuntil-benches --features llama-cpp --bench engine
+//! ```
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use engine::backend::{Backend, Batch, Logits, Token};
+use engine::generate::{generate, GenerateOptions};
+use engine::sampling::{argmax, SamplingParams};
+
+fn threads() -> usize {
+    std::env::var("PASSUNTIL_BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+}
+
+fn new_tokens() -> usize {
+    std::env::var("PASSUNTIL_BENCH_NEW_TOKENS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(128)
+}
+
+fn model_path() -> std::path::PathBuf {
+    engine::models::resolve(engine::models::DEFAULT_MODEL, &mut |m| eprintln!("{m}"))
+        .expect("the default model is fetched")
+}
+
+/// A deterministic prompt of `n` ordinary tokens (ids from the middle of the vocabulary).
+fn prompt(n: usize) -> Vec<Token> {
+    (0..n as u32).map(|i| 1000 + (i * 7919) % 30000).collect()
+}
+
+fn prefill_once(b: &mut dyn Backend, tokens: &[Token], logits: &mut Logits) {
+    b.clear().unwrap();
+    let mut batch = Batch::new();
+    batch.add_sequence(tokens, 0, 0, false);
+    b.decode(&batch, logits).unwrap();
+}
+
+/// Evaluates `tokens` as sequence 0 on an emptied cache, then times `steps` greedy
+/// single-row decode steps.
+fn decode_steps(
+    b: &mut dyn Backend,
+    tokens: &[Token],
+    steps: usize,
+    logits: &mut Logits,
+) -> Duration {
+    prefill_once(b, tokens, logits);
+    let mut batch = Batch::new();
+    let mut next = tokens[tokens.len() - 1];
+    let start = std::time::Instant::now();
+    for s in 0..steps {
+        batch.clear();
+        batch.add(next, (tokens.len() + s) as u32, &[0], true);
+        b.decode(&batch, logits).unwrap();
+        next = argmax(logits.row(0)).unwrap() as Token;
+    }
+    start.elapsed()
+}
+
+fn batched(b: &mut dyn Backend, tokens: &[Token]) -> usize {
+    let opts = GenerateOptions {
+        max_tokens: new_tokens(),
+        sampling: SamplingParams::default(),
+        seed: 1,
+        stop_at_eog: false,
+        ..GenerateOptions::default()
+    };
+    generate(b, tokens, 0, 64, &opts)
+        .unwrap()
+        .iter()
+        .map(|s| s.tokens.len())
+        .sum()
+}
+
+type Open<'a> = Box<dyn FnMut(u32, u32) -> Box<dyn Backend + 'a> + 'a>;
+
+/// Runs the three groups' cases for one backend.
+fn cases(c: &mut Criterion, name: &str, open: &mut Open<'_>) {
+    let mut logits = Logits::new(0);
+    {
+        let mut g = c.benchmark_group("prefill");
+        g.sample_size(10).warm_up_time(Duration::from_secs(1));
+        g.throughput(Throughput::Elements(512));
+        let mut b = open(1024, 1);
+        let p = prompt(512);
+        g.bench_function(BenchmarkId::from_parameter(name), |bench| {
+            bench.iter(|| prefill_once(b.as_mut(), &p, &mut logits))
+        });
+    }
+    {
+        let mut g = c.benchmark_group("decode");
+        g.sample_size(10).warm_up_time(Duration::from_secs(1));
+        g.throughput(Throughput::Elements(32));
+        let mut b = open(256, 1);
+        let p = prompt(128);
+        g.bench_function(BenchmarkId::from_parameter(name), |bench| {
+            bench.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| decode_steps(b.as_mut(), &p, 32, &mut logits))
+                    .sum()
+            })
+        });
+    }
+    {
+        let mut g = c.benchmark_group("batched");
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(1))
+            .measurement_time(Duration::from_secs(1));
+        g.throughput(Throughput::Elements(64 * new_tokens() as u64));
+        let mut b = open((128 + 64 * (new_tokens() + 1) + 64) as u32, 65);
+        let p = prompt(128);
+        g.bench_function(BenchmarkId::from_parameter(name), |bench| {
+            bench.iter(|| batched(b.as_mut(), &p))
+        });
+    }
+}
+
+fn engines(c: &mut Criterion) {
+    let path = model_path();
+    let t = threads();
+    let native = engine::native::NativeModel::load(&path).unwrap();
+    let mut open: Open<'_> = Box::new(|n_ctx, n_seq| {
+        Box::new(
+            native
+                .backend(n_ctx, n_seq)
+                .unwrap()
+                .with_threads(t)
+                .unwrap(),
+        )
+    });
+    cases(c, "native", &mut open);
+    #[cfg(feature = "llama-cpp")]
+    {
+        use engine::llama_cpp::{ContextOptions, LlamaCppModel};
+        let lm = LlamaCppModel::load(&path, 0).unwrap();
+        let mut open: Open<'_> = Box::new(|n_ctx, n_seq| {
+            Box::new(
+                lm.backend(&ContextOptions {
+                    n_ctx,
+                    n_seq_max: n_seq,
+                    n_threads: Some(t as u32),
+                    n_batch: 512,
+                    ..ContextOptions::default()
+                })
+                .unwrap(),
+            )
+        });
+        cases(c, "llama.cpp", &mut open);
+    }
+}
+
+criterion_group!(benches, engines);
+criterion_main!(benches);
