@@ -1,6 +1,7 @@
 //! Hooks into the native forward pass: a [`ForwardHook`] attached with
-//! [`crate::native::NativeBackend::set_hook`] is called with every transformer block's output
-//! hidden states and with the final normed states, for the rows being evaluated. Probes,
+//! [`crate::native::NativeBackend::set_hook`] is called, for the rows being evaluated, with
+//! every transformer block's output hidden states, with the inputs of its projections (where
+//! LLM.int8()'s outlier features are looked for), and with the final normed states. Probes,
 //! activation statistics and quantization studies read the model's inside through it.
 //!
 //! Without a hook the forward pass only tests an `Option` per block. A hook sees the states
@@ -26,9 +27,16 @@
 
 use crate::backend::Batch;
 
-/// Where in the forward pass a hook is called.
+/// Where in the forward pass a hook is called, in the order the points come.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HookPoint {
+    /// Block `n`'s normed input to the query, key and value projections.
+    AttnInput(usize),
+    /// Block `n`'s attention result, the input to the output projection (`n_head × head_dim`
+    /// values per row, head by head).
+    AttnOutput(usize),
+    /// Block `n`'s normed input to the feed-forward gate and up projections.
+    FfnInput(usize),
     /// After transformer block `n` (0-based): the residual stream it outputs.
     Block(usize),
     /// After the final norm, just before the output head.

@@ -274,6 +274,32 @@ impl NativeModel {
         QMatrix::new(w.ty, w.rows, w.cols, t.data).expect("checked at load")
     }
 
+    /// The logits the model's head gives for residual-stream states `hidden` (rows of
+    /// `n_embd`): the final norm, then the output projection, on the calling thread pool.
+    /// Applied to a block's output this is the logit lens.
+    pub fn head_logits(&self, hidden: &[f32]) -> Result<Vec<f32>, BackendError> {
+        let d = self.config.n_embd;
+        if hidden.is_empty() || !hidden.len().is_multiple_of(d) {
+            return Err(BackendError::InvalidBatch(format!(
+                "{} values are not rows of {d}",
+                hidden.len()
+            )));
+        }
+        let mut normed = vec![0f32; hidden.len()];
+        for (x, o) in hidden.chunks_exact(d).zip(normed.chunks_exact_mut(d)) {
+            rms_norm(x, &self.output_norm, self.config.rms_eps, o);
+        }
+        let mut logits = vec![0f32; hidden.len() / d * self.config.n_vocab];
+        matmul(
+            &self.matrix(&self.output),
+            &normed,
+            &mut logits,
+            &mut Scratch::default(),
+        )
+        .map_err(|e| BackendError::Decode(format!("{}: {e}", self.output.name)))?;
+        Ok(logits)
+    }
+
     /// A context with a KV cache of `n_ctx` cells shared by up to `max_sequences` sequences
     /// (positions run up to `n_ctx` too).
     pub fn backend(
@@ -377,6 +403,15 @@ fn rope(x: &mut [f32], head_dim: usize, pos: Pos, freqs: &[f32]) {
             pair[1] = a * s + b * c;
         }
     }
+}
+
+/// The row indices `0..n` (grown in `all` as needed).
+fn bufs_rows(all: &mut Vec<usize>, n: usize) -> &[usize] {
+    if all.len() < n {
+        let from = all.len();
+        all.extend(from..n);
+    }
+    &all[..n]
 }
 
 /// What [`attend`] needs to know about one layer's attention.
@@ -520,6 +555,7 @@ impl<'m> NativeBackend<'m> {
             for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
                 rms_norm(xr, &layer.attn_norm, c.rms_eps, hr);
             }
+            self.call_hook(HookPoint::AttnInput(l), batch, bufs_rows(all_rows, n), d, h);
             self.mm(&layer.wq, h, q)?;
             self.mm(&layer.wk, h, k)?;
             self.mm(&layer.wv, h, v)?;
@@ -566,6 +602,13 @@ impl<'m> NativeBackend<'m> {
                 Some(pool) => pool.install(|| att.par_chunks_mut(d).enumerate().for_each(work)),
                 None => att.par_chunks_mut(d).enumerate().for_each(work),
             }
+            self.call_hook(
+                HookPoint::AttnOutput(l),
+                batch,
+                bufs_rows(all_rows, n),
+                d,
+                att,
+            );
             self.mm(&layer.wo, att, o)?;
             for (a, b) in x.iter_mut().zip(o.iter()) {
                 *a += b;
@@ -574,6 +617,7 @@ impl<'m> NativeBackend<'m> {
             for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
                 rms_norm(xr, &layer.ffn_norm, c.rms_eps, hr);
             }
+            self.call_hook(HookPoint::FfnInput(l), batch, bufs_rows(all_rows, n), d, h);
             self.mm(&layer.gate, h, g)?;
             self.mm(&layer.up, h, u)?;
             for (a, &b) in g.iter_mut().zip(u.iter()) {
@@ -583,16 +627,7 @@ impl<'m> NativeBackend<'m> {
             for (a, b) in x.iter_mut().zip(o.iter()) {
                 *a += b;
             }
-            if let Some(hook) = self.hook.as_mut() {
-                all_rows.extend(all_rows.len()..n);
-                hook.on(&HookData {
-                    point: HookPoint::Block(l),
-                    batch,
-                    rows: &all_rows[..n],
-                    n_embd: d,
-                    hidden: x,
-                });
-            }
+            self.call_hook(HookPoint::Block(l), batch, bufs_rows(all_rows, n), d, x);
         }
         // Final norm and the output head, for the rows that want logits.
         let wanted: Vec<usize> = batch
@@ -634,6 +669,26 @@ impl<'m> NativeBackend<'m> {
             .map_err(|e| BackendError::Context(e.to_string()))?;
         self.pool = Some(pool);
         Ok(self)
+    }
+
+    /// Calls the hook, if any, with the states `hidden` of the rows `rows` at `point`.
+    fn call_hook(
+        &mut self,
+        point: HookPoint,
+        batch: &Batch,
+        rows: &[usize],
+        n_embd: usize,
+        hidden: &[f32],
+    ) {
+        if let Some(hook) = self.hook.as_mut() {
+            hook.on(&HookData {
+                point,
+                batch,
+                rows,
+                n_embd,
+                hidden,
+            });
+        }
     }
 
     /// Attaches a hook called with every block's output and the final normed states (see

@@ -9,6 +9,8 @@
 //! - [`run`]: `pass-until run`, `resume`, `merge` and `report`: massive sampling.
 //! - [`compare`]: perplexity and KL divergence against a reference, as llama.cpp's tool.
 //! - [`metrics`]: pass@k and PassUntil as pure functions, checked against EVALS-SPEC.md.
+//! - [`probe`]: matrix entropy, outlier features and the logit lens through the native
+//!   engine's hooks.
 //! - [`judges`]: text, multiple-choice and sandboxed program judges, and a verdict cache.
 //! - [`tasks`]: problems from native JSONL, BIG-bench `task.json` and HumanEval files.
 //!
@@ -26,6 +28,7 @@ pub mod generate;
 pub mod inspect;
 pub mod judges;
 pub mod metrics;
+pub mod probe;
 pub mod run;
 pub mod study;
 pub mod tasks;

@@ -320,3 +320,51 @@ fn score_and_tokenize() {
     assert!(!ok);
     assert!(stderr.contains("context token"), "{stderr}");
 }
+
+#[test]
+fn probe_reports_entropy_outliers_and_the_logit_lens() {
+    let text = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let (ok, stdout, stderr) = pass_until(&[
+        "probe",
+        "--text",
+        text,
+        "--ctx",
+        "64",
+        "--chunks",
+        "2",
+        "--lens",
+        "The capital of France is",
+        "--top",
+        "3",
+        "-t",
+        "2",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["tokens"], 128);
+    let me = &v["matrix_entropy"];
+    assert_eq!(me["dim"], 576);
+    let h = me["entropy"].as_f64().unwrap();
+    assert!(h > 0.0 && h <= (576f64).ln(), "{h}");
+    let sites = v["outliers"].as_array().unwrap();
+    assert_eq!(sites.len(), 3);
+    for s in sites {
+        assert_eq!(s["per_layer"].as_array().unwrap().len(), 30);
+        // The union reading never finds fewer dimensions than the pooled one.
+        assert!(s["dims"].as_array().unwrap().len() >= s["dims_pooled"].as_array().unwrap().len());
+    }
+    let lens = v["logit_lens"]["layers"].as_array().unwrap();
+    assert_eq!(lens.len(), 30);
+    // At the top, the lens is the model's own prediction.
+    assert_eq!(lens[29]["top"][0][1], " Paris");
+    let p = lens[29]["top"][0][2].as_f64().unwrap();
+    assert!(p > 0.0 && p <= 1.0);
+    // A text too short to probe is an error, not a crash.
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.txt");
+    std::fs::write(&short, "x").unwrap();
+    let (ok, _, stderr) = pass_until(&["probe", "--text", short.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("too few"), "{stderr}");
+}

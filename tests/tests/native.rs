@@ -168,15 +168,32 @@ fn hooks_see_every_block_and_the_final_norm_without_changing_logits() {
     assert_eq!(plain.row(0), hooked.row(0));
     assert_eq!(plain.row(1), hooked.row(1));
 
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), n_layer + 1);
-    for (l, (point, rows, hidden)) in seen[..n_layer].iter().enumerate() {
-        assert_eq!(*point, HookPoint::Block(l));
-        assert_eq!(rows, &[0, 1, 2, 3, 4]);
-        assert_eq!(hidden.len(), 5 * d);
+    let all = seen.lock().unwrap();
+    assert_eq!(all.len(), 4 * n_layer + 1);
+    // Per block: its attention input, attention output, FFN input, then its output.
+    for (l, four) in all[..4 * n_layer].chunks(4).enumerate() {
+        let points: Vec<HookPoint> = four.iter().map(|s| s.0).collect();
+        assert_eq!(
+            points,
+            [
+                HookPoint::AttnInput(l),
+                HookPoint::AttnOutput(l),
+                HookPoint::FfnInput(l),
+                HookPoint::Block(l)
+            ]
+        );
+        for (_, rows, hidden) in four {
+            assert_eq!(rows, &[0, 1, 2, 3, 4]);
+            assert_eq!(hidden.len(), 5 * d);
+        }
     }
+    let seen: Vec<&Seen> = all
+        .iter()
+        .filter(|s| matches!(s.0, HookPoint::Block(_) | HookPoint::FinalNorm))
+        .collect();
     // The final norm covers the rows that asked for logits (the last of each sequence), and
-    // is RMSNorm of the last block's output times output_norm.weight.
+    // is RMSNorm of the last block's output times output_norm.weight; the head applied to the
+    // last block's output (the logit lens at the top) gives the logits.
     let (point, rows, normed) = &seen[n_layer];
     assert_eq!(*point, HookPoint::FinalNorm);
     assert_eq!(rows, &[2, 4]);

@@ -29,6 +29,9 @@ enum Command {
     Score(ScoreArgs),
     /// Token ids and pieces of a text, as the model's tokenizer splits it.
     Tokenize(TokenizeArgs),
+    /// Inside the model on a text (native engine hooks): matrix entropy of the final states,
+    /// outlier features at the projections' inputs, and the logit lens for a prompt.
+    Probe(ProbeArgs),
     /// Sample problems of a task until they pass (PassUntil) or n times each (pass@k).
     Run(Box<RunArgs>),
     /// Continue a stopped run exactly where it stopped.
@@ -180,6 +183,37 @@ struct ScoreArgs {
     #[arg(long, value_enum, default_value_t = default_backend())]
     backend: evals::generate::BackendKind,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// A GGUF path or a known model name (fetched on first use).
+    #[arg(short, long, default_value = models::DEFAULT_MODEL)]
+    model: String,
+    /// The text whose tokens are probed.
+    #[arg(long)]
+    text: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long, default_value_t = 256)]
+    ctx: usize,
+    /// Most chunks of the text (0: all).
+    #[arg(long, default_value_t = 2)]
+    chunks: usize,
+    /// Outlier magnitude threshold.
+    #[arg(long, default_value_t = 6.0)]
+    threshold: f32,
+    /// Show the logit lens at the last token of this prompt.
+    #[arg(long)]
+    lens: Option<String>,
+    /// Tokens per layer in the logit lens.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Threads (default: every core).
+    #[arg(short, long)]
+    threads: Option<usize>,
+    /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
 }
@@ -480,6 +514,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate(&mut out, args),
         Command::Score(args) => score(&mut out, args),
         Command::Tokenize(args) => tokenize(&mut out, args),
+        Command::Probe(args) => probe(&mut out, args),
         Command::Compare {
             reference,
             models,
@@ -748,6 +783,71 @@ fn score(out: &mut impl Write, a: ScoreArgs) -> Result<()> {
         r.backend,
         r.context_tokens.len()
     )?;
+    Ok(())
+}
+
+fn probe(out: &mut impl Write, a: ProbeArgs) -> Result<()> {
+    let path = resolve_model(&a.model)?;
+    let text =
+        std::fs::read(&a.text).with_context(|| format!("cannot read {}", a.text.display()))?;
+    let opts = evals::probe::ProbeOptions {
+        ctx: a.ctx,
+        chunks: (a.chunks > 0).then_some(a.chunks),
+        threshold: a.threshold,
+        lens_prompt: a.lens,
+        lens_top: a.top,
+        threads: a.threads,
+    };
+    let r = evals::probe::probe(&path, &text, &opts)?;
+    if a.json {
+        serde_json::to_writer_pretty(&mut *out, &r)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let e = &r.matrix_entropy;
+    writeln!(
+        out,
+        "{} tokens in {} chunks; final normed states ({} × {}): matrix entropy {:.4} nats, normalized {:.4}, effective rank {:.1}",
+        r.tokens, r.chunks, e.rows, e.dim, e.entropy, e.normalized, e.effective_rank
+    )?;
+    writeln!(out, "\noutlier features (|x| ≥ {}):", r.threshold)?;
+    for s in &r.outliers {
+        writeln!(
+            out,
+            "  {:<12} dims {:?} (pooled reading {:?}), layers {:.0}%, positions {:.0}%, max {:.1}",
+            s.site,
+            s.dims,
+            s.dims_pooled,
+            100.0 * s.layers_affected,
+            100.0 * s.positions_affected,
+            s.max_magnitude
+        )?;
+        let per: Vec<String> = s
+            .per_layer
+            .iter()
+            .map(|l| format!("{}:{}/{:.0}", l.layer, l.dims_over_threshold, l.max_abs))
+            .collect();
+        writeln!(
+            out,
+            "    per layer (dims over threshold / max |x|): {}",
+            per.join(" ")
+        )?;
+    }
+    if let Some(lens) = &r.logit_lens {
+        writeln!(
+            out,
+            "\nlogit lens at the last of {} tokens of {:?}:",
+            lens.tokens, lens.prompt
+        )?;
+        for l in &lens.layers {
+            let top: Vec<String> = l
+                .top
+                .iter()
+                .map(|(_, p, prob)| format!("{p:?} {prob:.3}"))
+                .collect();
+            writeln!(out, "  {:>3}  {}", l.layer, top.join(", "))?;
+        }
+    }
     Ok(())
 }
 
