@@ -73,6 +73,9 @@ pub struct TypeLine {
     pub score: f64,
     /// Mean per-problem difference from the reference, with a 95% interval (paired).
     pub shift: Option<(f64, f64, f64)>,
+    /// Fixed-n runs: per k, the mean per-problem difference of the unbiased pass@k from the
+    /// reference's, with a 95% interval (paired over problems).
+    pub pass_at_k_shift: Vec<KShift>,
     /// Problems solved by the reference but not by this type.
     pub lost: Vec<String>,
     /// Problems solved by this type but not by the reference.
@@ -83,6 +86,43 @@ pub struct TypeLine {
     pub kld: Option<f64>,
     /// Share of text positions where the top token agrees with the reference's.
     pub same_top: Option<f64>,
+}
+
+/// A paired pass@k shift.
+#[derive(Clone, Debug, Serialize)]
+pub struct KShift {
+    /// k.
+    pub k: u64,
+    /// Mean of pass@k(type) − pass@k(reference) over problems.
+    pub mean: f64,
+    /// Lower end of the 95% interval.
+    pub lo: f64,
+    /// Upper end.
+    pub hi: f64,
+}
+
+/// Per-problem pass@k of a fixed-n run, for each k it reports.
+fn pass_at_k_by_k(r: &Report) -> Vec<(u64, Vec<f64>)> {
+    let ks: Vec<u64> = r
+        .problems
+        .first()
+        .map(|p| p.pass_at_k.iter().map(|&(k, _)| k).collect())
+        .unwrap_or_default();
+    ks.into_iter()
+        .map(|k| {
+            let v = r
+                .problems
+                .iter()
+                .map(|p| {
+                    p.pass_at_k
+                        .iter()
+                        .find(|&&(kk, _)| kk == k)
+                        .map_or(f64::NAN, |&(_, v)| v)
+                })
+                .collect();
+            (k, v)
+        })
+        .collect()
 }
 
 /// The study's report.
@@ -202,6 +242,18 @@ pub fn study(
         let rates: Vec<f64> = r.problems.iter().map(|p| p.pu).collect();
         let sv = solved(r);
         let shift = (i > 0).then(|| paired_shift(&rates, &base_rates)).flatten();
+        let pass_at_k_shift = if i == 0 {
+            Vec::new()
+        } else {
+            pass_at_k_by_k(r)
+                .into_iter()
+                .zip(pass_at_k_by_k(&reports[0]))
+                .filter(|((k, _), (kb, _))| k == kb)
+                .filter_map(|((k, v), (_, b))| {
+                    paired_shift(&v, &b).map(|(mean, lo, hi)| KShift { k, mean, lo, hi })
+                })
+                .collect()
+        };
         let pick = |f: &dyn Fn(&crate::metrics::perplexity::KlSummary) -> f64| {
             compare.as_ref().map(|c| match i {
                 0 => c.models.first().map_or(f64::NAN, |m| m.summary.ppl_base.0),
@@ -215,6 +267,7 @@ pub fn study(
             bytes: facts.bytes,
             score: score(r),
             shift,
+            pass_at_k_shift,
             lost: problems
                 .iter()
                 .zip(base_solved.iter().zip(&sv))
@@ -330,6 +383,17 @@ impl StudyReport {
             }
             s.push('\n');
         }
+        if self.types.iter().any(|t| !t.pass_at_k_shift.is_empty()) {
+            let _ = writeln!(s, "\npass@k shift vs reference, paired over problems [95%]");
+            for t in &self.types[1..] {
+                let cells: Vec<String> = t
+                    .pass_at_k_shift
+                    .iter()
+                    .map(|k| format!("@{}: {:+.4} [{:+.4}, {:+.4}]", k.k, k.mean, k.lo, k.hi))
+                    .collect();
+                let _ = writeln!(s, "{:<10} {}", t.name, cells.join("   "));
+            }
+        }
         for t in &self.types[1..] {
             if !t.lost.is_empty() || !t.gained.is_empty() {
                 let _ = writeln!(s, "{}: lost {:?}, gained {:?}", t.name, t.lost, t.gained);
@@ -338,8 +402,31 @@ impl StudyReport {
         s
     }
 
-    /// Writes an SVG of task score (and KL divergence, when measured) against bits per weight.
-    pub fn plot(&self, path: &Path) -> Result<(), StudyError> {
+    /// Writes an SVG of task score against bits per weight at `path`, and, when the types were
+    /// compared on a text, one of mean KL divergence against bits per weight (log scale)
+    /// beside it (`NAME-kld.svg`). Returns the files written.
+    pub fn plot(&self, path: &Path) -> Result<Vec<PathBuf>, StudyError> {
+        self.plot_score(path)?;
+        let mut written = vec![path.to_path_buf()];
+        let points: Vec<(f64, f64, &str)> = self
+            .types
+            .iter()
+            .skip(1)
+            .filter_map(|t| t.kld.map(|k| (t.bits_per_weight, k, t.name.as_str())))
+            .filter(|&(_, k, _)| k > 0.0 && k.is_finite())
+            .collect();
+        if !points.is_empty() {
+            let stem = path
+                .file_stem()
+                .map_or("study".into(), |s| s.to_string_lossy());
+            let kld_path = path.with_file_name(format!("{stem}-kld.svg"));
+            plot_kld(&points, &kld_path)?;
+            written.push(kld_path);
+        }
+        Ok(written)
+    }
+
+    fn plot_score(&self, path: &Path) -> Result<(), StudyError> {
         use plotters::prelude::*;
         let err = |e: String| StudyError::Io {
             path: path.to_path_buf(),
@@ -399,6 +486,56 @@ impl StudyReport {
         root.present().map_err(|e| err(e.to_string()))?;
         Ok(())
     }
+}
+
+/// Mean KL divergence from the reference against bits per weight, log scale.
+fn plot_kld(points: &[(f64, f64, &str)], path: &Path) -> Result<(), StudyError> {
+    use plotters::prelude::*;
+    let err = |e: String| StudyError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    };
+    let (x0, x1, y0, y1) = points.iter().fold(
+        (
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ),
+        |(a, b, c, d), &(x, y, _)| (a.min(x), b.max(x), c.min(y), d.max(y)),
+    );
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "KL divergence from the reference vs bits per weight",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(72)
+        .build_cartesian_2d((x0 - 0.5)..(x1 + 0.5), ((y0 / 2.0)..(y1 * 2.0)).log_scale())
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("bits per weight")
+        .y_desc("mean KL divergence (nats, log)")
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    let mut sorted: Vec<(f64, f64)> = points.iter().map(|&(x, y, _)| (x, y)).collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    chart
+        .draw_series(LineSeries::new(sorted, RED.stroke_width(1)))
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .draw_series(points.iter().map(|&(x, y, name)| {
+            EmptyElement::at((x, y))
+                + Circle::new((0, 0), 4, RED.filled())
+                + Text::new(name.to_owned(), (6, -14), ("sans-serif", 13))
+        }))
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,9 +20,10 @@ fn a_small_study_is_paired_cached_and_reported() {
     let two: Vec<&str> = all.lines().filter(|l| l.starts_with('{')).take(2).collect();
     std::fs::write(&task, two.join("\n") + "\n").unwrap();
     let mut run = RunOptions::new(base.clone(), task, tmp.path().into());
-    run.rule = StopRule::PassUntil {
-        r: 1,
-        max_samples: 6,
+    // pass@k with n = 4: the study reports paired pass@k shifts.
+    run.rule = StopRule::Fixed {
+        n: 4,
+        k: vec![1, 2],
     };
     run.max_tokens = 6;
     run.exec.threads = Some(2);
@@ -61,6 +62,13 @@ fn a_small_study_is_paired_cached_and_reported() {
     let kld = q8.kld.unwrap();
     assert!(kld > 0.0 && kld < 0.05, "{kld}");
     assert!(q8.shift.is_some());
+    let ks: Vec<u64> = q8.pass_at_k_shift.iter().map(|k| k.k).collect();
+    assert_eq!(ks, [1, 2]);
+    for k in &q8.pass_at_k_shift {
+        assert!(k.lo <= k.mean && k.mean <= k.hi, "{k:?}");
+        assert!(k.mean.abs() <= 1.0);
+    }
+    assert!(r.render().contains("pass@k shift vs reference"));
     for t in &r.types {
         assert!(opts
             .out
@@ -71,8 +79,13 @@ fn a_small_study_is_paired_cached_and_reported() {
     }
     assert!(r.render().contains("pass rate per problem"));
     let svg = tmp.path().join("study.svg");
-    r.plot(&svg).unwrap();
+    let written = r.plot(&svg).unwrap();
     assert!(std::fs::read_to_string(&svg).unwrap().contains("q8_0"));
+    // With a text, KL divergence gets its own plot beside the score's.
+    assert_eq!(written.len(), 2);
+    assert!(std::fs::read_to_string(&written[1])
+        .unwrap()
+        .contains("KL divergence"));
 
     // Again: the requantized model is reused and the finished runs are not redone.
     let mut log = Vec::new();

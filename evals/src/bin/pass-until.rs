@@ -981,8 +981,9 @@ fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
     std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("cannot write {}", json_path.display()))?;
     if let Some(plot) = &a.plot {
-        report.plot(plot)?;
-        eprintln!("plot written to {}", plot.display());
+        for p in report.plot(plot)? {
+            eprintln!("plot written to {}", p.display());
+        }
     }
     emit(out, a.json, &report, || report.render())
 }
