@@ -7,7 +7,8 @@
 //!
 //! One [`Backend::decode`] call evaluates rows of many sequences at different positions:
 //! RMSNorm, the Q/K/V projections through [`quant::gemm`] (weights read once for the whole
-//! batch), RoPE (llama.cpp's "normal" pair order, which Llama GGUF files are converted for),
+//! batch), RoPE (llama.cpp's "normal" pair order, which Llama GGUF files are converted for;
+//! `rope.freq_base`, linear scaling and `rope_freqs.weight` factors),
 //! grouped-query attention over each row's own sequence up to its position, the output
 //! projection, and a SwiGLU feed-forward block; then the final norm and the output head (the
 //! token embedding when the file has no `output.weight`) for the rows that ask for logits.
@@ -53,6 +54,11 @@ pub struct Config {
     pub rms_eps: f32,
     /// RoPE base frequency.
     pub rope_base: f32,
+    /// Dimensions of each head that RoPE rotates (`rope.dimension_count`; for Llama the whole
+    /// head).
+    pub n_rot: usize,
+    /// Linear RoPE scaling: positions are multiplied by this (1 / `rope.scaling.factor`).
+    pub rope_freq_scale: f32,
 }
 
 impl Config {
@@ -83,6 +89,8 @@ impl Config {
             n_ctx_train: u("context_length")?,
             rms_eps: f("attention.layer_norm_rms_epsilon", 1e-5),
             rope_base: f("rope.freq_base", 10_000.0),
+            n_rot: 0,
+            rope_freq_scale: 1.0,
         };
         if c.n_head == 0 || c.n_head_kv == 0 || !c.n_head.is_multiple_of(c.n_head_kv) {
             return Err(format!(
@@ -96,12 +104,37 @@ impl Config {
                 c.n_embd, c.n_head
             ));
         }
-        if md
-            .get("llama.rope.scaling.type")
-            .is_some_and(|v| v.as_str() != Some("none"))
-        {
-            return Err("RoPE scaling is not supported yet".into());
+        let mut c = c;
+        // Llama rotates whole heads (llama.cpp refuses anything else for this architecture).
+        c.n_rot = u("rope.dimension_count").unwrap_or(c.head_dim());
+        if c.n_rot != c.head_dim() {
+            return Err(format!(
+                "rope.dimension_count {} must equal the head width {} for llama",
+                c.n_rot,
+                c.head_dim()
+            ));
         }
+        match md.get("llama.rope.scaling.type").and_then(|v| v.as_str()) {
+            None | Some("none") | Some("linear") => {}
+            Some(other) => {
+                return Err(format!(
+                    "RoPE scaling {other:?} is not supported (linear is)"
+                ))
+            }
+        }
+        // llama.cpp reads the factor from either key; 0 means none.
+        let factor = md
+            .get_f64("llama.rope.scaling.factor")
+            .or_else(|_| md.get_f64("llama.rope.scale_linear"))
+            .unwrap_or(0.0);
+        if !(factor >= 0.0 && factor.is_finite()) {
+            return Err(format!("RoPE scaling factor {factor} must be positive"));
+        }
+        c.rope_freq_scale = if factor == 0.0 {
+            1.0
+        } else {
+            (1.0 / factor) as f32
+        };
         Ok(c)
     }
 
@@ -146,6 +179,9 @@ pub struct NativeModel {
     embd: Weight,
     output_norm: Vec<f32>,
     output: Weight,
+    /// Per-pair RoPE frequency divisors (`rope_freqs.weight`, Llama 3.1's long-context
+    /// factors), when the file has them.
+    rope_factors: Option<Vec<f32>>,
     eog: Vec<Token>,
     chat_template: Option<String>,
 }
@@ -223,6 +259,10 @@ impl NativeModel {
             Err(_) => embd.clone(),
         };
         let output_norm = vector("output_norm.weight", d)?;
+        let rope_factors = match file.tensor("rope_freqs.weight") {
+            Ok(_) => Some(vector("rope_freqs.weight", c.n_rot / 2)?),
+            Err(_) => None,
+        };
         // End of generation: EOS, and control tokens llama.cpp counts as such by their text.
         let mut eog: Vec<Token> = tokenizer.eos().into_iter().collect();
         for t in 0..tokenizer.n_vocab() as Token {
@@ -254,6 +294,7 @@ impl NativeModel {
             embd,
             output_norm,
             output,
+            rope_factors,
             eog,
             chat_template,
         })
@@ -324,11 +365,15 @@ impl NativeModel {
             add_bos: self.tokenizer.add_bos(),
             chat_template: self.chat_template.clone(),
         };
-        let freqs = (0..self.config.head_dim() / 2)
+        // θ_i = scale · base^(−2i/n_rot) / factor_i, as llama.cpp's rope_ext without YaRN.
+        let c = &self.config;
+        let freqs = (0..c.n_rot / 2)
             .map(|i| {
-                self.config
-                    .rope_base
-                    .powf(-2.0 * i as f32 / self.config.head_dim() as f32)
+                let f = c.rope_freq_scale * c.rope_base.powf(-2.0 * i as f32 / c.n_rot as f32);
+                match &self.rope_factors {
+                    Some(ff) => f / ff[i],
+                    None => f,
+                }
             })
             .collect();
         Ok(NativeBackend {

@@ -342,6 +342,66 @@ fn matches_llama_cpp_on_exact_weights() {
     assert!(kl < 1e-3, "mean KL {kl}");
 }
 
+/// Linear RoPE scaling and per-pair frequency factors (`rope_freqs.weight`, as Llama 3.1
+/// files have), checked against llama.cpp on the exact-weights file with those settings
+/// written into it.
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn rope_scaling_and_factors_match_llama_cpp() {
+    use engine::llama_cpp::LlamaCppModel;
+    use quant::gguf::{GgufFile, GgufWriter, Value};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let f32_file = tmp.path().join("f32.gguf");
+    quant::requant::requantize(
+        passuntil_tests::default_model(),
+        &f32_file,
+        quant::requant::Target::Type(quant::GgmlType::F32),
+        2,
+        &mut |_| {},
+    )
+    .unwrap();
+    let scaled = tmp.path().join("scaled.gguf");
+    {
+        let src = GgufFile::open(&f32_file).unwrap();
+        let mut w = GgufWriter::with_metadata(src.metadata().clone());
+        w.set("llama.rope.scaling.type", Value::String("linear".into()));
+        w.set("llama.rope.scaling.factor", Value::F32(4.0));
+        // Slow the upper half of the 32 frequency pairs 8×.
+        let factors: Vec<f32> = (0..32).map(|i| if i < 16 { 1.0 } else { 8.0 }).collect();
+        let factor_bytes: Vec<u8> = bytemuck::cast_slice(&factors).to_vec();
+        for t in src.tensors() {
+            w.add_tensor(t.info.name.clone(), &t.info.shape, t.info.ty, t.data)
+                .unwrap();
+        }
+        w.add_tensor(
+            "rope_freqs.weight",
+            &[32],
+            quant::GgmlType::F32,
+            factor_bytes,
+        )
+        .unwrap();
+        w.write_to_path(&scaled).unwrap();
+    }
+    let m = NativeModel::load(&scaled).unwrap();
+    assert_eq!(m.config().rope_freq_scale, 0.25);
+    let mut native = m.backend(512, 1).unwrap();
+    let lm = LlamaCppModel::load(&scaled, 0).unwrap();
+    let mut llama = llama_cpp_context(&lm);
+    let prompts = &PARITY_PROMPTS[..3];
+    let parity = engine::parity::compare(&mut llama, &mut native, prompts, 48, 64).unwrap();
+    for r in &parity {
+        report(r);
+        assert!(r.mean_kl < 1e-4, "{}: mean KL {}", r.prompt, r.mean_kl);
+        assert_eq!(r.greedy_agreement, r.positions, "{}", r.prompt);
+    }
+    // The settings matter: the unscaled model's logits are far from these.
+    let plain = NativeModel::load(&f32_file).unwrap();
+    let mut unscaled = plain.backend(512, 1).unwrap();
+    let far = engine::parity::compare(&mut native, &mut unscaled, prompts, 16, 64).unwrap();
+    assert!(far.iter().any(|r| r.mean_kl > 1e-2), "{far:?}");
+}
+
 /// The shipped Q4_1 file: the engines agree to the activation-rounding noise described above.
 #[cfg(feature = "llama-cpp")]
 #[test]
