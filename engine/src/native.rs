@@ -1,4 +1,5 @@
-//! The native engine: Llama-family models run on passuntil's own kernels, behind [`Backend`].
+//! The native engine: Llama-family models (`llama`, and `qwen2`: biases on the query, key and
+//! value projections, NeoX RoPE ordering) run on passuntil's own kernels, behind [`Backend`].
 //!
 //! [`NativeModel::load`] maps a GGUF file, checks the architecture's metadata ([`Config`]) and
 //! finds every weight. [`NativeModel::backend`] creates a context: a KV cache of `n_ctx` cells
@@ -59,22 +60,31 @@ pub struct Config {
     pub n_rot: usize,
     /// Linear RoPE scaling: positions are multiplied by this (1 / `rope.scaling.factor`).
     pub rope_freq_scale: f32,
+    /// RoPE pairs dimension `i` with `i + n_rot/2` (NeoX ordering) instead of `2i` with
+    /// `2i + 1`.
+    pub rope_neox: bool,
+    /// The architecture (`general.architecture`).
+    pub arch: String,
 }
 
 impl Config {
-    /// Reads `llama.*` metadata; any other architecture, or a missing or inconsistent key, is
-    /// an error naming it.
+    /// Reads `ARCH.*` metadata for a supported architecture (`llama`; `qwen2`, which adds
+    /// query/key/value biases and rotates with NeoX ordering); any other architecture, or a
+    /// missing or inconsistent key, is an error naming it.
     pub fn from_metadata(md: &Metadata) -> Result<Config, String> {
         let arch = md.architecture().map_err(|e| e.to_string())?;
-        if arch != "llama" {
-            return Err(format!("architecture {arch:?} is not supported (llama is)"));
+        if !matches!(arch, "llama" | "qwen2") {
+            return Err(format!(
+                "architecture {arch:?} is not supported (llama and qwen2 are)"
+            ));
         }
         let u = |k: &str| -> Result<usize, String> {
-            md.get_u64(&format!("llama.{k}"))
+            md.get_u64(&format!("{arch}.{k}"))
                 .map(|v| v as usize)
                 .map_err(|e| e.to_string())
         };
-        let f = |k: &str, default: f64| md.get_f64(&format!("llama.{k}")).unwrap_or(default) as f32;
+        let f =
+            |k: &str, default: f64| md.get_f64(&format!("{arch}.{k}")).unwrap_or(default) as f32;
         let n_head = u("attention.head_count")?;
         let c = Config {
             n_layer: u("block_count")?,
@@ -91,6 +101,8 @@ impl Config {
             rope_base: f("rope.freq_base", 10_000.0),
             n_rot: 0,
             rope_freq_scale: 1.0,
+            rope_neox: arch == "qwen2",
+            arch: arch.to_owned(),
         };
         if c.n_head == 0 || c.n_head_kv == 0 || !c.n_head.is_multiple_of(c.n_head_kv) {
             return Err(format!(
@@ -105,16 +117,19 @@ impl Config {
             ));
         }
         let mut c = c;
-        // Llama rotates whole heads (llama.cpp refuses anything else for this architecture).
+        // Whole heads rotate (llama.cpp refuses anything else for llama).
         c.n_rot = u("rope.dimension_count").unwrap_or(c.head_dim());
         if c.n_rot != c.head_dim() {
             return Err(format!(
-                "rope.dimension_count {} must equal the head width {} for llama",
+                "rope.dimension_count {} must equal the head width {}",
                 c.n_rot,
                 c.head_dim()
             ));
         }
-        match md.get("llama.rope.scaling.type").and_then(|v| v.as_str()) {
+        match md
+            .get(&format!("{arch}.rope.scaling.type"))
+            .and_then(|v| v.as_str())
+        {
             None | Some("none") | Some("linear") => {}
             Some(other) => {
                 return Err(format!(
@@ -124,8 +139,8 @@ impl Config {
         }
         // llama.cpp reads the factor from either key; 0 means none.
         let factor = md
-            .get_f64("llama.rope.scaling.factor")
-            .or_else(|_| md.get_f64("llama.rope.scale_linear"))
+            .get_f64(&format!("{arch}.rope.scaling.factor"))
+            .or_else(|_| md.get_f64(&format!("{arch}.rope.scale_linear")))
             .unwrap_or(0.0);
         if !(factor >= 0.0 && factor.is_finite()) {
             return Err(format!("RoPE scaling factor {factor} must be positive"));
@@ -163,6 +178,8 @@ struct Layer {
     wq: Weight,
     wk: Weight,
     wv: Weight,
+    /// Query, key and value biases (qwen2; none for llama).
+    biases: Option<[Vec<f32>; 3]>,
     wo: Weight,
     ffn_norm: Vec<f32>,
     gate: Weight,
@@ -245,6 +262,13 @@ impl NativeModel {
                     wq: weight(&n("attn_q"), d, d)?,
                     wk: weight(&n("attn_k"), kv, d)?,
                     wv: weight(&n("attn_v"), kv, d)?,
+                    biases: match c.arch.as_str() {
+                        "qwen2" => {
+                            let b = |s: &str, len| vector(&format!("blk.{i}.{s}.bias"), len);
+                            Some([b("attn_q", d)?, b("attn_k", kv)?, b("attn_v", kv)?])
+                        }
+                        _ => None,
+                    },
                     wo: weight(&n("attn_output"), d, d)?,
                     ffn_norm: vector(&n("ffn_norm"), d)?,
                     gate: weight(&n("ffn_gate"), c.n_ff, d)?,
@@ -438,14 +462,21 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Rotates consecutive pairs `(2i, 2i + 1)` of each head by `pos · freq_i`.
-fn rope(x: &mut [f32], head_dim: usize, pos: Pos, freqs: &[f32]) {
+/// Rotates pair `i` of each head by `pos · freq_i`: dimensions `(2i, 2i + 1)`, or with
+/// `neox` dimensions `(i, i + head_dim/2)`.
+fn rope(x: &mut [f32], head_dim: usize, pos: Pos, freqs: &[f32], neox: bool) {
+    let half = head_dim / 2;
     for head in x.chunks_exact_mut(head_dim) {
-        for (pair, &f) in head.chunks_exact_mut(2).zip(freqs) {
+        for (i, &f) in freqs.iter().enumerate() {
             let (s, c) = (pos as f32 * f).sin_cos();
-            let (a, b) = (pair[0], pair[1]);
-            pair[0] = a * c - b * s;
-            pair[1] = a * s + b * c;
+            let (ia, ib) = if neox {
+                (i, i + half)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
+            let (a, b) = (head[ia], head[ib]);
+            head[ia] = a * c - b * s;
+            head[ib] = a * s + b * c;
         }
     }
 }
@@ -604,10 +635,20 @@ impl<'m> NativeBackend<'m> {
             self.mm(&layer.wq, h, q)?;
             self.mm(&layer.wk, h, k)?;
             self.mm(&layer.wv, h, v)?;
+            if let Some([bq, bk, bv]) = &layer.biases {
+                for (out, bias) in [(&mut *q, bq), (&mut *k, bk), (&mut *v, bv)] {
+                    for row in out.chunks_exact_mut(bias.len()) {
+                        for (x, b) in row.iter_mut().zip(bias) {
+                            *x += b;
+                        }
+                    }
+                }
+            }
             // RoPE, then keys and values into the row's cell.
             for (i, row) in batch.rows().enumerate() {
-                rope(&mut q[i * d..(i + 1) * d], hd, row.pos, &self.freqs);
-                rope(&mut k[i * kv..(i + 1) * kv], hd, row.pos, &self.freqs);
+                let neox = c.rope_neox;
+                rope(&mut q[i * d..(i + 1) * d], hd, row.pos, &self.freqs, neox);
+                rope(&mut k[i * kv..(i + 1) * kv], hd, row.pos, &self.freqs, neox);
                 // The cache holds f16 values, as llama.cpp's does; queries meet it in f16.
                 for x in q[i * d..(i + 1) * d]
                     .iter_mut()

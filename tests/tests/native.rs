@@ -402,6 +402,87 @@ fn rope_scaling_and_factors_match_llama_cpp() {
     assert!(far.iter().any(|r| r.mean_kl > 1e-2), "{far:?}");
 }
 
+/// The qwen2 architecture (query/key/value biases, NeoX RoPE ordering) against llama.cpp: the
+/// default model's exact weights relabelled as qwen2, with random biases added. The function
+/// is not the trained one (the weights were laid out for the other ordering), but it is
+/// well defined, and both engines must compute it alike.
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn qwen2_biases_and_neox_rope_match_llama_cpp() {
+    use engine::llama_cpp::LlamaCppModel;
+    use quant::gguf::{GgufFile, GgufWriter, Metadata, Value};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let f32_file = tmp.path().join("f32.gguf");
+    quant::requant::requantize(
+        passuntil_tests::default_model(),
+        &f32_file,
+        quant::requant::Target::Type(quant::GgmlType::F32),
+        2,
+        &mut |_| {},
+    )
+    .unwrap();
+    let qwen = tmp.path().join("qwen2.gguf");
+    {
+        let src = GgufFile::open(&f32_file).unwrap();
+        let mut md = Metadata::new();
+        for (k, v) in src.metadata().iter() {
+            let k = match k.strip_prefix("llama.") {
+                Some(rest) => format!("qwen2.{rest}"),
+                None => k.to_owned(),
+            };
+            md.insert(k, v.clone());
+        }
+        md.insert("general.architecture", Value::String("qwen2".into()));
+        let mut w = GgufWriter::with_metadata(md);
+        for t in src.tensors() {
+            w.add_tensor(t.info.name.clone(), &t.info.shape, t.info.ty, t.data)
+                .unwrap();
+        }
+        let mut seed = 3u64;
+        let mut bias = |n: usize| -> Vec<u8> {
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+                })
+                .collect();
+            bytemuck::cast_slice(&v).to_vec()
+        };
+        for l in 0..30 {
+            for (name, n) in [("attn_q", 576), ("attn_k", 192), ("attn_v", 192)] {
+                w.add_tensor(
+                    format!("blk.{l}.{name}.bias"),
+                    &[n as u64],
+                    quant::GgmlType::F32,
+                    bias(n),
+                )
+                .unwrap();
+            }
+        }
+        w.write_to_path(&qwen).unwrap();
+    }
+    let m = NativeModel::load(&qwen).unwrap();
+    assert!(m.config().rope_neox);
+    let mut native = m.backend(512, 1).unwrap();
+    let lm = LlamaCppModel::load(&qwen, 0).unwrap();
+    let mut llama = llama_cpp_context(&lm);
+    let parity =
+        engine::parity::compare(&mut llama, &mut native, &PARITY_PROMPTS[..3], 32, 64).unwrap();
+    for r in &parity {
+        report(r);
+        assert!(r.mean_kl < 1e-4, "{}: mean KL {}", r.prompt, r.mean_kl);
+        assert!(
+            r.top1_agreement >= 0.99,
+            "{}: top-1 {}",
+            r.prompt,
+            r.top1_agreement
+        );
+    }
+}
+
 /// The shipped Q4_1 file: the engines agree to the activation-rounding noise described above.
 #[cfg(feature = "llama-cpp")]
 #[test]
