@@ -614,7 +614,7 @@ impl Tokenizer {
     fn partition<'t>(&self, text: &'t [u8], parse_special: bool) -> Vec<Fragment<'t>> {
         let mut frags = vec![Fragment::Text(text)];
         for (bytes, id, ty) in &self.specials {
-            if !parse_special && *ty == TokenType::Control {
+            if !parse_special && matches!(ty, TokenType::Control | TokenType::Unknown) {
                 continue;
             }
             let mut next = Vec::with_capacity(frags.len());
@@ -1120,6 +1120,9 @@ mod tests {
             t.encode(b"the</s>the", false, true),
             [id(" the"), 2, id(" the")]
         );
+        // The unknown token's text is special only with parse_special, as in llama.cpp.
+        assert!(!t.encode(b"<unk>x", false, false).contains(&0));
+        assert_eq!(t.encode(b"<unk>x", false, true)[0], 0);
         // Decoding drops the prefix space of the first token; any bytes round-trip.
         assert_eq!(
             t.decode(&t.encode(b"the", false, false), true).unwrap(),
