@@ -605,6 +605,8 @@ impl<'m> NativeBackend<'m> {
             logits,
             all_rows,
         } = bufs;
+        // Hooks see every row after each block: the indices 0..n.
+        let rows = bufs_rows(all_rows, n);
         x.resize(n * d, 0.0);
         let embd = model.matrix(&model.embd);
         let row_bytes = embd.data().len() / embd.rows();
@@ -631,7 +633,7 @@ impl<'m> NativeBackend<'m> {
             for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
                 rms_norm(xr, &layer.attn_norm, c.rms_eps, hr);
             }
-            self.call_hook(HookPoint::AttnInput(l), batch, bufs_rows(all_rows, n), d, h);
+            self.call_hook(HookPoint::AttnInput(l), batch, rows, d, h);
             self.mm(&layer.wq, h, q)?;
             self.mm(&layer.wk, h, k)?;
             self.mm(&layer.wv, h, v)?;
@@ -688,13 +690,7 @@ impl<'m> NativeBackend<'m> {
                 Some(pool) => pool.install(|| att.par_chunks_mut(d).enumerate().for_each(work)),
                 None => att.par_chunks_mut(d).enumerate().for_each(work),
             }
-            self.call_hook(
-                HookPoint::AttnOutput(l),
-                batch,
-                bufs_rows(all_rows, n),
-                d,
-                att,
-            );
+            self.call_hook(HookPoint::AttnOutput(l), batch, rows, d, att);
             self.mm(&layer.wo, att, o)?;
             for (a, b) in x.iter_mut().zip(o.iter()) {
                 *a += b;
@@ -703,7 +699,7 @@ impl<'m> NativeBackend<'m> {
             for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
                 rms_norm(xr, &layer.ffn_norm, c.rms_eps, hr);
             }
-            self.call_hook(HookPoint::FfnInput(l), batch, bufs_rows(all_rows, n), d, h);
+            self.call_hook(HookPoint::FfnInput(l), batch, rows, d, h);
             self.mm(&layer.gate, h, g)?;
             self.mm(&layer.up, h, u)?;
             for (a, &b) in g.iter_mut().zip(u.iter()) {
@@ -713,7 +709,7 @@ impl<'m> NativeBackend<'m> {
             for (a, b) in x.iter_mut().zip(o.iter()) {
                 *a += b;
             }
-            self.call_hook(HookPoint::Block(l), batch, bufs_rows(all_rows, n), d, x);
+            self.call_hook(HookPoint::Block(l), batch, rows, d, x);
         }
         // Final norm and the output head, for the rows that want logits.
         let wanted: Vec<usize> = batch

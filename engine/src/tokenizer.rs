@@ -275,6 +275,37 @@ struct Spm {
 /// SentencePiece's visible space, U+2581.
 const SPM_SPACE: &[u8] = "\u{2581}".as_bytes();
 
+/// Each token's type (`tokenizer.ggml.token_type`; all normal when absent).
+fn token_types(md: &Metadata, n: usize) -> Result<Vec<TokenType>, TokenizerError> {
+    match md.get_array("tokenizer.ggml.token_type") {
+        Ok((_, values)) if values.len() == n => Ok(values
+            .iter()
+            .map(|v| TokenType::from_id(v.as_i64().unwrap_or(0)))
+            .collect()),
+        Ok((_, values)) => Err(meta_err(
+            "tokenizer.ggml.token_type",
+            format!("{} entries for {n} tokens", values.len()),
+        )),
+        Err(_) => Ok(vec![TokenType::Normal; n]),
+    }
+}
+
+/// An optional token id key (`tokenizer.ggml.bos_token_id`, ...), checked against `n`.
+fn token_id(md: &Metadata, key: &str, n: usize) -> Result<Option<Token>, TokenizerError> {
+    match md.get(key) {
+        None => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(t) if (t as usize) < n => Ok(Some(t as Token)),
+            _ => Err(meta_err(key, format!("not a token id below {n}"))),
+        },
+    }
+}
+
+/// Special tokens are matched longest first (lower id first among equals), as llama.cpp does.
+fn sort_specials(specials: &mut [(Vec<u8>, Token, TokenType)]) {
+    specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+}
+
 fn meta_err(key: &str, problem: impl Into<String>) -> TokenizerError {
     TokenizerError::Metadata {
         key: key.to_string(),
@@ -312,19 +343,7 @@ impl Tokenizer {
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
         let n = tokens.len();
-        let types: Vec<TokenType> = match md.get_array("tokenizer.ggml.token_type") {
-            Ok((_, values)) if values.len() == n => values
-                .iter()
-                .map(|v| TokenType::from_id(v.as_i64().unwrap_or(0)))
-                .collect(),
-            Ok((_, values)) => {
-                return Err(meta_err(
-                    "tokenizer.ggml.token_type",
-                    format!("{} entries for {n} tokens", values.len()),
-                ))
-            }
-            Err(_) => vec![TokenType::Normal; n],
-        };
+        let types = token_types(md, n)?;
 
         // Byte-level text back to bytes: every character stands for one byte.
         let chars = byte_chars();
@@ -360,7 +379,7 @@ impl Tokenizer {
             }
             pieces.push(bytes);
         }
-        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        sort_specials(&mut specials);
 
         let mut byte_token = [None; 256];
         for (b, slot) in byte_token.iter_mut().enumerate() {
@@ -391,15 +410,7 @@ impl Tokenizer {
             }
         }
 
-        let id = |key: &str| -> Result<Option<Token>, TokenizerError> {
-            match md.get(key) {
-                None => Ok(None),
-                Some(v) => match v.as_u64() {
-                    Some(t) if (t as usize) < n => Ok(Some(t as Token)),
-                    _ => Err(meta_err(key, format!("not a token id below {n}"))),
-                },
-            }
-        };
+        let id = |key: &str| token_id(md, key, n);
         let flag = |key: &str| md.get(key).and_then(|v| v.as_bool());
         Ok(Tokenizer {
             pieces,
@@ -450,19 +461,7 @@ impl Tokenizer {
             }
             Err(_) => vec![0.0; n],
         };
-        let types: Vec<TokenType> = match md.get_array("tokenizer.ggml.token_type") {
-            Ok((_, v)) if v.len() == n => v
-                .iter()
-                .map(|t| TokenType::from_id(t.as_i64().unwrap_or(0)))
-                .collect(),
-            Ok((_, v)) => {
-                return Err(meta_err(
-                    "tokenizer.ggml.token_type",
-                    format!("{} entries for {n} tokens", v.len()),
-                ))
-            }
-            Err(_) => vec![TokenType::Normal; n],
-        };
+        let types = token_types(md, n)?;
         let mut pieces = Vec::with_capacity(n);
         let mut by_text = HashMap::with_capacity(n);
         let mut specials = Vec::new();
@@ -495,16 +494,8 @@ impl Tokenizer {
             };
             pieces.push(bytes);
         }
-        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        let id = |key: &str| -> Result<Option<Token>, TokenizerError> {
-            match md.get(key) {
-                None => Ok(None),
-                Some(v) => match v.as_u64() {
-                    Some(t) if (t as usize) < n => Ok(Some(t as Token)),
-                    _ => Err(meta_err(key, format!("not a token id below {n}"))),
-                },
-            }
-        };
+        sort_specials(&mut specials);
+        let id = |key: &str| token_id(md, key, n);
         let flag = |key: &str| md.get(key).and_then(|v| v.as_bool());
         Ok(Tokenizer {
             pieces,

@@ -288,7 +288,6 @@ fn lens(
             b.info().n_ctx
         )));
     }
-    let d = m.config().n_embd;
     let last: Arc<Mutex<Vec<Vec<f32>>>> = Arc::default();
     let sink = Arc::clone(&last);
     b.set_hook(Some(Box::new(move |h: &HookData<'_>| {
@@ -322,7 +321,6 @@ fn lens(
             .collect::<Result<Vec<_>, BackendError>>()?;
         layers.push(LensLayer { layer, top });
     }
-    debug_assert!(flat.len() == states.len() * d);
     Ok(LensReport {
         prompt: prompt.to_owned(),
         tokens: tokens.len(),

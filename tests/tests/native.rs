@@ -264,6 +264,48 @@ const PARITY_PROMPTS: [&str; 10] = [
     "Q: Why is the sky blue?\nA:",
 ];
 
+/// The default model's weights dequantized into an F32 file in `dir` (lossless: the same
+/// function as the Q4_1 file, without 8-bit activations).
+#[cfg(feature = "llama-cpp")]
+fn exact_weights(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("smollm2-f32.gguf");
+    quant::requant::requantize(
+        passuntil_tests::default_model(),
+        &path,
+        quant::requant::Target::Type(quant::GgmlType::F32),
+        2,
+        &mut |_| {},
+    )
+    .unwrap();
+    path
+}
+
+/// Writes `dst`: `src`'s tensors under the metadata `md`, plus the 1-D F32 tensors `extra`.
+#[cfg(feature = "llama-cpp")]
+fn rewrite(
+    src: &quant::gguf::GgufFile,
+    md: quant::gguf::Metadata,
+    extra: &[(String, Vec<f32>)],
+    dst: &std::path::Path,
+) {
+    let mut w = quant::gguf::GgufWriter::with_metadata(md);
+    for t in src.tensors() {
+        w.add_tensor(t.info.name.clone(), &t.info.shape, t.info.ty, t.data)
+            .unwrap();
+    }
+    for (name, values) in extra {
+        let bytes: Vec<u8> = bytemuck::cast_slice(values).to_vec();
+        w.add_tensor(
+            name.clone(),
+            &[values.len() as u64],
+            quant::GgmlType::F32,
+            bytes,
+        )
+        .unwrap();
+    }
+    w.write_to_path(dst).unwrap();
+}
+
 #[cfg(feature = "llama-cpp")]
 fn llama_cpp_context(
     m: &engine::llama_cpp::LlamaCppModel,
@@ -312,15 +354,7 @@ fn matches_llama_cpp_on_exact_weights() {
     use engine::llama_cpp::LlamaCppModel;
 
     let tmp = tempfile::tempdir().unwrap();
-    let f32_file = tmp.path().join("smollm2-f32.gguf");
-    quant::requant::requantize(
-        passuntil_tests::default_model(),
-        &f32_file,
-        quant::requant::Target::Type(quant::GgmlType::F32),
-        2,
-        &mut |_| {},
-    )
-    .unwrap();
+    let f32_file = exact_weights(tmp.path());
     let m = NativeModel::load(&f32_file).unwrap();
     let mut native = m.backend(512, 1).unwrap();
     let lm = LlamaCppModel::load(&f32_file, 0).unwrap();
@@ -349,39 +383,19 @@ fn matches_llama_cpp_on_exact_weights() {
 #[test]
 fn rope_scaling_and_factors_match_llama_cpp() {
     use engine::llama_cpp::LlamaCppModel;
-    use quant::gguf::{GgufFile, GgufWriter, Value};
+    use quant::gguf::{GgufFile, Value};
 
     let tmp = tempfile::tempdir().unwrap();
-    let f32_file = tmp.path().join("f32.gguf");
-    quant::requant::requantize(
-        passuntil_tests::default_model(),
-        &f32_file,
-        quant::requant::Target::Type(quant::GgmlType::F32),
-        2,
-        &mut |_| {},
-    )
-    .unwrap();
+    let f32_file = exact_weights(tmp.path());
     let scaled = tmp.path().join("scaled.gguf");
     {
         let src = GgufFile::open(&f32_file).unwrap();
-        let mut w = GgufWriter::with_metadata(src.metadata().clone());
-        w.set("llama.rope.scaling.type", Value::String("linear".into()));
-        w.set("llama.rope.scaling.factor", Value::F32(4.0));
+        let mut md = src.metadata().clone();
+        md.insert("llama.rope.scaling.type", Value::String("linear".into()));
+        md.insert("llama.rope.scaling.factor", Value::F32(4.0));
         // Slow the upper half of the 32 frequency pairs 8×.
         let factors: Vec<f32> = (0..32).map(|i| if i < 16 { 1.0 } else { 8.0 }).collect();
-        let factor_bytes: Vec<u8> = bytemuck::cast_slice(&factors).to_vec();
-        for t in src.tensors() {
-            w.add_tensor(t.info.name.clone(), &t.info.shape, t.info.ty, t.data)
-                .unwrap();
-        }
-        w.add_tensor(
-            "rope_freqs.weight",
-            &[32],
-            quant::GgmlType::F32,
-            factor_bytes,
-        )
-        .unwrap();
-        w.write_to_path(&scaled).unwrap();
+        rewrite(&src, md, &[("rope_freqs.weight".into(), factors)], &scaled);
     }
     let m = NativeModel::load(&scaled).unwrap();
     assert_eq!(m.config().rope_freq_scale, 0.25);
@@ -410,18 +424,10 @@ fn rope_scaling_and_factors_match_llama_cpp() {
 #[test]
 fn qwen2_biases_and_neox_rope_match_llama_cpp() {
     use engine::llama_cpp::LlamaCppModel;
-    use quant::gguf::{GgufFile, GgufWriter, Metadata, Value};
+    use quant::gguf::{GgufFile, Metadata, Value};
 
     let tmp = tempfile::tempdir().unwrap();
-    let f32_file = tmp.path().join("f32.gguf");
-    quant::requant::requantize(
-        passuntil_tests::default_model(),
-        &f32_file,
-        quant::requant::Target::Type(quant::GgmlType::F32),
-        2,
-        &mut |_| {},
-    )
-    .unwrap();
+    let f32_file = exact_weights(tmp.path());
     let qwen = tmp.path().join("qwen2.gguf");
     {
         let src = GgufFile::open(&f32_file).unwrap();
@@ -434,35 +440,24 @@ fn qwen2_biases_and_neox_rope_match_llama_cpp() {
             md.insert(k, v.clone());
         }
         md.insert("general.architecture", Value::String("qwen2".into()));
-        let mut w = GgufWriter::with_metadata(md);
-        for t in src.tensors() {
-            w.add_tensor(t.info.name.clone(), &t.info.shape, t.info.ty, t.data)
-                .unwrap();
-        }
         let mut seed = 3u64;
-        let mut bias = |n: usize| -> Vec<u8> {
-            let v: Vec<f32> = (0..n)
+        let mut bias = |n: usize| -> Vec<f32> {
+            (0..n)
                 .map(|_| {
                     seed = seed
                         .wrapping_mul(6_364_136_223_846_793_005)
                         .wrapping_add(1_442_695_040_888_963_407);
                     ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
                 })
-                .collect();
-            bytemuck::cast_slice(&v).to_vec()
+                .collect()
         };
+        let mut biases = Vec::new();
         for l in 0..30 {
             for (name, n) in [("attn_q", 576), ("attn_k", 192), ("attn_v", 192)] {
-                w.add_tensor(
-                    format!("blk.{l}.{name}.bias"),
-                    &[n as u64],
-                    quant::GgmlType::F32,
-                    bias(n),
-                )
-                .unwrap();
+                biases.push((format!("blk.{l}.{name}.bias"), bias(n)));
             }
         }
-        w.write_to_path(&qwen).unwrap();
+        rewrite(&src, md, &biases, &qwen);
     }
     let m = NativeModel::load(&qwen).unwrap();
     assert!(m.config().rope_neox);

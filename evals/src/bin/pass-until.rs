@@ -714,18 +714,13 @@ fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
         }
         writeln!(out, "{}", s.text)?;
         for t in s.token_logprobs.iter().flatten() {
-            let top: Vec<String> = t
-                .top
-                .iter()
-                .map(|a| format!("{:?} {:.2}", a.piece, a.logprob))
-                .collect();
             writeln!(
                 out,
                 "  {:>7} {:<16} {:>9.4}  {}",
                 t.token,
                 format!("{:?}", t.piece),
                 t.logprob,
-                top.join(", ")
+                alternatives(&t.top)
             )?;
         }
     }
@@ -736,6 +731,14 @@ fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
         report.tokens_per_second
     );
     Ok(())
+}
+
+/// `" Paris" -0.28, " the" -2.69`: a token's likely alternatives for the text tables.
+fn alternatives(top: &[evals::generate::Alternative]) -> String {
+    top.iter()
+        .map(|a| format!("{:?} {:.2}", a.piece, a.logprob))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn score(out: &mut impl Write, a: ScoreArgs) -> Result<()> {
@@ -758,11 +761,6 @@ fn score(out: &mut impl Write, a: ScoreArgs) -> Result<()> {
         "token", "piece", "logprob", "greedy"
     )?;
     for t in &r.tokens {
-        let top: Vec<String> = t
-            .top
-            .iter()
-            .map(|a| format!("{:?} {:.2}", a.piece, a.logprob))
-            .collect();
         writeln!(
             out,
             "{:>7}  {:<16} {:>9.4}  {:<6} {}",
@@ -770,7 +768,7 @@ fn score(out: &mut impl Write, a: ScoreArgs) -> Result<()> {
             format!("{:?}", t.piece),
             t.logprob,
             if t.greedy == Some(true) { "yes" } else { "no" },
-            top.join(", ")
+            alternatives(&t.top)
         )?;
     }
     writeln!(
