@@ -143,6 +143,22 @@ impl KvCache {
         self.v[layer][at..at + self.kv_dim].copy_from_slice(v);
     }
 
+    /// Values per cell and layer (keys or values): the stride of [`Self::keys`] and
+    /// [`Self::values`].
+    pub fn kv_dim(&self) -> usize {
+        self.kv_dim
+    }
+
+    /// Every cell's keys for `layer`, cell after cell.
+    pub fn keys(&self, layer: usize) -> &[f32] {
+        &self.k[layer]
+    }
+
+    /// Every cell's values for `layer`, cell after cell.
+    pub fn values(&self, layer: usize) -> &[f32] {
+        &self.v[layer]
+    }
+
     /// Keys of one cell for `layer`.
     pub fn k(&self, layer: usize, cell: u32) -> &[f32] {
         let at = cell as usize * self.kv_dim;

@@ -22,6 +22,7 @@
 
 use std::path::Path;
 
+use quant::dot::{gathered_axpy, gathered_dots, Gather, KernelError};
 use quant::gemm::{matmul, QMatrix, Scratch};
 use quant::gguf::{GgufFile, Metadata};
 use quant::GgmlType;
@@ -507,32 +508,11 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// `Σ a·b` in sixteen independent lanes (so the compiler vectorizes it), summed in a fixed
-/// order: the same bits for the same inputs on every call.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ac, at) = a.as_chunks::<16>();
-    let (bc, bt) = b.as_chunks::<16>();
-    for (x, y) in ac.iter().zip(bc) {
-        for j in 0..16 {
-            acc[j] += x[j] * y[j];
-        }
-    }
-    for (j, (x, y)) in at.iter().zip(bt).enumerate() {
-        acc[j] += x * y;
-    }
-    for half in [8, 4, 2, 1] {
-        for j in 0..half {
-            acc[j] += acc[j + half];
-        }
-    }
-    acc[0]
-}
-
 /// One row's attention over the cache cells `slots` (its positions in order): every query
 /// head against its key/value head, softmax, and the probabilities (rounded to f16, as
 /// llama.cpp's non-flash attention does) times the values into `out` (`n_head × head_dim`).
+/// The query heads that share a key/value head go together, so that each cached row is read
+/// once per group; each head's arithmetic is its own, in cell order, whatever the batch.
 fn attend(
     cache: &KvCache,
     a: &AttnShape,
@@ -540,37 +520,37 @@ fn attend(
     slots: &[u32],
     scores: &mut Vec<f32>,
     out: &mut [f32],
-) {
-    let hd = a.head_dim;
-    for hq in 0..a.n_head {
-        let hk = hq / a.group;
-        let qh = &q[hq * hd..(hq + 1) * hd];
-        scores.clear();
-        let mut max = f32::NEG_INFINITY;
-        for &cell in slots {
-            let s = dot(qh, &cache.k(a.layer, cell)[hk * hd..(hk + 1) * hd]) * a.scale;
-            max = max.max(s);
-            scores.push(s);
-        }
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
-        let o = &mut out[hq * hd..(hq + 1) * hd];
-        o.fill(0.0);
-        for (&w, &cell) in scores.iter().zip(slots) {
-            let w = half::f16::from_f32(w * inv).to_f32();
-            if w == 0.0 {
-                continue;
+) -> Result<(), KernelError> {
+    let (hd, n, group) = (a.head_dim, slots.len(), a.group);
+    let kv_dim = cache.kv_dim();
+    scores.clear();
+    scores.resize(group * n, 0.0);
+    for hk in 0..a.n_head / group {
+        let heads = hk * group..(hk + 1) * group;
+        let keys = Gather::new(cache.keys(a.layer), kv_dim, hk * hd, hd, slots)?;
+        gathered_dots(&q[heads.start * hd..heads.end * hd], &keys, scores)?;
+        for s in scores.chunks_exact_mut(n.max(1)) {
+            let mut max = f32::NEG_INFINITY;
+            for x in s.iter_mut() {
+                *x *= a.scale;
+                max = max.max(*x);
             }
-            let vt = &cache.v(a.layer, cell)[hk * hd..(hk + 1) * hd];
-            for (x, &v) in o.iter_mut().zip(vt) {
-                *x += w * v;
+            let mut sum = 0f32;
+            for x in s.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            for x in s.iter_mut() {
+                *x = half::f16::from_f32(*x * inv).to_f32();
             }
         }
+        let values = Gather::new(cache.values(a.layer), kv_dim, hk * hd, hd, slots)?;
+        let og = &mut out[heads.start * hd..heads.end * hd];
+        og.fill(0.0);
+        gathered_axpy(scores, &values, og)?;
     }
+    Ok(())
 }
 
 impl<'m> NativeBackend<'m> {
@@ -683,13 +663,13 @@ impl<'m> NativeBackend<'m> {
                 ATTN_SCRATCH.with_borrow_mut(|(scores, slots)| {
                     slots.clear();
                     slots.extend(cache.cells_up_to(row.seqs[0], row.pos).flatten());
-                    attend(cache, &shape, &q[i * d..(i + 1) * d], slots, scores, out);
-                });
+                    attend(cache, &shape, &q[i * d..(i + 1) * d], slots, scores, out)
+                })
             };
-            match &self.pool {
-                Some(pool) => pool.install(|| att.par_chunks_mut(d).enumerate().for_each(work)),
-                None => att.par_chunks_mut(d).enumerate().for_each(work),
-            }
+            att.par_chunks_mut(d)
+                .enumerate()
+                .try_for_each(work)
+                .map_err(|e| BackendError::Decode(format!("attention of layer {l}: {e}")))?;
             self.call_hook(HookPoint::AttnOutput(l), batch, rows, d, att);
             self.mm(&layer.wo, att, o)?;
             for (a, b) in x.iter_mut().zip(o.iter()) {
@@ -805,12 +785,9 @@ impl<'m> NativeBackend<'m> {
 
     fn mm(&mut self, w: &Weight, x: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
         let m = self.model.matrix(w);
-        let scratch = &mut self.scratch;
-        match &self.pool {
-            Some(pool) => pool.install(|| matmul(&m, x, out, scratch)),
-            None => matmul(&m, x, out, scratch),
-        }
-        .map_err(|e| BackendError::Decode(format!("{}: {e}", w.name)))
+        // `decode` runs the pass inside this backend's pool, if it has one.
+        matmul(&m, x, out, &mut self.scratch)
+            .map_err(|e| BackendError::Decode(format!("{}: {e}", w.name)))
     }
 }
 
@@ -848,7 +825,16 @@ impl Backend for NativeBackend<'_> {
 
     fn decode(&mut self, batch: &Batch, out: &mut Logits) -> Result<(), BackendError> {
         let mut bufs = std::mem::take(&mut self.bufs);
-        let result = self.forward(batch, out, &mut bufs);
+        // The whole pass runs inside the pool, so that its parallel steps are joins among
+        // running workers rather than one hand-off from outside the pool per step.
+        let result = match self.pool.take() {
+            Some(pool) => {
+                let r = pool.install(|| self.forward(batch, out, &mut bufs));
+                self.pool = Some(pool);
+                r
+            }
+            None => self.forward(batch, out, &mut bufs),
+        };
         self.bufs = bufs;
         result
     }

@@ -89,10 +89,25 @@ pub trait VecDot: Block + sealed::Sealed {
     fn chunk(isa: Isa, w: &[Self], per_row: usize, acts: &[&[Self::Act]], out: &mut [f32]);
     #[doc(hidden)]
     fn parts(isa: Isa, w: &[Self], a: &[Self::Act]) -> Option<Vec<([i32; 8], i32)>>;
+    /// Packs `batch` activation rows of `blocks` blocks for a faster kernel of `isa`, if this
+    /// format has one there; returns whether it did.
+    #[doc(hidden)]
+    fn pack(
+        _isa: Isa,
+        _acts: &[Self::Act],
+        _batch: usize,
+        _blocks: usize,
+        _p: &mut crate::gemm::Packed,
+    ) -> bool {
+        false
+    }
+    /// A chunk of weight rows times the rows [`VecDot::pack`] packed.
+    #[doc(hidden)]
+    fn packed_chunk(_w: &[Self], _p: &crate::gemm::Packed, _out: &mut [f32]) {}
 }
 
 macro_rules! quantized {
-    ($($w:ty => $a:ty),* $(,)?) => {$(
+    ($($w:ident => $a:ty),* $(,)?) => {$(
         impl sealed::Sealed for $w {}
         impl VecDot for $w {
             type Act = $a;
@@ -102,8 +117,29 @@ macro_rules! quantized {
             fn parts(isa: Isa, w: &[Self], a: &[$a]) -> Option<Vec<([i32; 8], i32)>> {
                 Some(arch::qparts(isa, w, a))
             }
+            quantized!(@paired $w);
         }
     )*};
+    (@paired BlockQ4_0) => { quantized!(@pair_fns); };
+    (@paired BlockQ4_1) => { quantized!(@pair_fns); };
+    (@paired BlockQ5_0) => { quantized!(@pair_fns); };
+    (@paired BlockQ5_1) => { quantized!(@pair_fns); };
+    (@paired BlockQ8_0) => { quantized!(@pair_fns); };
+    (@paired $w:ident) => {};
+    (@pair_fns) => {
+        fn pack(
+            isa: Isa,
+            acts: &[Self::Act],
+            batch: usize,
+            blocks: usize,
+            p: &mut crate::gemm::Packed,
+        ) -> bool {
+            arch::pair_pack::<Self>(isa, acts, batch, blocks, &mut p.0)
+        }
+        fn packed_chunk(w: &[Self], p: &crate::gemm::Packed, out: &mut [f32]) {
+            arch::pair_chunk::<Self>(w, &p.0, out)
+        }
+    };
 }
 
 quantized! {
@@ -255,4 +291,140 @@ pub fn quantize_activations_with<A: Activation>(
 ) -> Result<(), KernelError> {
     isa.ensure_available()?;
     Ok(A::quantize_with(isa, x, out)?)
+}
+
+/// Rows of a row-major f32 matrix picked by index, as attention reads a key/value cache: row
+/// `i` is `data[rows[i]·stride + offset..][..len]`. Checked once, at construction.
+#[derive(Clone, Copy, Debug)]
+pub struct Gather<'a>(arch::generic::Gathered<'a>);
+
+impl<'a> Gather<'a> {
+    /// The rows `rows` of `data` (rows of `stride` values), each the `len` values from
+    /// `offset`. Fails unless every picked row lies inside `data`.
+    pub fn new(
+        data: &'a [f32],
+        stride: usize,
+        offset: usize,
+        len: usize,
+        rows: &'a [u32],
+    ) -> Result<Self, KernelError> {
+        let shape = |detail: String| KernelError::Shape {
+            ty: GgmlType::F32,
+            rows: rows.len(),
+            cols: len,
+            detail,
+        };
+        if len == 0 || offset + len > stride {
+            return Err(shape(format!(
+                "{len} values from {offset} do not fit rows of {stride}"
+            )));
+        }
+        if let Some(&max) = rows.iter().max() {
+            let end = (max as usize)
+                .checked_mul(stride)
+                .and_then(|v| v.checked_add(offset + len));
+            if end.is_none_or(|e| e > data.len()) {
+                return Err(shape(format!(
+                    "row {max} lies outside the {} values of the matrix",
+                    data.len()
+                )));
+            }
+        }
+        Ok(Gather(arch::generic::Gathered {
+            data,
+            stride,
+            offset,
+            len,
+            rows,
+        }))
+    }
+
+    /// Values per picked row.
+    pub fn len(&self) -> usize {
+        self.0.len
+    }
+
+    /// Whether no row is picked.
+    pub fn is_empty(&self) -> bool {
+        self.0.rows.is_empty()
+    }
+}
+
+/// Checks that `vecs` values are whole vectors of `vec_len` (none when `vec_len` is 0) and
+/// that `out` holds `per` values for each.
+fn check_gathered(
+    m: &Gather<'_>,
+    (vecs, vec_len): (usize, usize),
+    what: &str,
+    (out, per): (usize, usize),
+) -> Result<(), KernelError> {
+    let shape = |detail: String| KernelError::Shape {
+        ty: GgmlType::F32,
+        rows: m.0.rows.len(),
+        cols: m.0.len,
+        detail,
+    };
+    let count = match vecs.checked_div(vec_len) {
+        Some(c) if c * vec_len == vecs => c,
+        None if vecs == 0 => out / per.max(1),
+        _ => {
+            return Err(shape(format!(
+                "{vecs} {what} are not whole vectors of {vec_len}"
+            )))
+        }
+    };
+    if out != count * per {
+        return Err(shape(format!(
+            "output holds {out} values, {count} vectors need {}",
+            count * per
+        )));
+    }
+    Ok(())
+}
+
+/// `out[g·n + i] = xs_g · row_i` for each vector `xs_g` of `m.len()` values and each of the
+/// `n` picked rows (attention's query·key products), on [`Isa::current`]. Each product is
+/// computed as [`vec_dot`] computes f32 rows: the same bits on every instruction set, whatever
+/// else is in the call.
+pub fn gathered_dots(xs: &[f32], m: &Gather<'_>, out: &mut [f32]) -> Result<(), KernelError> {
+    gathered_dots_with(Isa::current(), xs, m, out)
+}
+
+/// [`gathered_dots`] on a chosen instruction set.
+pub fn gathered_dots_with(
+    isa: Isa,
+    xs: &[f32],
+    m: &Gather<'_>,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    isa.ensure_available()?;
+    check_gathered(
+        m,
+        (xs.len(), m.0.len),
+        "values",
+        (out.len(), m.0.rows.len()),
+    )?;
+    arch::gather_dots(isa, xs, m.0, out);
+    Ok(())
+}
+
+/// `out_g += Σ_i w[g·n + i] · row_i` for each output vector `out_g` of `m.len()` values
+/// (attention's probabilities times values), on [`Isa::current`]: rows in order, one fused
+/// multiply-add per element, zero weights skipped; the same bits on every instruction set.
+pub fn gathered_axpy(w: &[f32], m: &Gather<'_>, out: &mut [f32]) -> Result<(), KernelError> {
+    gathered_axpy_with(Isa::current(), w, m, out)
+}
+
+/// [`gathered_axpy`] on a chosen instruction set.
+pub fn gathered_axpy_with(
+    isa: Isa,
+    w: &[f32],
+    m: &Gather<'_>,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    isa.ensure_available()?;
+    let n = m.0.rows.len();
+    check_gathered(m, (w.len(), n), "weights", (out.len(), m.0.len))?;
+    arch::gather_axpy(isa, w, m.0, out);
+    Ok(())
 }

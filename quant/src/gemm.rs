@@ -128,15 +128,22 @@ pub struct Scratch {
     acts: Vec<u32>,
     /// Results in rows × batch order, before the transpose (batch > 1 only).
     tmp: Vec<f32>,
+    /// The activations packed for a faster kernel, where there is one.
+    packed: Packed,
 }
 
-impl Scratch {
-    fn acts<A: Block>(&mut self, n: usize) -> &mut [A] {
-        let bytes = n * std::mem::size_of::<A>();
-        self.acts.resize(bytes.div_ceil(4), 0);
-        let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut self.acts);
-        bytemuck::cast_slice_mut(&mut raw[..bytes])
-    }
+/// Activations packed for the kernels that pair dot products in wide registers (internal to
+/// [`matmul`]; see `VecDot::pack`).
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Packed(pub(crate) crate::arch::Packed);
+
+/// `n` activation blocks in `acts` (u32 storage: every activation block's alignment divides 4).
+fn act_blocks<A: Block>(acts: &mut Vec<u32>, n: usize) -> &mut [A] {
+    let bytes = n * std::mem::size_of::<A>();
+    acts.resize(bytes.div_ceil(4), 0);
+    let raw: &mut [u8] = bytemuck::cast_slice_mut(acts);
+    bytemuck::cast_slice_mut(&mut raw[..bytes])
 }
 
 /// `out = x · wᵀ` on [`Isa::current`]: `x` is batch × cols, `out` batch × rows.
@@ -226,27 +233,35 @@ fn run<W: VecDot>(
     let batch = x.len() / w.cols;
     let row_bytes = w.data.len() / w.rows;
 
-    let tmp = std::mem::take(&mut scratch.tmp);
-    let acts = scratch.acts::<W::Act>(batch * apr);
+    let Scratch { acts, tmp, packed } = scratch;
+    let acts = act_blocks::<W::Act>(acts, batch * apr);
     let quantized: Result<(), KernelError> = acts
         .par_chunks_mut(apr)
         .zip(x.par_chunks(w.cols))
         .try_for_each(|(a, x)| Ok(W::Act::quantize_with(isa, x, a)?));
     quantized?;
-    let rows: Vec<&[W::Act]> = acts.chunks_exact(apr).collect();
 
     let per_thread = w.rows.div_ceil(4 * rayon::current_num_threads());
-    let chunk_rows = (CHUNK_BYTES / row_bytes.max(1)).clamp(1, per_thread.max(1));
-    let mut tmp = tmp;
+    let mut chunk_rows = (CHUNK_BYTES / row_bytes.max(1)).clamp(1, per_thread.max(1));
     let dest: &mut [f32] = if batch == 1 {
+        // The paired kernels take weight rows two at a time for one activation row.
+        chunk_rows += chunk_rows % 2;
         out
     } else {
         tmp.resize(w.rows * batch, 0.0);
-        &mut tmp
+        tmp
     };
-    dest.par_chunks_mut(chunk_rows * batch)
-        .zip(blocks.par_chunks(chunk_rows * bpr))
-        .for_each(|(o, wc)| W::chunk(isa, wc, bpr, &rows, o));
+    if W::pack(isa, acts, batch, apr, packed) {
+        let packed = &*packed;
+        dest.par_chunks_mut(chunk_rows * batch)
+            .zip(blocks.par_chunks(chunk_rows * bpr))
+            .for_each(|(o, wc)| W::packed_chunk(wc, packed, o));
+    } else {
+        let rows: Vec<&[W::Act]> = acts.chunks_exact(apr).collect();
+        dest.par_chunks_mut(chunk_rows * batch)
+            .zip(blocks.par_chunks(chunk_rows * bpr))
+            .for_each(|(o, wc)| W::chunk(isa, wc, bpr, &rows, o));
+    }
     if batch > 1 {
         for (r, t) in tmp.chunks_exact(batch).enumerate() {
             for (b, &v) in t.iter().enumerate() {
@@ -254,6 +269,5 @@ fn run<W: VecDot>(
             }
         }
     }
-    scratch.tmp = tmp;
     Ok(())
 }

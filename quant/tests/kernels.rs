@@ -420,3 +420,144 @@ fn matrix_products_are_batch_and_thread_invariant() {
         }
     }
 }
+
+/// Matrix products of weight blocks with any bytes (finite scales) against activation rows
+/// spanning many magnitudes: every instruction set equals the reference bitwise, for shapes
+/// that exercise the paired AVX-512 kernels' edges (one or an odd number of blocks per row, an
+/// odd number of weight rows, tiles of 1 to 8 activation rows and a lone last row).
+fn check_matrix_edges<W: Block>(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    for bpr in [1, 2, 3, 17] {
+        for rows in [1, 2, 3, 13] {
+            let w: Vec<W> = random_weights(&mut rng, rows * bpr);
+            let m = QMatrix::new(W::TYPE, rows, bpr * W::SIZE, bytemuck::cast_slice(&w)).unwrap();
+            for batch in [1, 2, 3, 8, 9, 17] {
+                let x: Vec<f32> = (0..batch * m.cols())
+                    .map(|i| {
+                        let scale = 10f32.powi((i / 32 % 9) as i32 - 4);
+                        rng.random_range(-1.0f32..1.0) * scale
+                    })
+                    .collect();
+                let mut reference = vec![0.0; batch * rows];
+                let mut s = Scratch::default();
+                matmul_with(Isa::Scalar, &m, &x, &mut reference, &mut s).unwrap();
+                for isa in vector_isas() {
+                    let mut got = vec![0.0; batch * rows];
+                    matmul_with(isa, &m, &x, &mut got, &mut s).unwrap();
+                    for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
+                        assert_eq!(
+                            g.to_bits(),
+                            r.to_bits(),
+                            "{} on {isa}: {rows} rows × {bpr} blocks, batch {batch}, output {i}: \
+                             {g} vs reference {r}",
+                            W::TYPE
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matrix_products_of_any_blocks_match_the_reference() {
+    check_matrix_edges::<BlockQ4_0>(51);
+    check_matrix_edges::<BlockQ4_1>(52);
+    check_matrix_edges::<BlockQ5_0>(53);
+    check_matrix_edges::<BlockQ5_1>(54);
+    check_matrix_edges::<BlockQ8_0>(55);
+    check_matrix_edges::<BlockQ4K>(56);
+}
+
+/// Attention's gathered products: each instruction set equals the reference bitwise, both
+/// are close to f64 sums, and rows outside the matrix or outputs of the wrong size are errors.
+#[test]
+fn gathered_products_match_the_reference() {
+    use quant::dot::{gathered_axpy_with, gathered_dots_with, Gather};
+    let mut rng = StdRng::seed_from_u64(61);
+    for len in [1, 15, 16, 64, 70] {
+        for group in [1, 3] {
+            let (stride, n_rows) = (len * 2 + 3, 40);
+            let data: Vec<f32> = (0..stride * n_rows)
+                .map(|_| rng.random_range(-2.0f32..2.0))
+                .collect();
+            let rows: Vec<u32> = (0..23)
+                .map(|_| rng.random_range(0..n_rows as u32))
+                .collect();
+            let offset = len + 1;
+            let m = Gather::new(&data, stride, offset, len, &rows).unwrap();
+            let xs: Vec<f32> = (0..group * len)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            // Some zero weights, which are skipped.
+            let w: Vec<f32> = (0..group * rows.len())
+                .map(|i| {
+                    if i % 5 == 0 {
+                        0.0
+                    } else {
+                        rng.random_range(0.0..1.0)
+                    }
+                })
+                .collect();
+            let mut dots = vec![0.0; group * rows.len()];
+            gathered_dots_with(Isa::Scalar, &xs, &m, &mut dots).unwrap();
+            let mut acc = vec![0.5; group * len];
+            gathered_axpy_with(Isa::Scalar, &w, &m, &mut acc).unwrap();
+            for g in 0..group {
+                for (i, &r) in rows.iter().enumerate() {
+                    let row = &data[r as usize * stride + offset..][..len];
+                    let exact: f64 = row
+                        .iter()
+                        .zip(&xs[g * len..(g + 1) * len])
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum();
+                    assert!((dots[g * rows.len() + i] as f64 - exact).abs() < 1e-4 * len as f64);
+                }
+                for j in 0..len {
+                    let exact: f64 = 0.5
+                        + rows
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &r)| {
+                                w[g * rows.len() + i] as f64
+                                    * data[r as usize * stride + offset + j] as f64
+                            })
+                            .sum::<f64>();
+                    assert!((acc[g * len + j] as f64 - exact).abs() < 1e-4 * rows.len() as f64);
+                }
+            }
+            for isa in vector_isas() {
+                let mut got = vec![0.0; dots.len()];
+                gathered_dots_with(isa, &xs, &m, &mut got).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&dots)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "dots on {isa}, len {len}, group {group}"
+                );
+                let mut got = vec![0.5; acc.len()];
+                gathered_axpy_with(isa, &w, &m, &mut got).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&acc)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "axpy on {isa}, len {len}, group {group}"
+                );
+            }
+        }
+    }
+    // Shapes that do not fit are errors, not panics.
+    let data = vec![0f32; 64];
+    assert!(Gather::new(&data, 16, 0, 16, &[4]).is_err());
+    assert!(Gather::new(&data, 16, 8, 16, &[0]).is_err());
+    assert!(Gather::new(&data, 16, 0, 0, &[0]).is_err());
+    assert!(Gather::new(&data, usize::MAX, 0, 16, &[u32::MAX]).is_err());
+    let m = Gather::new(&data, 16, 0, 16, &[0, 3]).unwrap();
+    assert!(gathered_dots_with(Isa::Scalar, &[0.0; 15], &m, &mut [0.0; 2]).is_err());
+    assert!(gathered_dots_with(Isa::Scalar, &[0.0; 16], &m, &mut [0.0; 3]).is_err());
+    assert!(gathered_axpy_with(Isa::Scalar, &[0.0; 3], &m, &mut [0.0; 16]).is_err());
+    assert!(gathered_axpy_with(Isa::Scalar, &[0.0; 2], &m, &mut [0.0; 15]).is_err());
+    let none = Gather::new(&data, 16, 0, 16, &[]).unwrap();
+    gathered_dots_with(Isa::Scalar, &[0.0; 16], &none, &mut []).unwrap();
+    gathered_axpy_with(Isa::Scalar, &[], &none, &mut [0.0; 16]).unwrap();
+}

@@ -88,6 +88,10 @@ pub(crate) trait Simd: Copy {
     fn fload_f16(self, x: &[f16; 16]) -> Self::F;
     /// 16 bf16 widened to f32.
     fn fload_bf16(self, x: &[bf16; 16]) -> Self::F;
+    /// Every lane `x`.
+    fn fsplat(self, x: f32) -> Self::F;
+    /// Stores 16 lanes.
+    fn fstore(self, v: Self::F, out: &mut [f32; 16]);
     /// `acc + a·b` in each lane, fused.
     fn fma(self, acc: Self::F, a: Self::F, b: Self::F) -> Self::F;
     /// Lane `l` plus lane `l + 8`, then `+ 4`, `+ 2`, `+ 1`: the sum of the 16 lanes in that
@@ -272,18 +276,83 @@ pub(crate) fn qparts<S: Simd, F: QFormat>(s: S, w: &[F], a: &[F::Act]) -> Vec<([
 /// Float dot products of one weight row with each activation row.
 #[inline(always)]
 pub(crate) fn ftile<S: Simd, W: FFormat>(s: S, w: &[W], acts: &[&[f32]], out: &mut [f32]) {
-    let (wc, wt) = w.as_chunks::<16>();
     for (o, a) in out.iter_mut().zip(acts) {
-        let (ac, at) = a.as_chunks::<16>();
-        let mut acc = s.fzero();
-        for (x, y) in wc.iter().zip(ac) {
-            acc = s.fma(acc, W::load16(s, x), s.fload(y));
+        *o = fdot(s, w, a);
+    }
+}
+
+/// One float dot product: 16 lanes of fused multiply-adds, the fixed 16-lane tree, then the
+/// tail element by element.
+#[inline(always)]
+fn fdot<S: Simd, W: FFormat>(s: S, w: &[W], a: &[f32]) -> f32 {
+    let (wc, wt) = w.as_chunks::<16>();
+    let (ac, at) = a.as_chunks::<16>();
+    let mut acc = s.fzero();
+    for (x, y) in wc.iter().zip(ac) {
+        acc = s.fma(acc, W::load16(s, x), s.fload(y));
+    }
+    let mut r = s.freduce(acc);
+    for (x, y) in wt.iter().zip(at) {
+        r = x.widen().mul_add(*y, r);
+    }
+    r
+}
+
+/// Rows of a row-major f32 matrix picked by index: row `i` is
+/// `data[rows[i]·stride + offset..][..len]`. The caller checks that every picked row lies
+/// inside `data`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gathered<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) stride: usize,
+    pub(crate) offset: usize,
+    pub(crate) len: usize,
+    pub(crate) rows: &'a [u32],
+}
+
+impl Gathered<'_> {
+    #[inline(always)]
+    pub(crate) fn row(&self, r: u32) -> &[f32] {
+        &self.data[r as usize * self.stride + self.offset..][..self.len]
+    }
+}
+
+/// `out[g·n + i] = xs_g · row_i` for each vector `xs_g` (`len` values) and each picked row
+/// (`n` of them), as [`ftile`] computes a dot product.
+#[inline(always)]
+pub(crate) fn gather_dots<S: Simd>(s: S, xs: &[f32], m: Gathered<'_>, out: &mut [f32]) {
+    let n = m.rows.len();
+    for (i, &r) in m.rows.iter().enumerate() {
+        let row = m.row(r);
+        for (g, x) in xs.chunks_exact(m.len).enumerate() {
+            out[g * n + i] = fdot(s, x, row);
         }
-        let mut r = s.freduce(acc);
-        for (x, y) in wt.iter().zip(at) {
-            r = x.widen().mul_add(*y, r);
+    }
+}
+
+/// `out_g += Σ_i w[g·n + i] · row_i` for each output vector `out_g` (`len` values): rows in
+/// order, each a fused multiply-add per element; zero weights are skipped.
+#[inline(always)]
+pub(crate) fn gather_axpy<S: Simd>(s: S, w: &[f32], m: Gathered<'_>, out: &mut [f32]) {
+    let n = m.rows.len();
+    for (i, &r) in m.rows.iter().enumerate() {
+        let row = m.row(r);
+        let (rc, rt) = row.as_chunks::<16>();
+        for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
+            let wi = w[g * n + i];
+            if wi == 0.0 {
+                continue;
+            }
+            let ws = s.fsplat(wi);
+            let (oc, ot) = o.as_chunks_mut::<16>();
+            for (o, x) in oc.iter_mut().zip(rc) {
+                let v = s.fma(s.fload(o), ws, s.fload(x));
+                s.fstore(v, o);
+            }
+            for (o, x) in ot.iter_mut().zip(rt) {
+                *o = wi.mul_add(*x, *o);
+            }
         }
-        *o = r;
     }
 }
 

@@ -59,6 +59,46 @@ macro_rules! entry_points {
                 unsafe { run(self, w, a) }
             }
 
+            /// [`crate::arch::generic::gather_dots`] compiled for this instruction set.
+            pub(crate) fn gather_dots(
+                self,
+                xs: &[f32],
+                m: $crate::arch::generic::Gathered<'_>,
+                out: &mut [f32],
+            ) {
+                #[target_feature(enable = $features)]
+                fn run(
+                    t: $tok,
+                    xs: &[f32],
+                    m: $crate::arch::generic::Gathered<'_>,
+                    out: &mut [f32],
+                ) {
+                    $crate::arch::generic::gather_dots(t, xs, m, out)
+                }
+                // SAFETY: the token proves the CPU has the features `run` is compiled for.
+                unsafe { run(self, xs, m, out) }
+            }
+
+            /// [`crate::arch::generic::gather_axpy`] compiled for this instruction set.
+            pub(crate) fn gather_axpy(
+                self,
+                w: &[f32],
+                m: $crate::arch::generic::Gathered<'_>,
+                out: &mut [f32],
+            ) {
+                #[target_feature(enable = $features)]
+                fn run(
+                    t: $tok,
+                    w: &[f32],
+                    m: $crate::arch::generic::Gathered<'_>,
+                    out: &mut [f32],
+                ) {
+                    $crate::arch::generic::gather_axpy(t, w, m, out)
+                }
+                // SAFETY: the token proves the CPU has the features `run` is compiled for.
+                unsafe { run(self, w, m, out) }
+            }
+
             /// [`crate::arch::generic::fchunk`] compiled for this instruction set.
             pub(crate) fn fchunk<W: $crate::arch::generic::FFormat>(
                 self,
@@ -95,6 +135,59 @@ pub(crate) mod x86_64;
 
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod aarch64;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86_64::paired::{Packed, PairWeight as PairFormat};
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) use unpaired::{Packed, PairFormat};
+
+/// Where the paired kernels do not exist: nothing is ever packed.
+#[cfg(not(target_arch = "x86_64"))]
+mod unpaired {
+    use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+
+    /// The formats the x86-64 paired kernels take.
+    pub(crate) trait PairFormat: super::QFormat {}
+    impl PairFormat for BlockQ4_0 {}
+    impl PairFormat for BlockQ4_1 {}
+    impl PairFormat for BlockQ5_0 {}
+    impl PairFormat for BlockQ5_1 {}
+    impl PairFormat for BlockQ8_0 {}
+
+    /// No packed activations.
+    #[derive(Debug, Default)]
+    pub(crate) struct Packed;
+}
+
+/// Packs `batch` activation rows of `blocks` blocks for the paired kernels of `isa`, if it has
+/// them (AVX-512 VNNI); returns whether it did.
+pub(crate) fn pair_pack<F: PairFormat>(
+    isa: Isa,
+    acts: &[F::Act],
+    batch: usize,
+    blocks: usize,
+    p: &mut Packed,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        if let Some(t) = x86_64::Avx512::new() {
+            t.pack::<F>(acts, batch, blocks, p);
+            return true;
+        }
+    }
+    let _ = (isa, acts, batch, blocks, p);
+    false
+}
+
+/// A chunk of weight rows times the activations [`pair_pack`] packed (`out` rows × batch).
+pub(crate) fn pair_chunk<F: PairFormat>(w: &[F], p: &Packed, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = p.token() {
+        t.paired_chunk::<F>(w, p, out);
+    }
+    let _ = (w, p, out);
+}
 
 /// The most activation rows one weight block is multiplied with before the next is loaded.
 pub(crate) const TILE: usize = 4;
@@ -151,6 +244,18 @@ pub(crate) fn qchunk<F: QFormat>(
 pub(crate) fn fchunk<W: FFormat>(isa: Isa, w: &[W], cols: usize, acts: &[&[f32]], out: &mut [f32]) {
     on_token!(isa, t => t.fchunk(w, cols, acts, out));
     scalar::fchunk(w, cols, acts, out)
+}
+
+/// [`generic::gather_dots`] on `isa` (the reference path if this CPU lacks it).
+pub(crate) fn gather_dots(isa: Isa, xs: &[f32], m: generic::Gathered<'_>, out: &mut [f32]) {
+    on_token!(isa, t => t.gather_dots(xs, m, out));
+    scalar::gather_dots(xs, m, out)
+}
+
+/// [`generic::gather_axpy`] on `isa` (the reference path if this CPU lacks it).
+pub(crate) fn gather_axpy(isa: Isa, w: &[f32], m: generic::Gathered<'_>, out: &mut [f32]) {
+    on_token!(isa, t => t.gather_axpy(w, m, out));
+    scalar::gather_axpy(w, m, out)
 }
 
 /// Each block's integer sums on `isa` (the reference path if this CPU lacks it).

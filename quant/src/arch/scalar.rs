@@ -5,7 +5,7 @@
 
 use half::f16;
 
-use super::generic::{FFormat, QFormat};
+use super::generic::{FFormat, Gathered, QFormat};
 
 /// [`super::generic::qtile`] on the reference path.
 pub(crate) fn qtile<F: QFormat>(w: &[F], acts: &[&[F::Act]], out: &mut [f32]) {
@@ -66,6 +66,34 @@ pub(crate) fn ftile<W: FFormat>(w: &[W], acts: &[&[f32]], out: &mut [f32]) {
             r = x.widen().mul_add(*y, r);
         }
         *o = r;
+    }
+}
+
+/// [`super::generic::gather_dots`] on the reference path.
+pub(crate) fn gather_dots(xs: &[f32], m: Gathered<'_>, out: &mut [f32]) {
+    let n = m.rows.len();
+    for (i, &r) in m.rows.iter().enumerate() {
+        let row = m.row(r);
+        for (g, x) in xs.chunks_exact(m.len).enumerate() {
+            ftile(x, &[row], &mut out[g * n + i..g * n + i + 1]);
+        }
+    }
+}
+
+/// [`super::generic::gather_axpy`] on the reference path.
+pub(crate) fn gather_axpy(w: &[f32], m: Gathered<'_>, out: &mut [f32]) {
+    let n = m.rows.len();
+    for (i, &r) in m.rows.iter().enumerate() {
+        let row = m.row(r);
+        for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
+            let wi = w[g * n + i];
+            if wi == 0.0 {
+                continue;
+            }
+            for (o, x) in o.iter_mut().zip(row) {
+                *o = wi.mul_add(*x, *o);
+            }
+        }
     }
 }
 

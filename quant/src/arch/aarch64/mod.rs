@@ -265,6 +265,20 @@ macro_rules! neon_simd {
                 }
             }
             #[inline(always)]
+            fn fsplat(self, x: f32) -> [float32x4_t; 4] {
+                // SAFETY: NEON is present (token).
+                unsafe { [vdupq_n_f32(x); 4] }
+            }
+            #[inline(always)]
+            fn fstore(self, v: [float32x4_t; 4], out: &mut [f32; 16]) {
+                // SAFETY: NEON is present (token); `out` is 16 writable floats.
+                unsafe {
+                    for (i, v) in v.into_iter().enumerate() {
+                        vst1q_f32(out.as_mut_ptr().add(4 * i), v);
+                    }
+                }
+            }
+            #[inline(always)]
             fn fma(
                 self,
                 acc: [float32x4_t; 4],

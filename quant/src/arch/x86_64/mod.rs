@@ -14,6 +14,8 @@ use half::{bf16, f16};
 
 use super::generic::Simd;
 
+pub(crate) mod paired;
+
 /// Proof that the CPU has AVX2, FMA and F16C.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx2(());
@@ -257,6 +259,19 @@ impl Simd for Avx2 {
         }
     }
     #[inline(always)]
+    fn fsplat(self, x: f32) -> (__m256, __m256) {
+        // SAFETY: AVX is present (token).
+        unsafe { (_mm256_set1_ps(x), _mm256_set1_ps(x)) }
+    }
+    #[inline(always)]
+    fn fstore(self, v: (__m256, __m256), out: &mut [f32; 16]) {
+        // SAFETY: AVX is present (token); `out` is 16 writable floats.
+        unsafe {
+            _mm256_storeu_ps(out.as_mut_ptr(), v.0);
+            _mm256_storeu_ps(out.as_mut_ptr().add(8), v.1);
+        }
+    }
+    #[inline(always)]
     fn fma(
         self,
         acc: (__m256, __m256),
@@ -415,6 +430,16 @@ impl Simd for Avx512 {
             let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(x.as_ptr().cast()));
             _mm512_castsi512_ps(_mm512_slli_epi32(w, 16))
         }
+    }
+    #[inline(always)]
+    fn fsplat(self, x: f32) -> __m512 {
+        // SAFETY: AVX-512 F is present (token).
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    fn fstore(self, v: __m512, out: &mut [f32; 16]) {
+        // SAFETY: AVX-512 F is present (token); `out` is 16 writable floats.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) }
     }
     #[inline(always)]
     fn fma(self, acc: __m512, a: __m512, b: __m512) -> __m512 {

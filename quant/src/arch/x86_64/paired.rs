@@ -1,0 +1,523 @@
+//! AVX-512 VNNI matrix products for the 32-value block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
+//! with two dot products in each 512-bit register.
+//!
+//! The generic kernels ([`crate::arch::generic`]) compute one (weight row, activation row,
+//! block) triple's eight lane sums in a 256-bit register and scale them with a broadcast. Here
+//! lane `2l + j` of a 512-bit register holds lane `l` of dot product `j`, so one `vpdpbusd`,
+//! one conversion and one fused multiply-add serve two products:
+//!
+//! - **Several activation rows** (prefill, batched decoding): the rows are packed once per call
+//!   into tiles of up to [`TILE_ROWS`], paired; each pair's block becomes one 64-byte line
+//!   (four bytes of row `2p`, four of row `2p + 1`, ...) beside its rows' scales as f32. A
+//!   weight block is unpacked once, its dwords duplicated, and meets every pair of the tile.
+//! - **One activation row** (decoding one sequence): the row is paired with itself (each dword
+//!   duplicated) and two weight rows are interleaved instead.
+//!
+//! Signed formats are made unsigned by an offset (`q + o`, `o` = 8, 16 or 128); each lane's
+//! excess `o·Σa` is removed by starting its accumulation at `−o·Σa`, packed with the
+//! activations. `vpdpbusd` does not saturate, so every lane sum is the exact integer the other
+//! paths compute, and the float steps after it are theirs, in their order (the lanes' scale
+//! `d_w·d_a`, a fused multiply-add into even- and odd-block sums, the fixed 8-lane tree, then
+//! the minimum's terms): bitwise the same results as [`crate::arch::generic::qtile`].
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::Avx512;
+use crate::arch::generic::{QFormat, Simd};
+use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+
+/// Activation rows per tile: four pairs, each weight block unpacked once for all of them.
+pub(crate) const TILE_ROWS: usize = 8;
+
+/// 64 bytes on a cache line.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Line([u8; 64]);
+
+/// An activation format as the paired kernels read it.
+pub(crate) trait PairAct: Copy {
+    /// The 32 quants.
+    fn qs(&self) -> &[i8; 32];
+    /// The scale `d` and the sum `s = d·Σq` (zero for formats without one), as raw f16.
+    fn ds(&self) -> [f16; 2];
+}
+
+impl PairAct for BlockQ8_0 {
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn ds(&self) -> [f16; 2] {
+        [self.d, f16::ZERO]
+    }
+}
+
+impl PairAct for BlockQ8_1 {
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn ds(&self) -> [f16; 2] {
+        [self.d, self.s]
+    }
+}
+
+/// A weight format of the paired kernels.
+pub(crate) trait PairWeight: QFormat<Act: PairAct> {
+    /// What is added to each quant to make it unsigned.
+    const OFFSET: u8;
+    /// Whether blocks have a minimum (`x = d·q + m`), met by the activations' sums.
+    const MIN: bool;
+    /// The 32 quants plus [`Self::OFFSET`], in element order.
+    fn unsigned(t: Avx512, w: &Self) -> __m256i;
+    /// `d` in the low half and the minimum (or zero) in the high half, as raw f16 bits.
+    fn dm(w: &Self) -> u32;
+}
+
+#[inline(always)]
+fn dm_bits(d: f16, m: f16) -> u32 {
+    d.to_bits() as u32 | (m.to_bits() as u32) << 16
+}
+
+impl PairWeight for BlockQ4_0 {
+    const OFFSET: u8 = 8;
+    const MIN: bool = false;
+    #[inline(always)]
+    fn unsigned(t: Avx512, w: &Self) -> __m256i {
+        t.nibbles(&w.qs)
+    }
+    #[inline(always)]
+    fn dm(w: &Self) -> u32 {
+        dm_bits(w.d, f16::ZERO)
+    }
+}
+
+impl PairWeight for BlockQ4_1 {
+    const OFFSET: u8 = 0;
+    const MIN: bool = true;
+    #[inline(always)]
+    fn unsigned(t: Avx512, w: &Self) -> __m256i {
+        t.nibbles(&w.qs)
+    }
+    #[inline(always)]
+    fn dm(w: &Self) -> u32 {
+        dm_bits(w.d, w.m)
+    }
+}
+
+impl PairWeight for BlockQ5_0 {
+    const OFFSET: u8 = 16;
+    const MIN: bool = false;
+    #[inline(always)]
+    fn unsigned(t: Avx512, w: &Self) -> __m256i {
+        t.or(t.nibbles(&w.qs), t.bits32(u32::from_le_bytes(w.qh), 0x10))
+    }
+    #[inline(always)]
+    fn dm(w: &Self) -> u32 {
+        dm_bits(w.d, f16::ZERO)
+    }
+}
+
+impl PairWeight for BlockQ5_1 {
+    const OFFSET: u8 = 0;
+    const MIN: bool = true;
+    #[inline(always)]
+    fn unsigned(t: Avx512, w: &Self) -> __m256i {
+        t.or(t.nibbles(&w.qs), t.bits32(u32::from_le_bytes(w.qh), 0x10))
+    }
+    #[inline(always)]
+    fn dm(w: &Self) -> u32 {
+        dm_bits(w.d, w.m)
+    }
+}
+
+impl PairWeight for BlockQ8_0 {
+    const OFFSET: u8 = 128;
+    const MIN: bool = false;
+    #[inline(always)]
+    fn unsigned(t: Avx512, w: &Self) -> __m256i {
+        let q = t.load(bytemuck::cast_ref(&w.qs));
+        // SAFETY: AVX2 is present (token). Flipping the top bit adds 128 to a signed byte
+        // read as unsigned.
+        unsafe { _mm256_xor_si256(q, _mm256_set1_epi8(i8::MIN)) }
+    }
+    #[inline(always)]
+    fn dm(w: &Self) -> u32 {
+        dm_bits(w.d, f16::ZERO)
+    }
+}
+
+/// One tile of packed activation rows.
+#[derive(Clone, Copy, Debug)]
+struct Tile {
+    /// Its first activation row.
+    first: usize,
+    /// Activation rows in it (1..=[`TILE_ROWS`]).
+    rows: usize,
+    /// Where its lines start in [`Packed::qs`] (and [`Packed::init`]): blocks × pairs.
+    lines: usize,
+    /// Where its scales start in [`Packed::scales`]: one per block.
+    scales: usize,
+}
+
+/// Activation rows packed for the paired kernels.
+#[derive(Debug, Default)]
+pub(crate) struct Packed {
+    /// The token that packed them (the kernels need the same features).
+    token: Option<Avx512>,
+    /// The weight format's offset the lines were packed for.
+    offset: u8,
+    /// Activation rows.
+    batch: usize,
+    /// Blocks per row.
+    blocks: usize,
+    tiles: Vec<Tile>,
+    /// Each pair's block: dwords of its two rows interleaved.
+    qs: Vec<Line>,
+    /// Each pair's starting lane sums `−o·Σa` (empty when the offset is zero).
+    init: Vec<Line>,
+    /// Per tile and block: the rows' `d` as f32 in slots 0..8 and their sums `s` in 8..16.
+    scales: Vec<[f32; 16]>,
+}
+
+impl Packed {
+    /// The token that packed the rows, if any were packed.
+    pub(crate) fn token(&self) -> Option<Avx512> {
+        self.token
+    }
+}
+
+impl Avx512 {
+    /// Packs `batch` activation rows of `blocks` blocks each (`acts` row-major) for weights of
+    /// type `F`. One row is paired with itself; more go in tiles of [`TILE_ROWS`].
+    pub(crate) fn pack<F: PairWeight>(
+        self,
+        acts: &[F::Act],
+        batch: usize,
+        blocks: usize,
+        p: &mut Packed,
+    ) {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        fn run<F: PairWeight>(
+            t: Avx512,
+            acts: &[F::Act],
+            batch: usize,
+            blocks: usize,
+            p: &mut Packed,
+        ) {
+            pack_impl::<F>(t, acts, batch, blocks, p)
+        }
+        // SAFETY: the token proves the CPU has the features `run` is compiled for.
+        unsafe { run::<F>(self, acts, batch, blocks, p) }
+    }
+
+    /// A chunk of weight rows (`blocks` each, the packed rows' count) times the packed
+    /// activations: `out` is rows × batch, row-major.
+    pub(crate) fn paired_chunk<F: PairWeight>(self, w: &[F], p: &Packed, out: &mut [f32]) {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        fn run<F: PairWeight>(t: Avx512, w: &[F], p: &Packed, out: &mut [f32]) {
+            chunk_impl::<F>(t, w, p, out)
+        }
+        // SAFETY: the token proves the CPU has the features `run` is compiled for.
+        unsafe { run::<F>(self, w, p, out) }
+    }
+}
+
+/// Lines interleaving the dwords of two blocks' quants, and the starting lane sums for
+/// `offset`.
+#[inline(always)]
+fn pair_line(a: &[i8; 32], b: &[i8; 32], offset: u8) -> (Line, Line) {
+    // SAFETY: AVX-512 F/BW/VNNI are present (the caller is compiled with them and runs only
+    // under the token); loads read the two 32-byte arrays, stores write two 64-byte lines.
+    unsafe {
+        let va = _mm512_castsi256_si512(_mm256_loadu_si256(a.as_ptr().cast()));
+        let vb = _mm512_castsi256_si512(_mm256_loadu_si256(b.as_ptr().cast()));
+        let idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let v = _mm512_permutex2var_epi32(va, idx, vb);
+        let mut q = Line([0; 64]);
+        _mm512_store_si512(q.0.as_mut_ptr().cast(), v);
+        let mut init = Line([0; 64]);
+        if offset != 0 {
+            // o·Σa over each lane's four bytes, exact; negated.
+            let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(offset as i8), v);
+            let neg = _mm512_sub_epi32(_mm512_setzero_si512(), s);
+            _mm512_store_si512(init.0.as_mut_ptr().cast(), neg);
+        }
+        (q, init)
+    }
+}
+
+#[inline(always)]
+fn pack_impl<F: PairWeight>(
+    t: Avx512,
+    acts: &[F::Act],
+    batch: usize,
+    blocks: usize,
+    p: &mut Packed,
+) {
+    p.token = Some(t);
+    p.offset = F::OFFSET;
+    p.batch = batch;
+    p.blocks = blocks;
+    p.tiles.clear();
+    p.qs.clear();
+    p.init.clear();
+    p.scales.clear();
+    let widen = |h: [f16; 2]| t.f16x2(h);
+    let mut first = 0;
+    while first < batch {
+        let rows = (batch - first).min(TILE_ROWS);
+        let pairs = rows.div_ceil(2);
+        p.tiles.push(Tile {
+            first,
+            rows,
+            lines: p.qs.len(),
+            scales: p.scales.len(),
+        });
+        for k in 0..blocks {
+            let mut sc = [0f32; 16];
+            for j in 0..pairs {
+                let r0 = first + 2 * j;
+                // A lone last row is paired with itself.
+                let r1 = (r0 + 1).min(first + rows - 1);
+                let (a, b) = (&acts[r0 * blocks + k], &acts[r1 * blocks + k]);
+                let (q, init) = pair_line(a.qs(), b.qs(), F::OFFSET);
+                p.qs.push(q);
+                if F::OFFSET != 0 {
+                    p.init.push(init);
+                }
+                for (slot, r) in [(2 * j, a), (2 * j + 1, b)] {
+                    let [d, s] = widen(r.ds());
+                    sc[slot] = d;
+                    sc[8 + slot] = s;
+                }
+            }
+            p.scales.push(sc);
+        }
+        first += rows;
+    }
+}
+
+/// The eight-lane tree of both dot products held in `v` (lane `2l + j` = product `j`'s lane
+/// `l`): lane `l` plus lane `l + 4`, then `+ 2`, then `+ 1`, as [`Simd::f8reduce`] sums them.
+#[inline(always)]
+fn reduce_pair(v: __m512) -> [f32; 2] {
+    // SAFETY: AVX-512 F is present (callers run under the token).
+    unsafe {
+        let lo = _mm512_castps512_ps256(v);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+        let t = _mm256_add_ps(lo, hi);
+        let u = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+        let w = _mm_add_ps(u, _mm_movehl_ps(u, u));
+        let mut out = [0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), w);
+        [out[0], out[1]]
+    }
+}
+
+/// The lines and scales of one tile: lines `blocks × P`, scales one per block.
+struct TileData<'a> {
+    qs: &'a [Line],
+    init: &'a [Line],
+    scales: &'a [[f32; 16]],
+}
+
+/// One weight row times one tile of `P` pairs: `out` receives the tile's rows (at most 2P).
+#[inline(always)]
+fn tile_row<F: PairWeight, const P: usize>(t: Avx512, w: &[F], d: &TileData<'_>, out: &mut [f32]) {
+    // SAFETY: AVX-512 F/BW/VNNI are present (callers run under the token). Every load reads a
+    // line or scale slot of the tile: `w.len()` blocks, `P` lines and one scale row each,
+    // which `chunk_impl` checked the packed data holds.
+    unsafe {
+        let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        let mut acc = [[_mm512_setzero_ps(); P]; 2];
+        let mut terms = [_mm256_setzero_ps(); 2];
+        #[inline(always)]
+        fn step<F: PairWeight, const P: usize>(
+            t: Avx512,
+            wb: &F,
+            k: usize,
+            d: &TileData<'_>,
+            dup: __m512i,
+            acc: &mut [__m512; P],
+            terms: &mut __m256,
+        ) {
+            // SAFETY: as in `tile_row`.
+            unsafe {
+                let wz = _mm512_permutexvar_epi32(dup, _mm512_castsi256_si512(F::unsigned(t, wb)));
+                let f = _mm_cvtph_ps(_mm_cvtsi32_si128(F::dm(wb) as i32));
+                let dw = _mm512_broadcastss_ps(f);
+                let sc = d.scales.get_unchecked(k);
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let line = d.qs.get_unchecked(k * P + j);
+                    let a = _mm512_load_si512(line.0.as_ptr().cast());
+                    let init = if F::OFFSET != 0 {
+                        _mm512_load_si512(d.init.get_unchecked(k * P + j).0.as_ptr().cast())
+                    } else {
+                        _mm512_setzero_si512()
+                    };
+                    let x = _mm512_dpbusd_epi32(init, wz, a);
+                    // [d_a of row 2j, d_a of row 2j + 1] in every lane pair.
+                    let da = _mm512_castpd_ps(_mm512_set1_pd(
+                        sc.as_ptr().add(2 * j).cast::<f64>().read_unaligned(),
+                    ));
+                    let s = _mm512_mul_ps(dw, da);
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, *acc);
+                }
+                if F::MIN {
+                    let mw = _mm256_set1_ps(_mm_cvtss_f32(_mm_movehdup_ps(f)));
+                    let sa = _mm256_loadu_ps(sc.as_ptr().add(8));
+                    *terms = _mm256_add_ps(*terms, _mm256_mul_ps(mw, sa));
+                }
+            }
+        }
+        let (pairs, rest) = w.as_chunks::<2>();
+        for (i, [w0, w1]) in pairs.iter().enumerate() {
+            let [a0, a1] = &mut acc;
+            let [t0, t1] = &mut terms;
+            step::<F, P>(t, w0, 2 * i, d, dup, a0, t0);
+            step::<F, P>(t, w1, 2 * i + 1, d, dup, a1, t1);
+        }
+        if let [last] = rest {
+            step::<F, P>(t, last, w.len() - 1, d, dup, &mut acc[0], &mut terms[0]);
+        }
+        let mut tsum = [0f32; 8];
+        _mm256_storeu_ps(tsum.as_mut_ptr(), _mm256_add_ps(terms[0], terms[1]));
+        for j in 0..P {
+            let r = reduce_pair(_mm512_add_ps(acc[0][j], acc[1][j]));
+            for (h, r) in r.into_iter().enumerate() {
+                if let Some(o) = out.get_mut(2 * j + h) {
+                    *o = r + tsum[2 * j + h];
+                }
+            }
+        }
+    }
+}
+
+/// Two weight rows times one activation row packed with itself: `[row 0, row 1]`.
+#[inline(always)]
+fn row_pair<F: PairWeight>(t: Avx512, w0: &[F], w1: &[F], d: &TileData<'_>) -> [f32; 2] {
+    // SAFETY: AVX-512 F/BW/VNNI are present (callers run under the token). Every load reads a
+    // line or scale slot of the single-row tile (one line and one scale row per block), which
+    // `chunk_impl` checked.
+    unsafe {
+        let idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let dws = _mm512_setr_epi32(0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2);
+        let mut acc = [_mm512_setzero_ps(); 2];
+        let mut terms = [_mm_setzero_ps(); 2];
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        fn step<F: PairWeight>(
+            t: Avx512,
+            (b0, b1): (&F, &F),
+            k: usize,
+            d: &TileData<'_>,
+            (idx, dws): (__m512i, __m512i),
+            acc: &mut __m512,
+            terms: &mut __m128,
+        ) {
+            // SAFETY: as in `row_pair`.
+            unsafe {
+                let u0 = _mm512_castsi256_si512(F::unsigned(t, b0));
+                let u1 = _mm512_castsi256_si512(F::unsigned(t, b1));
+                let wz = _mm512_permutex2var_epi32(u0, idx, u1);
+                let bits = F::dm(b0) as u64 | (F::dm(b1) as u64) << 32;
+                // [d_0, m_0, d_1, m_1].
+                let f = _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64));
+                let sc = d.scales.get_unchecked(k);
+                let s = _mm512_mul_ps(
+                    _mm512_permutexvar_ps(dws, _mm512_castps128_ps512(f)),
+                    _mm512_set1_ps(sc[0]),
+                );
+                let line = d.qs.get_unchecked(k);
+                let a = _mm512_load_si512(line.0.as_ptr().cast());
+                let init = if F::OFFSET != 0 {
+                    _mm512_load_si512(d.init.get_unchecked(k).0.as_ptr().cast())
+                } else {
+                    _mm512_setzero_si512()
+                };
+                let x = _mm512_dpbusd_epi32(init, wz, a);
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, *acc);
+                if F::MIN {
+                    // Lanes 1 and 3: m_0·s_a and m_1·s_a.
+                    *terms = _mm_add_ps(*terms, _mm_mul_ps(f, _mm_set1_ps(sc[8])));
+                }
+            }
+        }
+        let consts = (idx, dws);
+        let (p0, r0) = w0.as_chunks::<2>();
+        let p1 = w1.as_chunks::<2>().0;
+        for (i, ([a0, a1], [b0, b1])) in p0.iter().zip(p1).enumerate() {
+            let [c0, c1] = &mut acc;
+            let [t0, t1] = &mut terms;
+            step::<F>(t, (a0, b0), 2 * i, d, consts, c0, t0);
+            step::<F>(t, (a1, b1), 2 * i + 1, d, consts, c1, t1);
+        }
+        if let ([l0], Some(l1)) = (r0, w1.last()) {
+            let k = w0.len() - 1;
+            step::<F>(t, (l0, l1), k, d, consts, &mut acc[0], &mut terms[0]);
+        }
+        let r = reduce_pair(_mm512_add_ps(acc[0], acc[1]));
+        let mut ts = [0f32; 4];
+        _mm_storeu_ps(ts.as_mut_ptr(), _mm_add_ps(terms[0], terms[1]));
+        if F::MIN {
+            [r[0] + ts[1], r[1] + ts[3]]
+        } else {
+            // The generic kernels add their (zero) terms too: +0.0 turns −0.0 into +0.0.
+            [r[0] + 0.0, r[1] + 0.0]
+        }
+    }
+}
+
+#[inline(always)]
+fn chunk_impl<F: PairWeight>(t: Avx512, w: &[F], p: &Packed, out: &mut [f32]) {
+    let (bpr, batch) = (p.blocks, p.batch);
+    // The caller packed these rows for `F` (see `gemm`); anything else computes nothing.
+    debug_assert_eq!(p.offset, F::OFFSET);
+    if bpr == 0 || batch == 0 || p.offset != F::OFFSET || !w.len().is_multiple_of(bpr) {
+        return;
+    }
+    let n_rows = w.len() / bpr;
+    if out.len() != n_rows * batch {
+        return;
+    }
+    for tile in &p.tiles {
+        let pairs = tile.rows.div_ceil(2);
+        let lines = bpr * pairs;
+        let data = TileData {
+            qs: &p.qs[tile.lines..tile.lines + lines],
+            init: if F::OFFSET != 0 {
+                &p.init[tile.lines..tile.lines + lines]
+            } else {
+                &[]
+            },
+            scales: &p.scales[tile.scales..tile.scales + bpr],
+        };
+        if batch == 1 {
+            // One activation row: weight rows two at a time (a lone last row with itself).
+            let mut rows = w.chunks_exact(bpr);
+            let mut o = out.iter_mut();
+            while let Some(a) = rows.next() {
+                let b = rows.next();
+                let r = row_pair::<F>(t, a, b.unwrap_or(a), &data);
+                for (o, r) in o.by_ref().zip(r).take(1 + b.is_some() as usize) {
+                    *o = r;
+                }
+            }
+            continue;
+        }
+        for (wrow, orow) in w.chunks_exact(bpr).zip(out.chunks_exact_mut(batch)) {
+            let o = &mut orow[tile.first..tile.first + tile.rows];
+            match pairs {
+                1 => tile_row::<F, 1>(t, wrow, &data, o),
+                2 => tile_row::<F, 2>(t, wrow, &data, o),
+                3 => tile_row::<F, 3>(t, wrow, &data, o),
+                _ => tile_row::<F, 4>(t, wrow, &data, o),
+            }
+        }
+    }
+}
