@@ -3,6 +3,7 @@
 
 use crate::backend::{Backend, BackendError, Batch, Logits, SeqId, Token};
 use crate::sampling::{argmax, sample, top_logprobs, SampleKey, SamplingParams};
+use rayon::prelude::*;
 
 /// Why a sample stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,19 +236,27 @@ fn run_wave(
     let mut step = 0u64;
     loop {
         let mut next_live = Vec::with_capacity(live.len());
-        for &s in &live {
-            let key = SampleKey {
-                seed: opts.seed,
-                problem: opts.problem,
-                sample: samples[s].index,
-            };
-            let d = sample(
-                logits.row(rows[s]),
-                &opts.sampling,
-                &[prompt, &samples[s].tokens],
-                key.uniform(step),
-            )?;
-            let top = top_logprobs(logits.row(rows[s]), opts.top_logprobs)?;
+        // Each live sequence's draw (in parallel: a draw depends only on its own key, logits
+        // and tokens), then the draws applied in order.
+        let draws: Vec<_> = live
+            .par_iter()
+            .map(|&s| {
+                let key = SampleKey {
+                    seed: opts.seed,
+                    problem: opts.problem,
+                    sample: samples[s].index,
+                };
+                let d = sample(
+                    logits.row(rows[s]),
+                    &opts.sampling,
+                    &[prompt, &samples[s].tokens],
+                    key.uniform(step),
+                )?;
+                let top = top_logprobs(logits.row(rows[s]), opts.top_logprobs)?;
+                Ok((d, top))
+            })
+            .collect::<Result<_, BackendError>>()?;
+        for (&s, (d, top)) in live.iter().zip(draws) {
             let smp = &mut samples[s];
             smp.tokens.push(d.token as Token);
             smp.logprob += d.logprob;

@@ -451,6 +451,8 @@ struct Buffers {
     g: Vec<f32>,
     u: Vec<f32>,
     hn: Vec<f32>,
+    /// Each row's RoPE `(sin, cos)` per frequency.
+    rot: Vec<(f32, f32)>,
     all_rows: Vec<usize>,
     logits: Vec<f32>,
 }
@@ -463,13 +465,13 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Rotates pair `i` of each head by `pos · freq_i`: dimensions `(2i, 2i + 1)`, or with
-/// `neox` dimensions `(i, i + head_dim/2)`.
-fn rope(x: &mut [f32], head_dim: usize, pos: Pos, freqs: &[f32], neox: bool) {
+/// Rotates pair `i` of each head by the angle whose `(sin, cos)` is `rot[i]` (`pos · freq_i`,
+/// the same in every layer, so computed once per row and pass): dimensions `(2i, 2i + 1)`, or
+/// with `neox` dimensions `(i, i + head_dim/2)`.
+fn rope(x: &mut [f32], head_dim: usize, rot: &[(f32, f32)], neox: bool) {
     let half = head_dim / 2;
     for head in x.chunks_exact_mut(head_dim) {
-        for (i, &f) in freqs.iter().enumerate() {
-            let (s, c) = (pos as f32 * f).sin_cos();
+        for (i, &(s, c)) in rot.iter().enumerate() {
             let (ia, ib) = if neox {
                 (i, i + half)
             } else {
@@ -582,6 +584,7 @@ impl<'m> NativeBackend<'m> {
             g,
             u,
             hn,
+            rot,
             logits,
             all_rows,
         } = bufs;
@@ -607,6 +610,11 @@ impl<'m> NativeBackend<'m> {
         o.resize(n * d, 0.0);
         g.resize(n * c.n_ff, 0.0);
         u.resize(n * c.n_ff, 0.0);
+        let nf = self.freqs.len();
+        rot.clear();
+        for row in batch.rows() {
+            rot.extend(self.freqs.iter().map(|&f| (row.pos as f32 * f).sin_cos()));
+        }
         let scale = 1.0 / (hd as f32).sqrt();
         let group = c.n_head / c.n_head_kv;
         for (l, layer) in model.layers.iter().enumerate() {
@@ -627,10 +635,11 @@ impl<'m> NativeBackend<'m> {
                 }
             }
             // RoPE, then keys and values into the row's cell.
-            for (i, row) in batch.rows().enumerate() {
+            for i in 0..n {
                 let neox = c.rope_neox;
-                rope(&mut q[i * d..(i + 1) * d], hd, row.pos, &self.freqs, neox);
-                rope(&mut k[i * kv..(i + 1) * kv], hd, row.pos, &self.freqs, neox);
+                let rot = &rot[i * nf..(i + 1) * nf];
+                rope(&mut q[i * d..(i + 1) * d], hd, rot, neox);
+                rope(&mut k[i * kv..(i + 1) * kv], hd, rot, neox);
                 // The cache holds f16 values, as llama.cpp's does; queries meet it in f16.
                 for x in q[i * d..(i + 1) * d]
                     .iter_mut()

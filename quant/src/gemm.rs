@@ -263,11 +263,20 @@ fn run<W: VecDot>(
             .for_each(|(o, wc)| W::chunk(isa, wc, bpr, &rows, o));
     }
     if batch > 1 {
-        for (r, t) in tmp.chunks_exact(batch).enumerate() {
-            for (b, &v) in t.iter().enumerate() {
-                out[b * w.rows + r] = v;
-            }
-        }
+        // Into batch × rows order, eight activation rows per task: each weight row's eight
+        // results are read together and written to eight sequential streams.
+        const GROUP: usize = 8;
+        let (tmp, rows) = (&*tmp, w.rows);
+        out.par_chunks_mut(rows * GROUP)
+            .enumerate()
+            .for_each(|(t, o)| {
+                let nb = o.len() / rows;
+                for (r, src) in tmp.chunks_exact(batch).enumerate() {
+                    for (j, &v) in src[t * GROUP..t * GROUP + nb].iter().enumerate() {
+                        o[j * rows + r] = v;
+                    }
+                }
+            });
     }
     Ok(())
 }

@@ -10,8 +10,9 @@
 //!   into tiles of up to [`TILE_ROWS`], paired; each pair's block becomes one 64-byte line
 //!   (four bytes of row `2p`, four of row `2p + 1`, ...) beside its rows' scales as f32. A
 //!   weight block is unpacked once, its dwords duplicated, and meets every pair of the tile.
-//! - **One activation row** (decoding one sequence): the row is paired with itself (each dword
-//!   duplicated) and two weight rows are interleaved instead.
+//! - **One activation row** (decoding one sequence): two weight rows share the register
+//!   instead, in the order their nibbles unpack (elements 0..16 of each row, then 16..32 of
+//!   each), and the row's block is packed once in the matching order (each half twice).
 //!
 //! Signed formats are made unsigned by an offset (`q + o`, `o` = 8, 16 or 128); each lane's
 //! excess `o·Σa` is removed by starting its accumulation at `−o·Σa`, packed with the
@@ -76,6 +77,37 @@ pub(crate) trait PairWeight: QFormat<Act: PairAct> {
     fn unsigned(t: Avx512, w: &Self) -> __m256i;
     /// `d` in the low half and the minimum (or zero) in the high half, as raw f16 bits.
     fn dm(w: &Self) -> u32;
+    /// Two blocks' [`Self::unsigned`] quants in the order the single-row kernel reads them:
+    /// elements 0..16 of `a`, of `b`, then elements 16..32 of `a`, of `b`.
+    #[inline(always)]
+    fn unsigned2(t: Avx512, a: &Self, b: &Self) -> __m512i {
+        // SAFETY: AVX-512 F is present (token).
+        unsafe {
+            let v = _mm512_inserti64x4(
+                _mm512_castsi256_si512(Self::unsigned(t, a)),
+                Self::unsigned(t, b),
+                1,
+            );
+            _mm512_shuffle_i64x2(v, v, 0b11_01_10_00)
+        }
+    }
+}
+
+/// Two nibble blocks' quants in [`PairWeight::unsigned2`]'s order: the low nibbles of `a`'s
+/// 16 bytes (elements 0..16), of `b`'s, then their high nibbles (elements 16..32).
+#[inline(always)]
+fn nibbles2(qa: &[u8; 16], qb: &[u8; 16]) -> __m512i {
+    // SAFETY: AVX-512 F/BW are present (callers run under the token); each load reads 16
+    // bytes.
+    unsafe {
+        let v = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(qa.as_ptr().cast())),
+            _mm_loadu_si128(qb.as_ptr().cast()),
+            1,
+        );
+        let both = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
+        _mm512_and_si512(both, _mm512_set1_epi8(0xf))
+    }
 }
 
 #[inline(always)]
@@ -94,6 +126,10 @@ impl PairWeight for BlockQ4_0 {
     fn dm(w: &Self) -> u32 {
         dm_bits(w.d, f16::ZERO)
     }
+    #[inline(always)]
+    fn unsigned2(_: Avx512, a: &Self, b: &Self) -> __m512i {
+        nibbles2(&a.qs, &b.qs)
+    }
 }
 
 impl PairWeight for BlockQ4_1 {
@@ -106,6 +142,10 @@ impl PairWeight for BlockQ4_1 {
     #[inline(always)]
     fn dm(w: &Self) -> u32 {
         dm_bits(w.d, w.m)
+    }
+    #[inline(always)]
+    fn unsigned2(_: Avx512, a: &Self, b: &Self) -> __m512i {
+        nibbles2(&a.qs, &b.qs)
     }
 }
 
@@ -227,17 +267,23 @@ impl Avx512 {
     }
 }
 
-/// Lines interleaving the dwords of two blocks' quants, and the starting lane sums for
+/// A line interleaving the dwords of two blocks' quants (or, for `None`, one block's halves
+/// each twice: elements 0..16, 0..16, 16..32, 16..32), and its starting lane sums for
 /// `offset`.
 #[inline(always)]
-fn pair_line(a: &[i8; 32], b: &[i8; 32], offset: u8) -> (Line, Line) {
+fn pair_line(a: &[i8; 32], b: Option<&[i8; 32]>, offset: u8) -> (Line, Line) {
     // SAFETY: AVX-512 F/BW/VNNI are present (the caller is compiled with them and runs only
-    // under the token); loads read the two 32-byte arrays, stores write two 64-byte lines.
+    // under the token); loads read the 32-byte arrays, stores write two 64-byte lines.
     unsafe {
         let va = _mm512_castsi256_si512(_mm256_loadu_si256(a.as_ptr().cast()));
-        let vb = _mm512_castsi256_si512(_mm256_loadu_si256(b.as_ptr().cast()));
-        let idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-        let v = _mm512_permutex2var_epi32(va, idx, vb);
+        let v = match b {
+            Some(b) => {
+                let vb = _mm512_castsi256_si512(_mm256_loadu_si256(b.as_ptr().cast()));
+                let idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+                _mm512_permutex2var_epi32(va, idx, vb)
+            }
+            None => _mm512_shuffle_i64x2(va, va, 0b01_01_00_00),
+        };
         let mut q = Line([0; 64]);
         _mm512_store_si512(q.0.as_mut_ptr().cast(), v);
         let mut init = Line([0; 64]);
@@ -285,7 +331,9 @@ fn pack_impl<F: PairWeight>(
                 // A lone last row is paired with itself.
                 let r1 = (r0 + 1).min(first + rows - 1);
                 let (a, b) = (&acts[r0 * blocks + k], &acts[r1 * blocks + k]);
-                let (q, init) = pair_line(a.qs(), b.qs(), F::OFFSET);
+                // A single row is laid out for the two-weight-row kernel.
+                let partner = (batch > 1).then_some(b.qs());
+                let (q, init) = pair_line(a.qs(), partner, F::OFFSET);
                 p.qs.push(q);
                 if F::OFFSET != 0 {
                     p.init.push(init);
@@ -398,33 +446,48 @@ fn tile_row<F: PairWeight, const P: usize>(t: Avx512, w: &[F], d: &TileData<'_>,
     }
 }
 
-/// Two weight rows times one activation row packed with itself: `[row 0, row 1]`.
+/// The eight-lane trees of two dot products held in `v` in [`PairWeight::unsigned2`]'s order
+/// (128-bit lanes: product 0's lanes 0..4, product 1's lanes 0..4, product 0's lanes 4..8,
+/// product 1's lanes 4..8), summed as [`Simd::f8reduce`] sums one.
+#[inline(always)]
+fn reduce_halves(v: __m512) -> [f32; 2] {
+    // SAFETY: AVX-512 F is present (callers run under the token).
+    unsafe {
+        let lo = _mm512_castps512_ps256(v);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+        // Lane l + lane l + 4, then + 2, then + 1, in each 128-bit half.
+        let t = _mm256_add_ps(lo, hi);
+        let u = _mm256_add_ps(t, _mm256_permute_ps(t, 0b01_00_11_10));
+        let w = _mm256_add_ps(u, _mm256_movehdup_ps(u));
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), w);
+        [out[0], out[4]]
+    }
+}
+
+/// Two weight rows times the single packed activation row: `[row 0, row 1]`.
 #[inline(always)]
 fn row_pair<F: PairWeight>(t: Avx512, w0: &[F], w1: &[F], d: &TileData<'_>) -> [f32; 2] {
     // SAFETY: AVX-512 F/BW/VNNI are present (callers run under the token). Every load reads a
     // line or scale slot of the single-row tile (one line and one scale row per block), which
     // `chunk_impl` checked.
     unsafe {
-        let idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-        let dws = _mm512_setr_epi32(0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2);
+        let dws = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
         let mut acc = [_mm512_setzero_ps(); 2];
         let mut terms = [_mm_setzero_ps(); 2];
         #[inline(always)]
-        #[allow(clippy::too_many_arguments)]
         fn step<F: PairWeight>(
             t: Avx512,
             (b0, b1): (&F, &F),
             k: usize,
             d: &TileData<'_>,
-            (idx, dws): (__m512i, __m512i),
+            dws: __m512i,
             acc: &mut __m512,
             terms: &mut __m128,
         ) {
             // SAFETY: as in `row_pair`.
             unsafe {
-                let u0 = _mm512_castsi256_si512(F::unsigned(t, b0));
-                let u1 = _mm512_castsi256_si512(F::unsigned(t, b1));
-                let wz = _mm512_permutex2var_epi32(u0, idx, u1);
+                let wz = F::unsigned2(t, b0, b1);
                 let bits = F::dm(b0) as u64 | (F::dm(b1) as u64) << 32;
                 // [d_0, m_0, d_1, m_1].
                 let f = _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64));
@@ -448,20 +511,19 @@ fn row_pair<F: PairWeight>(t: Avx512, w0: &[F], w1: &[F], d: &TileData<'_>) -> [
                 }
             }
         }
-        let consts = (idx, dws);
         let (p0, r0) = w0.as_chunks::<2>();
         let p1 = w1.as_chunks::<2>().0;
         for (i, ([a0, a1], [b0, b1])) in p0.iter().zip(p1).enumerate() {
             let [c0, c1] = &mut acc;
             let [t0, t1] = &mut terms;
-            step::<F>(t, (a0, b0), 2 * i, d, consts, c0, t0);
-            step::<F>(t, (a1, b1), 2 * i + 1, d, consts, c1, t1);
+            step::<F>(t, (a0, b0), 2 * i, d, dws, c0, t0);
+            step::<F>(t, (a1, b1), 2 * i + 1, d, dws, c1, t1);
         }
         if let ([l0], Some(l1)) = (r0, w1.last()) {
             let k = w0.len() - 1;
-            step::<F>(t, (l0, l1), k, d, consts, &mut acc[0], &mut terms[0]);
+            step::<F>(t, (l0, l1), k, d, dws, &mut acc[0], &mut terms[0]);
         }
-        let r = reduce_pair(_mm512_add_ps(acc[0], acc[1]));
+        let r = reduce_halves(_mm512_add_ps(acc[0], acc[1]));
         let mut ts = [0f32; 4];
         _mm_storeu_ps(ts.as_mut_ptr(), _mm_add_ps(terms[0], terms[1]));
         if F::MIN {
