@@ -4,7 +4,10 @@
 //! The activation rows are quantized once per call into the weights' partner format. Weight
 //! rows are split into chunks of about 16 KiB, and rayon spreads the chunks over its threads.
 //! Within a chunk, activation rows go four at a time, and each weight block is unpacked once
-//! per four rows.
+//! per four rows. On AVX-512 VNNI the 32-value block formats take the paired kernels instead
+//! (`arch::x86_64::paired`): activations packed once per call in pairs, two dot products per
+//! 512-bit register, eight activation rows per weight block, or two weight rows at a time for
+//! a single activation row.
 //!
 //! **Batch invariance.** Output `(b, r)` is computed by the same block-by-block sequence
 //! whatever the batch size, the tiling and the number of threads: no reduction runs across
