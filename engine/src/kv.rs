@@ -159,18 +159,6 @@ impl KvCache {
         &self.v[layer]
     }
 
-    /// Keys of one cell for `layer`.
-    pub fn k(&self, layer: usize, cell: u32) -> &[f32] {
-        let at = cell as usize * self.kv_dim;
-        &self.k[layer][at..at + self.kv_dim]
-    }
-
-    /// Values of one cell for `layer`.
-    pub fn v(&self, layer: usize, cell: u32) -> &[f32] {
-        let at = cell as usize * self.kv_dim;
-        &self.v[layer][at..at + self.kv_dim]
-    }
-
     /// Removes `seq` from its cells at positions `from..to` (`to = None`: to the end).
     pub fn remove(&mut self, seq: SeqId, from: Pos, to: Option<Pos>) {
         let len = self.maps[seq as usize].len();
@@ -261,7 +249,8 @@ mod tests {
         // Four sequences, five cells.
         assert_eq!(c.used(), 5);
         assert_eq!(c.cell(65, 4), Some(cells[4]));
-        assert_eq!(c.k(1, c.cell(2, 4).unwrap()), &[1.0; 4]);
+        let at = c.cell(2, 4).unwrap() as usize * c.kv_dim();
+        assert_eq!(&c.keys(1)[at..at + 4], &[1.0; 4]);
         // Each continues on its own cells.
         let mut b = Batch::new();
         for s in [0, 1, 2, 65] {
