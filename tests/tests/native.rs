@@ -264,32 +264,39 @@ const PARITY_PROMPTS: [&str; 10] = [
     "Q: Why is the sky blue?\nA:",
 ];
 
-/// The default model's weights dequantized into an F32 file in `dir` (lossless: the same
-/// function as the Q4_1 file, without 8-bit activations).
+/// Layers kept in the files the RoPE-scaling and qwen2 checks write: those settings act in
+/// every layer alike, and a shorter stack keeps each written file near 200 MB (the F32
+/// embedding is most of it) and the checks quick.
 #[cfg(feature = "llama-cpp")]
-fn exact_weights(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("smollm2-f32.gguf");
-    quant::requant::requantize(
-        passuntil_tests::default_model(),
-        &path,
-        quant::requant::Target::Type(quant::GgmlType::F32),
-        2,
-        &mut |_| {},
-    )
-    .unwrap();
-    path
-}
+const VARIANT_LAYERS: u32 = 8;
 
-/// Writes `dst`: `src`'s tensors under the metadata `md`, plus the 1-D F32 tensors `extra`.
+/// Writes `dst`: `src`'s tensors of the first `layers` blocks (and every tensor outside the
+/// blocks) under the metadata `md`, with `{arch}.block_count` set to `layers`, plus the 1-D
+/// F32 tensors `extra`.
 #[cfg(feature = "llama-cpp")]
 fn rewrite(
     src: &quant::gguf::GgufFile,
-    md: quant::gguf::Metadata,
+    mut md: quant::gguf::Metadata,
+    layers: u32,
     extra: &[(String, Vec<f32>)],
     dst: &std::path::Path,
 ) {
+    let arch = md.get_str("general.architecture").unwrap().to_owned();
+    md.insert(
+        format!("{arch}.block_count"),
+        quant::gguf::Value::U32(layers),
+    );
     let mut w = quant::gguf::GgufWriter::with_metadata(md);
     for t in src.tensors() {
+        let block = t
+            .info
+            .name
+            .strip_prefix("blk.")
+            .and_then(|rest| rest.split('.').next())
+            .map(|n| n.parse::<u32>().unwrap());
+        if block.is_some_and(|b| b >= layers) {
+            continue;
+        }
         w.add_tensor(t.info.name.clone(), &t.info.shape, t.info.ty, t.data)
             .unwrap();
     }
@@ -353,11 +360,10 @@ fn report(r: &engine::parity::PromptParity) {
 fn matches_llama_cpp_on_exact_weights() {
     use engine::llama_cpp::LlamaCppModel;
 
-    let tmp = tempfile::tempdir().unwrap();
-    let f32_file = exact_weights(tmp.path());
-    let m = NativeModel::load(&f32_file).unwrap();
+    let f32_file = passuntil_tests::exact_weights();
+    let m = NativeModel::load(f32_file).unwrap();
     let mut native = m.backend(512, 1).unwrap();
-    let lm = LlamaCppModel::load(&f32_file, 0).unwrap();
+    let lm = LlamaCppModel::load(f32_file, 0).unwrap();
     let mut llama = llama_cpp_context(&lm);
     let parity =
         engine::parity::compare(&mut llama, &mut native, &PARITY_PROMPTS, 128, 64).unwrap();
@@ -377,8 +383,8 @@ fn matches_llama_cpp_on_exact_weights() {
 }
 
 /// Linear RoPE scaling and per-pair frequency factors (`rope_freqs.weight`, as Llama 3.1
-/// files have), checked against llama.cpp on the exact-weights file with those settings
-/// written into it.
+/// files have), checked against llama.cpp on the exact weights' first `VARIANT_LAYERS`
+/// blocks with those settings written into them.
 #[cfg(feature = "llama-cpp")]
 #[test]
 fn rope_scaling_and_factors_match_llama_cpp() {
@@ -386,16 +392,20 @@ fn rope_scaling_and_factors_match_llama_cpp() {
     use quant::gguf::{GgufFile, Value};
 
     let tmp = tempfile::tempdir().unwrap();
-    let f32_file = exact_weights(tmp.path());
-    let scaled = tmp.path().join("scaled.gguf");
+    let (plain_file, scaled) = (
+        tmp.path().join("plain.gguf"),
+        tmp.path().join("scaled.gguf"),
+    );
     {
-        let src = GgufFile::open(&f32_file).unwrap();
+        let src = GgufFile::open(passuntil_tests::exact_weights()).unwrap();
         let mut md = src.metadata().clone();
+        rewrite(&src, md.clone(), VARIANT_LAYERS, &[], &plain_file);
         md.insert("llama.rope.scaling.type", Value::String("linear".into()));
         md.insert("llama.rope.scaling.factor", Value::F32(4.0));
         // Slow the upper half of the 32 frequency pairs 8×.
         let factors: Vec<f32> = (0..32).map(|i| if i < 16 { 1.0 } else { 8.0 }).collect();
-        rewrite(&src, md, &[("rope_freqs.weight".into(), factors)], &scaled);
+        let extra = [("rope_freqs.weight".into(), factors)];
+        rewrite(&src, md, VARIANT_LAYERS, &extra, &scaled);
     }
     let m = NativeModel::load(&scaled).unwrap();
     assert_eq!(m.config().rope_freq_scale, 0.25);
@@ -410,14 +420,15 @@ fn rope_scaling_and_factors_match_llama_cpp() {
         assert_eq!(r.greedy_agreement, r.positions, "{}", r.prompt);
     }
     // The settings matter: the unscaled model's logits are far from these.
-    let plain = NativeModel::load(&f32_file).unwrap();
+    let plain = NativeModel::load(&plain_file).unwrap();
     let mut unscaled = plain.backend(512, 1).unwrap();
     let far = engine::parity::compare(&mut native, &mut unscaled, prompts, 16, 64).unwrap();
     assert!(far.iter().any(|r| r.mean_kl > 1e-2), "{far:?}");
 }
 
 /// The qwen2 architecture (query/key/value biases, NeoX RoPE ordering) against llama.cpp: the
-/// default model's exact weights relabelled as qwen2, with random biases added. The function
+/// default model's exact weights (first `VARIANT_LAYERS` blocks) relabelled as qwen2, with
+/// random biases added. The function
 /// is not the trained one (the weights were laid out for the other ordering), but it is
 /// well defined, and both engines must compute it alike.
 #[cfg(feature = "llama-cpp")]
@@ -427,10 +438,9 @@ fn qwen2_biases_and_neox_rope_match_llama_cpp() {
     use quant::gguf::{GgufFile, Metadata, Value};
 
     let tmp = tempfile::tempdir().unwrap();
-    let f32_file = exact_weights(tmp.path());
     let qwen = tmp.path().join("qwen2.gguf");
     {
-        let src = GgufFile::open(&f32_file).unwrap();
+        let src = GgufFile::open(passuntil_tests::exact_weights()).unwrap();
         let mut md = Metadata::new();
         for (k, v) in src.metadata().iter() {
             let k = match k.strip_prefix("llama.") {
@@ -452,12 +462,12 @@ fn qwen2_biases_and_neox_rope_match_llama_cpp() {
                 .collect()
         };
         let mut biases = Vec::new();
-        for l in 0..30 {
+        for l in 0..VARIANT_LAYERS {
             for (name, n) in [("attn_q", 576), ("attn_k", 192), ("attn_v", 192)] {
                 biases.push((format!("blk.{l}.{name}.bias"), bias(n)));
             }
         }
-        rewrite(&src, md, &biases, &qwen);
+        rewrite(&src, md, VARIANT_LAYERS, &biases, &qwen);
     }
     let m = NativeModel::load(&qwen).unwrap();
     assert!(m.config().rope_neox);
