@@ -9,7 +9,8 @@
 //! One [`Backend::decode`] call evaluates rows of many sequences at different positions:
 //! RMSNorm, the Q/K/V projections through [`quant::gemm`] (weights read once for the whole
 //! batch), RoPE (llama.cpp's "normal" pair order, which Llama GGUF files are converted for;
-//! `rope.freq_base`, linear scaling and `rope_freqs.weight` factors),
+//! `rope.freq_base`, linear or YaRN scaling, `rope_freqs.weight` factors and the scaling's
+//! attention factor),
 //! grouped-query attention over each row's own sequence up to its position, the output
 //! projection, and a SwiGLU feed-forward block; then the final norm and the output head (the
 //! token embedding when the file has no `output.weight`) for the rows that ask for logits.
@@ -64,6 +65,11 @@ pub struct Config {
     /// RoPE pairs dimension `i` with `i + n_rot/2` (NeoX ordering) instead of `2i` with
     /// `2i + 1`.
     pub rope_neox: bool,
+    /// YaRN scaling (`rope.scaling.type = yarn`), when the file asks for it.
+    pub rope_yarn: Option<Yarn>,
+    /// Magnitude of the RoPE rotations (`rope.scaling.attn_factor`, 1 when absent; YaRN
+    /// multiplies it by `1 + 0.1·ln(factor)`): queries and keys both scale by it.
+    pub rope_attn_factor: f32,
     /// The architecture (`general.architecture`).
     pub arch: String,
 }
@@ -103,6 +109,8 @@ impl Config {
             n_rot: 0,
             rope_freq_scale: 1.0,
             rope_neox: arch == "qwen2",
+            rope_yarn: None,
+            rope_attn_factor: f("rope.scaling.attn_factor", 1.0),
             arch: arch.to_owned(),
         };
         if c.n_head == 0 || c.n_head_kv == 0 || !c.n_head.is_multiple_of(c.n_head_kv) {
@@ -127,16 +135,31 @@ impl Config {
                 c.head_dim()
             ));
         }
-        match md
+        let scaling = md
             .get(&format!("{arch}.rope.scaling.type"))
-            .and_then(|v| v.as_str())
-        {
+            .and_then(|v| v.as_str());
+        match scaling {
             None | Some("none") | Some("linear") => {}
+            Some("yarn") => {
+                // llama.cpp's defaults for these architectures (their files carry no betas).
+                let n_ctx_orig = u("rope.scaling.original_context_length").unwrap_or(c.n_ctx_train);
+                c.rope_yarn = Some(Yarn {
+                    n_ctx_orig,
+                    beta_fast: 32.0,
+                    beta_slow: 1.0,
+                });
+            }
             Some(other) => {
                 return Err(format!(
-                    "RoPE scaling {other:?} is not supported (linear is)"
+                    "RoPE scaling {other:?} is not supported (linear and yarn are)"
                 ))
             }
+        }
+        if !(c.rope_attn_factor.is_finite() && c.rope_attn_factor > 0.0) {
+            return Err(format!(
+                "RoPE attention factor {} must be positive",
+                c.rope_attn_factor
+            ));
         }
         // llama.cpp reads the factor from either key; 0 means none.
         let factor = md
@@ -146,12 +169,54 @@ impl Config {
         if !(factor >= 0.0 && factor.is_finite()) {
             return Err(format!("RoPE scaling factor {factor} must be positive"));
         }
-        c.rope_freq_scale = if factor == 0.0 {
+        c.rope_freq_scale = if factor == 0.0 || scaling == Some("none") {
             1.0
         } else {
             (1.0 / factor) as f32
         };
         Ok(c)
+    }
+
+    /// Each RoPE pair's angle per position (`θ_i` in `angle = pos · θ_i`), and the rotations'
+    /// magnitude, as llama.cpp's `rope_ext` computes them from this configuration and the
+    /// per-pair divisors `factors` (`rope_freqs.weight`).
+    ///
+    /// Without YaRN, `θ_i = scale · base^(−2i/n_rot) / factor_i`. With YaRN, pairs below the
+    /// correction range keep the unscaled (extrapolated) frequency, pairs above it take the
+    /// scaled (interpolated) one, a linear ramp mixes the two in between, and the magnitude
+    /// grows by `1 + 0.1·ln(1/scale)`.
+    pub fn rope_frequencies(&self, factors: Option<&[f32]>) -> (Vec<f32>, f32) {
+        let n = self.n_rot;
+        let fs = self.rope_freq_scale;
+        let factor = |i: usize| factors.map_or(1.0, |f| f[i]);
+        let Some(y) = &self.rope_yarn else {
+            let freqs = (0..n / 2)
+                .map(|i| fs * self.rope_base.powf(-2.0 * i as f32 / n as f32) / factor(i))
+                .collect();
+            return (freqs, self.rope_attn_factor);
+        };
+        // The pair range over which the ramp falls from extrapolation to interpolation: the
+        // pairs whose wavelength fits `n_ctx_orig` between `beta_fast` and `beta_slow` times.
+        let corr = |beta: f32| {
+            n as f32 * (y.n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * self.rope_base.ln())
+        };
+        let low = corr(y.beta_fast).floor().max(0.0);
+        let high = corr(y.beta_slow).ceil().min(n as f32 - 1.0);
+        let freqs = (0..n / 2)
+            .map(|i| {
+                let extrap = self.rope_base.powf(-2.0 * i as f32 / n as f32) / factor(i);
+                let t = (i as f32 - low) / (high - low).max(0.001);
+                let mix = 1.0 - t.clamp(0.0, 1.0);
+                fs * extrap * (1.0 - mix) + extrap * mix
+            })
+            .collect();
+        // llama.cpp divides the attention factor by the magnitude YaRN adds and the rotation
+        // multiplies it back: net `(1 + 0.1·ln s)` times the file's factor.
+        let s = 1.0 / fs;
+        let grow = if s > 1.0 { 1.0 + 0.1 * s.ln() } else { 1.0 };
+        let attn = grow / (1.0 + 0.1 * s.ln()) * self.rope_attn_factor;
+        (freqs, attn * (1.0 + 0.1 * (1.0 / fs).ln()))
     }
 
     /// Width of one head.
@@ -163,6 +228,18 @@ impl Config {
     pub fn kv_dim(&self) -> usize {
         self.head_dim() * self.n_head_kv
     }
+}
+
+/// YaRN RoPE scaling parameters (llama.cpp's defaults for Llama and Qwen2 files).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Yarn {
+    /// The context the model was trained on before scaling
+    /// (`rope.scaling.original_context_length`, else `context_length`).
+    pub n_ctx_orig: usize,
+    /// Pairs turning at least this many times over `n_ctx_orig` keep their frequency.
+    pub beta_fast: f32,
+    /// Pairs turning fewer than this many times over `n_ctx_orig` are fully interpolated.
+    pub beta_slow: f32,
 }
 
 /// A weight matrix: where it is in the file and its shape.
@@ -390,17 +467,7 @@ impl NativeModel {
             add_bos: self.tokenizer.add_bos(),
             chat_template: self.chat_template.clone(),
         };
-        // θ_i = scale · base^(−2i/n_rot) / factor_i, as llama.cpp's rope_ext without YaRN.
-        let c = &self.config;
-        let freqs = (0..c.n_rot / 2)
-            .map(|i| {
-                let f = c.rope_freq_scale * c.rope_base.powf(-2.0 * i as f32 / c.n_rot as f32);
-                match &self.rope_factors {
-                    Some(ff) => f / ff[i],
-                    None => f,
-                }
-            })
-            .collect();
+        let (freqs, rope_mscale) = self.config.rope_frequencies(self.rope_factors.as_deref());
         Ok(NativeBackend {
             model: self,
             info,
@@ -412,6 +479,7 @@ impl NativeModel {
             ),
             scratch: Scratch::default(),
             freqs,
+            rope_mscale,
             pool: None,
             bufs: Buffers::default(),
             hook: None,
@@ -425,8 +493,10 @@ pub struct NativeBackend<'m> {
     info: ModelInfo,
     kv: KvCache,
     scratch: Scratch,
-    /// RoPE frequencies `base^(-2i/d)` per pair.
+    /// RoPE angle per position for each pair ([`Config::rope_frequencies`]).
     freqs: Vec<f32>,
+    /// Magnitude of the RoPE rotations.
+    rope_mscale: f32,
     /// Threads of its own, or rayon's global pool.
     pool: Option<rayon::ThreadPool>,
     /// Activations and scratch, grown to the largest batch seen.
@@ -613,7 +683,11 @@ impl<'m> NativeBackend<'m> {
         let nf = self.freqs.len();
         rot.clear();
         for row in batch.rows() {
-            rot.extend(self.freqs.iter().map(|&f| (row.pos as f32 * f).sin_cos()));
+            let m = self.rope_mscale;
+            rot.extend(self.freqs.iter().map(|&f| {
+                let (s, c) = (row.pos as f32 * f).sin_cos();
+                (s * m, c * m)
+            }));
         }
         let scale = 1.0 / (hd as f32).sqrt();
         let group = c.n_head / c.n_head_kv;
@@ -869,5 +943,102 @@ impl Backend for NativeBackend<'_> {
     fn clear(&mut self) -> Result<(), BackendError> {
         self.kv.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quant::gguf::{Value, ValueType};
+
+    /// A small Llama configuration (64-wide heads, base 10 000, 4096 training positions) with
+    /// the extra `ARCH.*` keys `extra`.
+    fn config(extra: &[(&str, Value)]) -> Result<Config, String> {
+        let mut md = Metadata::new();
+        md.insert("general.architecture", Value::String("llama".into()));
+        for (k, v) in [
+            ("block_count", 2),
+            ("embedding_length", 256),
+            ("attention.head_count", 4),
+            ("feed_forward_length", 512),
+            ("context_length", 4096),
+        ] {
+            md.insert(format!("llama.{k}"), Value::U32(v));
+        }
+        let tokens = vec![Value::String("a".into()); 8];
+        md.insert(
+            "tokenizer.ggml.tokens",
+            Value::Array(ValueType::String, tokens),
+        );
+        for (k, v) in extra {
+            md.insert(format!("llama.{k}"), v.clone());
+        }
+        Config::from_metadata(&md)
+    }
+
+    #[test]
+    fn plain_and_linear_rope_frequencies() {
+        let (f, m) = config(&[]).unwrap().rope_frequencies(None);
+        assert_eq!(f.len(), 32);
+        assert_eq!((f[0], m), (1.0, 1.0));
+        assert!((f[16] / 0.01 - 1.0).abs() < 1e-6, "{}", f[16]);
+        let c = config(&[
+            ("rope.scaling.type", Value::String("linear".into())),
+            ("rope.scaling.factor", Value::F32(4.0)),
+            ("rope.scaling.attn_factor", Value::F32(0.5)),
+        ])
+        .unwrap();
+        assert!(c.rope_yarn.is_none());
+        let factors = vec![2.0; 32];
+        let (g, m) = c.rope_frequencies(Some(&factors));
+        assert_eq!(m, 0.5);
+        for (f, g) in f.iter().zip(&g) {
+            assert!((g / (f / 8.0) - 1.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn yarn_keeps_fast_pairs_and_interpolates_slow_ones() {
+        let c = config(&[
+            ("rope.scaling.type", Value::String("yarn".into())),
+            ("rope.scaling.factor", Value::F32(8.0)),
+            ("rope.scaling.original_context_length", Value::U32(1024)),
+        ])
+        .unwrap();
+        let y = c.rope_yarn.unwrap();
+        assert_eq!((y.n_ctx_orig, y.beta_fast, y.beta_slow), (1024, 32.0, 1.0));
+        let (plain, _) = config(&[]).unwrap().rope_frequencies(None);
+        let (f, m) = c.rope_frequencies(None);
+        // 64·ln(1024 / 2π·β) / 2·ln(10⁴): pairs up to 5 keep their frequency (β = 32), pairs
+        // from 18 on (β = 1) are divided by the factor, and those between mix the two.
+        for i in 0..32 {
+            let r = f[i] / plain[i];
+            match i {
+                0..=5 => assert!((r - 1.0).abs() < 1e-6, "pair {i}: {r}"),
+                18.. => assert!((r - 0.125).abs() < 1e-6, "pair {i}: {r}"),
+                _ => assert!(r < 1.0 && r > 0.125, "pair {i}: {r}"),
+            }
+        }
+        assert!(f[6] / plain[6] > f[17] / plain[17]);
+        assert!((m - (1.0 + 0.1 * 8f32.ln())).abs() < 1e-6, "{m}");
+        // Without the key, the training context is the original one.
+        let c = config(&[("rope.scaling.type", Value::String("yarn".into()))]).unwrap();
+        assert_eq!(c.rope_yarn.unwrap().n_ctx_orig, 4096);
+        let (f, m) = c.rope_frequencies(None);
+        assert_eq!(m, 1.0);
+        assert!(f
+            .iter()
+            .zip(&plain)
+            .all(|(a, b)| (a / b - 1.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn unsupported_or_invalid_rope_settings_are_errors() {
+        let e = config(&[("rope.scaling.type", Value::String("longrope".into()))]).unwrap_err();
+        assert!(e.contains("longrope"), "{e}");
+        let e = config(&[("rope.scaling.attn_factor", Value::F32(0.0))]).unwrap_err();
+        assert!(e.contains("attention factor"), "{e}");
+        let e = config(&[("rope.scaling.factor", Value::F32(-2.0))]).unwrap_err();
+        assert!(e.contains("-2"), "{e}");
     }
 }

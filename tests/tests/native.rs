@@ -382,9 +382,10 @@ fn matches_llama_cpp_on_exact_weights() {
     assert!(kl < 1e-3, "mean KL {kl}");
 }
 
-/// Linear RoPE scaling and per-pair frequency factors (`rope_freqs.weight`, as Llama 3.1
-/// files have), checked against llama.cpp on the exact weights' first `VARIANT_LAYERS`
-/// blocks with those settings written into them.
+/// RoPE scaling against llama.cpp, on the exact weights' first `VARIANT_LAYERS` blocks with
+/// the settings written into them: linear scaling with per-pair frequency factors
+/// (`rope_freqs.weight`, as Llama 3.1 files have), and YaRN from a shorter original context
+/// with an attention factor (as Qwen2.5's long-context files have).
 #[cfg(feature = "llama-cpp")]
 #[test]
 fn rope_scaling_and_factors_match_llama_cpp() {
@@ -392,38 +393,73 @@ fn rope_scaling_and_factors_match_llama_cpp() {
     use quant::gguf::{GgufFile, Value};
 
     let tmp = tempfile::tempdir().unwrap();
-    let (plain_file, scaled) = (
-        tmp.path().join("plain.gguf"),
-        tmp.path().join("scaled.gguf"),
+    let plain_file = tmp.path().join("plain.gguf");
+    let src = GgufFile::open(passuntil_tests::exact_weights()).unwrap();
+    rewrite(
+        &src,
+        src.metadata().clone(),
+        VARIANT_LAYERS,
+        &[],
+        &plain_file,
     );
-    {
-        let src = GgufFile::open(passuntil_tests::exact_weights()).unwrap();
-        let mut md = src.metadata().clone();
-        rewrite(&src, md.clone(), VARIANT_LAYERS, &[], &plain_file);
-        md.insert("llama.rope.scaling.type", Value::String("linear".into()));
-        md.insert("llama.rope.scaling.factor", Value::F32(4.0));
-        // Slow the upper half of the 32 frequency pairs 8×.
-        let factors: Vec<f32> = (0..32).map(|i| if i < 16 { 1.0 } else { 8.0 }).collect();
-        let extra = [("rope_freqs.weight".into(), factors)];
-        rewrite(&src, md, VARIANT_LAYERS, &extra, &scaled);
-    }
-    let m = NativeModel::load(&scaled).unwrap();
-    assert_eq!(m.config().rope_freq_scale, 0.25);
-    let mut native = m.backend(512, 1).unwrap();
-    let lm = LlamaCppModel::load(&scaled, 0).unwrap();
-    let mut llama = llama_cpp_context(&lm);
-    let prompts = &PARITY_PROMPTS[..3];
-    let parity = engine::parity::compare(&mut llama, &mut native, prompts, 48, 64).unwrap();
-    for r in &parity {
-        report(r);
-        assert!(r.mean_kl < 1e-4, "{}: mean KL {}", r.prompt, r.mean_kl);
-        assert_eq!(r.greedy_agreement, r.positions, "{}", r.prompt);
-    }
-    // The settings matter: the unscaled model's logits are far from these.
     let plain = NativeModel::load(&plain_file).unwrap();
-    let mut unscaled = plain.backend(512, 1).unwrap();
-    let far = engine::parity::compare(&mut native, &mut unscaled, prompts, 16, 64).unwrap();
-    assert!(far.iter().any(|r| r.mean_kl > 1e-2), "{far:?}");
+    let prompts = &PARITY_PROMPTS[..3];
+
+    let scaled = |ty: &str| {
+        vec![
+            ("llama.rope.scaling.type", Value::String(ty.into())),
+            ("llama.rope.scaling.factor", Value::F32(4.0)),
+        ]
+    };
+    let mut yarn = scaled("yarn");
+    yarn.push((
+        "llama.rope.scaling.original_context_length",
+        Value::U32(2048),
+    ));
+    yarn.push(("llama.rope.scaling.attn_factor", Value::F32(0.8)));
+    // Slow the upper half of the 32 frequency pairs 8×.
+    let factors: Vec<f32> = (0..32).map(|i| if i < 16 { 1.0 } else { 8.0 }).collect();
+    let variants = [
+        (
+            "linear",
+            scaled("linear"),
+            vec![("rope_freqs.weight".to_owned(), factors)],
+        ),
+        ("yarn", yarn, vec![]),
+    ];
+    for (name, settings, extra) in variants {
+        let path = tmp.path().join(format!("{name}.gguf"));
+        let mut md = src.metadata().clone();
+        for (k, v) in settings {
+            md.insert(k, v);
+        }
+        rewrite(&src, md, VARIANT_LAYERS, &extra, &path);
+        {
+            let m = NativeModel::load(&path).unwrap();
+            assert_eq!(m.config().rope_freq_scale, 0.25);
+            assert_eq!(m.config().rope_yarn.is_some(), name == "yarn");
+            let mut native = m.backend(512, 1).unwrap();
+            let lm = LlamaCppModel::load(&path, 0).unwrap();
+            let mut llama = llama_cpp_context(&lm);
+            let parity = engine::parity::compare(&mut llama, &mut native, prompts, 48, 64).unwrap();
+            for r in &parity {
+                report(r);
+                assert!(
+                    r.mean_kl < 1e-4,
+                    "{name}, {}: mean KL {}",
+                    r.prompt,
+                    r.mean_kl
+                );
+                assert_eq!(r.greedy_agreement, r.positions, "{name}, {}", r.prompt);
+            }
+            // The settings matter: the unscaled model's logits are far from these.
+            let mut unscaled = plain.backend(512, 1).unwrap();
+            let far = engine::parity::compare(&mut native, &mut unscaled, prompts, 16, 64).unwrap();
+            assert!(far.iter().any(|r| r.mean_kl > 1e-2), "{name}: {far:?}");
+        }
+        // The models are closed: the file goes before the next one is written.
+        std::fs::remove_file(&path).unwrap();
+    }
 }
 
 /// The qwen2 architecture (query/key/value biases, NeoX RoPE ordering) against llama.cpp: the
