@@ -24,7 +24,7 @@
 use std::path::Path;
 
 use quant::dot::{gathered_axpy, gathered_dots, Gather, KernelError};
-use quant::gemm::{matmul, QMatrix, Scratch};
+use quant::gemm::{matmul, matmul_many, QMatrix, Scratch};
 use quant::gguf::{GgufFile, Metadata};
 use quant::GgmlType;
 use rayon::prelude::*;
@@ -696,9 +696,7 @@ impl<'m> NativeBackend<'m> {
                 rms_norm(xr, &layer.attn_norm, c.rms_eps, hr);
             }
             self.call_hook(HookPoint::AttnInput(l), batch, rows, d, h);
-            self.mm(&layer.wq, h, q)?;
-            self.mm(&layer.wk, h, k)?;
-            self.mm(&layer.wv, h, v)?;
+            self.mm_many(&[&layer.wq, &layer.wk, &layer.wv], h, &mut [q, k, v])?;
             if let Some([bq, bk, bv]) = &layer.biases {
                 for (out, bias) in [(&mut *q, bq), (&mut *k, bk), (&mut *v, bv)] {
                     for row in out.chunks_exact_mut(bias.len()) {
@@ -763,8 +761,7 @@ impl<'m> NativeBackend<'m> {
                 rms_norm(xr, &layer.ffn_norm, c.rms_eps, hr);
             }
             self.call_hook(HookPoint::FfnInput(l), batch, rows, d, h);
-            self.mm(&layer.gate, h, g)?;
-            self.mm(&layer.up, h, u)?;
+            self.mm_many(&[&layer.gate, &layer.up], h, &mut [g, u])?;
             for (a, &b) in g.iter_mut().zip(u.iter()) {
                 *a = *a / (1.0 + (-*a).exp()) * b;
             }
@@ -871,6 +868,30 @@ impl<'m> NativeBackend<'m> {
         // `decode` runs the pass inside this backend's pool, if it has one.
         matmul(&m, x, out, &mut self.scratch)
             .map_err(|e| BackendError::Decode(format!("{}: {e}", w.name)))
+    }
+
+    /// `outs[i] = x · ws[i]ᵀ`: in one parallel step where the matrices share a type and width
+    /// (as a block's projections of one input usually do), else one by one.
+    fn mm_many(
+        &mut self,
+        ws: &[&Weight],
+        x: &[f32],
+        outs: &mut [&mut [f32]],
+    ) -> Result<(), BackendError> {
+        let same = ws
+            .windows(2)
+            .all(|p| (p[0].ty, p[0].cols) == (p[1].ty, p[1].cols));
+        if !same {
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                self.mm(w, x, out)?;
+            }
+            return Ok(());
+        }
+        let ms: Vec<QMatrix<'_>> = ws.iter().map(|w| self.model.matrix(w)).collect();
+        matmul_many(&ms, x, outs, &mut self.scratch).map_err(|e| {
+            let names: Vec<&str> = ws.iter().map(|w| w.name.as_str()).collect();
+            BackendError::Decode(format!("{}: {e}", names.join(", ")))
+        })
     }
 }
 

@@ -7,7 +7,8 @@
 //! per four rows. On AVX-512 VNNI the 32-value block formats take the paired kernels instead
 //! (`arch::x86_64::paired`): activations packed once per call in pairs, two dot products per
 //! 512-bit register, eight activation rows per weight block, or two weight rows at a time for
-//! a single activation row.
+//! a single activation row. [`matmul_many`] does several matrices of one type and width on one
+//! input in one parallel step (one hand-off between threads instead of one per matrix).
 //!
 //! **Batch invariance.** Output `(b, r)` is computed by the same block-by-block sequence
 //! whatever the batch size, the tiling and the number of threads: no reduction runs across
@@ -167,119 +168,198 @@ pub fn matmul_with(
     out: &mut [f32],
     scratch: &mut Scratch,
 ) -> Result<(), KernelError> {
+    matmul_many_with(isa, std::slice::from_ref(w), x, &mut [out], scratch)
+}
+
+/// `outs[i] = x · ws[i]ᵀ` for several matrices of one type and width that take the same
+/// input (a block's query, key and value projections; a feed-forward block's gate and up):
+/// the activations are quantized once, and the rows of all the matrices are spread over the
+/// threads in one parallel step. Each output is bitwise what [`matmul`] gives it alone.
+pub fn matmul_many(
+    ws: &[QMatrix<'_>],
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    matmul_many_with(Isa::current(), ws, x, outs, scratch)
+}
+
+/// [`matmul_many`] on a chosen instruction set (bitwise the same result on each).
+pub fn matmul_many_with(
+    isa: Isa,
+    ws: &[QMatrix<'_>],
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
     isa.ensure_available()?;
-    let shape = |detail: String| KernelError::Shape {
+    let Some(first) = ws.first() else {
+        return Ok(());
+    };
+    let shape = |w: &QMatrix<'_>, detail: String| KernelError::Shape {
         ty: w.ty,
         rows: w.rows,
         cols: w.cols,
         detail,
     };
-    if w.cols == 0 || !x.len().is_multiple_of(w.cols) {
-        return Err(shape(format!(
-            "{} activations is not a whole number of rows",
-            x.len()
-        )));
+    if outs.len() != ws.len() {
+        return Err(shape(
+            first,
+            format!("{} outputs for {} matrices", outs.len(), ws.len()),
+        ));
     }
-    let batch = x.len() / w.cols;
-    if out.len() != batch * w.rows {
-        return Err(shape(format!(
-            "output holds {} values, {batch} rows need {}",
-            out.len(),
-            batch * w.rows
-        )));
+    if first.cols == 0 || !x.len().is_multiple_of(first.cols) {
+        return Err(shape(
+            first,
+            format!("{} activations is not a whole number of rows", x.len()),
+        ));
     }
-    match w.ty {
-        GgmlType::F32 => run::<f32>(isa, w, x, out, scratch),
-        GgmlType::F16 => run::<f16>(isa, w, x, out, scratch),
-        GgmlType::BF16 => run::<bf16>(isa, w, x, out, scratch),
-        GgmlType::Q4_0 => run::<BlockQ4_0>(isa, w, x, out, scratch),
-        GgmlType::Q4_1 => run::<BlockQ4_1>(isa, w, x, out, scratch),
-        GgmlType::Q5_0 => run::<BlockQ5_0>(isa, w, x, out, scratch),
-        GgmlType::Q5_1 => run::<BlockQ5_1>(isa, w, x, out, scratch),
-        GgmlType::Q8_0 => run::<BlockQ8_0>(isa, w, x, out, scratch),
-        GgmlType::Q2K => run::<BlockQ2K>(isa, w, x, out, scratch),
-        GgmlType::Q3K => run::<BlockQ3K>(isa, w, x, out, scratch),
-        GgmlType::Q4K => run::<BlockQ4K>(isa, w, x, out, scratch),
-        GgmlType::Q5K => run::<BlockQ5K>(isa, w, x, out, scratch),
-        GgmlType::Q6K => run::<BlockQ6K>(isa, w, x, out, scratch),
-        ty => Err(shape(format!(
-            "{ty} is an activation format, not a weight format"
-        ))),
+    let batch = x.len() / first.cols;
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        if (w.ty, w.cols) != (first.ty, first.cols) {
+            return Err(shape(
+                w,
+                format!(
+                    "one product takes matrices of one type and width, not beside {} × {}",
+                    first.ty, first.cols
+                ),
+            ));
+        }
+        if out.len() != batch * w.rows {
+            return Err(shape(
+                w,
+                format!(
+                    "output holds {} values, {batch} rows need {}",
+                    out.len(),
+                    batch * w.rows
+                ),
+            ));
+        }
+    }
+    match first.ty {
+        GgmlType::F32 => run::<f32>(isa, ws, x, outs, scratch),
+        GgmlType::F16 => run::<f16>(isa, ws, x, outs, scratch),
+        GgmlType::BF16 => run::<bf16>(isa, ws, x, outs, scratch),
+        GgmlType::Q4_0 => run::<BlockQ4_0>(isa, ws, x, outs, scratch),
+        GgmlType::Q4_1 => run::<BlockQ4_1>(isa, ws, x, outs, scratch),
+        GgmlType::Q5_0 => run::<BlockQ5_0>(isa, ws, x, outs, scratch),
+        GgmlType::Q5_1 => run::<BlockQ5_1>(isa, ws, x, outs, scratch),
+        GgmlType::Q8_0 => run::<BlockQ8_0>(isa, ws, x, outs, scratch),
+        GgmlType::Q2K => run::<BlockQ2K>(isa, ws, x, outs, scratch),
+        GgmlType::Q3K => run::<BlockQ3K>(isa, ws, x, outs, scratch),
+        GgmlType::Q4K => run::<BlockQ4K>(isa, ws, x, outs, scratch),
+        GgmlType::Q5K => run::<BlockQ5K>(isa, ws, x, outs, scratch),
+        GgmlType::Q6K => run::<BlockQ6K>(isa, ws, x, outs, scratch),
+        ty => Err(shape(
+            first,
+            format!("{ty} is an activation format, not a weight format"),
+        )),
+    }
+}
+
+/// The blocks of `w` (copied out once if its bytes are misaligned, which mapped GGUF data
+/// never is).
+fn weight_blocks<'a, W: VecDot>(w: &QMatrix<'a>, owned: &'a mut Vec<W>) -> &'a [W] {
+    match bytemuck::try_cast_slice(w.data) {
+        Ok(b) => b,
+        Err(_) => {
+            *owned = w
+                .data
+                .chunks_exact(std::mem::size_of::<W>())
+                .map(bytemuck::pod_read_unaligned)
+                .collect();
+            owned
+        }
     }
 }
 
 fn run<W: VecDot>(
     isa: Isa,
-    w: &QMatrix<'_>,
+    ws: &[QMatrix<'_>],
     x: &[f32],
-    out: &mut [f32],
+    outs: &mut [&mut [f32]],
     scratch: &mut Scratch,
 ) -> Result<(), KernelError> {
-    if w.rows == 0 || out.is_empty() {
+    let cols = ws[0].cols;
+    let total_rows: usize = ws.iter().map(|w| w.rows).sum();
+    let batch = x.len() / cols;
+    if total_rows == 0 || batch == 0 {
         return Ok(());
     }
-    let owned: Vec<W>;
-    let blocks: &[W] = match bytemuck::try_cast_slice(w.data) {
-        Ok(b) => b,
-        Err(_) => {
-            // Misaligned bytes: copy the blocks out once (mapped GGUF data never needs this).
-            owned = w
-                .data
-                .chunks_exact(std::mem::size_of::<W>())
-                .map(bytemuck::pod_read_unaligned)
-                .collect();
-            &owned
-        }
-    };
-    let bpr = w.cols / W::SIZE;
-    let apr = w.cols / W::Act::SIZE;
-    let batch = x.len() / w.cols;
-    let row_bytes = w.data.len() / w.rows;
+    let mut owned: Vec<Vec<W>> = ws.iter().map(|_| Vec::new()).collect();
+    let blocks: Vec<&[W]> = ws
+        .iter()
+        .zip(owned.iter_mut())
+        .map(|(w, o)| weight_blocks(w, o))
+        .collect();
+    let bpr = cols / W::SIZE;
+    let apr = cols / W::Act::SIZE;
+    let row_bytes = bpr * std::mem::size_of::<W>();
 
     let Scratch { acts, tmp, packed } = scratch;
     let acts = act_blocks::<W::Act>(acts, batch * apr);
     let quantized: Result<(), KernelError> = acts
         .par_chunks_mut(apr)
-        .zip(x.par_chunks(w.cols))
+        .zip(x.par_chunks(cols))
         .try_for_each(|(a, x)| Ok(W::Act::quantize_with(isa, x, a)?));
     quantized?;
 
-    let per_thread = w.rows.div_ceil(4 * rayon::current_num_threads());
+    let per_thread = total_rows.div_ceil(4 * rayon::current_num_threads());
     let mut chunk_rows = (CHUNK_BYTES / row_bytes.max(1)).clamp(1, per_thread.max(1));
-    let dest: &mut [f32] = if batch == 1 {
+    // Each matrix's results go straight to its output for one activation row, or to its part
+    // of `tmp` (rows × batch) to be transposed after.
+    let mut tasks: Vec<(&mut [f32], &[W])> = Vec::new();
+    if batch == 1 {
         // The paired kernels take weight rows two at a time for one activation row.
         chunk_rows += chunk_rows % 2;
-        out
+        for (out, b) in outs.iter_mut().zip(&blocks) {
+            tasks.extend(out.chunks_mut(chunk_rows).zip(b.chunks(chunk_rows * bpr)));
+        }
     } else {
-        tmp.resize(w.rows * batch, 0.0);
-        tmp
-    };
+        tmp.resize(total_rows * batch, 0.0);
+        let mut rest = &mut tmp[..];
+        for (w, b) in ws.iter().zip(&blocks) {
+            let (mine, after) = std::mem::take(&mut rest).split_at_mut(w.rows * batch);
+            rest = after;
+            tasks.extend(
+                mine.chunks_mut(chunk_rows * batch)
+                    .zip(b.chunks(chunk_rows * bpr)),
+            );
+        }
+    }
     if W::pack(isa, acts, batch, apr, packed) {
         let packed = &*packed;
-        dest.par_chunks_mut(chunk_rows * batch)
-            .zip(blocks.par_chunks(chunk_rows * bpr))
+        tasks
+            .into_par_iter()
             .for_each(|(o, wc)| W::packed_chunk(wc, packed, o));
     } else {
         let rows: Vec<&[W::Act]> = acts.chunks_exact(apr).collect();
-        dest.par_chunks_mut(chunk_rows * batch)
-            .zip(blocks.par_chunks(chunk_rows * bpr))
+        tasks
+            .into_par_iter()
             .for_each(|(o, wc)| W::chunk(isa, wc, bpr, &rows, o));
     }
     if batch > 1 {
         // Into batch × rows order, eight activation rows per task: each weight row's eight
         // results are read together and written to eight sequential streams.
         const GROUP: usize = 8;
-        let (tmp, rows) = (&*tmp, w.rows);
-        out.par_chunks_mut(rows * GROUP)
-            .enumerate()
-            .for_each(|(t, o)| {
-                let nb = o.len() / rows;
-                for (r, src) in tmp.chunks_exact(batch).enumerate() {
-                    for (j, &v) in src[t * GROUP..t * GROUP + nb].iter().enumerate() {
-                        o[j * rows + r] = v;
+        let mut from = 0;
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            let (tmp, rows) = (&tmp[from..from + w.rows * batch], w.rows);
+            from += w.rows * batch;
+            if rows == 0 {
+                continue;
+            }
+            out.par_chunks_mut(rows * GROUP)
+                .enumerate()
+                .for_each(|(t, o)| {
+                    let nb = o.len() / rows;
+                    for (r, src) in tmp.chunks_exact(batch).enumerate() {
+                        for (j, &v) in src[t * GROUP..t * GROUP + nb].iter().enumerate() {
+                            o[j * rows + r] = v;
+                        }
                     }
-                }
-            });
+                });
+        }
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use quant::formats::{
     bf16, dequantize_row, f16, quantize_row, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0,
     BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
-use quant::gemm::{matmul_with, QMatrix, Scratch};
+use quant::gemm::{matmul_many_with, matmul_with, QMatrix, Scratch};
 use quant::GgmlType;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -419,6 +419,92 @@ fn matrix_products_are_batch_and_thread_invariant() {
             );
         }
     }
+}
+
+/// Several matrices of one type and width in one step: each output is bitwise the matrix's
+/// own product, on every instruction set, batch size and thread count; mixed types or widths
+/// and outputs of the wrong number or size are errors.
+#[test]
+fn several_matrices_in_one_step_equal_one_by_one() {
+    let mut rng = StdRng::seed_from_u64(71);
+    let cols = 256;
+    for ty in quant::gemm::WEIGHT_TYPES {
+        let bytes: Vec<Vec<u8>> = [37, 12, 5]
+            .iter()
+            .map(|&rows| {
+                let w: Vec<f32> = (0..rows * cols)
+                    .map(|_| rng.random_range(-1.0f32..1.0))
+                    .collect();
+                quant::formats::quantize_to_vec(ty, &w).unwrap()
+            })
+            .collect();
+        let ms: Vec<QMatrix<'_>> = bytes
+            .iter()
+            .zip([37, 12, 5])
+            .map(|(b, rows)| QMatrix::new(ty, rows, cols, b).unwrap())
+            .collect();
+        for batch in [1, 2, 9] {
+            let x: Vec<f32> = (0..batch * cols)
+                .map(|_| rng.random_range(-2.0f32..2.0))
+                .collect();
+            for isa in Isa::available() {
+                let mut s = Scratch::default();
+                let alone: Vec<Vec<f32>> = ms
+                    .iter()
+                    .map(|m| {
+                        let mut out = vec![0.0; batch * m.rows()];
+                        matmul_with(isa, m, &x, &mut out, &mut s).unwrap();
+                        out
+                    })
+                    .collect();
+                for threads in [1, 2] {
+                    let mut got: Vec<Vec<f32>> = ms
+                        .iter()
+                        .map(|m| vec![f32::NAN; batch * m.rows()])
+                        .collect();
+                    on_threads(threads, || {
+                        let mut outs: Vec<&mut [f32]> =
+                            got.iter_mut().map(|o| o.as_mut_slice()).collect();
+                        matmul_many_with(isa, &ms, &x, &mut outs, &mut s).unwrap();
+                    });
+                    for (i, (g, a)) in got.iter().zip(&alone).enumerate() {
+                        let same = g.iter().zip(a).all(|(p, q)| p.to_bits() == q.to_bits());
+                        assert!(
+                            same,
+                            "{ty} on {isa}, batch {batch}, {threads} threads: matrix {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Errors name the shape; nothing to do is not one.
+    let mut s = Scratch::default();
+    let q8 = quant::formats::quantize_to_vec(GgmlType::Q8_0, &[0.5; 64]).unwrap();
+    let q4 = quant::formats::quantize_to_vec(GgmlType::Q4_0, &[0.5; 64]).unwrap();
+    let a = QMatrix::new(GgmlType::Q8_0, 2, 32, &q8).unwrap();
+    let wide = QMatrix::new(GgmlType::Q8_0, 1, 64, &q8).unwrap();
+    let other = QMatrix::new(GgmlType::Q4_0, 2, 32, &q4).unwrap();
+    let x = [0.25f32; 32];
+    let (mut o1, mut o2) = ([0.0f32; 2], [0.0f32; 2]);
+    for ms in [[a, wide], [a, other]] {
+        let e = matmul_many_with(Isa::Scalar, &ms, &x, &mut [&mut o1, &mut o2], &mut s);
+        assert!(e.unwrap_err().to_string().contains("one type and width"));
+    }
+    let e = matmul_many_with(Isa::Scalar, &[a, a], &x, &mut [&mut o1], &mut s);
+    assert!(e
+        .unwrap_err()
+        .to_string()
+        .contains("1 outputs for 2 matrices"));
+    let e = matmul_many_with(
+        Isa::Scalar,
+        &[a, a],
+        &x,
+        &mut [&mut o1, &mut [0.0; 3]],
+        &mut s,
+    );
+    assert!(e.unwrap_err().to_string().contains("output holds 3 values"));
+    assert!(matmul_many_with(Isa::Scalar, &[], &x, &mut [], &mut s).is_ok());
 }
 
 /// Matrix products of weight blocks with any bytes (finite scales) against activation rows
