@@ -186,37 +186,37 @@ impl Config {
     /// scaled (interpolated) one, a linear ramp mixes the two in between, and the magnitude
     /// grows by `1 + 0.1·ln(1/scale)`.
     pub fn rope_frequencies(&self, factors: Option<&[f32]>) -> (Vec<f32>, f32) {
-        let n = self.n_rot;
-        let fs = self.rope_freq_scale;
-        let factor = |i: usize| factors.map_or(1.0, |f| f[i]);
-        let Some(y) = &self.rope_yarn else {
-            let freqs = (0..n / 2)
-                .map(|i| fs * self.rope_base.powf(-2.0 * i as f32 / n as f32) / factor(i))
-                .collect();
-            return (freqs, self.rope_attn_factor);
-        };
-        // The pair range over which the ramp falls from extrapolation to interpolation: the
-        // pairs whose wavelength fits `n_ctx_orig` between `beta_fast` and `beta_slow` times.
-        let corr = |beta: f32| {
-            n as f32 * (y.n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
-                / (2.0 * self.rope_base.ln())
-        };
-        let low = corr(y.beta_fast).floor().max(0.0);
-        let high = corr(y.beta_slow).ceil().min(n as f32 - 1.0);
+        let (n, base, fs) = (self.n_rot, self.rope_base, self.rope_freq_scale);
+        // YaRN's correction range: the pairs whose wavelength fits `n_ctx_orig` between
+        // `beta_fast` and `beta_slow` times, over which the ramp falls from extrapolation to
+        // interpolation.
+        let range = self.rope_yarn.map(|y| {
+            let corr = |beta: f32| {
+                n as f32 * (y.n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+                    / (2.0 * base.ln())
+            };
+            let low = corr(y.beta_fast).floor().max(0.0);
+            (low, corr(y.beta_slow).ceil().min(n as f32 - 1.0))
+        });
         let freqs = (0..n / 2)
             .map(|i| {
-                let extrap = self.rope_base.powf(-2.0 * i as f32 / n as f32) / factor(i);
-                let t = (i as f32 - low) / (high - low).max(0.001);
-                let mix = 1.0 - t.clamp(0.0, 1.0);
+                let extrap = base.powf(-2.0 * i as f32 / n as f32) / factors.map_or(1.0, |f| f[i]);
+                // The share kept unscaled: 0 without YaRN.
+                let mix = range.map_or(0.0, |(low, high)| {
+                    1.0 - ((i as f32 - low) / (high - low).max(0.001)).clamp(0.0, 1.0)
+                });
                 fs * extrap * (1.0 - mix) + extrap * mix
             })
             .collect();
-        // llama.cpp divides the attention factor by the magnitude YaRN adds and the rotation
-        // multiplies it back: net `(1 + 0.1·ln s)` times the file's factor.
+        // llama.cpp divides YaRN's magnitude out of the attention factor and the rotation
+        // multiplies it back, so the net is `1 + 0.1·ln s` (for s > 1) times the file's factor.
         let s = 1.0 / fs;
-        let grow = if s > 1.0 { 1.0 + 0.1 * s.ln() } else { 1.0 };
-        let attn = grow / (1.0 + 0.1 * s.ln()) * self.rope_attn_factor;
-        (freqs, attn * (1.0 + 0.1 * (1.0 / fs).ln()))
+        let grow = if range.is_some() && s > 1.0 {
+            1.0 + 0.1 * s.ln()
+        } else {
+            1.0
+        };
+        (freqs, grow * self.rope_attn_factor)
     }
 
     /// Width of one head.
@@ -696,7 +696,7 @@ impl<'m> NativeBackend<'m> {
                 rms_norm(xr, &layer.attn_norm, c.rms_eps, hr);
             }
             self.call_hook(HookPoint::AttnInput(l), batch, rows, d, h);
-            self.mm_many(&[&layer.wq, &layer.wk, &layer.wv], h, &mut [q, k, v])?;
+            self.mm_many([&layer.wq, &layer.wk, &layer.wv], h, [q, k, v])?;
             if let Some([bq, bk, bv]) = &layer.biases {
                 for (out, bias) in [(&mut *q, bq), (&mut *k, bk), (&mut *v, bv)] {
                     for row in out.chunks_exact_mut(bias.len()) {
@@ -761,7 +761,7 @@ impl<'m> NativeBackend<'m> {
                 rms_norm(xr, &layer.ffn_norm, c.rms_eps, hr);
             }
             self.call_hook(HookPoint::FfnInput(l), batch, rows, d, h);
-            self.mm_many(&[&layer.gate, &layer.up], h, &mut [g, u])?;
+            self.mm_many([&layer.gate, &layer.up], h, [g, u])?;
             for (a, &b) in g.iter_mut().zip(u.iter()) {
                 *a = *a / (1.0 + (-*a).exp()) * b;
             }
@@ -872,11 +872,11 @@ impl<'m> NativeBackend<'m> {
 
     /// `outs[i] = x · ws[i]ᵀ`: in one parallel step where the matrices share a type and width
     /// (as a block's projections of one input usually do), else one by one.
-    fn mm_many(
+    fn mm_many<const N: usize>(
         &mut self,
-        ws: &[&Weight],
+        ws: [&Weight; N],
         x: &[f32],
-        outs: &mut [&mut [f32]],
+        mut outs: [&mut [f32]; N],
     ) -> Result<(), BackendError> {
         let same = ws
             .windows(2)
@@ -887,8 +887,8 @@ impl<'m> NativeBackend<'m> {
             }
             return Ok(());
         }
-        let ms: Vec<QMatrix<'_>> = ws.iter().map(|w| self.model.matrix(w)).collect();
-        matmul_many(&ms, x, outs, &mut self.scratch).map_err(|e| {
+        let ms = ws.map(|w| self.model.matrix(w));
+        matmul_many(&ms, x, &mut outs, &mut self.scratch).map_err(|e| {
             let names: Vec<&str> = ws.iter().map(|w| w.name.as_str()).collect();
             BackendError::Decode(format!("{}: {e}", names.join(", ")))
         })
