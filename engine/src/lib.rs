@@ -59,6 +59,7 @@ pub mod kv;
 pub mod llama_cpp;
 pub mod models;
 pub mod native;
+pub mod numerics;
 pub mod parity;
 pub mod sampling;
 pub mod tokenizer;

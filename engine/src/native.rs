@@ -34,6 +34,7 @@ use crate::backend::{
 };
 use crate::hooks::{ForwardHook, HookData, HookPoint};
 use crate::kv::KvCache;
+use crate::numerics;
 use crate::tokenizer::{TokenType, Tokenizer};
 
 /// A Llama-family model's shape, read and checked from GGUF metadata.
@@ -186,6 +187,21 @@ impl Config {
     /// scaled (interpolated) one, a linear ramp mixes the two in between, and the magnitude
     /// grows by `1 + 0.1·ln(1/scale)`.
     pub fn rope_frequencies(&self, factors: Option<&[f32]>) -> (Vec<f32>, f32) {
+        let plan = self.rope_plan(factors);
+        let (n, base) = (self.n_rot, self.rope_base);
+        let freqs = plan
+            .pairs
+            .iter()
+            .enumerate()
+            .map(|(i, &(divisor, mix))| {
+                plan.angle(base.powf(-2.0 * i as f32 / n as f32) / divisor, mix)
+            })
+            .collect();
+        (freqs, plan.magnitude)
+    }
+
+    /// What the forward pass needs to rotate a row at any position ([`RopePlan`]).
+    fn rope_plan(&self, factors: Option<&[f32]>) -> RopePlan {
         let (n, base, fs) = (self.n_rot, self.rope_base, self.rope_freq_scale);
         // YaRN's correction range: the pairs whose wavelength fits `n_ctx_orig` between
         // `beta_fast` and `beta_slow` times, over which the ramp falls from extrapolation to
@@ -198,14 +214,13 @@ impl Config {
             let low = corr(y.beta_fast).floor().max(0.0);
             (low, corr(y.beta_slow).ceil().min(n as f32 - 1.0))
         });
-        let freqs = (0..n / 2)
+        let pairs = (0..n / 2)
             .map(|i| {
-                let extrap = base.powf(-2.0 * i as f32 / n as f32) / factors.map_or(1.0, |f| f[i]);
                 // The share kept unscaled: 0 without YaRN.
                 let mix = range.map_or(0.0, |(low, high)| {
                     1.0 - ((i as f32 - low) / (high - low).max(0.001)).clamp(0.0, 1.0)
                 });
-                fs * extrap * (1.0 - mix) + extrap * mix
+                (factors.map_or(1.0, |f| f[i]), mix)
             })
             .collect();
         // llama.cpp divides YaRN's magnitude out of the attention factor and the rotation
@@ -216,7 +231,13 @@ impl Config {
         } else {
             1.0
         };
-        (freqs, grow * self.rope_attn_factor)
+        RopePlan {
+            theta_scale: base.powf(-2.0 / n as f32),
+            freq_scale: fs,
+            yarn: range.is_some(),
+            pairs,
+            magnitude: grow * self.rope_attn_factor,
+        }
     }
 
     /// Width of one head.
@@ -240,6 +261,46 @@ pub struct Yarn {
     pub beta_fast: f32,
     /// Pairs turning fewer than this many times over `n_ctx_orig` are fully interpolated.
     pub beta_slow: f32,
+}
+
+/// RoPE for the forward pass, in llama.cpp's float steps: the angle of pair `i` at position
+/// `p` starts from `θ = p` multiplied by `base^(−2/n_rot)` once per pair (not `p · θ_i`, which
+/// rounds differently), then is divided by the pair's factor, scaled, and mixed by YaRN.
+#[derive(Clone, Debug)]
+struct RopePlan {
+    /// `base^(−2/n_rot)`.
+    theta_scale: f32,
+    /// Linear scaling (`1/factor`).
+    freq_scale: f32,
+    /// Whether YaRN's mix applies.
+    yarn: bool,
+    /// Per pair: the frequency divisor and YaRN's unscaled share.
+    pairs: Vec<(f32, f32)>,
+    /// The rotations' magnitude.
+    magnitude: f32,
+}
+
+impl RopePlan {
+    /// The angle for an unscaled angle `extrap` and YaRN's unscaled share `mix`.
+    #[inline]
+    fn angle(&self, extrap: f32, mix: f32) -> f32 {
+        let interp = self.freq_scale * extrap;
+        if self.yarn {
+            extrap.mul_add(mix, interp * (1.0 - mix))
+        } else {
+            interp
+        }
+    }
+
+    /// Appends each pair's `(sin, cos)` times the magnitude at position `pos`.
+    fn rotations(&self, pos: u32, out: &mut Vec<(f32, f32)>) {
+        let mut theta = pos as f32;
+        for &(divisor, mix) in &self.pairs {
+            let (s, c) = self.angle(theta / divisor, mix).sin_cos();
+            out.push((s * self.magnitude, c * self.magnitude));
+            theta *= self.theta_scale;
+        }
+    }
 }
 
 /// A weight matrix: where it is in the file and its shape.
@@ -430,7 +491,7 @@ impl NativeModel {
         }
         let mut normed = vec![0f32; hidden.len()];
         for (x, o) in hidden.chunks_exact(d).zip(normed.chunks_exact_mut(d)) {
-            rms_norm(x, &self.output_norm, self.config.rms_eps, o);
+            numerics::rms_norm(x, &self.output_norm, self.config.rms_eps, o);
         }
         let mut logits = vec![0f32; hidden.len() / d * self.config.n_vocab];
         matmul(
@@ -467,7 +528,7 @@ impl NativeModel {
             add_bos: self.tokenizer.add_bos(),
             chat_template: self.chat_template.clone(),
         };
-        let (freqs, rope_mscale) = self.config.rope_frequencies(self.rope_factors.as_deref());
+        let rope = self.config.rope_plan(self.rope_factors.as_deref());
         Ok(NativeBackend {
             model: self,
             info,
@@ -478,8 +539,7 @@ impl NativeModel {
                 self.config.kv_dim(),
             ),
             scratch: Scratch::default(),
-            freqs,
-            rope_mscale,
+            rope,
             pool: None,
             bufs: Buffers::default(),
             hook: None,
@@ -493,10 +553,8 @@ pub struct NativeBackend<'m> {
     info: ModelInfo,
     kv: KvCache,
     scratch: Scratch,
-    /// RoPE angle per position for each pair ([`Config::rope_frequencies`]).
-    freqs: Vec<f32>,
-    /// Magnitude of the RoPE rotations.
-    rope_mscale: f32,
+    /// RoPE rotations for any position.
+    rope: RopePlan,
     /// Threads of its own, or rayon's global pool.
     pool: Option<rayon::ThreadPool>,
     /// Activations and scratch, grown to the largest batch seen.
@@ -527,14 +585,6 @@ struct Buffers {
     logits: Vec<f32>,
 }
 
-fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let scale = 1.0 / (ss + eps).sqrt();
-    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
-        *o = v * scale * g;
-    }
-}
-
 /// Rotates pair `i` of each head by the angle whose `(sin, cos)` is `rot[i]` (`pos · freq_i`,
 /// the same in every layer, so computed once per row and pass): dimensions `(2i, 2i + 1)`, or
 /// with `neox` dimensions `(i, i + head_dim/2)`.
@@ -548,8 +598,9 @@ fn rope(x: &mut [f32], head_dim: usize, rot: &[(f32, f32)], neox: bool) {
                 (2 * i, 2 * i + 1)
             };
             let (a, b) = (head[ia], head[ib]);
-            head[ia] = a * c - b * s;
-            head[ib] = a * s + b * c;
+            // Fused as llama.cpp's build contracts `a·c − b·s` and `a·s + b·c`.
+            head[ia] = a.mul_add(c, -(b * s));
+            head[ib] = a.mul_add(s, b * c);
         }
     }
 }
@@ -602,19 +653,12 @@ fn attend(
         let keys = Gather::new(cache.keys(a.layer), kv_dim, hk * hd, hd, slots)?;
         gathered_dots(&q[heads.start * hd..heads.end * hd], &keys, scores)?;
         for s in scores.chunks_exact_mut(n.max(1)) {
-            let mut max = f32::NEG_INFINITY;
             for x in s.iter_mut() {
                 *x *= a.scale;
-                max = max.max(*x);
             }
-            let mut sum = 0f32;
+            numerics::softmax(s);
             for x in s.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            let inv = 1.0 / sum;
-            for x in s.iter_mut() {
-                *x = half::f16::from_f32(*x * inv).to_f32();
+                *x = half::f16::from_f32(*x).to_f32();
             }
         }
         let values = Gather::new(cache.values(a.layer), kv_dim, hk * hd, hd, slots)?;
@@ -680,20 +724,16 @@ impl<'m> NativeBackend<'m> {
         o.resize(n * d, 0.0);
         g.resize(n * c.n_ff, 0.0);
         u.resize(n * c.n_ff, 0.0);
-        let nf = self.freqs.len();
+        let nf = self.rope.pairs.len();
         rot.clear();
         for row in batch.rows() {
-            let m = self.rope_mscale;
-            rot.extend(self.freqs.iter().map(|&f| {
-                let (s, c) = (row.pos as f32 * f).sin_cos();
-                (s * m, c * m)
-            }));
+            self.rope.rotations(row.pos, rot);
         }
         let scale = 1.0 / (hd as f32).sqrt();
         let group = c.n_head / c.n_head_kv;
         for (l, layer) in model.layers.iter().enumerate() {
             for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
-                rms_norm(xr, &layer.attn_norm, c.rms_eps, hr);
+                numerics::rms_norm(xr, &layer.attn_norm, c.rms_eps, hr);
             }
             self.call_hook(HookPoint::AttnInput(l), batch, rows, d, h);
             self.mm_many([&layer.wq, &layer.wk, &layer.wv], h, [q, k, v])?;
@@ -758,12 +798,12 @@ impl<'m> NativeBackend<'m> {
             }
             // SwiGLU feed-forward.
             for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
-                rms_norm(xr, &layer.ffn_norm, c.rms_eps, hr);
+                numerics::rms_norm(xr, &layer.ffn_norm, c.rms_eps, hr);
             }
             self.call_hook(HookPoint::FfnInput(l), batch, rows, d, h);
             self.mm_many([&layer.gate, &layer.up], h, [g, u])?;
-            for (a, &b) in g.iter_mut().zip(u.iter()) {
-                *a = *a / (1.0 + (-*a).exp()) * b;
+            for (gr, ur) in g.chunks_exact_mut(c.n_ff).zip(u.chunks_exact(c.n_ff)) {
+                numerics::swiglu(gr, ur);
             }
             self.mm(&layer.down, g, o)?;
             for (a, b) in x.iter_mut().zip(o.iter()) {
@@ -783,7 +823,7 @@ impl<'m> NativeBackend<'m> {
         }
         hn.resize(wanted.len() * d, 0.0);
         for (&i, hr) in wanted.iter().zip(hn.chunks_exact_mut(d)) {
-            rms_norm(&x[i * d..(i + 1) * d], &model.output_norm, c.rms_eps, hr);
+            numerics::rms_norm(&x[i * d..(i + 1) * d], &model.output_norm, c.rms_eps, hr);
         }
         if let Some(hook) = self.hook.as_mut() {
             hook.on(&HookData {

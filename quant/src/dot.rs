@@ -409,8 +409,10 @@ pub fn gathered_dots_with(
 }
 
 /// `out_g += Σ_i w[g·n + i] · row_i` for each output vector `out_g` of `m.len()` values
-/// (attention's probabilities times values), on [`Isa::current`]: rows in order, one fused
-/// multiply-add per element, zero weights skipped; the same bits on every instruction set.
+/// (attention's probabilities times values), on [`Isa::current`]: each element's products in
+/// 16 lanes by row (row `i` to lane `i mod 16`), fused multiply-adds in row order, zero
+/// weights skipped, then the fixed 16-lane tree (llama.cpp's order for prompt batches); the
+/// same bits on every instruction set.
 pub fn gathered_axpy(w: &[f32], m: &Gather<'_>, out: &mut [f32]) -> Result<(), KernelError> {
     gathered_axpy_with(Isa::current(), w, m, out)
 }

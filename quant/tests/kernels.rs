@@ -295,8 +295,14 @@ fn check_activation_quantizer<A: Activation>(seed: u64) {
         // Misaligned: start three floats in.
         let x = &x[3..3 + blocks * 256];
         let n = x.len() / A::SIZE;
+        // Q8_K activations are the reference quantizer's; Q8_0/Q8_1 ones are llama.cpp's
+        // activation quantizer for this target, which the scalar path writes.
         let mut reference = vec![A::zeroed(); n];
-        quantize_row(x, &mut reference).unwrap();
+        if A::TYPE == quant::GgmlType::Q8K {
+            quantize_row(x, &mut reference).unwrap();
+        } else {
+            quantize_activations_with(Isa::Scalar, x, &mut reference).unwrap();
+        }
         for &isa in &isas {
             let mut got = vec![A::zeroed(); n];
             quantize_activations_with(isa, &x[..n * A::SIZE], &mut got).unwrap();
@@ -317,10 +323,44 @@ fn check_activation_quantizer<A: Activation>(seed: u64) {
 }
 
 #[test]
-fn activation_quantizers_write_the_reference_bytes() {
+fn activation_quantizers_write_the_same_bytes_on_every_path() {
     check_activation_quantizer::<BlockQ8_0>(31);
     check_activation_quantizer::<BlockQ8_1>(32);
     check_activation_quantizer::<BlockQ8K>(33);
+}
+
+/// Q8_0/Q8_1 activations round as llama.cpp's `from_float` does on this target: on x86-64 and
+/// AArch64 halves go to even (the weights' reference quantizer rounds them away from zero).
+#[test]
+fn activation_quantizers_round_halves_as_llama_cpp() {
+    // amax = 127 makes d = 1 and the multiplier exactly 1 on every target.
+    let mut x = [0f32; 32];
+    x[0] = 127.0;
+    x[1..6].copy_from_slice(&[2.5, -2.5, 3.5, 0.5, -0.5]);
+    let even = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+    let want: [i8; 5] = if even {
+        [2, -2, 4, 0, 0]
+    } else {
+        [3, -3, 4, 1, -1]
+    };
+    for isa in Isa::available() {
+        let mut a = [BlockQ8_1::zeroed(); 1];
+        quantize_activations_with(isa, &x, &mut a).unwrap();
+        assert_eq!(
+            a[0].qs[..6],
+            [127, want[0], want[1], want[2], want[3], want[4]],
+            "{isa}"
+        );
+        let sum: i32 = a[0].qs.iter().map(|&q| q as i32).sum();
+        assert_eq!(a[0].s.to_f32(), sum as f32, "{isa}");
+        let mut b = [BlockQ8_0::zeroed(); 1];
+        quantize_activations_with(isa, &x, &mut b).unwrap();
+        assert_eq!(b[0].qs, a[0].qs, "{isa}");
+    }
+    // The weights' reference quantizer keeps rounding halves away from zero.
+    let mut r = [BlockQ8_0::zeroed(); 1];
+    quantize_row(&x, &mut r).unwrap();
+    assert_eq!(r[0].qs[..6], [127, 3, -3, 4, 1, -1]);
 }
 
 #[test]

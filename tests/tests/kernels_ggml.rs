@@ -1,12 +1,16 @@
 //! The quantized kernels against ggml's own CPU kernels (the ones llama.cpp runs), called
 //! through the llama.cpp bindings: for every quantized weight format, the same weight bytes
-//! and the same activation bytes go through `quant::gemm::matmul` and through ggml's
-//! `vec_dot`, and the results may differ only by the order of float additions. Random
-//! weights cover every format; the default model's own Q4_1 and Q8_0 matrices follow.
+//! and the same f32 activations go through `quant::gemm::matmul` and through ggml's
+//! `from_float` and `vec_dot`. The activation bytes must be ggml's exactly. On x86 builds with
+//! AVX2 and FMA (llama.cpp's build follows ours), the 32-value formats' results must be ggml's
+//! bit for bit; the K-quants' (whose x86 kernels order their float steps differently) may
+//! differ by the order of float additions. Random weights cover every format; the default
+//! model's own Q4_1 and Q8_0 matrices follow.
 #![cfg(feature = "llama-cpp")]
 
 use llama_cpp_sys_2 as sys;
-use quant::formats::quantize_to_vec;
+use quant::dot::quantize_activations;
+use quant::formats::{quantize_to_vec, BlockQ8K, BlockQ8_0, BlockQ8_1};
 use quant::gemm::{matmul, QMatrix, Scratch};
 use quant::GgmlType;
 
@@ -19,24 +23,57 @@ fn act_type(ty: GgmlType) -> GgmlType {
     }
 }
 
-/// ggml's `vec_dot` of each weight row with each activation row, `out[b * rows + r]`.
-fn ggml_matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
+/// ggml's CPU type traits for `ty`.
+fn traits(ty: GgmlType) -> &'static sys::ggml_type_traits_cpu {
     // SAFETY: ggml_cpu_init only fills ggml's lookup tables; it may be called repeatedly.
     unsafe { sys::ggml_cpu_init() };
     // SAFETY: the traits table has an entry for every ggml type id, and these ids are ggml's.
-    let traits = unsafe { &*sys::ggml_get_type_traits_cpu(ty.info().id as sys::ggml_type) };
-    let vec_dot = traits
+    unsafe { &*sys::ggml_get_type_traits_cpu(ty.info().id as sys::ggml_type) }
+}
+
+/// One activation row quantized by ggml's `from_float` (what llama.cpp's matrix products do).
+fn ggml_activations(ty: GgmlType, x: &[f32]) -> Vec<u8> {
+    let from_float = traits(ty).from_float.expect("ggml quantizes to this type");
+    let mut out = vec![0u8; x.len() / ty.block_size() * ty.type_size()];
+    // SAFETY: `x` holds whole blocks of `ty` and `out` their bytes.
+    unsafe { from_float(x.as_ptr(), out.as_mut_ptr().cast(), x.len() as i64) };
+    out
+}
+
+/// One activation row quantized by the native activation quantizer, as bytes.
+fn native_activations(ty: GgmlType, x: &[f32]) -> Vec<u8> {
+    fn run<A: quant::dot::Activation + bytemuck::Pod>(x: &[f32]) -> Vec<u8> {
+        let mut out = vec![A::zeroed(); x.len() / A::SIZE];
+        quantize_activations(x, &mut out).unwrap();
+        bytemuck::cast_slice(&out).to_vec()
+    }
+    match ty {
+        GgmlType::Q8_0 => run::<BlockQ8_0>(x),
+        GgmlType::Q8_1 => run::<BlockQ8_1>(x),
+        GgmlType::Q8K => run::<BlockQ8K>(x),
+        _ => unreachable!("not an activation format: {ty:?}"),
+    }
+}
+
+/// ggml's `vec_dot` of each weight row with each activation row, `out[b * rows + r]`, the
+/// activations quantized by ggml; checks on the way that the native quantizer writes the same
+/// activation bytes.
+fn ggml_matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
+    let vec_dot = traits(ty)
         .vec_dot
         .expect("ggml has a dot product for this type");
     assert_eq!(
-        traits.vec_dot_type,
+        traits(ty).vec_dot_type,
         act_type(ty).info().id as sys::ggml_type
     );
     let row_bytes = w.len() / rows;
     let mut out = vec![0f32; x.len() / cols * rows];
     for (b, xb) in x.chunks_exact(cols).enumerate() {
-        // The activation bytes the native kernels use (the reference quantizer's).
-        let a = quantize_to_vec(act_type(ty), xb).unwrap();
+        let a = ggml_activations(act_type(ty), xb);
+        assert!(
+            a == native_activations(act_type(ty), xb),
+            "{ty:?}: activation row {b} quantized differently from ggml"
+        );
         for r in 0..rows {
             // SAFETY: `w` holds `rows` rows of `cols` values of `ty`, `a` one row of `cols`
             // values of its activation type, and `nrc = 1` reads one of each.
@@ -57,16 +94,45 @@ fn ggml_matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> V
     out
 }
 
-/// Compares the native GEMM with ggml's: each result within 2e-6 of Σ|w·x| (what reordering
-/// f32 additions can change).
+/// Whether ggml's kernel for `ty` is, in this build, the x86 AVX2 one whose float sequence
+/// the native kernels follow.
+fn bitwise(ty: GgmlType) -> bool {
+    cfg!(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )) && ty.block_size() == 32
+}
+
+/// Compares the native GEMM with ggml's: bitwise where [`bitwise`] says so, otherwise each
+/// result within 2e-6 of Σ|w·x| (what reordering f32 additions can change).
 fn check(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], what: &str) {
     let m = QMatrix::new(ty, rows, cols, w).unwrap();
     let mut ours = vec![0f32; x.len() / cols * rows];
     matmul(&m, x, &mut ours, &mut Scratch::default()).unwrap();
+    // Each activation row alone takes the single-row kernels; the results are the same bits.
+    for (xb, ob) in x.chunks_exact(cols).zip(ours.chunks_exact(rows)) {
+        let mut alone = vec![0f32; rows];
+        matmul(&m, xb, &mut alone, &mut Scratch::default()).unwrap();
+        assert!(
+            alone
+                .iter()
+                .zip(ob)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{what} ({ty:?}): a row alone differs from the same row in a batch"
+        );
+    }
     let theirs = ggml_matmul(ty, w, rows, cols, x);
     let wf = quant::formats::dequantize_to_vec(ty, w).unwrap();
     for (i, (&o, &t)) in ours.iter().zip(&theirs).enumerate() {
         let (b, r) = (i / rows, i % rows);
+        if bitwise(ty) {
+            assert!(
+                o.to_bits() == t.to_bits(),
+                "{what} ({ty:?}): row {r}, batch {b}: ours {o:e}, ggml {t:e}"
+            );
+            continue;
+        }
         let mag: f64 = wf[r * cols..(r + 1) * cols]
             .iter()
             .zip(&x[b * cols..(b + 1) * cols])

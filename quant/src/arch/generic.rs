@@ -6,9 +6,12 @@
 //! lanes (lane `l` sums the elements `e` with `(e mod 32) / 4 == l`: four consecutive bytes of
 //! each 32-byte vector, the grouping of `vpmaddwd`, `vpdpbusd` and `sdot`) plus one scalar
 //! integer (the minimum's or offset's sum). `combine`, shared with the scalar reference, gives
-//! the lanes' scale and the scalar's f32 term. Each row accumulates lanes with a fused
-//! multiply-add into two running vectors (even and odd blocks) and terms into two running
-//! floats; the result is the fixed 8-lane tree of the vectors' sum plus the two floats.
+//! the lanes' scale and the two factors of the scalar's f32 term. Each row accumulates, block
+//! after block, lanes with a fused multiply-add into one running vector and terms with a fused
+//! multiply-add into one running float; the result is the fixed 8-lane tree of the vector plus
+//! the float. That is the sequence of llama.cpp's x86 kernels for the 32-value formats (its
+//! `acc`, `summs` and `hsum_float_8`), so given the same activation bytes they agree bit for
+//! bit.
 //! Float formats implement [`FFormat`]: rows are reduced in 16 lanes with a fused
 //! multiply-add, then summed by one fixed tree, then the tail is added element by element.
 //!
@@ -73,8 +76,6 @@ pub(crate) trait Simd: Copy {
     fn f8zero(self) -> Self::F8;
     /// `acc + f32(x)·scale` in each lane, fused.
     fn f8fma(self, acc: Self::F8, x: Self::Acc, scale: f32) -> Self::F8;
-    /// Lane-wise sum.
-    fn f8add(self, a: Self::F8, b: Self::F8) -> Self::F8;
     /// Lane `l` plus lane `l + 4`, then `+ 2`, then `+ 1`.
     fn f8reduce(self, acc: Self::F8) -> f32;
     /// Two f16 as f32 (exact).
@@ -94,6 +95,8 @@ pub(crate) trait Simd: Copy {
     fn fstore(self, v: Self::F, out: &mut [f32; 16]);
     /// `acc + a·b` in each lane, fused.
     fn fma(self, acc: Self::F, a: Self::F, b: Self::F) -> Self::F;
+    /// Lane-wise sum.
+    fn fadd(self, a: Self::F, b: Self::F) -> Self::F;
     /// Lane `l` plus lane `l + 8`, then `+ 4`, `+ 2`, `+ 1`: the sum of the 16 lanes in that
     /// fixed order.
     fn freduce(self, acc: Self::F) -> f32;
@@ -114,14 +117,14 @@ pub(crate) trait QFormat: Block {
     fn ref_parts(w: &Self, a: &Self::Act) -> ([i32; 8], i32);
     /// The weight block's scales as f32 (`h` widens two f16), once per block.
     fn wscales(w: &Self, h: impl Fn([f16; 2]) -> [f32; 2]) -> [f32; 2];
-    /// The lanes' scale and the scalar's f32 term, from the weight's scales and the
-    /// activation block (`h` widens two f16).
+    /// The lanes' scale and the two factors of the scalar's f32 term, from the weight's
+    /// scales and the activation block (`h` widens two f16).
     fn combine(
         ws: [f32; 2],
         a: &Self::Act,
         scalar: i32,
         h: impl Fn([f16; 2]) -> [f32; 2],
-    ) -> (f32, f32);
+    ) -> (f32, [f32; 2]);
 }
 
 /// A float weight format, multiplied with f32 activations.
@@ -187,41 +190,24 @@ fn qtile_n<S: Simd, F: QFormat, const T: usize>(
     acts: [&&[F::Act]; T],
     out: [&mut f32; T],
 ) {
-    // Even blocks go to the first running sums, odd blocks to the second.
-    let mut lanes = [[s.f8zero(); T]; 2];
-    let mut terms = [[0f32; T]; 2];
-    #[inline(always)]
-    fn step<S: Simd, F: QFormat, const T: usize>(
-        s: S,
-        wb: &F,
-        b: usize,
-        acts: &[&&[F::Act]; T],
-        lanes: &mut [S::F8; T],
-        terms: &mut [f32; T],
-    ) {
+    // One running vector and one running term per activation row, block after block: the
+    // sequence of llama.cpp's x86 kernels (`acc = fma(d_w·d_a, lanes, acc)`,
+    // `summs = fma(m_w, s_a, summs)`, then the 8-lane tree plus `summs`).
+    let mut lanes = [s.f8zero(); T];
+    let mut terms = [0f32; T];
+    for (b, wb) in w.iter().enumerate() {
         let u = F::unpack(s, wb);
         let ws = F::wscales(wb, |h| s.f16x2(h));
         for t in 0..T {
             let ab = &acts[t][b];
             let (x, scalar) = F::parts(s, &u, wb, ab);
-            let (scale, term) = F::combine(ws, ab, scalar, |h| s.f16x2(h));
+            let (scale, [f0, f1]) = F::combine(ws, ab, scalar, |h| s.f16x2(h));
             lanes[t] = s.f8fma(lanes[t], x, scale);
-            terms[t] += term;
+            terms[t] = f0.mul_add(f1, terms[t]);
         }
     }
-    let (pairs, rest) = w.as_chunks::<2>();
-    for (i, [w0, w1]) in pairs.iter().enumerate() {
-        let [l0, l1] = &mut lanes;
-        let [t0, t1] = &mut terms;
-        step::<S, F, T>(s, w0, 2 * i, &acts, l0, t0);
-        step::<S, F, T>(s, w1, 2 * i + 1, &acts, l1, t1);
-    }
-    if let [last] = rest {
-        step::<S, F, T>(s, last, w.len() - 1, &acts, &mut lanes[0], &mut terms[0]);
-    }
     for (t, o) in out.into_iter().enumerate() {
-        let v = s.f8add(lanes[0][t], lanes[1][t]);
-        *o = s.f8reduce(v) + (terms[0][t] + terms[1][t]);
+        *o = s.f8reduce(lanes[t]) + terms[t];
     }
 }
 
@@ -330,28 +316,45 @@ pub(crate) fn gather_dots<S: Simd>(s: S, xs: &[f32], m: Gathered<'_>, out: &mut 
     }
 }
 
-/// `out_g += Σ_i w[g·n + i] · row_i` for each output vector `out_g` (`len` values): rows in
-/// order, each a fused multiply-add per element; zero weights are skipped.
+/// `out_g += Σ_i w[g·n + i] · row_i` for each output vector `out_g` (`len` values). Each
+/// element's products go to 16 lanes by row (row `i` to lane `i mod 16`), each lane a chain of
+/// fused multiply-adds in row order (zero weights skipped), and the lanes are summed by the
+/// fixed 16-lane tree: the order in which llama.cpp's prompt batches (tinyBLAS, 16 cells at a
+/// time) multiply attention's probabilities with the values.
 #[inline(always)]
 pub(crate) fn gather_axpy<S: Simd>(s: S, w: &[f32], m: Gathered<'_>, out: &mut [f32]) {
     let n = m.rows.len();
-    for (i, &r) in m.rows.iter().enumerate() {
-        let row = m.row(r);
-        let (rc, rt) = row.as_chunks::<16>();
-        for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
-            let wi = w[g * n + i];
-            if wi == 0.0 {
-                continue;
+    for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
+        let wg = &w[g * n..(g + 1) * n];
+        let (oc, ot) = o.as_chunks_mut::<16>();
+        for (c, o) in oc.iter_mut().enumerate() {
+            let mut acc = [s.fzero(); 16];
+            for (ws, rs) in wg.chunks(16).zip(m.rows.chunks(16)) {
+                for (l, (&wi, &r)) in ws.iter().zip(rs).enumerate() {
+                    if wi != 0.0 {
+                        let x = m.row(r)[16 * c..].first_chunk::<16>();
+                        if let Some(x) = x {
+                            acc[l] = s.fma(acc[l], s.fsplat(wi), s.fload(x));
+                        }
+                    }
+                }
             }
-            let ws = s.fsplat(wi);
-            let (oc, ot) = o.as_chunks_mut::<16>();
-            for (o, x) in oc.iter_mut().zip(rc) {
-                let v = s.fma(s.fload(o), ws, s.fload(x));
-                s.fstore(v, o);
+            for step in [8, 4, 2, 1] {
+                for l in 0..step {
+                    acc[l] = s.fadd(acc[l], acc[l + step]);
+                }
             }
-            for (o, x) in ot.iter_mut().zip(rt) {
-                *o = wi.mul_add(*x, *o);
+            s.fstore(s.fadd(s.fload(o), acc[0]), o);
+        }
+        let done = 16 * oc.len();
+        for (j, o) in ot.iter_mut().enumerate() {
+            let mut lanes = [0f32; 16];
+            for (i, (&wi, &r)) in wg.iter().zip(m.rows).enumerate() {
+                if wi != 0.0 {
+                    lanes[i % 16] = wi.mul_add(m.row(r)[done + j], lanes[i % 16]);
+                }
             }
+            *o += super::scalar::reduce16(lanes);
         }
     }
 }
@@ -410,7 +413,7 @@ impl QFormat for BlockQ4_0 {
         a: &BlockQ8_0,
         _: i32,
         h: impl Fn([f16; 2]) -> [f32; 2],
-    ) -> (f32, f32) {
+    ) -> (f32, [f32; 2]) {
         combine::scaled([ws[0], h([a.d, a.d])[0]])
     }
 }
@@ -440,7 +443,7 @@ impl QFormat for BlockQ4_1 {
         a: &BlockQ8_1,
         _: i32,
         h: impl Fn([f16; 2]) -> [f32; 2],
-    ) -> (f32, f32) {
+    ) -> (f32, [f32; 2]) {
         combine::scaled_min(ws, h([a.d, a.s]))
     }
 }
@@ -480,7 +483,7 @@ impl QFormat for BlockQ5_0 {
         a: &BlockQ8_0,
         _: i32,
         h: impl Fn([f16; 2]) -> [f32; 2],
-    ) -> (f32, f32) {
+    ) -> (f32, [f32; 2]) {
         combine::scaled([ws[0], h([a.d, a.d])[0]])
     }
 }
@@ -509,7 +512,7 @@ impl QFormat for BlockQ5_1 {
         a: &BlockQ8_1,
         _: i32,
         h: impl Fn([f16; 2]) -> [f32; 2],
-    ) -> (f32, f32) {
+    ) -> (f32, [f32; 2]) {
         combine::scaled_min(ws, h([a.d, a.s]))
     }
 }
@@ -538,7 +541,7 @@ impl QFormat for BlockQ8_0 {
         a: &BlockQ8_0,
         _: i32,
         h: impl Fn([f16; 2]) -> [f32; 2],
-    ) -> (f32, f32) {
+    ) -> (f32, [f32; 2]) {
         combine::scaled([ws[0], h([a.d, a.d])[0]])
     }
 }
@@ -605,7 +608,7 @@ impl QFormat for BlockQ2K {
         a: &BlockQ8K,
         msum: i32,
         _: impl Fn([f16; 2]) -> [f32; 2],
-    ) -> (f32, f32) {
+    ) -> (f32, [f32; 2]) {
         combine::k_min(ws, a.d, msum)
     }
 }
@@ -649,7 +652,7 @@ impl QFormat for BlockQ3K {
         a: &BlockQ8K,
         offset: i32,
         _: impl Fn([f16; 2]) -> [f32; 2],
-    ) -> (f32, f32) {
+    ) -> (f32, [f32; 2]) {
         combine::k_offset(ws[0], a.d, offset)
     }
 }
@@ -722,7 +725,7 @@ impl QFormat for BlockQ4K {
         a: &BlockQ8K,
         msum: i32,
         _: impl Fn([f16; 2]) -> [f32; 2],
-    ) -> (f32, f32) {
+    ) -> (f32, [f32; 2]) {
         combine::k_min(ws, a.d, msum)
     }
 }
@@ -764,7 +767,7 @@ impl QFormat for BlockQ5K {
         a: &BlockQ8K,
         msum: i32,
         _: impl Fn([f16; 2]) -> [f32; 2],
-    ) -> (f32, f32) {
+    ) -> (f32, [f32; 2]) {
         combine::k_min(ws, a.d, msum)
     }
 }
@@ -812,7 +815,7 @@ impl QFormat for BlockQ6K {
         a: &BlockQ8K,
         offset: i32,
         _: impl Fn([f16; 2]) -> [f32; 2],
-    ) -> (f32, f32) {
+    ) -> (f32, [f32; 2]) {
         combine::k_offset(ws[0], a.d, offset)
     }
 }

@@ -246,14 +246,34 @@ pub(crate) fn fchunk<W: FFormat>(isa: Isa, w: &[W], cols: usize, acts: &[&[f32]]
     scalar::fchunk(w, cols, acts, out)
 }
 
+/// Lanes of attention's gathered products: the f16 width of llama.cpp's tinyBLAS in a build
+/// for this target, which multiplies queries with keys and probabilities with values in its
+/// prompt batches (8 on x86 without AVX-512, 16 with it and elsewhere). With 16, the vector
+/// paths run; with 8, every path runs the reference's lane loop (the same bits either way).
+pub(crate) const GATHER_LANES: usize = if cfg!(all(
+    target_arch = "x86_64",
+    target_feature = "avx",
+    not(target_feature = "avx512f")
+)) {
+    8
+} else {
+    16
+};
+
 /// [`generic::gather_dots`] on `isa` (the reference path if this CPU lacks it).
 pub(crate) fn gather_dots(isa: Isa, xs: &[f32], m: generic::Gathered<'_>, out: &mut [f32]) {
+    if GATHER_LANES != 16 {
+        return scalar::gather_dots(xs, m, out);
+    }
     on_token!(isa, t => t.gather_dots(xs, m, out));
     scalar::gather_dots(xs, m, out)
 }
 
 /// [`generic::gather_axpy`] on `isa` (the reference path if this CPU lacks it).
 pub(crate) fn gather_axpy(isa: Isa, w: &[f32], m: generic::Gathered<'_>, out: &mut [f32]) {
+    if GATHER_LANES != 16 {
+        return scalar::gather_axpy(w, m, out);
+    }
     on_token!(isa, t => t.gather_axpy(w, m, out));
     scalar::gather_axpy(w, m, out)
 }
@@ -265,7 +285,7 @@ pub(crate) fn qparts<F: QFormat>(isa: Isa, w: &[F], a: &[F::Act]) -> Vec<([i32; 
 }
 
 /// An activation format with quantizers on the vector paths.
-pub(crate) trait Q8Act: crate::formats::Block {
+pub(crate) trait Q8Act: ScalarAct {
     /// The AVX2 quantizer of one row (`out` holds exactly `x.len() / SIZE` blocks).
     #[cfg(target_arch = "x86_64")]
     fn quantize_avx2(t: x86_64::Avx2, x: &[f32], out: &mut [Self]);
@@ -281,9 +301,12 @@ pub(crate) fn quantize_activations<A: Q8Act>(
     x: &[f32],
     out: &mut [A],
 ) -> Result<(), crate::formats::LengthError> {
-    // The reference checks lengths; the vector paths only run on checked shapes.
-    if isa == Isa::Scalar || x.len() != out.len() * A::SIZE {
+    // The reference checks lengths; the other paths only run on checked shapes.
+    if x.len() != out.len() * A::SIZE {
         return crate::formats::quantize_row(x, out);
+    }
+    if isa == Isa::Scalar {
+        return A::quantize_scalar(x, out);
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -302,7 +325,83 @@ pub(crate) fn quantize_activations<A: Q8Act>(
         }
         _ => {}
     }
-    crate::formats::quantize_row(x, out)
+    A::quantize_scalar(x, out)
+}
+
+/// How llama.cpp's CPU backend rounds activations to Q8_0/Q8_1 on this target (its
+/// `from_float`, which is not the reference quantizer that makes Q8_0 weight files): the
+/// scale `d = amax/127`, and the multiplier and rounding of each value. On x86-64 (AVX builds)
+/// the multiplier is `127/amax` and halves round to even; on AArch64 it is `1/d`, halves to
+/// even; elsewhere the reference's `1/d`, halves away from zero. Every instruction set of one
+/// target quantizes this way, so a row's bytes depend on the target, not on the CPU.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ActQ8;
+
+impl ActQ8 {
+    /// `(d, multiplier)` for a block whose largest magnitude is `amax`.
+    #[inline(always)]
+    pub(crate) fn scale(amax: f32) -> (f32, f32) {
+        let d = amax / 127.0;
+        if cfg!(target_arch = "x86_64") {
+            (d, if amax != 0.0 { 127.0 / amax } else { 0.0 })
+        } else {
+            (d, if d != 0.0 { 1.0 / d } else { 0.0 })
+        }
+    }
+
+    /// One scaled value to its quant (saturating, NaN to 0).
+    #[inline(always)]
+    pub(crate) fn round(v: f32) -> i8 {
+        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+            v.round_ties_even() as i8
+        } else {
+            v.round() as i8
+        }
+    }
+
+    /// One block of 32: `(d, quants, Σ quants)`.
+    pub(crate) fn block(x: &[f32; 32]) -> (f32, [i8; 32], i32) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let (d, id) = Self::scale(amax);
+        let qs: [i8; 32] = std::array::from_fn(|j| Self::round(x[j] * id));
+        (d, qs, qs.iter().map(|&q| q as i32).sum())
+    }
+}
+
+/// The element-by-element activation quantizers (lengths checked by the caller).
+pub(crate) trait ScalarAct: crate::formats::Block {
+    /// Quantizes `x` (exactly `out.len()` blocks) as every path of this target does.
+    fn quantize_scalar(x: &[f32], out: &mut [Self]) -> Result<(), crate::formats::LengthError>;
+}
+
+impl ScalarAct for crate::formats::BlockQ8_0 {
+    fn quantize_scalar(x: &[f32], out: &mut [Self]) -> Result<(), crate::formats::LengthError> {
+        for (x, o) in x.as_chunks::<32>().0.iter().zip(out) {
+            let (d, qs, _) = ActQ8::block(x);
+            o.d = half::f16::from_f32(d);
+            o.qs = qs;
+        }
+        Ok(())
+    }
+}
+
+impl ScalarAct for crate::formats::BlockQ8_1 {
+    fn quantize_scalar(x: &[f32], out: &mut [Self]) -> Result<(), crate::formats::LengthError> {
+        for (x, o) in x.as_chunks::<32>().0.iter().zip(out) {
+            let (d, qs, sum) = ActQ8::block(x);
+            o.d = half::f16::from_f32(d);
+            o.s = half::f16::from_f32(d * sum as f32);
+            o.qs = qs;
+        }
+        Ok(())
+    }
+}
+
+impl ScalarAct for crate::formats::BlockQ8K {
+    /// Q8_K activations are the reference's on every target, as in llama.cpp.
+    fn quantize_scalar(x: &[f32], out: &mut [Self]) -> Result<(), crate::formats::LengthError> {
+        crate::formats::quantize_row(x, out)
+    }
 }
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]

@@ -10,19 +10,18 @@ use super::generic::{FFormat, Gathered, QFormat};
 /// [`super::generic::qtile`] on the reference path.
 pub(crate) fn qtile<F: QFormat>(w: &[F], acts: &[&[F::Act]], out: &mut [f32]) {
     for (o, a) in out.iter_mut().zip(acts) {
-        let mut lanes = [[0f32; 8]; 2];
-        let mut terms = [0f32; 2];
-        for (b, (wb, ab)) in w.iter().zip(a.iter()).enumerate() {
+        let mut lanes = [0f32; 8];
+        let mut terms = 0f32;
+        for (wb, ab) in w.iter().zip(a.iter()) {
             let (x, scalar) = F::ref_parts(wb, ab);
             let ws = F::wscales(wb, |h| h.map(f16::to_f32));
-            let (scale, term) = F::combine(ws, ab, scalar, |h| h.map(f16::to_f32));
-            for (l, &x) in lanes[b % 2].iter_mut().zip(&x) {
+            let (scale, [f0, f1]) = F::combine(ws, ab, scalar, |h| h.map(f16::to_f32));
+            for (l, &x) in lanes.iter_mut().zip(&x) {
                 *l = (x as f32).mul_add(scale, *l);
             }
-            terms[b % 2] += term;
+            terms = f0.mul_add(f1, terms);
         }
-        let sum: [f32; 8] = std::array::from_fn(|l| lanes[0][l] + lanes[1][l]);
-        *o = reduce8(sum) + (terms[0] + terms[1]);
+        *o = reduce8(lanes) + terms;
     }
 }
 
@@ -69,32 +68,58 @@ pub(crate) fn ftile<W: FFormat>(w: &[W], acts: &[&[f32]], out: &mut [f32]) {
     }
 }
 
-/// [`super::generic::gather_dots`] on the reference path.
+/// [`super::generic::gather_dots`] on the reference path, in [`super::GATHER_LANES`] lanes.
 pub(crate) fn gather_dots(xs: &[f32], m: Gathered<'_>, out: &mut [f32]) {
+    const L: usize = super::GATHER_LANES;
     let n = m.rows.len();
     for (i, &r) in m.rows.iter().enumerate() {
         let row = m.row(r);
         for (g, x) in xs.chunks_exact(m.len).enumerate() {
-            ftile(x, &[row], &mut out[g * n + i..g * n + i + 1]);
+            let (xc, xt) = x.as_chunks::<L>();
+            let (rc, rt) = row.as_chunks::<L>();
+            let mut lanes = [0f32; L];
+            for (a, b) in xc.iter().zip(rc) {
+                for l in 0..L {
+                    lanes[l] = a[l].mul_add(b[l], lanes[l]);
+                }
+            }
+            let mut d = reduce_tree(lanes);
+            for (a, b) in xt.iter().zip(rt) {
+                d = a.mul_add(*b, d);
+            }
+            out[g * n + i] = d;
         }
     }
 }
 
-/// [`super::generic::gather_axpy`] on the reference path.
+/// [`super::generic::gather_axpy`] on the reference path, in [`super::GATHER_LANES`] lanes.
 pub(crate) fn gather_axpy(w: &[f32], m: Gathered<'_>, out: &mut [f32]) {
+    const L: usize = super::GATHER_LANES;
     let n = m.rows.len();
-    for (i, &r) in m.rows.iter().enumerate() {
-        let row = m.row(r);
-        for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
-            let wi = w[g * n + i];
-            if wi == 0.0 {
-                continue;
+    for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
+        for (j, o) in o.iter_mut().enumerate() {
+            let mut lanes = [0f32; L];
+            for (i, &r) in m.rows.iter().enumerate() {
+                let wi = w[g * n + i];
+                if wi != 0.0 {
+                    lanes[i % L] = wi.mul_add(m.row(r)[j], lanes[i % L]);
+                }
             }
-            for (o, x) in o.iter_mut().zip(row) {
-                *o = wi.mul_add(*x, *o);
-            }
+            *o += reduce_tree(lanes);
         }
     }
+}
+
+/// The fixed reduction tree of `L` lanes (a power of two): `l + L/2`, then `l + L/4`, ...
+fn reduce_tree<const L: usize>(mut lanes: [f32; L]) -> f32 {
+    let mut step = L / 2;
+    while step > 0 {
+        for l in 0..step {
+            lanes[l] += lanes[l + step];
+        }
+        step /= 2;
+    }
+    lanes[0]
 }
 
 /// The fixed reduction tree of 8 lanes: `l + 4`, then `l + 2`, `l + 1`.

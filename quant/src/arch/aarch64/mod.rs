@@ -219,11 +219,6 @@ macro_rules! neon_simd {
                 }
             }
             #[inline(always)]
-            fn f8add(self, a: Self::F8, b: Self::F8) -> Self::F8 {
-                // SAFETY: NEON is present (token).
-                unsafe { (vaddq_f32(a.0, b.0), vaddq_f32(a.1, b.1)) }
-            }
-            #[inline(always)]
             fn f8reduce(self, acc: Self::F8) -> f32 {
                 // SAFETY: NEON is present (token). Lanes 0-3 and 4-7.
                 unsafe {
@@ -289,6 +284,11 @@ macro_rules! neon_simd {
                 unsafe { std::array::from_fn(|i| vfmaq_f32(acc[i], a[i], b[i])) }
             }
             #[inline(always)]
+            fn fadd(self, a: [float32x4_t; 4], b: [float32x4_t; 4]) -> [float32x4_t; 4] {
+                // SAFETY: NEON is present (token).
+                unsafe { std::array::from_fn(|i| vaddq_f32(a[i], b[i])) }
+            }
+            #[inline(always)]
             fn freduce(self, acc: [float32x4_t; 4]) -> f32 {
                 // SAFETY: NEON is present (token). Registers hold lanes 0-3, 4-7, 8-11, 12-15.
                 unsafe {
@@ -309,9 +309,11 @@ neon_simd!(NeonDot, sdot16);
 super::entry_points!(Neon, "neon");
 super::entry_points!(NeonDot, "neon,dotprod");
 
-// Activation quantizers, writing the reference quantizers' bytes.
+// Activation quantizers, writing the bytes of `super::ActQ8` (Q8_0/Q8_1) and of the
+// reference (Q8_K).
 
-/// Q8_0/Q8_1's scale, quants (`(x * id).round() as i8`) and their sum, for one block of 32.
+/// Q8_0/Q8_1's scale, quants and their sum for one block of 32, as [`super::ActQ8`] makes
+/// them (`1/d`, halves to even: llama.cpp's NEON activation quantizer).
 #[inline(always)]
 fn q8_block(x: &[f32; 32], qs: &mut [i8; 32]) -> (f32, i32) {
     // SAFETY: NEON is present (callers hold the token); `x` is 32 readable floats and `qs` 32
@@ -322,14 +324,12 @@ fn q8_block(x: &[f32; 32], qs: &mut [i8; 32]) -> (f32, i32) {
         for &v in &v {
             m = vmaxq_f32(m, vabsq_f32(v));
         }
-        let amax = vmaxvq_f32(m);
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (d, id) = super::ActQ8::scale(vmaxvq_f32(m));
         let mut sum = vdupq_n_s32(0);
         for (i, p) in v.chunks_exact(2).enumerate() {
             // fcvtzs saturates and maps NaN to 0, and the narrows saturate: Rust's `as i8`.
-            let a = vcvtq_s32_f32(vrndaq_f32(vmulq_n_f32(p[0], id)));
-            let b = vcvtq_s32_f32(vrndaq_f32(vmulq_n_f32(p[1], id)));
+            let a = vcvtq_s32_f32(vrndnq_f32(vmulq_n_f32(p[0], id)));
+            let b = vcvtq_s32_f32(vrndnq_f32(vmulq_n_f32(p[1], id)));
             let h = vcombine_s16(vqmovn_s32(a), vqmovn_s32(b));
             let q = vqmovn_s16(h);
             vst1_s8(qs.as_mut_ptr().add(8 * i), q);

@@ -204,11 +204,6 @@ impl Simd for Avx2 {
         unsafe { _mm256_fmadd_ps(_mm256_cvtepi32_ps(x), _mm256_set1_ps(scale), acc) }
     }
     #[inline(always)]
-    fn f8add(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX is present (token).
-        unsafe { _mm256_add_ps(a, b) }
-    }
-    #[inline(always)]
     fn f8reduce(self, acc: __m256) -> f32 {
         // SAFETY: AVX is present (token).
         unsafe { reduce8(acc) }
@@ -285,6 +280,11 @@ impl Simd for Avx2 {
                 _mm256_fmadd_ps(a.1, b.1, acc.1),
             )
         }
+    }
+    #[inline(always)]
+    fn fadd(self, a: (__m256, __m256), b: (__m256, __m256)) -> (__m256, __m256) {
+        // SAFETY: AVX is present (token).
+        unsafe { (_mm256_add_ps(a.0, b.0), _mm256_add_ps(a.1, b.1)) }
     }
     #[inline(always)]
     fn freduce(self, acc: (__m256, __m256)) -> f32 {
@@ -397,10 +397,6 @@ impl Simd for Avx512 {
         self.0.f8fma(acc, x, scale)
     }
     #[inline(always)]
-    fn f8add(self, a: __m256, b: __m256) -> __m256 {
-        self.0.f8add(a, b)
-    }
-    #[inline(always)]
     fn f8reduce(self, acc: __m256) -> f32 {
         self.0.f8reduce(acc)
     }
@@ -447,6 +443,11 @@ impl Simd for Avx512 {
         unsafe { _mm512_fmadd_ps(a, b, acc) }
     }
     #[inline(always)]
+    fn fadd(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: AVX-512 F is present (token).
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
     fn freduce(self, acc: __m512) -> f32 {
         // SAFETY: AVX-512 F is present (token).
         unsafe {
@@ -477,24 +478,6 @@ unsafe fn abs_max(v: &[__m256]) -> f32 {
         let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_max_ss(s, _mm_movehdup_ps(s));
         _mm_cvtss_f32(s)
-    }
-}
-
-/// `round(x)` with halves away from zero (C's `roundf`, Rust's `f32::round`), exactly.
-#[inline(always)]
-unsafe fn round_away(x: __m256) -> __m256 {
-    // SAFETY: the caller runs with AVX.
-    unsafe {
-        let t = _mm256_round_ps(x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-        let frac = _mm256_sub_ps(x, t);
-        let sign = _mm256_set1_ps(-0.0);
-        let half = _mm256_cmp_ps(
-            _mm256_andnot_ps(sign, frac),
-            _mm256_set1_ps(0.5),
-            _CMP_GE_OQ,
-        );
-        let one = _mm256_or_ps(_mm256_set1_ps(1.0), _mm256_and_ps(sign, x));
-        _mm256_add_ps(t, _mm256_and_ps(half, one))
     }
 }
 
@@ -537,18 +520,19 @@ unsafe fn pack_i8(q: [__m256i; 4]) -> __m256i {
     }
 }
 
-/// Q8_0/Q8_1's scale and rounded quants of one block of 32 (the reference's `q8_scale`,
-/// `(x * id).round()`).
+/// Q8_0/Q8_1's scale and rounded quants of one block of 32, as [`super::ActQ8`] makes them
+/// (`127/amax`, halves to even: llama.cpp's x86 activation quantizer).
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q8_block(x: &[f32; 32]) -> (f32, __m256i, i32) {
     // SAFETY: AVX2 is enabled on this function; `x` is 32 readable floats.
     unsafe {
         let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
-        let amax = abs_max(&v);
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (d, id) = super::ActQ8::scale(abs_max(&v));
         let idv = _mm256_set1_ps(id);
-        let q = v.map(|v| saturate_i8(round_away(_mm256_mul_ps(v, idv))));
+        let q = v.map(|v| {
+            let r = _mm256_round_ps(_mm256_mul_ps(v, idv), _MM_FROUND_TO_NEAREST_INT);
+            saturate_i8(r)
+        });
         let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
         (d, pack_i8(q), Avx2(()).hsum(s))
     }

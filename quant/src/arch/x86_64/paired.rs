@@ -18,8 +18,9 @@
 //! excess `o·Σa` is removed by starting its accumulation at `−o·Σa`, packed with the
 //! activations. `vpdpbusd` does not saturate, so every lane sum is the exact integer the other
 //! paths compute, and the float steps after it are theirs, in their order (the lanes' scale
-//! `d_w·d_a`, a fused multiply-add into even- and odd-block sums, the fixed 8-lane tree, then
-//! the minimum's terms): bitwise the same results as [`crate::arch::generic::qtile`].
+//! `d_w·d_a`, a fused multiply-add into one running sum per product, the minimum's terms fused
+//! into another, the fixed 8-lane tree plus the terms): bitwise the same results as
+//! [`crate::arch::generic::qtile`].
 
 use std::arch::x86_64::*;
 
@@ -382,8 +383,8 @@ fn tile_row<F: PairWeight, const P: usize>(t: Avx512, w: &[F], d: &TileData<'_>,
     // which `chunk_impl` checked the packed data holds.
     unsafe {
         let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-        let mut acc = [[_mm512_setzero_ps(); P]; 2];
-        let mut terms = [_mm256_setzero_ps(); 2];
+        let mut acc = [_mm512_setzero_ps(); P];
+        let mut terms = _mm256_setzero_ps();
         #[inline(always)]
         fn step<F: PairWeight, const P: usize>(
             t: Avx512,
@@ -419,24 +420,17 @@ fn tile_row<F: PairWeight, const P: usize>(t: Avx512, w: &[F], d: &TileData<'_>,
                 if F::MIN {
                     let mw = _mm256_set1_ps(_mm_cvtss_f32(_mm_movehdup_ps(f)));
                     let sa = _mm256_loadu_ps(sc.as_ptr().add(8));
-                    *terms = _mm256_add_ps(*terms, _mm256_mul_ps(mw, sa));
+                    *terms = _mm256_fmadd_ps(mw, sa, *terms);
                 }
             }
         }
-        let (pairs, rest) = w.as_chunks::<2>();
-        for (i, [w0, w1]) in pairs.iter().enumerate() {
-            let [a0, a1] = &mut acc;
-            let [t0, t1] = &mut terms;
-            step::<F, P>(t, w0, 2 * i, d, dup, a0, t0);
-            step::<F, P>(t, w1, 2 * i + 1, d, dup, a1, t1);
-        }
-        if let [last] = rest {
-            step::<F, P>(t, last, w.len() - 1, d, dup, &mut acc[0], &mut terms[0]);
+        for (k, wb) in w.iter().enumerate() {
+            step::<F, P>(t, wb, k, d, dup, &mut acc, &mut terms);
         }
         let mut tsum = [0f32; 8];
-        _mm256_storeu_ps(tsum.as_mut_ptr(), _mm256_add_ps(terms[0], terms[1]));
-        for j in 0..P {
-            let r = reduce_pair(_mm512_add_ps(acc[0][j], acc[1][j]));
+        _mm256_storeu_ps(tsum.as_mut_ptr(), terms);
+        for (j, &acc) in acc.iter().enumerate() {
+            let r = reduce_pair(acc);
             for (h, r) in r.into_iter().enumerate() {
                 if let Some(o) = out.get_mut(2 * j + h) {
                     *o = r + tsum[2 * j + h];
@@ -473,8 +467,8 @@ fn row_pair<F: PairWeight>(t: Avx512, w0: &[F], w1: &[F], d: &TileData<'_>) -> [
     // `chunk_impl` checked.
     unsafe {
         let dws = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
-        let mut acc = [_mm512_setzero_ps(); 2];
-        let mut terms = [_mm_setzero_ps(); 2];
+        let mut acc = _mm512_setzero_ps();
+        let mut terms = _mm_setzero_ps();
         #[inline(always)]
         fn step<F: PairWeight>(
             t: Avx512,
@@ -507,25 +501,16 @@ fn row_pair<F: PairWeight>(t: Avx512, w0: &[F], w1: &[F], d: &TileData<'_>) -> [
                 *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, *acc);
                 if F::MIN {
                     // Lanes 1 and 3: m_0·s_a and m_1·s_a.
-                    *terms = _mm_add_ps(*terms, _mm_mul_ps(f, _mm_set1_ps(sc[8])));
+                    *terms = _mm_fmadd_ps(f, _mm_set1_ps(sc[8]), *terms);
                 }
             }
         }
-        let (p0, r0) = w0.as_chunks::<2>();
-        let p1 = w1.as_chunks::<2>().0;
-        for (i, ([a0, a1], [b0, b1])) in p0.iter().zip(p1).enumerate() {
-            let [c0, c1] = &mut acc;
-            let [t0, t1] = &mut terms;
-            step::<F>(t, (a0, b0), 2 * i, d, dws, c0, t0);
-            step::<F>(t, (a1, b1), 2 * i + 1, d, dws, c1, t1);
+        for (k, (b0, b1)) in w0.iter().zip(w1).enumerate() {
+            step::<F>(t, (b0, b1), k, d, dws, &mut acc, &mut terms);
         }
-        if let ([l0], Some(l1)) = (r0, w1.last()) {
-            let k = w0.len() - 1;
-            step::<F>(t, (l0, l1), k, d, dws, &mut acc[0], &mut terms[0]);
-        }
-        let r = reduce_halves(_mm512_add_ps(acc[0], acc[1]));
+        let r = reduce_halves(acc);
         let mut ts = [0f32; 4];
-        _mm_storeu_ps(ts.as_mut_ptr(), _mm_add_ps(terms[0], terms[1]));
+        _mm_storeu_ps(ts.as_mut_ptr(), terms);
         if F::MIN {
             [r[0] + ts[1], r[1] + ts[3]]
         } else {
