@@ -96,14 +96,20 @@ fn exp_scalef(x: f32) -> f32 {
         .mul_add(b, C3)
         .mul_add(u, C2.mul_add(b, C1))
         .mul_add(u, C0.mul_add(b, 1.0));
+    // Within |n| ≤ 192, n is an integer: `j · 2^n` is exact in f64, so one rounding to f32
+    // (subnormals included) is what `vscalefps` gives. Written without branches, so that
+    // loops over it vectorize; NaN passes through the scaling, as in the vector code.
+    // The biased exponent n + 1023 read out of the mantissa (a float-to-int conversion that
+    // vectorizes, unlike `as`).
+    let magic = n.clamp(-192.0, 192.0) + 1023.0 + SHIFT;
+    let biased = magic.to_bits().wrapping_sub(SHIFT.to_bits()) as u64;
+    let scaled = (j as f64 * f64::from_bits(biased << 52)) as f32;
+    let beyond = if n <= 0.0 { 0.0 } else { f32::INFINITY };
     if n.abs() > 192.0 {
-        // NaN compares false and falls through to the scaling, as the vector code does.
-        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+        beyond
+    } else {
+        scaled
     }
-    // n is an integer in -192..=192: the product is exact in f64, so one rounding to f32
-    // (subnormals included) is what `vscalefps` gives.
-    let scale = f64::from_bits(((n as i64 + 1023) as u64) << 52);
-    (j as f64 * scale) as f32
 }
 
 /// The AVX2/NEON variant: `e^b − 1` as `j`, then `k + k·j` with `k = 2^n` built in the

@@ -318,7 +318,7 @@ pub(crate) fn gather_dots<S: Simd>(s: S, xs: &[f32], m: Gathered<'_>, out: &mut 
 
 /// `out_g += Σ_i w[g·n + i] · row_i` for each output vector `out_g` (`len` values). Each
 /// element's products go to 16 lanes by row (row `i` to lane `i mod 16`), each lane a chain of
-/// fused multiply-adds in row order (zero weights skipped), and the lanes are summed by the
+/// fused multiply-adds in row order (zero weights add nothing), and the lanes are summed by the
 /// fixed 16-lane tree: the order in which llama.cpp's prompt batches (tinyBLAS, 16 cells at a
 /// time) multiply attention's probabilities with the values.
 #[inline(always)]
@@ -327,16 +327,23 @@ pub(crate) fn gather_axpy<S: Simd>(s: S, w: &[f32], m: Gathered<'_>, out: &mut [
     for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
         let wg = &w[g * n..(g + 1) * n];
         let (oc, ot) = o.as_chunks_mut::<16>();
+        let (wfull, wrest) = wg.as_chunks::<16>();
+        let (rfull, rrest) = m.rows.as_chunks::<16>();
         for (c, o) in oc.iter_mut().enumerate() {
+            let chunk = |r: u32| m.row(r)[16 * c..].first_chunk::<16>();
             let mut acc = [s.fzero(); 16];
-            for (ws, rs) in wg.chunks(16).zip(m.rows.chunks(16)) {
-                for (l, (&wi, &r)) in ws.iter().zip(rs).enumerate() {
-                    if wi != 0.0 {
-                        let x = m.row(r)[16 * c..].first_chunk::<16>();
-                        if let Some(x) = x {
-                            acc[l] = s.fma(acc[l], s.fsplat(wi), s.fload(x));
-                        }
+            // Whole groups of 16 rows, unrolled so that the lanes stay in registers. A zero
+            // weight adds `0·x = ±0` to a lane that is never −0: nothing, as skipping it.
+            for (ws, rs) in wfull.iter().zip(rfull) {
+                for l in 0..16 {
+                    if let Some(x) = chunk(rs[l]) {
+                        acc[l] = s.fma(acc[l], s.fsplat(ws[l]), s.fload(x));
                     }
+                }
+            }
+            for (l, (&wi, &r)) in wrest.iter().zip(rrest).enumerate() {
+                if let Some(x) = chunk(r) {
+                    acc[l] = s.fma(acc[l], s.fsplat(wi), s.fload(x));
                 }
             }
             for step in [8, 4, 2, 1] {

@@ -294,7 +294,7 @@ pub(crate) trait Q8Act: ScalarAct {
     fn quantize_neon(t: aarch64::Neon, x: &[f32], out: &mut [Self]);
 }
 
-/// Quantizes activations on `isa` (the reference quantizer if this CPU lacks it), after the
+/// Quantizes activations on `isa` (the scalar path if this CPU or build lacks it), after the
 /// lengths are checked.
 pub(crate) fn quantize_activations<A: Q8Act>(
     isa: Isa,
@@ -309,8 +309,9 @@ pub(crate) fn quantize_activations<A: Q8Act>(
         return A::quantize_scalar(x, out);
     }
     match isa {
+        // The AVX2 quantizers round as llama.cpp's AVX build does (Q8_K: as the reference).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 => {
+        Isa::Avx2 | Isa::Avx512 if ACT_X86 || A::TYPE == crate::types::GgmlType::Q8K => {
             if let Some(t) = x86_64::Avx2::new() {
                 A::quantize_avx2(t, x, out);
                 return Ok(());
@@ -328,21 +329,26 @@ pub(crate) fn quantize_activations<A: Q8Act>(
     A::quantize_scalar(x, out)
 }
 
-/// How llama.cpp's CPU backend rounds activations to Q8_0/Q8_1 on this target (its
-/// `from_float`, which is not the reference quantizer that makes Q8_0 weight files): the
-/// scale `d = amax/127`, and the multiplier and rounding of each value. On x86-64 (AVX builds)
-/// the multiplier is `127/amax` and halves round to even; on AArch64 it is `1/d`, halves to
-/// even; elsewhere the reference's `1/d`, halves away from zero. Every instruction set of one
-/// target quantizes this way, so a row's bytes depend on the target, not on the CPU.
+/// How llama.cpp's CPU backend rounds activations to Q8_0/Q8_1 in a build for this target
+/// (its `from_float`, which is not the reference quantizer that makes Q8_0 weight files): the
+/// scale `d = amax/127`, and the multiplier and rounding of each value. In x86-64 builds with
+/// AVX the multiplier is `127/amax` and halves round to even; on AArch64 it is `1/d`, halves
+/// to even; elsewhere the reference's `1/d`, halves away from zero. Every instruction set of
+/// one build quantizes this way, so a row's bytes depend on the build, not on the CPU.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ActQ8;
+
+/// Whether this build's multiplier is `127/amax` (llama.cpp's AVX quantizer).
+const ACT_X86: bool = cfg!(all(target_arch = "x86_64", target_feature = "avx"));
+/// Whether this build rounds halves to even.
+const ACT_EVEN: bool = ACT_X86 || cfg!(target_arch = "aarch64");
 
 impl ActQ8 {
     /// `(d, multiplier)` for a block whose largest magnitude is `amax`.
     #[inline(always)]
     pub(crate) fn scale(amax: f32) -> (f32, f32) {
         let d = amax / 127.0;
-        if cfg!(target_arch = "x86_64") {
+        if ACT_X86 {
             (d, if amax != 0.0 { 127.0 / amax } else { 0.0 })
         } else {
             (d, if d != 0.0 { 1.0 / d } else { 0.0 })
@@ -352,7 +358,7 @@ impl ActQ8 {
     /// One scaled value to its quant (saturating, NaN to 0).
     #[inline(always)]
     pub(crate) fn round(v: f32) -> i8 {
-        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        if ACT_EVEN {
             v.round_ties_even() as i8
         } else {
             v.round() as i8
