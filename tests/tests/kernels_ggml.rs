@@ -5,7 +5,8 @@
 //! AVX2 and FMA (llama.cpp's build follows ours), the 32-value formats' results must be ggml's
 //! bit for bit; the K-quants' (whose x86 kernels order their float steps differently) may
 //! differ by the order of float additions. Random weights cover every format; the default
-//! model's own Q4_1 and Q8_0 matrices follow.
+//! model's own Q4_1 and Q8_0 matrices follow. ggml's vector `swiglu` and `soft_max` (its
+//! polynomial `exp`) are compared with `engine::numerics` bit for bit on those builds too.
 #![cfg(feature = "llama-cpp")]
 
 use llama_cpp_sys_2 as sys;
@@ -193,5 +194,95 @@ fn default_model_matrices_agree_with_ggml() {
             .map(|_| lcg(&mut seed) * lcg(&mut seed) * 4.0)
             .collect();
         check(t.ty(), bytes, rows, cols, &x, name);
+    }
+}
+
+// ggml's own vector routines, exported by its CPU library with C linkage.
+extern "C" {
+    fn ggml_vec_swiglu_f32(n: i32, y: *mut f32, x: *const f32, g: *const f32);
+    fn ggml_vec_soft_max_f32(n: i32, y: *mut f32, x: *const f32, max: f32) -> f64;
+}
+
+/// Values across SiLU's and `exp`'s whole range: ordinary, large, tiny, saturating.
+fn wide_values(n: usize, seed: &mut u64) -> Vec<f32> {
+    (0..n)
+        .map(|i| match i % 7 {
+            0 => lcg(seed) * 120.0,
+            1 => lcg(seed) * 1e-3,
+            2 => lcg(seed) * 30.0,
+            _ => lcg(seed) * 6.0,
+        })
+        .collect()
+}
+
+/// `engine::numerics::swiglu` is ggml's `swiglu` bit for bit, vector part and tail.
+#[test]
+#[cfg_attr(
+    not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )),
+    ignore = "engine::numerics follows ggml's vector code on x86 builds with AVX2 and FMA"
+)]
+fn swiglu_equals_ggml_s() {
+    let mut seed = 5;
+    for n in [1536, 1541, 7] {
+        let x = wide_values(n, &mut seed);
+        let g = wide_values(n, &mut seed);
+        let mut theirs = vec![0f32; n];
+        // SAFETY: `x`, `g` and `theirs` hold `n` floats each.
+        unsafe { ggml_vec_swiglu_f32(n as i32, theirs.as_mut_ptr(), x.as_ptr(), g.as_ptr()) };
+        let mut ours = x.clone();
+        engine::numerics::swiglu(&mut ours, &g);
+        for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+            assert!(
+                o.to_bits() == t.to_bits(),
+                "n {n}, element {i} (x {}, g {}): ours {o:e}, ggml {t:e}",
+                x[i],
+                g[i]
+            );
+        }
+    }
+}
+
+/// `engine::numerics::softmax` is ggml's `soft_max` over a row padded to whole vectors with
+/// masked (−∞) cells, as llama.cpp's KV cache pads it: exps, per-vector sums in f64 and the
+/// scaling by `(f32)(1/sum)`, bit for bit.
+#[test]
+#[cfg_attr(
+    not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )),
+    ignore = "engine::numerics follows ggml's vector code on x86 builds with AVX2 and FMA"
+)]
+fn softmax_equals_ggml_s_on_a_padded_row() {
+    let mut seed = 9;
+    for n in [256usize, 37, 1, 130] {
+        let x: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 12.0).collect();
+        let padded = n.div_ceil(16) * 16;
+        let mut xp = x.clone();
+        xp.resize(padded, f32::NEG_INFINITY);
+        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut theirs = vec![0f32; padded];
+        // SAFETY: `xp` and `theirs` hold `padded` floats each.
+        let sum =
+            unsafe { ggml_vec_soft_max_f32(padded as i32, theirs.as_mut_ptr(), xp.as_ptr(), max) };
+        let inv = (1.0 / sum) as f32;
+        let mut ours = x.clone();
+        engine::numerics::softmax(&mut ours);
+        for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+            let t = t * inv;
+            assert!(
+                o.to_bits() == t.to_bits(),
+                "n {n}, element {i}: ours {o:e}, ggml {t:e}"
+            );
+        }
+        assert!(
+            theirs[n..].iter().all(|&v| v == 0.0),
+            "masked cells add nothing"
+        );
     }
 }
