@@ -265,6 +265,12 @@ pub(crate) fn gather_dots(isa: Isa, xs: &[f32], m: generic::Gathered<'_>, out: &
     if GATHER_LANES != 16 {
         return scalar::gather_dots(xs, m, out);
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && m.len.is_multiple_of(16) {
+        if let Some(t) = x86_64::Avx512::new() {
+            return x86_64::gather::gather_dots(t, xs, m, out);
+        }
+    }
     on_token!(isa, t => t.gather_dots(xs, m, out));
     scalar::gather_dots(xs, m, out)
 }

@@ -14,6 +14,7 @@ use half::{bf16, f16};
 
 use super::generic::Simd;
 
+pub(crate) mod gather;
 pub(crate) mod paired;
 
 /// Proof that the CPU has AVX2, FMA and F16C.
