@@ -215,7 +215,7 @@ fn wide_values(n: usize, seed: &mut u64) -> Vec<f32> {
         .collect()
 }
 
-/// `engine::numerics::swiglu` is ggml's `swiglu` bit for bit, vector part and tail.
+/// `engine::numerics` is ggml's vector code bit for bit: SwiGLU and softmax.
 #[test]
 #[cfg_attr(
     not(all(
@@ -225,6 +225,12 @@ fn wide_values(n: usize, seed: &mut u64) -> Vec<f32> {
     )),
     ignore = "engine::numerics follows ggml's vector code on x86 builds with AVX2 and FMA"
 )]
+fn numerics_equal_ggml_s() {
+    swiglu_equals_ggml_s();
+    softmax_equals_ggml_s_on_a_padded_row();
+}
+
+/// `engine::numerics::swiglu` is ggml's `swiglu` bit for bit, vector part and tail.
 fn swiglu_equals_ggml_s() {
     let mut seed = 5;
     for n in [1536, 1541, 7] {
@@ -249,15 +255,6 @@ fn swiglu_equals_ggml_s() {
 /// `engine::numerics::softmax` is ggml's `soft_max` over a row padded to whole vectors with
 /// masked (−∞) cells, as llama.cpp's KV cache pads it: exps, per-vector sums in f64 and the
 /// scaling by `(f32)(1/sum)`, bit for bit.
-#[test]
-#[cfg_attr(
-    not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )),
-    ignore = "engine::numerics follows ggml's vector code on x86 builds with AVX2 and FMA"
-)]
 fn softmax_equals_ggml_s_on_a_padded_row() {
     let mut seed = 9;
     for n in [256usize, 37, 1, 130] {
