@@ -123,21 +123,11 @@ fn reduce_tree<const L: usize>(mut lanes: [f32; L]) -> f32 {
 }
 
 /// The fixed reduction tree of 8 lanes: `l + 4`, then `l + 2`, `l + 1`.
-pub(crate) fn reduce8(mut lanes: [f32; 8]) -> f32 {
-    for step in [4, 2, 1] {
-        for l in 0..step {
-            lanes[l] += lanes[l + step];
-        }
-    }
-    lanes[0]
+pub(crate) fn reduce8(lanes: [f32; 8]) -> f32 {
+    reduce_tree(lanes)
 }
 
 /// The fixed reduction tree of 16 lanes: `l + 8`, then `l + 4`, `l + 2`, `l + 1`.
-pub(crate) fn reduce16(mut lanes: [f32; 16]) -> f32 {
-    for step in [8, 4, 2, 1] {
-        for l in 0..step {
-            lanes[l] += lanes[l + step];
-        }
-    }
-    lanes[0]
+pub(crate) fn reduce16(lanes: [f32; 16]) -> f32 {
+    reduce_tree(lanes)
 }
