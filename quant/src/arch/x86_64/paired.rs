@@ -78,6 +78,16 @@ pub(crate) trait PairWeight: QFormat<Act: PairAct> {
     fn unsigned(t: Avx512, w: &Self) -> __m256i;
     /// `d` in the low half and the minimum (or zero) in the high half, as raw f16 bits.
     fn dm(w: &Self) -> u32;
+    /// [`Self::unsigned`] with every dword twice (`q0, q0, q1, q1, ...`), as the tiled kernel
+    /// meets a pair of activation rows with it.
+    #[inline(always)]
+    fn unsigned_dup(t: Avx512, w: &Self) -> __m512i {
+        // SAFETY: AVX-512 F is present (token).
+        unsafe {
+            let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+            _mm512_permutexvar_epi32(dup, _mm512_castsi256_si512(Self::unsigned(t, w)))
+        }
+    }
     /// Two blocks' [`Self::unsigned`] quants in the order the single-row kernel reads them:
     /// elements 0..16 of `a`, of `b`, then elements 16..32 of `a`, of `b`.
     #[inline(always)]
@@ -111,6 +121,27 @@ fn nibbles2(qa: &[u8; 16], qb: &[u8; 16]) -> __m512i {
     }
 }
 
+/// A nibble block's quants with every dword twice: the 16 bytes' dwords duplicated into both
+/// halves of the register, the upper half shifted down to its high nibbles.
+///
+/// The obvious form (unpack both nibble halves into 256 bits, then permute the dwords, which
+/// [`PairWeight::unsigned_dup`] does for the other formats) is one chain of shuffles that
+/// LLVM's combiner never finishes with when the target has AVX-512 VBMI (`target-cpu=native`
+/// on Zen 4/5 or Ice Lake compiled for over 40 minutes); a variable shift between the two
+/// shuffles keeps it apart.
+#[inline(always)]
+fn nibbles_dup(q: &[u8; 16]) -> __m512i {
+    // SAFETY: AVX-512 F/BW are present (callers run under the token); the load reads 16 bytes.
+    unsafe {
+        let v = _mm512_castsi128_si512(_mm_loadu_si128(q.as_ptr().cast()));
+        let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1, 2, 2, 3, 3);
+        let both = _mm512_permutexvar_epi32(dup, v);
+        // 16-bit lanes 0..16 (the low 256 bits) shifted by 0, lanes 16..32 by 4.
+        let shifts = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+        _mm512_and_si512(_mm512_srlv_epi16(both, shifts), _mm512_set1_epi8(0xf))
+    }
+}
+
 #[inline(always)]
 fn dm_bits(d: f16, m: f16) -> u32 {
     d.to_bits() as u32 | (m.to_bits() as u32) << 16
@@ -128,6 +159,10 @@ impl PairWeight for BlockQ4_0 {
         dm_bits(w.d, f16::ZERO)
     }
     #[inline(always)]
+    fn unsigned_dup(_: Avx512, w: &Self) -> __m512i {
+        nibbles_dup(&w.qs)
+    }
+    #[inline(always)]
     fn unsigned2(_: Avx512, a: &Self, b: &Self) -> __m512i {
         nibbles2(&a.qs, &b.qs)
     }
@@ -143,6 +178,10 @@ impl PairWeight for BlockQ4_1 {
     #[inline(always)]
     fn dm(w: &Self) -> u32 {
         dm_bits(w.d, w.m)
+    }
+    #[inline(always)]
+    fn unsigned_dup(_: Avx512, w: &Self) -> __m512i {
+        nibbles_dup(&w.qs)
     }
     #[inline(always)]
     fn unsigned2(_: Avx512, a: &Self, b: &Self) -> __m512i {
@@ -382,7 +421,6 @@ fn tile_row<F: PairWeight, const P: usize>(t: Avx512, w: &[F], d: &TileData<'_>,
     // line or scale slot of the tile: `w.len()` blocks, `P` lines and one scale row each,
     // which `chunk_impl` checked the packed data holds.
     unsafe {
-        let dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
         let mut acc = [_mm512_setzero_ps(); P];
         let mut terms = _mm256_setzero_ps();
         #[inline(always)]
@@ -391,13 +429,12 @@ fn tile_row<F: PairWeight, const P: usize>(t: Avx512, w: &[F], d: &TileData<'_>,
             wb: &F,
             k: usize,
             d: &TileData<'_>,
-            dup: __m512i,
             acc: &mut [__m512; P],
             terms: &mut __m256,
         ) {
             // SAFETY: as in `tile_row`.
             unsafe {
-                let wz = _mm512_permutexvar_epi32(dup, _mm512_castsi256_si512(F::unsigned(t, wb)));
+                let wz = F::unsigned_dup(t, wb);
                 let f = _mm_cvtph_ps(_mm_cvtsi32_si128(F::dm(wb) as i32));
                 let dw = _mm512_broadcastss_ps(f);
                 let sc = d.scales.get_unchecked(k);
@@ -425,7 +462,7 @@ fn tile_row<F: PairWeight, const P: usize>(t: Avx512, w: &[F], d: &TileData<'_>,
             }
         }
         for (k, wb) in w.iter().enumerate() {
-            step::<F, P>(t, wb, k, d, dup, &mut acc, &mut terms);
+            step::<F, P>(t, wb, k, d, &mut acc, &mut terms);
         }
         let mut tsum = [0f32; 8];
         _mm256_storeu_ps(tsum.as_mut_ptr(), terms);
