@@ -3,12 +3,12 @@
 //! `llama-cpp` feature is on, so the two can be compared on one machine.
 //!
 //! - `prefill/<backend>`: one 512-token prompt evaluated in one batch (tokens/s).
-//! - `decode/<backend>`: 32 greedy single-sequence steps after a 128-token prompt, the
-//!   prompt not timed (tokens/s).
+//! - `decode/<backend>`: greedy single-sequence steps after a 128-token prompt, the prompt
+//!   not timed (tokens/s); as many steps as the samples below have new tokens.
 //! - `batched/<backend>`: 64 samples sharing one 128-token prompt, 128 new tokens each at
 //!   temperature 1 without stopping at end-of-generation (generated tokens/s). One iteration
-//!   generates 8192 tokens; `PASSUNTIL_BENCH_NEW_TOKENS=N` shortens the samples for a quick
-//!   look.
+//!   generates 8192 tokens; `PASSUNTIL_BENCH_NEW_TOKENS=N` sets the new tokens of both
+//!   cases (`benches/yardstick.py` uses 32, beside llama.cpp's tools on the same shapes).
 //!
 //! `PASSUNTIL_BENCH_THREADS` sets the threads of both engines (default 2, the targets' setting).
 //!
@@ -108,13 +108,14 @@ fn cases(c: &mut Criterion, name: &str, open: &mut Open<'_>) {
     {
         let mut g = c.benchmark_group("decode");
         g.sample_size(10).warm_up_time(Duration::from_secs(1));
-        g.throughput(Throughput::Elements(32));
-        let mut b = open(256, 1);
+        let steps = new_tokens();
+        g.throughput(Throughput::Elements(steps as u64));
+        let mut b = open((128 + steps + 1) as u32, 1);
         let p = prompt(128);
         g.bench_function(BenchmarkId::from_parameter(name), |bench| {
             bench.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| decode_steps(b.as_mut(), &p, 32, &mut logits))
+                    .map(|_| decode_steps(b.as_mut(), &p, steps, &mut logits))
                     .sum()
             })
         });
@@ -151,13 +152,17 @@ fn engines(c: &mut Criterion) {
     {
         use engine::llama_cpp::{ContextOptions, LlamaCppModel};
         let lm = LlamaCppModel::load(&path, 0).unwrap();
+        // A stream of cells per sequence, as `pass-until run` uses llama.cpp (and as
+        // llama-batched-bench does): each holds the prompt and one sample's tokens.
+        let per_seq = (128 + new_tokens() + 1).next_multiple_of(256) as u32;
         let mut open: Open<'_> = Box::new(|n_ctx, n_seq| {
             Box::new(
                 lm.backend(&ContextOptions {
-                    n_ctx,
+                    n_ctx: if n_seq > 1 { n_seq * per_seq } else { n_ctx },
                     n_seq_max: n_seq,
                     n_threads: Some(t as u32),
                     n_batch: 512,
+                    unified_kv: false,
                     ..ContextOptions::default()
                 })
                 .unwrap(),

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use engine::backend::{Backend, BackendError, Batch, Logits, TokenizeOptions};
 use serde::Serialize;
 
+use crate::generate::BackendKind;
 use crate::metrics::perplexity::{
     compare_token, scored_positions, summarize, EncodedRow, KlSummary, TokenComparison,
 };
@@ -27,6 +28,9 @@ pub enum CompareError {
     /// Settings or inputs that cannot work.
     #[error("{0}")]
     Settings(String),
+    /// The backend asked for was not compiled in.
+    #[error("{0}")]
+    Unavailable(&'static str),
     /// A model file could not be read.
     #[error(transparent)]
     Gguf(#[from] quant::gguf::GgufError),
@@ -41,6 +45,8 @@ pub struct CompareOptions {
     pub chunks: Option<usize>,
     /// Threads per model.
     pub threads: Option<u32>,
+    /// The engine that runs every model.
+    pub backend: BackendKind,
 }
 
 impl Default for CompareOptions {
@@ -49,6 +55,7 @@ impl Default for CompareOptions {
             ctx: 512,
             chunks: None,
             threads: None,
+            backend: BackendKind::Native,
         }
     }
 }
@@ -205,15 +212,13 @@ pub fn compare_on(
     })
 }
 
-/// Loads every model on llama.cpp and compares them.
-#[cfg(feature = "llama-cpp")]
+/// Loads every model on `opts.backend` and compares them.
 pub fn compare(
     reference: &Path,
     models: &[PathBuf],
     text: &[u8],
     opts: &CompareOptions,
 ) -> Result<CompareReport, CompareError> {
-    use engine::llama_cpp::{ContextOptions, LlamaCppModel};
     let paths: Vec<&Path> = std::iter::once(reference)
         .chain(models.iter().map(PathBuf::as_path))
         .collect();
@@ -221,6 +226,38 @@ pub fn compare(
         .iter()
         .map(|p| FileFacts::of(p))
         .collect::<Result<Vec<_>, _>>()?;
+    match opts.backend {
+        BackendKind::Native => {
+            let loaded = paths
+                .iter()
+                .map(|p| engine::native::NativeModel::load(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut backends = loaded
+                .iter()
+                .map(|m| {
+                    let b = m.backend(opts.ctx as u32, 1)?;
+                    match opts.threads {
+                        Some(t) => b.with_threads(t as usize),
+                        None => Ok(b),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut dyns: Vec<&mut dyn Backend> =
+                backends.iter_mut().map(|b| b as &mut dyn Backend).collect();
+            compare_on(&mut dyns, facts, text, opts)
+        }
+        BackendKind::LlamaCpp => compare_on_llama_cpp(&paths, facts, text, opts),
+    }
+}
+
+#[cfg(feature = "llama-cpp")]
+fn compare_on_llama_cpp(
+    paths: &[&Path],
+    facts: Vec<FileFacts>,
+    text: &[u8],
+    opts: &CompareOptions,
+) -> Result<CompareReport, CompareError> {
+    use engine::llama_cpp::{ContextOptions, LlamaCppModel};
     let loaded = paths
         .iter()
         .map(|p| LlamaCppModel::load(p, 0))
@@ -242,18 +279,15 @@ pub fn compare(
     compare_on(&mut dyns, facts, text, opts)
 }
 
-/// Without llama.cpp there is no backend to compare on yet.
 #[cfg(not(feature = "llama-cpp"))]
-pub fn compare(
-    _: &Path,
-    _: &[PathBuf],
+fn compare_on_llama_cpp(
+    _: &[&Path],
+    _: Vec<FileFacts>,
     _: &[u8],
     _: &CompareOptions,
 ) -> Result<CompareReport, CompareError> {
-    Err(CompareError::Settings(
-        "compare runs models on llama.cpp until the native engine lands; rebuild with \
-         `--features llama-cpp` (needs cmake, clang and libclang-dev)"
-            .into(),
+    Err(CompareError::Unavailable(
+        crate::generate::WITHOUT_LLAMA_CPP,
     ))
 }
 

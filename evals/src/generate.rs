@@ -371,6 +371,10 @@ pub enum OpenError {
     Backend(#[from] BackendError),
 }
 
+/// What a command that asks for llama.cpp says in a build without it.
+pub(crate) const WITHOUT_LLAMA_CPP: &str = "this pass-until was built without llama.cpp; rebuild \
+     with `--features llama-cpp` (needs cmake, clang and libclang-dev)";
+
 /// Loads `model` on `kind` with a cache of `n_ctx` cells for up to `n_seq` sequences
 /// (llama.cpp caps sequences at its own limit) and runs `f` on it.
 pub fn with_backend<T>(
@@ -421,9 +425,7 @@ fn with_llama_cpp<T>(
     _: u32,
     _: impl FnOnce(&mut dyn Backend) -> Result<T, BackendError>,
 ) -> Result<T, OpenError> {
-    Err(OpenError::Unavailable(
-        "this pass-until was built without llama.cpp; rebuild with `--features llama-cpp` (needs cmake, clang and libclang-dev)".into(),
-    ))
+    Err(OpenError::Unavailable(WITHOUT_LLAMA_CPP.into()))
 }
 
 /// Loads `model` on `kind` and generates.

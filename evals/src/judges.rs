@@ -2,23 +2,18 @@
 //!
 //! Text judges ([`judge_text`]) compare the completion with the problem's targets (exact,
 //! normalized, contains, regex, numeric). Multiple choice is judged from the choices'
-//! log-likelihoods ([`judge_choices`]). Code is judged by running it: [`Sandbox`] runs the
-//! program with python3 in a subprocess with a wall-clock timeout and CPU-time, address-space,
-//! file-size and process-count limits, in a fresh private temporary directory with a cleared
-//! environment, without network (a new network namespace), and, when passuntil runs as root,
-//! under an unprivileged uid of its own. The five verdicts are distinct. [`VerdictCache`] keeps
+//! log-likelihoods ([`judge_choices`]). Code is judged by running it ([`judge_program`]) in the
+//! [`Sandbox`] of [`crate::sandbox`]: namespaces of its own per judgement, limits, and a pass
+//! only when the tests provably ran. The five verdicts are distinct. [`VerdictCache`] keeps
 //! one verdict per (problem, completion).
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::sandbox::{Isolation, Limits, Sandbox};
 use crate::tasks::{Check, Normalize, Problem, Prompt};
 
 /// The outcome of judging one completion.
@@ -180,266 +175,29 @@ pub fn judge_choices(check: &Check, loglikelihoods: &[f64]) -> Verdict {
 /// The program a HumanEval-style check runs: `prompt + completion + "\n" + test + "\n" +
 /// "check(entry_point)"`.
 pub fn program_source(problem: &Problem, completion: &str) -> Option<String> {
+    let (body, entry_point) = program_parts(problem, completion)?;
+    Some(format!("{body}check({entry_point})\n"))
+}
+
+/// [`program_source`] in the two parts [`Sandbox::check`] takes: the program up to the tests
+/// (`prompt + completion + "\n" + test + "\n"`) and the entry point `check` is called with.
+pub fn program_parts<'p>(problem: &'p Problem, completion: &str) -> Option<(String, &'p str)> {
     let (Prompt::Text(prompt), Check::Program { test, entry_point }) =
         (&problem.prompt, &problem.check)
     else {
         return None;
     };
-    Some(format!(
-        "{prompt}{completion}\n{test}\ncheck({entry_point})\n"
-    ))
+    Some((format!("{prompt}{completion}\n{test}\n"), entry_point))
 }
 
-/// Resource limits for one program run.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Wall-clock time.
-    pub wall: Duration,
-    /// CPU seconds.
-    pub cpu_seconds: u64,
-    /// Address space, bytes.
-    pub address_space: u64,
-    /// Largest file it may write, bytes.
-    pub file_size: u64,
-    /// Processes (and threads) of the sandbox user.
-    pub processes: u64,
-    /// Output kept from stdout/stderr, bytes.
-    pub output: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            wall: Duration::from_secs(3),
-            cpu_seconds: 3,
-            address_space: 1 << 30,
-            file_size: 16 << 20,
-            processes: 64,
-            output: 16 << 10,
-        }
+/// Judges a program check in `sandbox` (see [`Sandbox::check`]).
+pub fn judge_program(sandbox: &Sandbox, problem: &Problem, completion: &str) -> Verdict {
+    match program_parts(problem, completion) {
+        Some((body, entry_point)) => sandbox.check(&body, entry_point).0,
+        None => Verdict::SandboxError {
+            detail: "a program check needs a text prompt".into(),
+        },
     }
-}
-
-/// How a [`Sandbox`] isolates programs on this machine.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Isolation {
-    /// Root: a new network namespace, and each run gets its own unprivileged uid (so the
-    /// process limit applies per run, the user's files are out of reach, and everything the
-    /// run started can be killed by uid afterwards).
-    NetnsOwnUid,
-    /// Not root: a new user and network namespace.
-    UserNetns,
-    /// The OS refuses new namespaces (some containers): limits, a private directory and a
-    /// cleared environment still apply, but the program can reach the network. Reported by
-    /// [`Sandbox::isolation`] so that runs record it.
-    LimitsOnly,
-}
-
-/// Runs untrusted programs under limits; see the module docs.
-#[derive(Clone, Debug)]
-pub struct Sandbox {
-    /// The interpreter.
-    pub python: PathBuf,
-    /// Limits per run.
-    pub limits: Limits,
-    isolation: Isolation,
-}
-
-impl Sandbox {
-    /// A sandbox with default limits. Fails (naming what is missing) if the tools it needs
-    /// (`unshare`, `prlimit`, `setpriv` from util-linux; python3) cannot isolate a program here.
-    pub fn new(limits: Limits) -> Result<Self, String> {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout.starts_with(b"0\n"))
-            .unwrap_or(false);
-        let isolation = if root {
-            Isolation::NetnsOwnUid
-        } else {
-            Isolation::UserNetns
-        };
-        let s = Sandbox {
-            python: PathBuf::from("python3"),
-            limits,
-            isolation,
-        };
-        match s.run("print('ok')") {
-            (Verdict::Pass, out) if out.contains("ok") => Ok(s),
-            (v, out) => Err(format!("the sandbox cannot run python3 here: {v:?} {out}")),
-        }
-    }
-
-    /// How programs are isolated.
-    pub fn isolation(&self) -> &Isolation {
-        &self.isolation
-    }
-
-    /// Runs a Python program; returns the verdict (exit 0 passes) and the captured output.
-    pub fn run(&self, source: &str) -> (Verdict, String) {
-        match self.try_run(source) {
-            Ok(r) => r,
-            Err(e) => (Verdict::SandboxError { detail: e }, String::new()),
-        }
-    }
-
-    fn try_run(&self, source: &str) -> Result<(Verdict, String), String> {
-        let l = &self.limits;
-        let dir = tempfile::Builder::new()
-            .prefix("passuntil-judge-")
-            .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?;
-        let prog = dir.path().join("prog.py");
-        let uid = next_uid();
-        std::fs::write(&prog, source).map_err(|e| format!("writing the program: {e}"))?;
-        let mut cmd = Command::new(if self.isolation == Isolation::LimitsOnly {
-            "prlimit"
-        } else {
-            "unshare"
-        });
-        match self.isolation {
-            Isolation::LimitsOnly => {}
-            Isolation::NetnsOwnUid => {
-                std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534))
-                    .and_then(|_| std::os::unix::fs::chown(&prog, Some(65534), Some(65534)))
-                    .map_err(|e| format!("chown to nobody: {e}"))?;
-                cmd.args([
-                    "--net",
-                    "--",
-                    "setpriv",
-                    "--reuid=65534",
-                    "--regid=65534",
-                    "--clear-groups",
-                    "--no-new-privs",
-                ]);
-                cmd.arg("prlimit");
-            }
-            Isolation::UserNetns => {
-                cmd.args(["--net", "--map-root-user", "--", "prlimit"]);
-            }
-        }
-        cmd.arg(format!("--cpu={}", l.cpu_seconds))
-            .arg(format!("--as={}", l.address_space))
-            .arg(format!("--fsize={}", l.file_size))
-            .arg(format!("--nproc={}", l.processes))
-            .arg("--core=0")
-            .arg("--")
-            .arg(&self.python)
-            .args(["-I", "-B"])
-            .arg(&prog)
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", dir.path())
-            .env("TMPDIR", dir.path())
-            .env("LANG", "C.UTF-8")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let start = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("spawning the sandbox: {e}"))?;
-        let pgid = child.id();
-        let cap = l.output;
-        let drain = |r: Option<Box<dyn Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut kept = Vec::new();
-                if let Some(mut r) = r {
-                    let mut buf = [0u8; 8192];
-                    while let Ok(n) = r.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        let room = cap.saturating_sub(kept.len());
-                        kept.extend_from_slice(&buf[..n.min(room)]);
-                    }
-                }
-                String::from_utf8_lossy(&kept).into_owned()
-            })
-        };
-        let out = drain(
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        );
-        let err = drain(
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        );
-        let mut timed_out = false;
-        let status = loop {
-            match child.try_wait().map_err(|e| format!("waiting: {e}"))? {
-                Some(s) => break s,
-                None if start.elapsed() >= l.wall => {
-                    timed_out = true;
-                    kill_group(pgid);
-                    let _ = child.kill();
-                    break child.wait().map_err(|e| format!("waiting: {e}"))?;
-                }
-                None => std::thread::sleep(Duration::from_millis(5)),
-            }
-        };
-        // Anything the program left running goes too: its process group, and in the root setup
-        // every process of its own uid (which catches children that left the group).
-        kill_group(pgid);
-        if self.isolation == Isolation::NetnsOwnUid {
-            let _ = Command::new("pkill")
-                .args(["-KILL", "-U", &uid.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        let stdout = out.join().unwrap_or_default();
-        let stderr = err.join().unwrap_or_default();
-        let tail: String = {
-            let lines: Vec<&str> = stderr.lines().rev().take(3).collect();
-            lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        };
-        use std::os::unix::process::ExitStatusExt;
-        let verdict = if timed_out {
-            Verdict::Timeout
-        } else if let Some(sig) = status.signal() {
-            match sig {
-                // SIGXCPU / SIGKILL after the CPU limit.
-                24 | 9 => Verdict::Timeout,
-                _ => Verdict::Crash {
-                    detail: format!("killed by signal {sig}"),
-                },
-            }
-        } else if status.success() {
-            Verdict::Pass
-        } else if stderr.contains("setpriv:")
-            || stderr.contains("unshare:")
-            || stderr.contains("prlimit:")
-        {
-            Verdict::SandboxError { detail: tail }
-        } else {
-            Verdict::fail(tail)
-        };
-        Ok((verdict, format!("{stdout}{stderr}")))
-    }
-}
-
-/// A uid no one else uses, one per run: 200000 + a process-wide counter (cycling through
-/// 100000 ids), so concurrent runs never share a process budget.
-fn next_uid() -> u32 {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    200_000 + (std::process::id().wrapping_mul(7919).wrapping_add(n) % 100_000)
-}
-
-fn kill_group(pgid: u32) {
-    // `kill -KILL -PGID` through the kill(1) binary keeps this crate free of unsafe code.
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// One verdict per (problem id, completion), shared between threads.

@@ -12,6 +12,7 @@
 //! - [`probe`]: matrix entropy, outlier features and the logit lens through the native
 //!   engine's hooks.
 //! - [`judges`]: text, multiple-choice and sandboxed program judges, and a verdict cache.
+//! - [`sandbox`]: the program judge's namespaces, limits and proof that the tests ran.
 //! - [`tasks`]: problems from native JSONL, BIG-bench `task.json` and HumanEval files.
 //!
 //! ```no_run
@@ -30,5 +31,6 @@ pub mod judges;
 pub mod metrics;
 pub mod probe;
 pub mod run;
+pub mod sandbox;
 pub mod study;
 pub mod tasks;

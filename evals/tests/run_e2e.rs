@@ -41,6 +41,8 @@ fn task(dir: &Path) -> PathBuf {
 fn run_on(task: &Path, out: &Path, settings: &[&str]) -> Vec<String> {
     let head = [
         "run",
+        "--backend",
+        "llama-cpp",
         "-m",
         "smollm2-135m",
         "--task",

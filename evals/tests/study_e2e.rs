@@ -3,6 +3,7 @@
 #![cfg(feature = "llama-cpp")]
 
 use evals::compare::CompareOptions;
+use evals::generate::BackendKind;
 use evals::run::{RunOptions, StopRule};
 use evals::study::{study, StudyOptions};
 use quant::requant::Target;
@@ -28,6 +29,7 @@ fn a_small_study_is_paired_cached_and_reported() {
     run.max_tokens = 6;
     run.exec.threads = Some(2);
     run.exec.batch = 8;
+    run.backend = BackendKind::LlamaCpp;
     let opts = StudyOptions {
         base,
         reference: None,
@@ -39,6 +41,7 @@ fn a_small_study_is_paired_cached_and_reported() {
                 ctx: 64,
                 chunks: Some(2),
                 threads: Some(2),
+                backend: BackendKind::LlamaCpp,
             },
         )),
         out: tmp.path().join("study"),

@@ -96,6 +96,9 @@ enum Command {
         /// Threads per model (default: every core).
         #[arg(short, long)]
         threads: Option<u32>,
+        /// The engine that runs every model.
+        #[arg(long, value_enum, default_value_t = evals::generate::BackendKind::Native)]
+        backend: evals::generate::BackendKind,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -155,7 +158,7 @@ struct GenerateArgs {
     #[arg(long)]
     chat: bool,
     /// Which engine runs the model.
-    #[arg(long, value_enum, default_value_t = default_backend())]
+    #[arg(long, value_enum, default_value_t = evals::generate::BackendKind::Native)]
     backend: evals::generate::BackendKind,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -180,7 +183,7 @@ struct ScoreArgs {
     #[arg(short, long)]
     threads: Option<u32>,
     /// Which engine runs the model.
-    #[arg(long, value_enum, default_value_t = default_backend())]
+    #[arg(long, value_enum, default_value_t = evals::generate::BackendKind::Native)]
     backend: evals::generate::BackendKind,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -300,7 +303,7 @@ struct RunCommon {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Which engine runs the model.
-    #[arg(long, value_enum, default_value_t = default_backend())]
+    #[arg(long, value_enum, default_value_t = evals::generate::BackendKind::Native)]
     backend: evals::generate::BackendKind,
     #[command(flatten)]
     exec: ExecArgs,
@@ -431,14 +434,6 @@ impl ExecArgs {
     }
 }
 
-fn default_backend() -> evals::generate::BackendKind {
-    if cfg!(feature = "llama-cpp") {
-        evals::generate::BackendKind::LlamaCpp
-    } else {
-        evals::generate::BackendKind::Native
-    }
-}
-
 #[derive(Subcommand)]
 enum ModelsAction {
     /// List known models and whether they are cached.
@@ -522,6 +517,7 @@ fn run(cli: Cli) -> Result<()> {
             ctx,
             chunks,
             threads,
+            backend,
             json,
         } => {
             let reference = resolve_model(&reference)?;
@@ -539,6 +535,7 @@ fn run(cli: Cli) -> Result<()> {
                     ctx,
                     chunks,
                     threads,
+                    backend,
                 },
             )?;
             emit(&mut out, json, &report, || report.render())
@@ -954,6 +951,7 @@ fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
     };
     let threads = a.common.exec.threads;
     let run = a.common.options(base.clone(), a.out.clone());
+    let backend = run.backend;
     let opts = evals::study::StudyOptions {
         base,
         reference,
@@ -966,6 +964,7 @@ fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
                     ctx: a.ctx,
                     chunks: a.chunks,
                     threads,
+                    backend,
                 },
             )
         }),

@@ -75,6 +75,14 @@ pub enum RunError {
     /// The backend failed or is not available.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// Another process is running in the directory.
+    #[error("{} is in use by another pass-until (pid {holder}); wait for it to finish or stop it first", dir.display())]
+    Locked {
+        /// The run directory.
+        dir: PathBuf,
+        /// The process holding the lock, as it wrote it (`?` if unreadable).
+        holder: String,
+    },
     /// A judge failed (not a failing sample: the judge itself).
     #[error("judging sample {index} of '{problem}': {message}")]
     Judge {
@@ -139,15 +147,11 @@ impl Default for Exec {
 
 impl RunOptions {
     /// PassUntil with r = 2 and a cap of 100,000 samples, plain sampling at temperature 1,
-    /// 256 tokens, seed 0, batch 64, on the backend this build prefers.
+    /// 256 tokens, seed 0, batch 64, on the native engine.
     pub fn new(model: PathBuf, task: PathBuf, out: PathBuf) -> Self {
         RunOptions {
             model,
-            backend: if cfg!(feature = "llama-cpp") {
-                BackendKind::LlamaCpp
-            } else {
-                BackendKind::Native
-            },
+            backend: BackendKind::Native,
             task,
             format: Format::Auto,
             sampling: engine::sampling::SamplingParams::default(),
@@ -220,6 +224,10 @@ pub fn start(opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome, 
         _ => {}
     }
     opts.sampling.validate().map_err(BackendError::from)?;
+    // The task is read whole before anything is written, so a malformed file leaves no
+    // run.json behind to disagree with the fixed one.
+    let format = format_name(&opts.task, opts.format)?;
+    crate::tasks::load(&opts.task, opts.format)?;
     let config = RunConfig {
         format: FORMAT_VERSION,
         passuntil: env!("CARGO_PKG_VERSION").to_owned(),
@@ -227,7 +235,7 @@ pub fn start(opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome, 
         backend: backend_name(opts.backend).to_owned(),
         task: TaskRef {
             file: FileRef::of(&opts.task)?,
-            format: format_name(&opts.task, opts.format)?,
+            format,
         },
         sampling: opts.sampling.clone(),
         max_tokens: opts.max_tokens,
@@ -236,12 +244,14 @@ pub fn start(opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome, 
         seed: opts.seed,
         shard: opts.shard,
         merged_from: Vec::new(),
+        checksum: String::new(),
     };
     let dir = &opts.out;
     std::fs::create_dir_all(dir).map_err(|source| RunError::Io {
         path: dir.clone(),
         source,
     })?;
+    let _lock = lock_dir(dir)?;
     if dir.join("run.json").exists() {
         let old = RunConfig::load(dir)?;
         let mut differences = old.differences(&config);
@@ -262,8 +272,46 @@ pub fn start(opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome, 
 
 /// Continues the run in `dir` with its own settings.
 pub fn resume(dir: &Path, exec: &Exec, progress: &mut dyn Progress) -> Result<Outcome, RunError> {
+    let _lock = lock_dir(dir)?;
     let config = RunConfig::load(dir)?;
     execute(dir, &config, exec, progress)
+}
+
+/// Takes the run directory's lock (`DIR/.lock`, an exclusive `flock` held until the returned
+/// file is dropped, with the holder's pid written in it), or says who holds it. A lock left by
+/// a process that died is released by the kernel, so a restarted job takes it over.
+pub fn lock_dir(dir: &Path) -> Result<std::fs::File, RunError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(".lock");
+    let io = |source| RunError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(RunError::Locked {
+                dir: dir.to_path_buf(),
+                holder: if holder.is_empty() { "?" } else { holder }.to_owned(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    f.set_len(0).map_err(io)?;
+    f.rewind().map_err(io)?;
+    write!(f, "{}", std::process::id()).map_err(io)?;
+    f.flush().map_err(io)?;
+    Ok(f)
 }
 
 fn backend_kind(name: &str) -> Result<BackendKind, RunError> {
@@ -599,9 +647,7 @@ fn llama_cpp_backend(
     _: &mut Body<'_>,
 ) -> Result<Stats, RunError> {
     Err(RunError::Settings(
-        "this pass-until was built without llama.cpp; rebuild with `--features llama-cpp` \
-         (needs cmake, clang and libclang-dev)"
-            .into(),
+        crate::generate::WITHOUT_LLAMA_CPP.into(),
     ))
 }
 
@@ -685,6 +731,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, RunError> {
         path: out.to_path_buf(),
         source,
     })?;
+    let _lock = lock_dir(out)?;
     let samples = out.join("samples.jsonl");
     if samples.exists() || out.join("run.json").exists() {
         return Err(RunError::Settings(format!(
@@ -708,4 +755,24 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, RunError> {
         shards,
         samples: records.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_directory_has_one_user_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_dir(dir.path()).unwrap();
+        match lock_dir(dir.path()) {
+            Err(RunError::Locked { holder, .. }) => {
+                assert_eq!(holder, std::process::id().to_string())
+            }
+            other => panic!("{other:?}"),
+        }
+        // Released with its holder (as when a killed job's process goes).
+        drop(held);
+        lock_dir(dir.path()).unwrap();
+    }
 }

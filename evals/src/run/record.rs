@@ -40,6 +40,8 @@ impl FileRef {
         let mut f = File::open(path).map_err(io)?;
         let mut h = Sha256::new();
         let bytes = std::io::copy(&mut f, &mut h).map_err(io)?;
+        // Absolute, so that `resume` works from any directory.
+        let path = std::path::absolute(path).map_err(io)?;
         Ok(FileRef {
             path: path.display().to_string(),
             sha256: format!("{:x}", h.finalize()),
@@ -161,6 +163,10 @@ pub struct RunConfig {
     /// For merged runs, the shards they came from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<Shard>,
+    /// sha256 of the settings above as written, so an edited file is refused
+    /// ([`RunConfig::load`]); set by [`RunConfig::save`].
+    #[serde(default)]
+    pub checksum: String,
 }
 
 impl RunConfig {
@@ -226,17 +232,42 @@ impl RunConfig {
             line: e.line(),
             message: e.to_string(),
         })?;
+        let bad = |message: String| RunError::Malformed {
+            path: path.clone(),
+            line: 1,
+            message,
+        };
         if c.format != FORMAT_VERSION {
-            return Err(RunError::Malformed {
-                path,
-                line: 1,
-                message: format!(
-                    "run.json format {} is not the {FORMAT_VERSION} this passuntil reads",
-                    c.format
-                ),
-            });
+            return Err(bad(format!(
+                "run.json format {} is not the {FORMAT_VERSION} this passuntil reads",
+                c.format
+            )));
+        }
+        if c.checksum != c.settings_checksum() {
+            return Err(bad(
+                "run.json was changed since the run wrote it (its checksum does not match its \
+                 settings); restore it, or start a new run in another directory"
+                    .into(),
+            ));
+        }
+        for s in std::iter::once(&c.shard).chain(&c.merged_from) {
+            if s.count == 0 || s.index >= s.count {
+                return Err(bad(format!(
+                    "shard {}/{} is not a shard (expected I/N with 0 ≤ I < N)",
+                    s.index, s.count
+                )));
+            }
         }
         Ok(c)
+    }
+
+    /// The sha256 of every setting but the checksum itself, as JSON.
+    fn settings_checksum(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut c = self.clone();
+        c.checksum = String::new();
+        let json = serde_json::to_vec(&c).expect("a run config serializes");
+        format!("{:x}", Sha256::digest(&json))
     }
 
     /// Writes `DIR/run.json` atomically.
@@ -246,7 +277,11 @@ impl RunConfig {
             source,
         };
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        serde_json::to_writer_pretty(&mut tmp, self).map_err(|e| io(e.into()))?;
+        let sealed = RunConfig {
+            checksum: self.settings_checksum(),
+            ..self.clone()
+        };
+        serde_json::to_writer_pretty(&mut tmp, &sealed).map_err(|e| io(e.into()))?;
         tmp.write_all(b"\n").map_err(io)?;
         tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(dir.join("run.json")).map_err(|e| io(e.error))?;
@@ -476,6 +511,57 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn config() -> RunConfig {
+        let file = FileRef {
+            path: "/m.gguf".into(),
+            sha256: "ab".into(),
+            bytes: 1,
+        };
+        RunConfig {
+            format: FORMAT_VERSION,
+            passuntil: "0".into(),
+            model: file.clone(),
+            backend: "native".into(),
+            task: TaskRef {
+                file,
+                format: "jsonl".into(),
+            },
+            sampling: SamplingParams::default(),
+            max_tokens: 8,
+            stop: Vec::new(),
+            rule: StopRule::PassUntil {
+                r: 2,
+                max_samples: 10,
+            },
+            seed: 7,
+            shard: Shard { index: 1, count: 4 },
+            merged_from: Vec::new(),
+            checksum: String::new(),
+        }
+    }
+
+    #[test]
+    fn edited_or_impossible_run_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config();
+        c.save(dir.path()).unwrap();
+        let loaded = RunConfig::load(dir.path()).unwrap();
+        assert!(loaded.differences(&c).is_empty() && loaded.shard == c.shard);
+        let text = std::fs::read_to_string(dir.path().join("run.json")).unwrap();
+        let edit = |from: &str, to: &str| {
+            assert!(text.contains(from), "{from}");
+            std::fs::write(dir.path().join("run.json"), text.replace(from, to)).unwrap();
+            RunConfig::load(dir.path()).unwrap_err().to_string()
+        };
+        assert!(edit("\"seed\": 7", "\"seed\": 8").contains("changed since the run wrote it"));
+        // A shard count of 0 (which would divide by zero) is named, even with a valid checksum.
+        let mut zero = config();
+        zero.shard = Shard { index: 0, count: 0 };
+        zero.save(dir.path()).unwrap();
+        let e = RunConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("shard 0/0 is not a shard"), "{e}");
     }
 
     #[test]

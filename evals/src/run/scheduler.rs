@@ -19,7 +19,7 @@ use engine::sampling::{sample, SampleKey, SamplingParams};
 use super::record::{RunConfig, SampleRecord, SampleWriter};
 use super::state::ProblemState;
 use super::RunError;
-use crate::judges::{judge_text, program_source, Sandbox, Verdict, VerdictCache};
+use crate::judges::{judge_program, judge_text, Sandbox, Verdict, VerdictCache};
 use crate::tasks::{Check, Problem};
 
 /// A problem ready to sample: its prompt tokenized, its stop strings gathered.
@@ -322,13 +322,10 @@ fn record_judged(
 
 fn judge(problem: &Problem, text: &str, sandbox: Option<&Sandbox>) -> Verdict {
     match &problem.check {
-        Check::Program { .. } => match (sandbox, program_source(problem, text)) {
-            (Some(s), Some(src)) => s.run(&src).0,
-            (None, _) => Verdict::SandboxError {
+        Check::Program { .. } => match sandbox {
+            Some(s) => judge_program(s, problem, text),
+            None => Verdict::SandboxError {
                 detail: "no sandbox for a program check".into(),
-            },
-            (_, None) => Verdict::SandboxError {
-                detail: "a program check needs a text prompt".into(),
             },
         },
         check => judge_text(check, text),
