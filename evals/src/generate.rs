@@ -187,6 +187,16 @@ pub fn run_on(
     } else {
         backend.tokenize(req.prompt.as_bytes(), TokenizeOptions::default())?
     };
+    // Past the trained context a model's output is noise: say so before generating any.
+    let train = backend.info().n_ctx_train as usize;
+    if train > 0 && prompt.len() + req.options.max_tokens > train {
+        return Err(BackendError::Context(format!(
+            "the prompt ({} tokens) plus --max-tokens {} is more than the {train} tokens the \
+             model was trained on",
+            prompt.len(),
+            req.options.max_tokens
+        )));
+    }
     let start = std::time::Instant::now();
     let mut options = req.options.clone();
     options.top_logprobs = req.logprobs.unwrap_or(0);

@@ -368,3 +368,42 @@ fn probe_reports_entropy_outliers_and_the_logit_lens() {
     assert!(!ok);
     assert!(stderr.contains("too few"), "{stderr}");
 }
+
+#[test]
+fn hostile_sizes_are_clear_errors() {
+    for (args, want) in [
+        (
+            &["generate", "-p", "x", "-n", "1000000000000"][..],
+            "1000000000000",
+        ),
+        (
+            &["generate", "-p", "x", "-t", "4294967295"][..],
+            "4294967295",
+        ),
+        (
+            &[
+                "generate",
+                "-p",
+                "x",
+                "--max-tokens",
+                "18446744073709551615",
+            ][..],
+            "18446744073709551615",
+        ),
+        (
+            &["run", "--task", "t.jsonl", "--out", "o", "--batch", "0"][..],
+            "--batch",
+        ),
+    ] {
+        let (ok, _, stderr) = pass_until(args);
+        assert!(!ok, "{args:?}");
+        assert!(
+            stderr.contains(want) && stderr.contains("not in"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // Past the trained context (8192 tokens for the default model), before generating.
+    let (ok, _, stderr) = pass_until(&["generate", "-p", "x", "--max-tokens", "100000"]);
+    assert!(!ok);
+    assert!(stderr.contains("trained on"), "{stderr}");
+}

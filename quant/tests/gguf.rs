@@ -521,3 +521,49 @@ fn random_corruption_never_panics() {
         }
     }
 }
+
+/// A mapped file truncated by someone else: reading its lost pages ends the process with a
+/// message naming the file and status 74, not a bare SIGBUS. The test runs itself again as a
+/// child that opens, truncates and reads.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_truncated_while_mapped_is_named() {
+    const CHILD: &str = "PASSUNTIL_SIGBUS_CHILD";
+    if let Some(path) = std::env::var_os(CHILD) {
+        let file = quant::gguf::GgufFile::open(&path).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let t = file.tensors().next().unwrap();
+        let sum: u64 = t.data.iter().map(|&b| b as u64).sum();
+        panic!("read {sum} past the end without a fault");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::String("llama".into()));
+    let x: Vec<f32> = (0..1 << 18).map(|i| i as f32).collect();
+    w.add_tensor("t", &[1 << 18], GgmlType::F32, bytemuck::cast_slice(&x))
+        .unwrap();
+    let mut bytes = Vec::new();
+    w.write(&mut bytes).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_file_truncated_while_mapped_is_named",
+            "--nocapture",
+        ])
+        .env(CHILD, &path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the model file {} shrank", path.display())),
+        "{stderr}"
+    );
+}

@@ -72,7 +72,7 @@ enum Command {
         #[arg(long = "type")]
         target: quant::requant::Target,
         /// Threads (default: every core).
-        #[arg(short, long)]
+        #[arg(short, long, value_parser = usize_in(1, MAX_THREADS))]
         threads: Option<usize>,
     },
     /// Perplexity and KL divergence of models against a reference on a text (llama.cpp's
@@ -94,7 +94,7 @@ enum Command {
         #[arg(long)]
         chunks: Option<usize>,
         /// Threads per model (default: every core).
-        #[arg(short, long)]
+        #[arg(short, long, value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..=MAX_THREADS))]
         threads: Option<u32>,
         /// The engine that runs every model.
         #[arg(long, value_enum, default_value_t = evals::generate::BackendKind::Native)]
@@ -126,10 +126,10 @@ struct GenerateArgs {
     #[arg(short, long)]
     prompt: String,
     /// Number of samples.
-    #[arg(short, default_value_t = 1)]
+    #[arg(short, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     n: u64,
     /// Most tokens per sample.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = usize_in(1, MAX_TOKENS))]
     max_tokens: usize,
     /// Temperature (0: greedy).
     #[arg(long, default_value_t = 0.8)]
@@ -147,7 +147,7 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Threads (default: every core).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..=MAX_THREADS))]
     threads: Option<u32>,
     #[command(flatten)]
     more: SamplingArgs,
@@ -180,7 +180,7 @@ struct ScoreArgs {
     #[arg(long, default_value_t = 3)]
     top: usize,
     /// Threads (default: every core).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..=MAX_THREADS))]
     threads: Option<u32>,
     /// Which engine runs the model.
     #[arg(long, value_enum, default_value_t = evals::generate::BackendKind::Native)]
@@ -214,7 +214,7 @@ struct ProbeArgs {
     #[arg(long, default_value_t = 5)]
     top: usize,
     /// Threads (default: every core).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = usize_in(1, MAX_THREADS))]
     threads: Option<usize>,
     /// Print JSON instead of tables.
     #[arg(long)]
@@ -280,7 +280,7 @@ struct RunCommon {
     #[arg(long, value_delimiter = ',', default_values_t = vec![1u64, 10, 100], requires = "n")]
     k: Vec<u64>,
     /// Most tokens per sample.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = usize_in(1, MAX_TOKENS))]
     max_tokens: usize,
     /// A stop string added to every problem's own (repeatable).
     #[arg(long)]
@@ -411,16 +411,27 @@ impl SamplingArgs {
     }
 }
 
+/// The most threads any command takes (a typo like `-t 4294967295` is an error, not a pool
+/// of four billion threads).
+const MAX_THREADS: u64 = 1024;
+/// The most new tokens per sample (any model's context is shorter).
+const MAX_TOKENS: u64 = 1 << 20;
+
+/// A parser for a `usize` argument in `lo..=hi`.
+fn usize_in(lo: u64, hi: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(lo..=hi)
+}
+
 #[derive(clap::Args)]
 struct ExecArgs {
     /// Samples decoded together (never changes results).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = usize_in(1, 4096))]
     batch: usize,
     /// Backend threads (default: every core).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..=MAX_THREADS))]
     threads: Option<u32>,
     /// Judge threads (default: 1 for text checks, up to 4 for programs).
-    #[arg(long)]
+    #[arg(long, value_parser = usize_in(1, 256))]
     judge_threads: Option<usize>,
 }
 

@@ -244,6 +244,7 @@ pub fn start(opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome, 
         seed: opts.seed,
         shard: opts.shard,
         merged_from: Vec::new(),
+        judge_isolation: None,
         checksum: String::new(),
     };
     let dir = &opts.out;
@@ -445,10 +446,19 @@ fn execute(
         .iter()
         .any(|(_, p)| matches!(p.check, Check::Program { .. }));
     let sandbox = if needs_sandbox {
-        Some(Arc::new(
-            crate::judges::Sandbox::new(crate::judges::Limits::default())
-                .map_err(RunError::Settings)?,
-        ))
+        let sandbox = crate::judges::Sandbox::new(crate::judges::Limits::default())
+            .map_err(RunError::Settings)?;
+        // run.json says how this session's programs are isolated (a resumed run may be on
+        // another machine); it is not a setting, so it changes no sample.
+        let isolation = Some(*sandbox.isolation());
+        if config.judge_isolation != isolation {
+            RunConfig {
+                judge_isolation: isolation,
+                ..config.clone()
+            }
+            .save(dir)?;
+        }
+        Some(Arc::new(sandbox))
     } else {
         None
     };

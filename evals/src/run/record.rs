@@ -163,6 +163,10 @@ pub struct RunConfig {
     /// For merged runs, the shards they came from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<Shard>,
+    /// How the latest session isolated programs it judged (not a setting: resuming elsewhere
+    /// may change it), absent when nothing needed the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_isolation: Option<crate::sandbox::Isolation>,
     /// sha256 of the settings above as written, so an edited file is refused
     /// ([`RunConfig::load`]); set by [`RunConfig::save`].
     #[serde(default)]
@@ -538,6 +542,7 @@ mod tests {
             seed: 7,
             shard: Shard { index: 1, count: 4 },
             merged_from: Vec::new(),
+            judge_isolation: None,
             checksum: String::new(),
         }
     }

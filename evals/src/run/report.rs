@@ -312,6 +312,9 @@ impl Report {
         } else if self.run.shard.count > 1 {
             let _ = writeln!(s, "shard {}", self.run.shard);
         }
+        if let Some(i) = self.run.judge_isolation {
+            let _ = writeln!(s, "programs judged in: {}", i.describe());
+        }
         let w = self
             .problems
             .iter()

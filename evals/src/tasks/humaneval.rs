@@ -10,23 +10,37 @@ use serde_json::Value;
 
 use super::{finish, malformed, Check, Problem, Prompt, TaskError};
 
-/// Loads a HumanEval file; `.gz` files are decompressed.
+/// The most a gzipped task file may decompress to.
+const MAX_DECOMPRESSED: u64 = 256 << 20;
+
+/// Loads a HumanEval file; `.gz` files are decompressed (up to 256 MiB).
 pub fn load_humaneval(path: &Path) -> Result<Vec<Problem>, TaskError> {
     let io = |source| TaskError::Io {
         path: path.to_path_buf(),
         source,
     };
     let raw = std::fs::read(path).map_err(io)?;
-    let text = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut s = String::new();
+    let raw = if raw.starts_with(&[0x1f, 0x8b]) {
+        // A cap against decompression bombs: HumanEval itself is 0.2 MB of gzip, 0.9 MB of text.
+        let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
-            .read_to_string(&mut s)
+            .take(MAX_DECOMPRESSED + 1)
+            .read_to_end(&mut out)
             .map_err(io)?;
-        s
+        if out.len() as u64 > MAX_DECOMPRESSED {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "decompresses to more than {} MiB; unpack it yourself if it is meant to",
+                    MAX_DECOMPRESSED >> 20
+                ),
+            )));
+        }
+        out
     } else {
-        String::from_utf8(raw)
-            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?
+        raw
     };
+    let text = super::utf8(path, raw)?;
     parse_humaneval(&path.display().to_string(), &text)
 }
 
@@ -111,5 +125,35 @@ mod tests {
             super::super::load(&path, super::super::Format::Auto).unwrap(),
             p
         );
+    }
+
+    #[test]
+    fn decompression_bombs_and_invalid_utf8_are_named() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.jsonl.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let zeros = vec![b' '; 1 << 20];
+        for _ in 0..(MAX_DECOMPRESSED >> 20) + 1 {
+            gz.write_all(&zeros).unwrap();
+        }
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let e = load_humaneval(&path).unwrap_err().to_string();
+        assert!(e.contains("decompresses to more than 256 MiB"), "{e}");
+
+        let path = dir.path().join("bad.jsonl");
+        let line = br#"{"task_id": "t/1", "prompt": "p", "test": "t", "entry_point": "g"}"#;
+        let mut raw = [&line[..], b"\n", &line[..20], b"\xff\xfe", &line[20..]].concat();
+        raw.push(b'\n');
+        std::fs::write(&path, raw).unwrap();
+        let e = load_humaneval(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(":2:") && e.contains("invalid UTF-8 at byte 21"),
+            "{e}"
+        );
+        let e = super::super::load(&path, super::super::Format::Jsonl)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":2:") && e.contains("invalid UTF-8"), "{e}");
     }
 }

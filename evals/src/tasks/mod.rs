@@ -220,9 +220,30 @@ pub(crate) fn detect(path: &Path) -> Result<Format, TaskError> {
 }
 
 pub(crate) fn read_text(path: &Path) -> Result<String, TaskError> {
-    std::fs::read_to_string(path).map_err(|source| TaskError::Io {
+    let raw = std::fs::read(path).map_err(|source| TaskError::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    utf8(path, raw)
+}
+
+/// The text of a task file's bytes; invalid UTF-8 is an error naming its line and byte.
+pub(crate) fn utf8(path: &Path, raw: Vec<u8>) -> Result<String, TaskError> {
+    String::from_utf8(raw).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+        let col = at
+            - bytes[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+        malformed(
+            &path.display().to_string(),
+            line,
+            "-",
+            format!("invalid UTF-8 at byte {} of the line", col + 1),
+        )
     })
 }
 

@@ -11,11 +11,13 @@
 mod error;
 mod metadata;
 pub mod reader;
+#[cfg(target_os = "linux")]
+mod sigbus;
 mod writer;
 
 pub use error::GgufError;
 pub use metadata::{Metadata, MetadataError, Value, ValueType};
-pub use reader::{Gguf, GgufFile, TensorInfo, TensorView};
+pub use reader::{Gguf, GgufFile, MappedFile, TensorInfo, TensorView};
 pub use writer::GgufWriter;
 
 /// `GGUF` as a little-endian u32.

@@ -64,18 +64,38 @@ pub struct Gguf<B> {
 }
 
 /// A GGUF file on disk, memory-mapped.
-pub type GgufFile = Gguf<Mmap>;
+pub type GgufFile = Gguf<MappedFile>;
+
+/// A read-only mapping of a file, watched for the file shrinking under it (see
+/// [`super::sigbus`]).
+#[derive(Debug)]
+pub struct MappedFile {
+    #[cfg(target_os = "linux")]
+    _watch: super::sigbus::Watch,
+    map: Mmap,
+}
+
+impl AsRef<[u8]> for MappedFile {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
+}
 
 impl GgufFile {
     /// Opens and validates a GGUF file. Tensor data stays on disk until touched.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
         let path = path.as_ref();
         let file = std::fs::File::open(path).map_err(|e| GgufError::io(path, e))?;
-        // SAFETY: the map is read-only. Another process truncating or rewriting the file while
-        // it is mapped is outside what this library can guard against, as for every mmap user
-        // (llama.cpp included); all our reads stay within the length validated at open.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| GgufError::io(path, e))?;
-        Gguf::from_bytes(mmap)
+        // SAFETY: the map is read-only and all our reads stay within the length validated at
+        // open. Another process truncating the file while it is mapped makes later reads
+        // fault (SIGBUS); on Linux the watch turns that into an error message naming the file
+        // and an exit, instead of a silent crash.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| GgufError::io(path, e))?;
+        Gguf::from_bytes(MappedFile {
+            #[cfg(target_os = "linux")]
+            _watch: super::sigbus::watch(&map, path),
+            map,
+        })
     }
 }
 
