@@ -34,6 +34,8 @@ pub struct GenerateRequest {
     pub chat: bool,
     /// Report each generated token's log-probabilities with this many alternatives.
     pub logprobs: Option<usize>,
+    /// Generate past the context the model was trained on (refused otherwise).
+    pub allow_long_context: bool,
 }
 
 /// An error rendering or tokenizing a chat prompt.
@@ -172,11 +174,33 @@ pub struct GenerateReport {
     pub tokens_per_second: f64,
 }
 
+/// The most bytes of text one token can stand for, generously (the longest pieces of common
+/// vocabularies are runs of whitespace under 256 bytes).
+const MAX_BYTES_PER_TOKEN: usize = 1024;
+
+/// Refuses a prompt of `bytes` that cannot fit the trained context whatever it tokenizes to,
+/// before tokenizing it (a 50 MB prompt would otherwise take gigabytes on the way to the same
+/// error).
+pub(crate) fn check_prompt_bytes(bytes: usize, n_ctx_train: u32) -> Result<(), String> {
+    let most = (n_ctx_train as usize).saturating_mul(MAX_BYTES_PER_TOKEN);
+    if n_ctx_train > 0 && bytes > most {
+        return Err(format!(
+            "the prompt is {bytes} bytes, more than the {n_ctx_train} tokens the model was \
+             trained on could hold ({most} bytes at most)"
+        ));
+    }
+    Ok(())
+}
+
 /// Generates on an open backend.
 pub fn run_on(
     backend: &mut dyn Backend,
     req: &GenerateRequest,
 ) -> Result<GenerateReport, BackendError> {
+    if !req.allow_long_context {
+        check_prompt_bytes(req.prompt.len(), backend.info().n_ctx_train)
+            .map_err(BackendError::Context)?;
+    }
     let prompt = if req.chat {
         chat_tokens(backend, &[engine::chat::Message::new("user", &req.prompt)]).map_err(|e| {
             match e {
@@ -189,10 +213,10 @@ pub fn run_on(
     };
     // Past the trained context a model's output is noise: say so before generating any.
     let train = backend.info().n_ctx_train as usize;
-    if train > 0 && prompt.len() + req.options.max_tokens > train {
+    if !req.allow_long_context && train > 0 && prompt.len() + req.options.max_tokens > train {
         return Err(BackendError::Context(format!(
             "the prompt ({} tokens) plus --max-tokens {} is more than the {train} tokens the \
-             model was trained on",
+             model was trained on (--allow-long-context to go on anyway)",
             prompt.len(),
             req.options.max_tokens
         )));
@@ -382,6 +406,7 @@ pub enum OpenError {
 }
 
 /// What a command that asks for llama.cpp says in a build without it.
+#[cfg(not(feature = "llama-cpp"))]
 pub(crate) const WITHOUT_LLAMA_CPP: &str = "this pass-until was built without llama.cpp; rebuild \
      with `--features llama-cpp` (needs cmake, clang and libclang-dev)";
 

@@ -406,4 +406,30 @@ fn hostile_sizes_are_clear_errors() {
     let (ok, _, stderr) = pass_until(&["generate", "-p", "x", "--max-tokens", "100000"]);
     assert!(!ok);
     assert!(stderr.contains("trained on"), "{stderr}");
+    // A prompt no context could hold is refused before it is tokenized.
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("big.jsonl");
+    let prompt = "word ".repeat(2 << 20);
+    std::fs::write(
+        &task,
+        format!("{{\"id\": \"big\", \"prompt\": \"{prompt}\", \"target\": \"x\"}}\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (ok, _, stderr) = pass_until(&[
+        "run",
+        "--task",
+        task.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--n",
+        "1",
+        "--k",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("problem 'big': the prompt is 10485760 bytes"),
+        "{stderr}"
+    );
 }

@@ -164,7 +164,7 @@ fn killed_resumed_rebatched_and_sharded_runs_agree() {
     let mut args = run_args(&task, &killed);
     args.extend(["--batch".into(), "8".into()]);
     let mut kills = 0;
-    for delay_ms in [900u64, 2300, 1700, 3100] {
+    for delay_ms in [700u64, 1100, 900, 1400, 1200] {
         let mut child = Command::new(BIN)
             .args(&args)
             .stdout(Stdio::null())

@@ -157,6 +157,9 @@ struct GenerateArgs {
     /// Send the prompt as a user message through the model's chat template.
     #[arg(long)]
     chat: bool,
+    /// Generate past the context the model was trained on (refused otherwise).
+    #[arg(long)]
+    allow_long_context: bool,
     /// Which engine runs the model.
     #[arg(long, value_enum, default_value_t = evals::generate::BackendKind::Native)]
     backend: evals::generate::BackendKind,
@@ -433,6 +436,9 @@ struct ExecArgs {
     /// Judge threads (default: 1 for text checks, up to 4 for programs).
     #[arg(long, value_parser = usize_in(1, 256))]
     judge_threads: Option<usize>,
+    /// Sample past the context the model was trained on (refused otherwise).
+    #[arg(long)]
+    allow_long_context: bool,
 }
 
 impl ExecArgs {
@@ -441,6 +447,7 @@ impl ExecArgs {
             batch: self.batch,
             threads: self.threads,
             judge_threads: self.judge_threads,
+            allow_long_context: self.allow_long_context,
         }
     }
 }
@@ -702,6 +709,7 @@ fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
         threads: a.threads,
         chat: a.chat,
         logprobs: a.logprobs,
+        allow_long_context: a.allow_long_context,
     };
     let report = evals::generate::run(a.backend, &path, &req)?;
     if a.json {

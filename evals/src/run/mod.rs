@@ -133,6 +133,8 @@ pub struct Exec {
     pub threads: Option<u32>,
     /// Judge threads (`None`: one for text checks, up to 4 for programs).
     pub judge_threads: Option<usize>,
+    /// Sample past the context the model was trained on (refused otherwise).
+    pub allow_long_context: bool,
 }
 
 impl Default for Exec {
@@ -141,6 +143,7 @@ impl Default for Exec {
             batch: 64,
             threads: None,
             judge_threads: None,
+            allow_long_context: false,
         }
     }
 }
@@ -524,8 +527,8 @@ fn native_backend(
     body: &mut Body<'_>,
 ) -> Result<Stats, RunError> {
     let m = engine::native::NativeModel::load(model)?;
-    let jobs = jobs_for(&m.backend(1, 1)?, config, problems)?;
-    let max_prompt = check_context(&jobs, config, m.config().n_ctx_train)?;
+    let jobs = jobs_for(&m.backend(1, 1)?, config, exec, problems)?;
+    let max_prompt = check_context(&jobs, config, exec, m.config().n_ctx_train)?;
     let shape = shape_for(exec.batch, 1024);
     let n_seq = shape.batch + shape.prompt_seqs;
     // Cells: every prompt sequence's prompt, plus each slot's own tokens (a slot forks its
@@ -542,11 +545,20 @@ fn native_backend(
 fn jobs_for(
     backend: &dyn Backend,
     config: &RunConfig,
+    exec: &Exec,
     problems: &[(u64, Problem)],
 ) -> Result<Vec<scheduler::Job>, RunError> {
     problems
         .iter()
         .map(|(p, problem)| {
+            let bytes = match &problem.prompt {
+                Prompt::Text(text) => text.len(),
+                Prompt::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+            };
+            if !exec.allow_long_context {
+                crate::generate::check_prompt_bytes(bytes, backend.info().n_ctx_train)
+                    .map_err(|e| RunError::Settings(format!("problem '{}': {e}", problem.id)))?;
+            }
             let prompt = match &problem.prompt {
                 Prompt::Text(text) => backend.tokenize(
                     text.as_bytes(),
@@ -586,14 +598,16 @@ fn jobs_for(
 fn check_context(
     jobs: &[scheduler::Job],
     config: &RunConfig,
+    exec: &Exec,
     n_ctx_train: usize,
 ) -> Result<usize, RunError> {
     if let Some(j) = jobs
         .iter()
-        .find(|j| j.prompt.len() + config.max_tokens > n_ctx_train)
+        .find(|j| !exec.allow_long_context && j.prompt.len() + config.max_tokens > n_ctx_train)
     {
         return Err(RunError::Settings(format!(
-            "problem '{}': {} prompt tokens + {} new tokens exceed the model's context of {n_ctx_train}",
+            "problem '{}': {} prompt tokens + {} new tokens exceed the model's trained context \
+             of {n_ctx_train} (--allow-long-context to go on anyway)",
             j.problem.id,
             j.prompt.len(),
             config.max_tokens
@@ -630,9 +644,9 @@ fn llama_cpp_backend(
             n_threads: exec.threads,
             ..ContextOptions::default()
         })?;
-        jobs_for(&probe, config, problems)?
+        jobs_for(&probe, config, exec, problems)?
     };
-    let max_prompt = check_context(&jobs, config, m.n_ctx_train() as usize)?;
+    let max_prompt = check_context(&jobs, config, exec, m.n_ctx_train() as usize)?;
     let shape = shape_for(exec.batch, LLAMA_MAX_SEQ as usize);
     // A stream of cells per sequence: each sample's rows then never depend on which other
     // samples share the batch, which a unified cache cannot promise.

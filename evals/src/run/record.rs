@@ -254,6 +254,18 @@ impl RunConfig {
                     .into(),
             ));
         }
+        let limits_ok = c.max_tokens > 0
+            && match &c.rule {
+                StopRule::PassUntil { r, max_samples } => *r > 0 && r <= max_samples,
+                StopRule::Fixed { n, k } => *n > 0 && k.iter().all(|&k| k > 0 && k <= *n),
+            };
+        if !limits_ok {
+            return Err(bad(format!(
+                "max_tokens {} and stopping rule {:?} cannot run (1 ≤ r ≤ max_samples, \
+                 1 ≤ k ≤ n, max_tokens ≥ 1)",
+                c.max_tokens, c.rule
+            )));
+        }
         for s in std::iter::once(&c.shard).chain(&c.merged_from) {
             if s.count == 0 || s.index >= s.count {
                 return Err(bad(format!(
