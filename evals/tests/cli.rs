@@ -433,3 +433,58 @@ fn hostile_sizes_are_clear_errors() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_second_run_in_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tasks/arithmetic.jsonl"
+    ))
+    .unwrap();
+    let few: Vec<&str> = all.lines().filter(|l| l.starts_with('{')).take(4).collect();
+    let task = dir.path().join("task.jsonl");
+    std::fs::write(&task, few.join("\n") + "\n").unwrap();
+    let out = dir.path().join("run");
+    let args = [
+        "run",
+        "--task",
+        task.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--r",
+        "2",
+        "--max-samples",
+        "100",
+        "--max-tokens",
+        "8",
+    ];
+    let mut first = Command::new(env!("CARGO_BIN_EXE_pass-until"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id().to_string();
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(out.join(".lock")).unwrap_or_default() != pid {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "the first run never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (ok, _, stderr) = pass_until(&args);
+    let finished = first.wait().unwrap();
+    assert!(!ok, "a second run went ahead");
+    assert!(
+        stderr.contains(&format!("in use by another pass-until (pid {pid})")),
+        "{stderr}"
+    );
+    // The first run finished undisturbed, and its results read back whole.
+    assert!(finished.success());
+    let (ok, stdout, stderr) = pass_until(&["report", out.to_str().unwrap(), "--json"]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["problems"].as_array().unwrap().len(), 4);
+}
