@@ -132,7 +132,8 @@ pub struct SamplingParams {
     pub top_k: usize,
     /// Keep the smallest set of tokens whose probability reaches `top_p`; 1 keeps all.
     pub top_p: f32,
-    /// Drop tokens less likely than `min_p` times the most likely one; 0 keeps all.
+    /// Drop tokens less likely than `min_p` times the most likely one (after top-p, as in
+    /// llama.cpp); 0 keeps all.
     pub min_p: f32,
     /// Locally typical sampling: keep the tokens whose surprise is closest to the
     /// distribution's entropy, up to `typical_p` of the mass; 1 keeps all.
@@ -429,27 +430,46 @@ pub fn sample(
             sampling_logprob: (pick.1 / z).ln(),
         });
     }
-    // Candidates, most likely first. Top-k and min-p cut before sorting: min-p keeps the
-    // tokens within ln(min_p) of the best logit, a prefix of the sorted order, and top-k and
-    // top-p never remove the best token, so it commutes with them. Typical sampling can
-    // remove it; with typical on, min-p runs in its place after top-p.
+    // llama.cpp's chain: top-k, typical, top-p, min-p, then temperature. Top-p normalizes over
+    // what top-k (and typical) left, so min-p must not cut before it. Without typical, min-p's
+    // survivors are still a prefix of the sorted candidates (the tokens within ln(min_p) of
+    // the best logit), and top-p's cut is a prefix too, so their intersection is the shorter
+    // prefix: only min-p's survivors need sorting, with top-p's masses taken over the whole
+    // top-k set (its normalizer summed without a sort).
     let early_min_p = params.typical_p >= 1.0;
     let floor = if params.min_p > 0.0 && early_min_p {
         best + (params.min_p as f64).ln()
     } else {
         f64::NEG_INFINITY
     };
-    let mut cand: Vec<(usize, f32)> = logits
-        .iter()
-        .copied()
-        .enumerate()
-        .filter(|&(_, l)| l as f64 >= floor && l > f32::NEG_INFINITY)
-        .collect();
     let by_logit = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    if params.top_k > 0 && params.top_k < cand.len() {
-        cand.select_nth_unstable_by(params.top_k - 1, by_logit);
-        cand.truncate(params.top_k);
-    }
+    let finite = |&(_, l): &(usize, f32)| l > f32::NEG_INFINITY;
+    // Top-k's survivors (every finite logit without top-k) and, for top-p, their total weight.
+    let (mut cand, top_k_mass): (Vec<(usize, f32)>, f64) =
+        if params.top_k > 0 && params.top_k < logits.len() {
+            let mut all: Vec<(usize, f32)> =
+                logits.iter().copied().enumerate().filter(finite).collect();
+            if params.top_k < all.len() {
+                all.select_nth_unstable_by(params.top_k - 1, by_logit);
+                all.truncate(params.top_k);
+            }
+            let mass = all.iter().map(|c| (c.1 as f64 - best).exp()).sum();
+            all.retain(|&(_, l)| l as f64 >= floor);
+            (all, mass)
+        } else {
+            let mass = if params.top_p < 1.0 && early_min_p {
+                logits.iter().map(|&l| (l as f64 - best).exp()).sum()
+            } else {
+                f64::NAN
+            };
+            let cand = logits
+                .iter()
+                .copied()
+                .enumerate()
+                .filter(|&(_, l)| l as f64 >= floor && l > f32::NEG_INFINITY)
+                .collect();
+            (cand, mass)
+        };
     cand.sort_unstable_by(by_logit);
     let probs = |cand: &[(usize, f32)]| -> Vec<f64> {
         let max = cand[0].1 as f64;
@@ -478,9 +498,15 @@ pub fn sample(
         order.sort_unstable();
         cand = order.into_iter().map(|i| cand[i]).collect();
     }
-    // top-p on the model's distribution over the candidates.
+    // top-p on the model's distribution over what top-k and typical left.
     if params.top_p < 1.0 {
-        let p = probs(&cand);
+        let p: Vec<f64> = if early_min_p {
+            cand.iter()
+                .map(|c| (c.1 as f64 - best).exp() / top_k_mass)
+                .collect()
+        } else {
+            probs(&cand)
+        };
         let mut acc = 0.0;
         for (i, w) in p.iter().enumerate() {
             acc += w;
@@ -568,6 +594,36 @@ mod tests {
             .map(|i| sample(&logits, &m, &[], i as f64 / 100.0).unwrap().token)
             .collect();
         assert_eq!(drawn, [1, 2].into());
+    }
+
+    #[test]
+    fn top_p_runs_before_min_p_as_in_llama_cpp() {
+        // p = [0.45, 0.30, 0.20, 0.05], top-p 0.78, min-p 0.2. llama.cpp's chain: top-p over
+        // all four keeps {0, 1, 2} (0.45, 0.75, 0.95), then min-p (floor 0.09) keeps them all.
+        // Cutting min-p first would drop token 3, renormalize (0.474, 0.789) and lose token 2.
+        // With top-k 3 first, top-p normalizes over those three (0.474, 0.789) and keeps two,
+        // as llama.cpp does.
+        let logits = [0.45f32.ln(), 0.30f32.ln(), 0.20f32.ln(), 0.05f32.ln()];
+        for (top_k, kept) in [(0, &[0, 1, 2][..]), (4, &[0, 1, 2]), (3, &[0, 1])] {
+            let params = SamplingParams {
+                top_k,
+                top_p: 0.78,
+                min_p: 0.2,
+                ..Default::default()
+            };
+            let mut seen = std::collections::BTreeMap::new();
+            for i in 0..1000 {
+                let s = sample(&logits, &params, &[], i as f64 / 1000.0).unwrap();
+                seen.insert(s.token, s.sampling_logprob);
+            }
+            assert_eq!(
+                seen.keys().copied().collect::<Vec<_>>(),
+                kept,
+                "top-k {top_k}"
+            );
+            let z: f64 = [0.45, 0.30, 0.20][..kept.len()].iter().sum();
+            assert!((seen[&1] - (0.30f64 / z).ln()).abs() < 1e-6, "{seen:?}");
+        }
     }
 
     #[test]

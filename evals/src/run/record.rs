@@ -15,8 +15,9 @@ use super::RunError;
 use crate::judges::Verdict;
 use engine::sampling::SamplingParams;
 
-/// The `run.json` format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// The `run.json` format version: 2 carries a checksum of its settings. Version 1 files (from
+/// before the checksum) are still read, and get one when next saved.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A file a run depends on, pinned by content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,7 +184,6 @@ impl RunConfig {
                 d.push(format!("{name}: {a} vs {b}"));
             }
         };
-        cmp("format", self.format.to_string(), other.format.to_string());
         cmp(
             "model sha256",
             self.model.sha256.clone(),
@@ -241,13 +241,13 @@ impl RunConfig {
             line: 1,
             message,
         };
-        if c.format != FORMAT_VERSION {
+        if c.format != FORMAT_VERSION && c.format != 1 {
             return Err(bad(format!(
-                "run.json format {} is not the {FORMAT_VERSION} this passuntil reads",
+                "run.json format {} is not one this passuntil reads (1 or {FORMAT_VERSION})",
                 c.format
             )));
         }
-        if c.checksum != c.settings_checksum() {
+        if c.format == FORMAT_VERSION && c.checksum != c.settings_checksum() {
             return Err(bad(
                 "run.json was changed since the run wrote it (its checksum does not match its \
                  settings); restore it, or start a new run in another directory"
@@ -293,10 +293,11 @@ impl RunConfig {
             source,
         };
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        let sealed = RunConfig {
-            checksum: self.settings_checksum(),
+        let mut sealed = RunConfig {
+            format: FORMAT_VERSION,
             ..self.clone()
         };
+        sealed.checksum = sealed.settings_checksum();
         serde_json::to_writer_pretty(&mut tmp, &sealed).map_err(|e| io(e.into()))?;
         tmp.write_all(b"\n").map_err(io)?;
         tmp.as_file().sync_all().map_err(io)?;
@@ -573,6 +574,13 @@ mod tests {
             RunConfig::load(dir.path()).unwrap_err().to_string()
         };
         assert!(edit("\"seed\": 7", "\"seed\": 8").contains("changed since the run wrote it"));
+        // A file from before the checksum (format 1) still loads.
+        let v1 = text.replace("\"format\": 2", "\"format\": 1").replace(
+            &format!("\"checksum\": \"{}\"", c.settings_checksum()),
+            "\"checksum\": \"\"",
+        );
+        std::fs::write(dir.path().join("run.json"), v1).unwrap();
+        assert_eq!(RunConfig::load(dir.path()).unwrap().seed, 7);
         // A shard count of 0 (which would divide by zero) is named, even with a valid checksum.
         let mut zero = config();
         zero.shard = Shard { index: 0, count: 0 };
