@@ -65,7 +65,7 @@ impl Default for Limits {
             cpu_seconds: 3,
             address_space: 1 << 30,
             file_size: 16 << 20,
-            processes: 64,
+            processes: 32,
             output: 16 << 10,
             tmpfs: 32 << 20,
         }
@@ -114,33 +114,39 @@ impl Isolation {
 const INIT: &str = r#"
 H=$1; S=$2; U=$3; shift 3
 R=$H/root
+E=$H/init.err
 exec 9>"$H/init.log" || exit 125
-fail() { echo "$*" >&9; exit 125; }
+fail() { echo "$*: $(cat "$E" 2>/dev/null)" >&9; exit 125; }
 binds="/usr /bin /sbin /lib /lib32 /lib64 /libx32"
 while [ "$1" != "--" ]; do binds="$binds $1"; shift; done
 shift
-mount -t tmpfs -o "size=$S,mode=0755" judge "$R" 2>&9 || fail "tmpfs root"
+T="size=$S,nr_inodes=4096"
+mount -t tmpfs -o "$T,mode=0755" judge "$R" 2>"$E" || fail "tmpfs root"
 for p in $binds; do
   if [ -L "$p" ]; then mkdir -p "$R$(dirname "$p")"; ln -s "$(readlink "$p")" "$R$p"
-  elif [ -d "$p" ]; then mkdir -p "$R$p"; mount --rbind -o ro "$p" "$R$p" 2>&9 || fail "bind $p"
+  elif [ -d "$p" ]; then mkdir -p "$R$p"; mount --rbind -o ro "$p" "$R$p" 2>"$E" || fail "bind $p"
   fi
 done
 mkdir -p "$R/etc" "$R/proc" "$R/dev/shm" "$R/tmp" "$R/var/tmp" "$R/judge" "$R/.old"
 [ -f /etc/ld.so.cache ] && cp /etc/ld.so.cache "$R/etc/"
-mount -t proc proc "$R/proc" 2>&9 || fail "mounting /proc"
+mount -t proc proc "$R/proc" 2>"$E" || fail "mounting /proc"
 for d in null zero random urandom; do
-  touch "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d" 2>&9 || fail "binding /dev/$d"
+  touch "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d" 2>"$E" || fail "binding /dev/$d"
 done
 for t in /tmp /var/tmp /dev/shm; do
-  mount -t tmpfs -o "size=$S,mode=1777,nosuid,nodev" tmp "$R$t" 2>&9 || fail "tmpfs $t"
+  mount -t tmpfs -o "$T,mode=1777,nosuid,nodev" tmp "$R$t" 2>"$E" || fail "tmpfs $t"
 done
-cp "$H"/files/* "$R/judge/" 2>&9 || fail "copying the program"
-if [ -n "$U" ]; then chown -R "$U:$U" "$R/judge" 2>&9 || fail "chown"; fi
-cd "$R" && PATH="$PATH:/usr/sbin:/sbin" pivot_root . .old 2>&9 || fail "pivot_root"
-umount -l /.old 2>&9 || fail "detaching the old root"
+cp "$H"/files/* "$R/judge/" 2>"$E" || fail "copying the program"
+if [ -n "$U" ]; then chown -R "$U:$U" "$R/judge" 2>"$E" || fail "chown"; fi
+cd "$R" && PATH="$PATH:/usr/sbin:/sbin" pivot_root . .old 2>"$E" || fail "pivot_root"
+E=/tmp/.init.err
+umount -l /.old 2>"$E" || fail "detaching the old root"
+rm -f "$E"
 rmdir /.old
 cd /judge || fail "cd /judge"
 exec 9>&-
+# If memory runs short on the machine, the kernel kills the program before anything else.
+echo 1000 >/proc/self/oom_score_adj 2>/dev/null
 "$@"
 "#;
 
@@ -149,7 +155,7 @@ exec 9>&-
 /// returned. Every other way out exits non-zero without it.
 const HARNESS: &str = r#"import os, sys
 def _harness(entry):
-    write, exit_now, stdout_fd = os.write, os._exit, sys.stdout.fileno()
+    write, exit_now, stdout_fd, me = os.write, os._exit, sys.stdout.fileno(), os.getpid()
     nonce = sys.stdin.buffer.readline().strip()
     sys.stdin.close()
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "prog.py"), encoding="utf-8") as f:
@@ -164,8 +170,12 @@ def _harness(entry):
         traceback.print_exc()
         sys.stderr.flush()
         exit_now(1)
-    write(stdout_fd, b"\n" + nonce + b"\n")
-    exit_now(0)
+    # A child the program forked (say, one per guessed answer) can get here too: only the
+    # harness's own process vouches for check().
+    if os.getpid() == me:
+        write(stdout_fd, b"\n" + nonce + b"\n")
+        exit_now(0)
+    exit_now(1)
 _harness(sys.argv[1])
 "#;
 
@@ -179,6 +189,8 @@ pub struct Sandbox {
     isolation: Isolation,
     /// Directories bound read-only into the private root beside the system's.
     extra_binds: Vec<PathBuf>,
+    /// Why each stronger isolation was refused on this machine.
+    downgrades: Vec<String>,
 }
 
 /// What the sandbox's program should do.
@@ -220,6 +232,7 @@ impl Sandbox {
                 limits: limits.clone(),
                 isolation,
                 extra_binds: Vec::clone(&extra_binds),
+                downgrades: tried.clone(),
             };
             match s.run("print('ok')") {
                 (Verdict::Pass, out) if out.contains("ok") => return Ok(s),
@@ -235,6 +248,11 @@ impl Sandbox {
     /// How programs are isolated.
     pub fn isolation(&self) -> &Isolation {
         &self.isolation
+    }
+
+    /// Why each stronger isolation failed its trial run here (empty: the strongest works).
+    pub fn downgrades(&self) -> &[String] {
+        &self.downgrades
     }
 
     /// Runs a Python script; returns the verdict (exit 0 passes) and the captured output.
@@ -270,7 +288,10 @@ impl Sandbox {
         let mut cmd;
         match self.isolation {
             Isolation::NamespacesOwnUid | Isolation::UserNamespaces => {
-                cmd = Command::new("unshare");
+                // `--pdeathsig`: if passuntil dies, so does the sandbox (and with its PID 1,
+                // everything in it).
+                cmd = Command::new("setpriv");
+                cmd.args(["--pdeathsig", "KILL", "--", "unshare"]);
                 if self.isolation == Isolation::UserNamespaces {
                     cmd.args(["--user", "--map-root-user"]);
                 }
@@ -425,9 +446,12 @@ impl Sandbox {
                 None => std::thread::sleep(Duration::from_millis(2)),
             }
         };
-        // With namespaces everything died with PID 1. Otherwise sweep the process group, and
-        // the uid where the program had one of its own.
-        kill_group(pgid);
+        // With namespaces everything died with PID 1 (and `unshare` has been reaped, so its
+        // pid may already be someone else's). Otherwise sweep the process group, and the uid
+        // where the program had one of its own.
+        if !isolated {
+            kill_group(pgid);
+        }
         if !isolated && uid_switch_possible() && self.isolation == Isolation::NetnsOnly {
             let _ = Command::new("pkill")
                 .args(["-KILL", "-U", &uid.to_string()])
@@ -510,7 +534,8 @@ fn interpreter_prefix(python: &Path) -> Option<PathBuf> {
     let covered = ["/usr", "/bin", "/lib", "/lib64"]
         .iter()
         .any(|d| prefix.starts_with(d));
-    (prefix.is_absolute() && !covered && prefix.is_dir()).then_some(prefix)
+    let whole = prefix.parent().is_none();
+    (prefix.is_absolute() && !covered && !whole && prefix.is_dir()).then_some(prefix)
 }
 
 /// Whether this process can give programs a uid of their own (it is root).

@@ -1005,6 +1005,12 @@ fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
 }
 
 fn finish_run(out: &mut impl Write, o: evals::run::Outcome) -> Result<()> {
+    if !o.sandbox_downgrades.is_empty() {
+        eprintln!(
+            "warning: programs were judged with weaker isolation than this tool can give; {}",
+            o.sandbox_downgrades.join("; ")
+        );
+    }
     if o.torn_bytes > 0 {
         eprintln!(
             "dropped a torn last line ({} bytes) from samples.jsonl",

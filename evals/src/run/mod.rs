@@ -185,6 +185,8 @@ pub struct Outcome {
     pub torn_bytes: usize,
     /// Multiple-choice problems left out (they are scored, not sampled).
     pub skipped: Vec<String>,
+    /// Why programs were judged with less than the strongest isolation, if they were.
+    pub sandbox_downgrades: Vec<String>,
 }
 
 fn format_name(path: &Path, format: Format) -> Result<String, RunError> {
@@ -437,6 +439,7 @@ fn execute(
         earlier: loaded.records.len(),
         torn_bytes: loaded.torn_bytes,
         skipped,
+        sandbox_downgrades: Vec::new(),
     };
     let mut writer = SampleWriter::open(&samples_path, loaded.good_len)?;
     if outcome.stats.decided == problems.len() {
@@ -453,6 +456,7 @@ fn execute(
             .map_err(RunError::Settings)?;
         // run.json says how this session's programs are isolated (a resumed run may be on
         // another machine); it is not a setting, so it changes no sample.
+        outcome.sandbox_downgrades = sandbox.downgrades().to_vec();
         let isolation = Some(*sandbox.isolation());
         if config.judge_isolation != isolation {
             RunConfig {
