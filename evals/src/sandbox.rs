@@ -205,14 +205,9 @@ impl Sandbox {
     /// A sandbox with the strongest isolation this machine allows. Fails (naming what is
     /// missing) if python3 cannot run even under plain limits.
     pub fn new(limits: Limits) -> Result<Self, String> {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout.starts_with(b"0\n"))
-            .unwrap_or(false);
         let python = PathBuf::from("python3");
         let extra_binds = interpreter_prefix(&python).into_iter().collect();
-        let ladder: &[Isolation] = if root {
+        let ladder: &[Isolation] = if uid_switch_possible() {
             &[
                 Isolation::NamespacesOwnUid,
                 Isolation::NetnsOnly,
@@ -452,7 +447,7 @@ impl Sandbox {
         if !isolated {
             kill_group(pgid);
         }
-        if !isolated && uid_switch_possible() && self.isolation == Isolation::NetnsOnly {
+        if self.isolation == Isolation::NetnsOnly && uid_switch_possible() {
             let _ = Command::new("pkill")
                 .args(["-KILL", "-U", &uid.to_string()])
                 .stdout(Stdio::null())
