@@ -465,9 +465,12 @@ fn a_second_run_in_the_same_directory_is_refused() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let pid = first.id().to_string();
+    let pid = format!("pid {} on ", first.id());
     let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(out.join(".lock")).unwrap_or_default() != pid {
+    while !std::fs::read_to_string(out.join(".lock"))
+        .unwrap_or_default()
+        .starts_with(&pid)
+    {
         assert!(
             t0.elapsed().as_secs() < 30,
             "the first run never took the lock"
@@ -478,11 +481,13 @@ fn a_second_run_in_the_same_directory_is_refused() {
     let finished = first.wait().unwrap();
     assert!(!ok, "a second run went ahead");
     assert!(
-        stderr.contains(&format!("in use by another pass-until (pid {pid})")),
+        stderr.contains(&format!("in use by another pass-until ({pid}")),
         "{stderr}"
     );
-    // The first run finished undisturbed, and its results read back whole.
+    // The first run finished undisturbed (and released the lock cleanly: nothing is left
+    // for a later run to take over), and its results read back whole.
     assert!(finished.success());
+    assert_eq!(std::fs::read_to_string(out.join(".lock")).unwrap(), "");
     let (ok, stdout, stderr) = pass_until(&["report", out.to_str().unwrap(), "--json"]);
     assert!(ok, "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();

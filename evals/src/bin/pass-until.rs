@@ -33,6 +33,10 @@ enum Command {
     /// outlier features at the projections' inputs, and the logit lens for a prompt.
     Probe(ProbeArgs),
     /// Sample problems of a task until they pass (PassUntil) or n times each (pass@k).
+    ///
+    /// A later option overrides an earlier one (a batch script's own arguments, passed last,
+    /// override its defaults).
+    #[command(args_override_self = true)]
     Run(Box<RunArgs>),
     /// Continue a stopped run exactly where it stopped.
     Resume {
@@ -49,6 +53,10 @@ enum Command {
         /// The merged run's directory (must be new or empty).
         #[arg(long)]
         out: PathBuf,
+        /// Merge shards whose problems are not all decided yet (the merged run can be
+        /// resumed); refused otherwise, naming the shard.
+        #[arg(long)]
+        allow_incomplete: bool,
     },
     /// Per-problem and task tables of a run.
     Report {
@@ -606,8 +614,12 @@ fn run(cli: Cli) -> Result<()> {
             bar.finish();
             finish_run(&mut out, outcome?)
         }
-        Command::Merge { dirs, out: dest } => {
-            let m = evals::run::merge(&dirs, &dest)?;
+        Command::Merge {
+            dirs,
+            out: dest,
+            allow_incomplete,
+        } => {
+            let m = evals::run::merge(&dirs, &dest, allow_incomplete)?;
             writeln!(
                 out,
                 "merged {} shards, {} samples into {}",
@@ -615,6 +627,14 @@ fn run(cli: Cli) -> Result<()> {
                 m.samples,
                 dest.display()
             )?;
+            if m.undecided > 0 {
+                writeln!(
+                    out,
+                    "{} problems are not decided yet; `pass-until resume {}` finishes them",
+                    m.undecided,
+                    dest.display()
+                )?;
+            }
             Ok(())
         }
         Command::Report { dir, plot, json } => {
@@ -945,6 +965,13 @@ impl evals::run::Progress for RunProgress {
                 eprintln!("{}/{} problems  {msg}", s.decided, s.problems);
             }
             None => {}
+        }
+    }
+
+    fn note(&mut self, message: &str) {
+        match &self.bar {
+            Some(b) => b.println(format!("note: {message}")),
+            None => eprintln!("note: {message}"),
         }
     }
 }

@@ -76,12 +76,38 @@ pub enum RunError {
     #[error(transparent)]
     Backend(#[from] BackendError),
     /// Another process is running in the directory.
-    #[error("{} is in use by another pass-until (pid {holder}); wait for it to finish or stop it first", dir.display())]
+    #[error("{} is in use by another pass-until ({holder}); wait for it to finish or stop it first", dir.display())]
     Locked {
         /// The run directory.
         dir: PathBuf,
-        /// The process holding the lock, as it wrote it (`?` if unreadable).
+        /// The process holding the lock, as it wrote it (`pid N on HOST`; `?` if unreadable).
         holder: String,
+    },
+    /// A shard directory does not fit with the others of a merge.
+    #[error("{}: shard {shard} does not fit with the others ({}): shards of one run have one count and distinct indices", dir.display(), others.iter().map(Shard::to_string).collect::<Vec<_>>().join(", "))]
+    ShardMisfit {
+        /// The shard's directory.
+        dir: PathBuf,
+        /// Its shard.
+        shard: Shard,
+        /// The shards before it.
+        others: Vec<Shard>,
+    },
+    /// Shards of the run are not among those merged.
+    #[error("shards {} are missing; merge every shard of the run", missing.iter().map(Shard::to_string).collect::<Vec<_>>().join(", "))]
+    ShardsMissing {
+        /// The shards not given.
+        missing: Vec<Shard>,
+    },
+    /// A shard has not finished.
+    #[error("{}: shard {shard} is incomplete: {why}; resume it (or merge with --allow-incomplete)", dir.display())]
+    ShardIncomplete {
+        /// The shard's directory.
+        dir: PathBuf,
+        /// Its shard.
+        shard: Shard,
+        /// What is missing.
+        why: String,
     },
     /// A judge failed (not a failing sample: the judge itself).
     #[error("judging sample {index} of '{problem}': {message}")]
@@ -187,6 +213,9 @@ pub struct Outcome {
     pub skipped: Vec<String>,
     /// Why programs were judged with less than the strongest isolation, if they were.
     pub sandbox_downgrades: Vec<String>,
+    /// The holder of a lock this session took over from an attempt that ended without
+    /// releasing it (a killed, preempted or requeued job), if it did.
+    pub taken_over: Option<String>,
 }
 
 fn format_name(path: &Path, format: Format) -> Result<String, RunError> {
@@ -257,7 +286,7 @@ pub fn start(opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome, 
         path: dir.clone(),
         source,
     })?;
-    let _lock = lock_dir(dir)?;
+    let lock = lock_dir(dir)?;
     if dir.join("run.json").exists() {
         let old = RunConfig::load(dir)?;
         let mut differences = old.differences(&config);
@@ -273,20 +302,58 @@ pub fn start(opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome, 
     } else {
         config.save(dir)?;
     }
-    execute(dir, &config, &opts.exec, progress)
+    execute(dir, &lock, &config, &opts.exec, progress)
 }
 
 /// Continues the run in `dir` with its own settings.
 pub fn resume(dir: &Path, exec: &Exec, progress: &mut dyn Progress) -> Result<Outcome, RunError> {
-    let _lock = lock_dir(dir)?;
+    let lock = lock_dir(dir)?;
     let config = RunConfig::load(dir)?;
-    execute(dir, &config, exec, progress)
+    execute(dir, &lock, &config, exec, progress)
 }
 
-/// Takes the run directory's lock (`DIR/.lock`, an exclusive `flock` held until the returned
-/// file is dropped, with the holder's pid written in it), or says who holds it. A lock left by
-/// a process that died is released by the kernel, so a restarted job takes it over.
-pub fn lock_dir(dir: &Path) -> Result<std::fs::File, RunError> {
+/// The lock on a run directory (`DIR/.lock`): an exclusive `flock`, held until this is
+/// dropped, with its holder's name (`pid N on HOST`) written in the file while it is held.
+///
+/// A process that ends normally clears the name before the kernel releases the lock; one that
+/// is killed (a preempted or requeued job, an OOM kill, a lost node's process on a shared file
+/// system that releases its locks) leaves its name behind, so the next attempt knows it took
+/// over from an attempt that did not finish ([`RunLock::taken_over`]).
+#[derive(Debug)]
+pub struct RunLock {
+    file: std::fs::File,
+    taken_over: Option<String>,
+}
+
+impl RunLock {
+    /// The holder named in a lock whose holder ended without releasing it, if this lock was
+    /// taken over from one.
+    pub fn taken_over(&self) -> Option<&str> {
+        self.taken_over.as_deref()
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Cleared first: the lock itself goes with the file descriptor, right after.
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// This process as a lock holder: `pid N on HOST` (the host matters on shared file systems).
+fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "an unknown host".into());
+    format!("pid {} on {host}", std::process::id())
+}
+
+/// Takes the run directory's lock, or says who holds it. A lock left by a process that died is
+/// released by the kernel, so a restarted job takes it over (and learns it did).
+pub fn lock_dir(dir: &Path) -> Result<RunLock, RunError> {
     use std::io::{Read, Seek, Write};
     let path = dir.join(".lock");
     let io = |source| RunError::Io {
@@ -300,24 +367,35 @@ pub fn lock_dir(dir: &Path) -> Result<std::fs::File, RunError> {
         .truncate(false)
         .open(&path)
         .map_err(io)?;
+    let read_holder = |f: &mut std::fs::File| {
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        holder.trim().to_owned()
+    };
     match f.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = f.read_to_string(&mut holder);
-            let holder = holder.trim();
+            let holder = read_holder(&mut f);
             return Err(RunError::Locked {
                 dir: dir.to_path_buf(),
-                holder: if holder.is_empty() { "?" } else { holder }.to_owned(),
+                holder: if holder.is_empty() {
+                    "?".into()
+                } else {
+                    holder
+                },
             });
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
     }
+    let previous = read_holder(&mut f);
     f.set_len(0).map_err(io)?;
     f.rewind().map_err(io)?;
-    write!(f, "{}", std::process::id()).map_err(io)?;
+    write!(f, "{}", holder_name()).map_err(io)?;
     f.flush().map_err(io)?;
-    Ok(f)
+    Ok(RunLock {
+        file: f,
+        taken_over: (!previous.is_empty()).then_some(previous),
+    })
 }
 
 fn backend_kind(name: &str) -> Result<BackendKind, RunError> {
@@ -411,10 +489,18 @@ fn states_from(
 
 fn execute(
     dir: &Path,
+    lock: &RunLock,
     config: &RunConfig,
     exec: &Exec,
     progress: &mut dyn Progress,
 ) -> Result<Outcome, RunError> {
+    if let Some(previous) = lock.taken_over() {
+        progress.note(&format!(
+            "took over {} from an attempt that ended without releasing it ({previous}); \
+             resuming from its samples",
+            dir.display()
+        ));
+    }
     let task_path = check_file("task file", &config.task.file)?;
     let ShardProblems {
         sampled: problems,
@@ -440,6 +526,7 @@ fn execute(
         torn_bytes: loaded.torn_bytes,
         skipped,
         sandbox_downgrades: Vec::new(),
+        taken_over: lock.taken_over().map(str::to_owned),
     };
     let mut writer = SampleWriter::open(&samples_path, loaded.good_len)?;
     if outcome.stats.decided == problems.len() {
@@ -686,12 +773,35 @@ pub struct MergeSummary {
     pub shards: Vec<Shard>,
     /// Samples written.
     pub samples: usize,
+    /// Problems still undecided in the merged run (0 unless incomplete shards were allowed).
+    pub undecided: usize,
+}
+
+/// Problems of a shard directory's run that are not decided yet, or why that cannot be told.
+fn undecided_in(config: &RunConfig, records: &[SampleRecord], dir: &Path) -> Result<usize, String> {
+    let path = Path::new(&config.task.file.path);
+    match FileRef::of(path) {
+        Ok(now) if now.sha256 == config.task.file.sha256 => {}
+        Ok(_) => return Err(format!("the task file {} has changed", path.display())),
+        Err(e) => return Err(format!("the task file cannot be read ({e})")),
+    }
+    let problems = shard_problems(config, path)
+        .map_err(|e| e.to_string())?
+        .sampled;
+    let states = states_from(&problems, records, &config.rule, &dir.join("samples.jsonl"))
+        .map_err(|e| e.to_string())?;
+    Ok(states.iter().filter(|s| s.decision().is_none()).count())
 }
 
 /// Combines shard directories of one run into `out` (a run of the whole task that `report`
-/// and `resume` accept). The shards must share every setting but the shard, be distinct, and
-/// together cover all `N`.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, RunError> {
+/// and `resume` accept). The shards must share every setting but the shard, be distinct, not
+/// be in use, together cover all `N`, and (unless `allow_incomplete`) have decided every
+/// problem; each refusal names the shard.
+pub fn merge(
+    dirs: &[PathBuf],
+    out: &Path,
+    allow_incomplete: bool,
+) -> Result<MergeSummary, RunError> {
     let Some(first) = dirs.first() else {
         return Err(RunError::Settings(
             "merge needs at least one directory".into(),
@@ -701,7 +811,23 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, RunError> {
     let mut shards = Vec::new();
     let mut records = Vec::new();
     let mut session_offset = 0;
+    let mut undecided = 0;
+    let mut locks = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for dir in dirs {
+        if !seen.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone())) {
+            return Err(RunError::Settings(format!(
+                "{} is given twice; merge each shard once",
+                dir.display()
+            )));
+        }
+        // A shard still being written is refused; one that cannot be locked (a read-only
+        // copy) is read as it is.
+        match lock_dir(dir) {
+            Ok(lock) => locks.push(lock),
+            Err(e @ RunError::Locked { .. }) => return Err(e),
+            Err(_) => {}
+        }
         let c = RunConfig::load(dir)?;
         let differences = base.differences(&c);
         if !differences.is_empty() {
@@ -711,19 +837,33 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, RunError> {
             });
         }
         if c.shard.count != base.shard.count || shards.contains(&c.shard) {
-            return Err(RunError::Settings(format!(
-                "{}: shard {} does not fit with the others ({})",
-                dir.display(),
-                c.shard,
-                shards
-                    .iter()
-                    .map(Shard::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(RunError::ShardMisfit {
+                dir: dir.clone(),
+                shard: c.shard,
+                others: shards.clone(),
+            });
         }
         shards.push(c.shard);
         let loaded = load_samples(&dir.join("samples.jsonl"))?;
+        match undecided_in(&c, &loaded.records, dir) {
+            Ok(0) => {}
+            Ok(n) if allow_incomplete => undecided += n,
+            Ok(n) => {
+                return Err(RunError::ShardIncomplete {
+                    dir: dir.clone(),
+                    shard: c.shard,
+                    why: format!("{n} of its problems are not decided yet"),
+                })
+            }
+            Err(_) if allow_incomplete => {}
+            Err(why) => {
+                return Err(RunError::ShardIncomplete {
+                    dir: dir.clone(),
+                    shard: c.shard,
+                    why: format!("whether its problems are decided cannot be told: {why}"),
+                })
+            }
+        }
         let sessions = loaded
             .records
             .iter()
@@ -744,15 +884,15 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, RunError> {
         }
         session_offset += sessions;
     }
-    let missing: Vec<String> = (0..base.shard.count)
+    let missing: Vec<Shard> = (0..base.shard.count)
         .filter(|&i| !shards.iter().any(|s| s.index == i))
-        .map(|i| format!("{i}/{}", base.shard.count))
+        .map(|index| Shard {
+            index,
+            count: base.shard.count,
+        })
         .collect();
     if !missing.is_empty() {
-        return Err(RunError::Settings(format!(
-            "shards {} are missing",
-            missing.join(", ")
-        )));
+        return Err(RunError::ShardsMissing { missing });
     }
     records.sort_by_key(|r| (r.p, r.index));
     std::fs::create_dir_all(out).map_err(|source| RunError::Io {
@@ -779,9 +919,11 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, RunError> {
     }
     w.sync()?;
     merged.save(out)?;
+    drop(locks);
     Ok(MergeSummary {
         shards,
         samples: records.len(),
+        undecided,
     })
 }
 
@@ -789,18 +931,181 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, RunError> {
 mod tests {
     use super::*;
 
+    /// A two-problem task, and a shard directory of a run on it with the given samples.
+    fn shard_dir(root: &Path, shard: Shard, samples: &[(u64, u64, bool)]) -> PathBuf {
+        let task = root.join("task.jsonl");
+        if !task.exists() {
+            std::fs::write(
+                &task,
+                "{\"id\": \"a\", \"prompt\": \"1+1=\", \"target\": \"2\"}\n\
+                 {\"id\": \"b\", \"prompt\": \"2+2=\", \"target\": \"4\"}\n",
+            )
+            .unwrap();
+        }
+        let dir = root.join(format!("shard-{}", shard.index));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = FileRef::of(&task).unwrap();
+        RunConfig {
+            format: FORMAT_VERSION,
+            passuntil: "test".into(),
+            model: file.clone(),
+            backend: "native".into(),
+            task: TaskRef {
+                file,
+                format: "jsonl".into(),
+            },
+            sampling: engine::sampling::SamplingParams::default(),
+            max_tokens: 4,
+            stop: Vec::new(),
+            rule: StopRule::PassUntil {
+                r: 1,
+                max_samples: 3,
+            },
+            seed: 0,
+            shard,
+            merged_from: Vec::new(),
+            judge_isolation: None,
+            checksum: String::new(),
+        }
+        .save(&dir)
+        .unwrap();
+        let mut w = SampleWriter::open(&dir.join("samples.jsonl"), 0).unwrap();
+        for &(p, index, passed) in samples {
+            w.append(&SampleRecord {
+                problem: ["a", "b"][p as usize].into(),
+                p,
+                index,
+                passed,
+                verdict: if passed {
+                    crate::judges::Verdict::Pass
+                } else {
+                    crate::judges::Verdict::Fail {
+                        detail: "no".into(),
+                    }
+                },
+                text: String::new(),
+                tokens: vec![1],
+                stop: "eog".into(),
+                logprob: -1.0,
+                sampling_logprob: -1.0,
+                session: 0,
+                elapsed_s: 0.0,
+                judge_ms: 0.0,
+            })
+            .unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn merge_names_missing_incomplete_running_and_foreign_shards() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let s0 = shard_dir(
+            root,
+            Shard { index: 0, count: 2 },
+            &[(0, 0, false), (0, 1, true)],
+        );
+        let s1 = shard_dir(root, Shard { index: 1, count: 2 }, &[(1, 0, false)]);
+        let out = |name: &str| root.join(name);
+        match merge(std::slice::from_ref(&s0), &out("m1"), false) {
+            Err(e @ RunError::ShardsMissing { .. }) => {
+                assert!(e.to_string().contains("shards 1/2 are missing"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Shard 1 has one of its problem's three samples and no pass: undecided.
+        match merge(&[s0.clone(), s1.clone()], &out("m2"), false) {
+            Err(e @ RunError::ShardIncomplete { .. }) => {
+                let e = e.to_string();
+                assert!(e.contains("shard-1: shard 1/2 is incomplete"), "{e}");
+                assert!(e.contains("1 of its problems are not decided"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!out("m2").join("run.json").exists());
+        let m = merge(&[s0.clone(), s1.clone()], &out("m3"), true).unwrap();
+        assert_eq!((m.samples, m.undecided), (3, 1));
+        // The merged run is a run of the whole task that knows what is left to do.
+        let merged = RunConfig::load(&out("m3")).unwrap();
+        let problems = shard_problems(&merged, Path::new(&merged.task.file.path)).unwrap();
+        let states = states_from(
+            &problems.sampled,
+            &load_samples(&out("m3").join("samples.jsonl"))
+                .unwrap()
+                .records,
+            &merged.rule,
+            &out("m3"),
+        )
+        .unwrap();
+        assert_eq!(
+            states
+                .iter()
+                .map(|s| s.decision().is_some())
+                .collect::<Vec<_>>(),
+            [true, false]
+        );
+        // A shard still being written is refused, naming its holder.
+        let held = lock_dir(&s1).unwrap();
+        match merge(&[s0.clone(), s1.clone()], &out("m4"), true) {
+            Err(RunError::Locked { dir, .. }) => assert_eq!(dir, s1),
+            other => panic!("{other:?}"),
+        }
+        drop(held);
+        // A shard of another run (another seed) is named with what differs.
+        let foreign = root.join("foreign");
+        std::fs::create_dir_all(&foreign).unwrap();
+        let mut c = RunConfig::load(&s1).unwrap();
+        c.seed = 9;
+        c.save(&foreign).unwrap();
+        match merge(&[s0.clone(), foreign.clone()], &out("m5"), true) {
+            Err(RunError::Mismatch { dir, differences }) => {
+                assert_eq!(dir, foreign);
+                assert_eq!(differences, ["seed: 0 vs 9"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same shard twice, or a copy of it, does not fit.
+        let e = merge(&[s0.clone(), s0.clone()], &out("m6"), true).unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
+        let copy = root.join("copy");
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in ["run.json", "samples.jsonl"] {
+            std::fs::copy(s0.join(f), copy.join(f)).unwrap();
+        }
+        match merge(&[s0.clone(), copy], &out("m7"), true) {
+            Err(e @ RunError::ShardMisfit { .. }) => {
+                assert!(e.to_string().contains("shard 0/2 does not fit"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_run_directory_has_one_user_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let held = lock_dir(dir.path()).unwrap();
         match lock_dir(dir.path()) {
             Err(RunError::Locked { holder, .. }) => {
-                assert_eq!(holder, std::process::id().to_string())
+                assert!(holder.starts_with(&format!("pid {} on ", std::process::id())))
             }
             other => panic!("{other:?}"),
         }
-        // Released with its holder (as when a killed job's process goes).
+        assert_eq!(held.taken_over(), None);
+        // Released cleanly: the next holder took over nothing.
         drop(held);
-        lock_dir(dir.path()).unwrap();
+        let again = lock_dir(dir.path()).unwrap();
+        assert_eq!(again.taken_over(), None);
+        // A holder that died holding it (its name left in the file; the kernel released the
+        // flock with its process): the next one says whose lock it took over.
+        std::mem::forget(again);
+        let lock_file = dir.path().join(".lock");
+        let name = std::fs::read_to_string(&lock_file).unwrap();
+        // Forgetting leaked the descriptor, and with it the flock; a fresh file stands in for
+        // the dead process's released one.
+        std::fs::remove_file(&lock_file).unwrap();
+        std::fs::write(&lock_file, &name).unwrap();
+        let after = lock_dir(dir.path()).unwrap();
+        assert_eq!(after.taken_over(), Some(name.as_str()));
     }
 }

@@ -510,6 +510,41 @@ mod tests {
     }
 
     #[test]
+    fn log_probabilities_read_back_bit_for_bit() {
+        // serde_json's default float parsing can be one ulp off; merged or rewritten records
+        // would then differ from the shards they came from.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.jsonl");
+        let mut w = SampleWriter::open(&path, 0).unwrap();
+        let mut r = record(0, 0);
+        for (i, x) in [
+            -1.4537567192828487,
+            -3.7257893728750933,
+            -0.1 - 0.2,
+            -1e-300,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            r.index = i as u64;
+            r.logprob = x;
+            r.sampling_logprob = x * 3.0;
+            w.append(&r).unwrap();
+        }
+        drop(w);
+        for (i, got) in load_samples(&path).unwrap().records.iter().enumerate() {
+            let x = [
+                -1.4537567192828487,
+                -3.7257893728750933,
+                -0.1 - 0.2,
+                -1e-300,
+            ][i];
+            assert_eq!(got.logprob.to_bits(), f64::to_bits(x), "{x}");
+            assert_eq!(got.sampling_logprob.to_bits(), (x * 3.0).to_bits(), "{x}");
+        }
+    }
+
+    #[test]
     fn malformed_and_duplicate_lines_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("samples.jsonl");

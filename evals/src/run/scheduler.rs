@@ -60,6 +60,11 @@ pub struct Stats {
 pub trait Progress {
     /// Called after each decode step (callers throttle their own output).
     fn update(&mut self, stats: &Stats);
+    /// Something the user should know as the session starts (a lock taken over from a dead
+    /// attempt, say); the session goes on.
+    fn note(&mut self, message: &str) {
+        let _ = message;
+    }
 }
 
 impl<F: FnMut(&Stats)> Progress for F {
