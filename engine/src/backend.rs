@@ -16,6 +16,48 @@ pub type SeqId = u32;
 /// A position within a sequence.
 pub type Pos = u32;
 
+/// Which inference engine runs a model. Written `native` and `llama.cpp` (run records, JSON);
+/// `llama-cpp` is read too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum BackendKind {
+    /// passuntil's own engine.
+    #[serde(rename = "native")]
+    Native,
+    /// llama.cpp (build with the `llama-cpp` feature).
+    #[serde(rename = "llama.cpp", alias = "llama-cpp")]
+    LlamaCpp,
+}
+
+impl BackendKind {
+    /// Every kind, in the order help texts list them.
+    pub const ALL: [BackendKind; 2] = [BackendKind::Native, BackendKind::LlamaCpp];
+
+    /// The name records use: `native` or `llama.cpp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Native => "native",
+            BackendKind::LlamaCpp => "llama.cpp",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "native" => Ok(BackendKind::Native),
+            "llama.cpp" | "llama-cpp" => Ok(BackendKind::LlamaCpp),
+            other => Err(format!("unknown backend '{other}' (native, llama-cpp)")),
+        }
+    }
+}
+
 /// An error from a backend. Each variant says what and where.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -28,6 +70,9 @@ pub enum BackendError {
         /// Why.
         message: String,
     },
+    /// The backend was not compiled into this build.
+    #[error("this passuntil was built without {0}; rebuild with `--features llama-cpp` (needs cmake, clang and libclang-dev)")]
+    NotBuilt(BackendKind),
     /// The inference context (cache, threads) could not be created.
     #[error("cannot create an inference context: {0}")]
     Context(String),

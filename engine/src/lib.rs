@@ -64,4 +64,6 @@ pub mod parity;
 pub mod sampling;
 pub mod tokenizer;
 
-pub use backend::{Backend, BackendError, Batch, Logits, ModelInfo, Pos, SeqId, Token};
+pub use backend::{
+    Backend, BackendError, BackendKind, Batch, Logits, ModelInfo, Pos, SeqId, Token,
+};

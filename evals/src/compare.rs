@@ -28,9 +28,6 @@ pub enum CompareError {
     /// Settings or inputs that cannot work.
     #[error("{0}")]
     Settings(String),
-    /// The backend asked for was not compiled in.
-    #[error("{0}")]
-    Unavailable(&'static str),
     /// A model file could not be read.
     #[error(transparent)]
     Gguf(#[from] quant::gguf::GgufError),
@@ -286,9 +283,7 @@ fn compare_on_llama_cpp(
     _: &[u8],
     _: &CompareOptions,
 ) -> Result<CompareReport, CompareError> {
-    Err(CompareError::Unavailable(
-        crate::generate::WITHOUT_LLAMA_CPP,
-    ))
+    Err(BackendError::NotBuilt(crate::generate::BackendKind::LlamaCpp).into())
 }
 
 fn est(e: (f64, f64), digits: usize) -> String {

@@ -10,14 +10,7 @@ use engine::backend::{Backend, BackendError, TokenizeOptions};
 use engine::generate::{generate, GenerateOptions, StopReason};
 use serde::Serialize;
 
-/// Which inference engine runs a model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendKind {
-    /// passuntil's own engine.
-    Native,
-    /// llama.cpp (build with the `llama-cpp` feature).
-    LlamaCpp,
-}
+pub use engine::backend::BackendKind;
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -397,18 +390,10 @@ pub fn tokenize(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
-    /// The backend was not compiled in or does not exist yet.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The backend failed.
+    /// The backend failed, or was not built in ([`BackendError::NotBuilt`]).
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
-
-/// What a command that asks for llama.cpp says in a build without it.
-#[cfg(not(feature = "llama-cpp"))]
-pub(crate) const WITHOUT_LLAMA_CPP: &str = "this pass-until was built without llama.cpp; rebuild \
-     with `--features llama-cpp` (needs cmake, clang and libclang-dev)";
 
 /// Loads `model` on `kind` with a cache of `n_ctx` cells for up to `n_seq` sequences
 /// (llama.cpp caps sequences at its own limit) and runs `f` on it.
@@ -460,7 +445,7 @@ fn with_llama_cpp<T>(
     _: u32,
     _: impl FnOnce(&mut dyn Backend) -> Result<T, BackendError>,
 ) -> Result<T, OpenError> {
-    Err(OpenError::Unavailable(WITHOUT_LLAMA_CPP.into()))
+    Err(BackendError::NotBuilt(BackendKind::LlamaCpp).into())
 }
 
 /// Loads `model` on `kind` and generates.

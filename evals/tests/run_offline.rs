@@ -62,7 +62,13 @@ fn a_run_directory_pins_its_settings() {
         &Default::default(),
         &mut |_: &evals::run::Stats| {},
     ) {
-        Err(RunError::Settings(m)) => assert!(m.contains("has changed"), "{m}"),
+        Err(
+            e @ RunError::FileChanged {
+                what: "task file", ..
+            },
+        ) => {
+            assert!(e.to_string().contains("has changed"), "{e}")
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -105,7 +105,7 @@ enum Command {
         #[arg(short, long, value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..=MAX_THREADS))]
         threads: Option<u32>,
         /// The engine that runs every model.
-        #[arg(long, value_enum, default_value_t = evals::generate::BackendKind::Native)]
+        #[arg(long, default_value = "native", value_parser = backend_kind())]
         backend: evals::generate::BackendKind,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -169,7 +169,7 @@ struct GenerateArgs {
     #[arg(long)]
     allow_long_context: bool,
     /// Which engine runs the model.
-    #[arg(long, value_enum, default_value_t = evals::generate::BackendKind::Native)]
+    #[arg(long, default_value = "native", value_parser = backend_kind())]
     backend: evals::generate::BackendKind,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -194,7 +194,7 @@ struct ScoreArgs {
     #[arg(short, long, value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..=MAX_THREADS))]
     threads: Option<u32>,
     /// Which engine runs the model.
-    #[arg(long, value_enum, default_value_t = evals::generate::BackendKind::Native)]
+    #[arg(long, default_value = "native", value_parser = backend_kind())]
     backend: evals::generate::BackendKind,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -276,7 +276,7 @@ struct RunCommon {
     #[arg(long)]
     task: PathBuf,
     /// The task file's format.
-    #[arg(long, value_enum, default_value_t = evals::tasks::Format::Auto)]
+    #[arg(long, default_value = "auto", value_parser = task_format())]
     format: evals::tasks::Format,
     /// PassUntil: stop a problem at its r-th success (in sample-index order).
     #[arg(long, default_value_t = 2, conflicts_with = "n")]
@@ -314,7 +314,7 @@ struct RunCommon {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Which engine runs the model.
-    #[arg(long, value_enum, default_value_t = evals::generate::BackendKind::Native)]
+    #[arg(long, default_value = "native", value_parser = backend_kind())]
     backend: evals::generate::BackendKind,
     #[command(flatten)]
     exec: ExecArgs,
@@ -427,6 +427,20 @@ impl SamplingArgs {
 const MAX_THREADS: u64 = 1024;
 /// The most new tokens per sample (any model's context is shorter).
 const MAX_TOKENS: u64 = 1 << 20;
+
+/// `--backend`: `native` or `llama-cpp`.
+fn backend_kind() -> impl clap::builder::TypedValueParser<Value = engine::BackendKind> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["native", "llama-cpp"])
+        .map(|s| s.parse().expect("a listed backend"))
+}
+
+/// `--format`: a task file format, or `auto`.
+fn task_format() -> impl clap::builder::TypedValueParser<Value = evals::tasks::Format> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(evals::tasks::Format::ALL.map(|f| f.name()))
+        .map(|s| s.parse().expect("a listed format"))
+}
 
 /// A parser for a `usize` argument in `lo..=hi`.
 fn usize_in(lo: u64, hi: u64) -> clap::builder::RangedU64ValueParser<usize> {

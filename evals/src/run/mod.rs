@@ -69,9 +69,72 @@ pub enum RunError {
     /// The task file cannot be used.
     #[error(transparent)]
     Task(#[from] TaskError),
-    /// Settings that cannot work.
-    #[error("{0}")]
-    Settings(String),
+    /// `max_tokens` is 0.
+    #[error("--max-tokens must be at least 1")]
+    MaxTokensZero,
+    /// A stopping rule no problem can finish under.
+    #[error("the stopping rule {0:?} cannot run: PassUntil needs 1 ≤ r ≤ max samples, pass@k needs n ≥ 1 and every k in 1..=n")]
+    BadRule(StopRule),
+    /// The batch holds no sample.
+    #[error("--batch must be at least 1")]
+    BatchZero,
+    /// A file the run is pinned to has changed.
+    #[error("the {what} {path} has changed since the run started (sha256 {now} now, {then} then); restore it or start a new run")]
+    FileChanged {
+        /// `model` or `task file`.
+        what: &'static str,
+        /// Where the run found it.
+        path: String,
+        /// Its sha256 when the run started.
+        then: String,
+        /// Its sha256 now.
+        now: String,
+    },
+    /// Programs are to be judged and no sandbox can be made on this machine.
+    #[error("cannot judge programs: {0}")]
+    Sandbox(String),
+    /// A problem's prompt cannot be sampled.
+    #[error("problem '{problem}': {reason}")]
+    Prompt {
+        /// The problem's id.
+        problem: String,
+        /// Why.
+        reason: PromptError,
+    },
+    /// A problem was left undecided when the scheduler ran out of work (a bug).
+    #[error("problem '{0}' was left undecided (a scheduler bug)")]
+    Undecided(String),
+    /// The scheduler's slots do not fit the context's sequences (a bug).
+    #[error(
+        "{slots} slots and {prompt_seqs} prompt sequences do not fit the backend's {max} sequences"
+    )]
+    Shape {
+        /// Sample slots.
+        slots: usize,
+        /// Prompt sequences.
+        prompt_seqs: usize,
+        /// What the context holds.
+        max: u32,
+    },
+    /// `merge` was given nothing.
+    #[error("merge needs at least one directory")]
+    NothingToMerge,
+    /// A directory given to `merge` twice.
+    #[error("{} is given twice; merge each shard once", .0.display())]
+    MergedTwice(PathBuf),
+    /// A shard directory holds a sample of a problem outside its shard.
+    #[error("{}: problem '{problem}' is not in shard {shard}", dir.display())]
+    ForeignSample {
+        /// The shard's directory.
+        dir: PathBuf,
+        /// The problem's id.
+        problem: String,
+        /// The directory's shard.
+        shard: Shard,
+    },
+    /// `merge`'s destination already holds a run.
+    #[error("{} already holds a run; merge into an empty directory", .0.display())]
+    NotEmpty(PathBuf),
     /// The backend failed or is not available.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -118,6 +181,31 @@ pub enum RunError {
         index: u64,
         /// What failed.
         message: String,
+    },
+}
+
+/// Why a problem's prompt cannot be sampled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PromptError {
+    /// More bytes than the trained context could hold, whatever they tokenize to.
+    #[error("{0} (--allow-long-context to go on anyway)")]
+    TooManyBytes(String),
+    /// The chat template failed.
+    #[error(transparent)]
+    Chat(#[from] crate::generate::ChatPromptError),
+    /// The prompt tokenizes to nothing.
+    #[error("the prompt is empty")]
+    Empty,
+    /// Prompt and new tokens exceed the trained context.
+    #[error("{prompt} prompt tokens + {max_tokens} new tokens exceed the model's trained context of {n_ctx_train} (--allow-long-context to go on anyway)")]
+    TooLong {
+        /// Prompt tokens.
+        prompt: usize,
+        /// New tokens per sample.
+        max_tokens: usize,
+        /// The trained context.
+        n_ctx_train: usize,
     },
 }
 
@@ -218,69 +306,53 @@ pub struct Outcome {
     pub taken_over: Option<String>,
 }
 
-fn format_name(path: &Path, format: Format) -> Result<String, RunError> {
-    let f = match format {
-        Format::Auto => crate::tasks::detect(path)?,
-        f => f,
-    };
-    Ok(match f {
-        Format::Jsonl => "jsonl",
-        Format::Bigbench => "bigbench",
-        Format::Humaneval => "humaneval",
-        Format::Auto => unreachable!("detected"),
+impl RunOptions {
+    /// The run these options define, with the model and task files hashed (each read once).
+    /// Checks every setting ([`RunConfig::validate`], [`Exec::validate`]) before hashing.
+    pub fn config(&self) -> Result<RunConfig, RunError> {
+        let mut config = RunConfig {
+            format: FORMAT_VERSION,
+            passuntil: env!("CARGO_PKG_VERSION").to_owned(),
+            model: FileRef::unhashed(&self.model),
+            backend: self.backend,
+            task: TaskRef {
+                file: FileRef::unhashed(&self.task),
+                format: self.format.resolve(&self.task)?,
+            },
+            sampling: self.sampling.clone(),
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            rule: self.rule.clone(),
+            seed: self.seed,
+            shard: self.shard,
+            merged_from: Vec::new(),
+            judge_isolation: None,
+            checksum: String::new(),
+        };
+        config.validate()?;
+        self.exec.validate()?;
+        config.model = FileRef::of(&self.model)?;
+        config.task.file = FileRef::of(&self.task)?;
+        Ok(config)
     }
-    .to_owned())
 }
 
-fn backend_name(kind: BackendKind) -> &'static str {
-    match kind {
-        BackendKind::Native => "native",
-        BackendKind::LlamaCpp => "llama.cpp",
+impl Exec {
+    /// Whether a session can execute this way (a batch of at least one sample).
+    pub fn validate(&self) -> Result<(), RunError> {
+        if self.batch == 0 {
+            return Err(RunError::BatchZero);
+        }
+        Ok(())
     }
 }
 
 /// Starts a run in `opts.out`, or continues the one there if its settings are the same.
 pub fn start(opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome, RunError> {
-    if opts.max_tokens == 0 {
-        return Err(RunError::Settings("--max-tokens must be at least 1".into()));
-    }
-    match &opts.rule {
-        StopRule::PassUntil { r, max_samples } if *r == 0 || max_samples < r => {
-            return Err(RunError::Settings(format!(
-                "--r {r} must be at least 1 and at most --max-samples {max_samples}"
-            )))
-        }
-        StopRule::Fixed { n, k } if *n == 0 || k.iter().any(|&k| k == 0 || k > *n) => {
-            return Err(RunError::Settings(format!(
-                "every k in {k:?} must be in 1..={n} (--n)"
-            )))
-        }
-        _ => {}
-    }
-    opts.sampling.validate().map_err(BackendError::from)?;
+    let config = opts.config()?;
     // The task is read whole before anything is written, so a malformed file leaves no
     // run.json behind to disagree with the fixed one.
-    let format = format_name(&opts.task, opts.format)?;
-    crate::tasks::load(&opts.task, opts.format)?;
-    let config = RunConfig {
-        format: FORMAT_VERSION,
-        passuntil: env!("CARGO_PKG_VERSION").to_owned(),
-        model: FileRef::of(&opts.model)?,
-        backend: backend_name(opts.backend).to_owned(),
-        task: TaskRef {
-            file: FileRef::of(&opts.task)?,
-            format,
-        },
-        sampling: opts.sampling.clone(),
-        max_tokens: opts.max_tokens,
-        stop: opts.stop.clone(),
-        rule: opts.rule.clone(),
-        seed: opts.seed,
-        shard: opts.shard,
-        merged_from: Vec::new(),
-        judge_isolation: None,
-        checksum: String::new(),
-    };
+    let problems = crate::tasks::load(&opts.task, config.task.format)?;
     let dir = &opts.out;
     std::fs::create_dir_all(dir).map_err(|source| RunError::Io {
         path: dir.clone(),
@@ -302,14 +374,19 @@ pub fn start(opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome, 
     } else {
         config.save(dir)?;
     }
-    execute(dir, &lock, &config, &opts.exec, progress)
+    execute(dir, &lock, &config, problems, &opts.exec, progress)
 }
 
-/// Continues the run in `dir` with its own settings.
+/// Continues the run in `dir` with its own settings, once its model and task files are found
+/// unchanged.
 pub fn resume(dir: &Path, exec: &Exec, progress: &mut dyn Progress) -> Result<Outcome, RunError> {
+    exec.validate()?;
     let lock = lock_dir(dir)?;
     let config = RunConfig::load(dir)?;
-    execute(dir, &lock, &config, exec, progress)
+    check_file("model", &config.model)?;
+    let task = check_file("task file", &config.task.file)?;
+    let problems = crate::tasks::load(&task, config.task.format)?;
+    execute(dir, &lock, &config, problems, exec, progress)
 }
 
 /// The lock on a run directory (`DIR/.lock`): an exclusive `flock`, held until this is
@@ -398,25 +475,16 @@ pub fn lock_dir(dir: &Path) -> Result<RunLock, RunError> {
     })
 }
 
-fn backend_kind(name: &str) -> Result<BackendKind, RunError> {
-    match name {
-        "native" => Ok(BackendKind::Native),
-        "llama.cpp" => Ok(BackendKind::LlamaCpp),
-        other => Err(RunError::Settings(format!(
-            "unknown backend '{other}' in run.json"
-        ))),
-    }
-}
-
-fn check_file(what: &str, recorded: &FileRef) -> Result<PathBuf, RunError> {
+fn check_file(what: &'static str, recorded: &FileRef) -> Result<PathBuf, RunError> {
     let path = PathBuf::from(&recorded.path);
     let now = FileRef::of(&path)?;
     if now.sha256 != recorded.sha256 {
-        return Err(RunError::Settings(format!(
-            "the {what} {} has changed since the run started (sha256 {} now, {} then); \
-             restore it or start a new run",
-            recorded.path, now.sha256, recorded.sha256
-        )));
+        return Err(RunError::FileChanged {
+            what,
+            path: recorded.path.clone(),
+            then: recorded.sha256.clone(),
+            now: now.sha256,
+        });
     }
     Ok(path)
 }
@@ -430,17 +498,19 @@ pub struct ShardProblems {
     pub skipped: Vec<String>,
 }
 
-/// The problems of a run's shard.
+/// The problems of a run's shard, read from the task file at `path`.
 pub fn shard_problems(config: &RunConfig, path: &Path) -> Result<ShardProblems, RunError> {
-    let format = match config.task.format.as_str() {
-        "jsonl" => Format::Jsonl,
-        "bigbench" => Format::Bigbench,
-        "humaneval" => Format::Humaneval,
-        other => return Err(RunError::Settings(format!("unknown task format '{other}'"))),
-    };
+    Ok(shard_of(
+        config,
+        crate::tasks::load(path, config.task.format)?,
+    ))
+}
+
+/// The problems of a run's shard among all of its task's.
+fn shard_of(config: &RunConfig, all: Vec<Problem>) -> ShardProblems {
     let mut skipped = Vec::new();
     let mut out = Vec::new();
-    for (p, problem) in crate::tasks::load(path, format)?.into_iter().enumerate() {
+    for (p, problem) in all.into_iter().enumerate() {
         if !config.shard.holds(p) {
             continue;
         }
@@ -450,10 +520,10 @@ pub fn shard_problems(config: &RunConfig, path: &Path) -> Result<ShardProblems, 
             out.push((p as u64, problem));
         }
     }
-    Ok(ShardProblems {
+    ShardProblems {
         sampled: out,
         skipped,
-    })
+    }
 }
 
 /// Rebuilds each problem's state from the records; records must belong to the problems.
@@ -487,10 +557,13 @@ fn states_from(
     Ok(states)
 }
 
+/// Samples what the run in `dir` still needs; `all` are its task's problems, and its files
+/// were checked by the caller.
 fn execute(
     dir: &Path,
     lock: &RunLock,
     config: &RunConfig,
+    all: Vec<Problem>,
     exec: &Exec,
     progress: &mut dyn Progress,
 ) -> Result<Outcome, RunError> {
@@ -501,11 +574,10 @@ fn execute(
             dir.display()
         ));
     }
-    let task_path = check_file("task file", &config.task.file)?;
     let ShardProblems {
         sampled: problems,
         skipped,
-    } = shard_problems(config, &task_path)?;
+    } = shard_of(config, all);
     let samples_path = dir.join("samples.jsonl");
     let loaded = load_samples(&samples_path)?;
     let mut states = states_from(&problems, &loaded.records, &config.rule, &samples_path)?;
@@ -532,15 +604,12 @@ fn execute(
     if outcome.stats.decided == problems.len() {
         return Ok(outcome);
     }
-    if exec.batch == 0 {
-        return Err(RunError::Settings("--batch must be at least 1".into()));
-    }
     let needs_sandbox = problems
         .iter()
         .any(|(_, p)| matches!(p.check, Check::Program { .. }));
     let sandbox = if needs_sandbox {
         let sandbox = crate::judges::Sandbox::new(crate::judges::Limits::default())
-            .map_err(RunError::Settings)?;
+            .map_err(RunError::Sandbox)?;
         // run.json says how this session's programs are isolated (a resumed run may be on
         // another machine); it is not a setting, so it changes no sample.
         outcome.sandbox_downgrades = sandbox.downgrades().to_vec();
@@ -561,10 +630,9 @@ fn execute(
     } else {
         1
     });
-    let model_path = check_file("model", &config.model)?;
-    let kind = backend_kind(&config.backend)?;
+    let model_path = PathBuf::from(&config.model.path);
     let stats = with_backend(
-        kind,
+        config.backend,
         &model_path,
         config,
         &problems,
@@ -646,9 +714,13 @@ fn jobs_for(
                 Prompt::Text(text) => text.len(),
                 Prompt::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
             };
+            let refuse = |reason| RunError::Prompt {
+                problem: problem.id.clone(),
+                reason,
+            };
             if !exec.allow_long_context {
                 crate::generate::check_prompt_bytes(bytes, backend.info().n_ctx_train)
-                    .map_err(|e| RunError::Settings(format!("problem '{}': {e}", problem.id)))?;
+                    .map_err(|e| refuse(PromptError::TooManyBytes(e)))?;
             }
             let prompt = match &problem.prompt {
                 Prompt::Text(text) => backend.tokenize(
@@ -659,13 +731,10 @@ fn jobs_for(
                     },
                 )?,
                 Prompt::Chat(messages) => crate::generate::chat_tokens(backend, messages)
-                    .map_err(|e| RunError::Settings(format!("problem '{}': {e}", problem.id)))?,
+                    .map_err(|e| refuse(PromptError::Chat(e)))?,
             };
             if prompt.is_empty() {
-                return Err(RunError::Settings(format!(
-                    "problem '{}' has an empty prompt",
-                    problem.id
-                )));
+                return Err(refuse(PromptError::Empty));
             }
             let stop = problem
                 .stop
@@ -696,13 +765,14 @@ fn check_context(
         .iter()
         .find(|j| !exec.allow_long_context && j.prompt.len() + config.max_tokens > n_ctx_train)
     {
-        return Err(RunError::Settings(format!(
-            "problem '{}': {} prompt tokens + {} new tokens exceed the model's trained context \
-             of {n_ctx_train} (--allow-long-context to go on anyway)",
-            j.problem.id,
-            j.prompt.len(),
-            config.max_tokens
-        )));
+        return Err(RunError::Prompt {
+            problem: j.problem.id.clone(),
+            reason: PromptError::TooLong {
+                prompt: j.prompt.len(),
+                max_tokens: config.max_tokens,
+                n_ctx_train,
+            },
+        });
     }
     Ok(jobs.iter().map(|j| j.prompt.len()).max().unwrap_or(1))
 }
@@ -761,9 +831,9 @@ fn llama_cpp_backend(
     _: &Exec,
     _: &mut Body<'_>,
 ) -> Result<Stats, RunError> {
-    Err(RunError::Settings(
-        crate::generate::WITHOUT_LLAMA_CPP.into(),
-    ))
+    Err(RunError::Backend(BackendError::NotBuilt(
+        BackendKind::LlamaCpp,
+    )))
 }
 
 /// What `merge` produced.
@@ -803,9 +873,7 @@ pub fn merge(
     allow_incomplete: bool,
 ) -> Result<MergeSummary, RunError> {
     let Some(first) = dirs.first() else {
-        return Err(RunError::Settings(
-            "merge needs at least one directory".into(),
-        ));
+        return Err(RunError::NothingToMerge);
     };
     let base = RunConfig::load(first)?;
     let mut shards = Vec::new();
@@ -816,10 +884,7 @@ pub fn merge(
     let mut seen = std::collections::HashSet::new();
     for dir in dirs {
         if !seen.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone())) {
-            return Err(RunError::Settings(format!(
-                "{} is given twice; merge each shard once",
-                dir.display()
-            )));
+            return Err(RunError::MergedTwice(dir.clone()));
         }
         // A shard still being written is refused; one that cannot be locked (a read-only
         // copy) is read as it is.
@@ -836,7 +901,7 @@ pub fn merge(
                 differences,
             });
         }
-        if c.shard.count != base.shard.count || shards.contains(&c.shard) {
+        if c.shard.count() != base.shard.count() || shards.contains(&c.shard) {
             return Err(RunError::ShardMisfit {
                 dir: dir.clone(),
                 shard: c.shard,
@@ -872,24 +937,20 @@ pub fn merge(
             .unwrap_or(0);
         for mut r in loaded.records {
             if !c.shard.holds(r.p as usize) {
-                return Err(RunError::Settings(format!(
-                    "{}: problem '{}' is not in shard {}",
-                    dir.display(),
-                    r.problem,
-                    c.shard
-                )));
+                return Err(RunError::ForeignSample {
+                    dir: dir.clone(),
+                    problem: r.problem,
+                    shard: c.shard,
+                });
             }
             r.session += session_offset;
             records.push(r);
         }
         session_offset += sessions;
     }
-    let missing: Vec<Shard> = (0..base.shard.count)
-        .filter(|&i| !shards.iter().any(|s| s.index == i))
-        .map(|index| Shard {
-            index,
-            count: base.shard.count,
-        })
+    let missing: Vec<Shard> = (0..base.shard.count())
+        .filter(|&i| !shards.iter().any(|s| s.index() == i))
+        .filter_map(|index| Shard::new(index, base.shard.count()).ok())
         .collect();
     if !missing.is_empty() {
         return Err(RunError::ShardsMissing { missing });
@@ -902,12 +963,9 @@ pub fn merge(
     let _lock = lock_dir(out)?;
     let samples = out.join("samples.jsonl");
     if samples.exists() || out.join("run.json").exists() {
-        return Err(RunError::Settings(format!(
-            "{} already holds a run; merge into an empty directory",
-            out.display()
-        )));
+        return Err(RunError::NotEmpty(out.to_path_buf()));
     }
-    shards.sort_by_key(|s| s.index);
+    shards.sort_by_key(|s| s.index());
     let merged = RunConfig {
         shard: Shard::default(),
         merged_from: shards.clone(),
@@ -942,17 +1000,17 @@ mod tests {
             )
             .unwrap();
         }
-        let dir = root.join(format!("shard-{}", shard.index));
+        let dir = root.join(format!("shard-{}", shard.index()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = FileRef::of(&task).unwrap();
         RunConfig {
             format: FORMAT_VERSION,
             passuntil: "test".into(),
             model: file.clone(),
-            backend: "native".into(),
+            backend: BackendKind::Native,
             task: TaskRef {
                 file,
-                format: "jsonl".into(),
+                format: Format::Jsonl,
             },
             sampling: engine::sampling::SamplingParams::default(),
             max_tokens: 4,
@@ -1003,10 +1061,10 @@ mod tests {
         let root = tmp.path();
         let s0 = shard_dir(
             root,
-            Shard { index: 0, count: 2 },
+            Shard::new(0, 2).unwrap(),
             &[(0, 0, false), (0, 1, true)],
         );
-        let s1 = shard_dir(root, Shard { index: 1, count: 2 }, &[(1, 0, false)]);
+        let s1 = shard_dir(root, Shard::new(1, 2).unwrap(), &[(1, 0, false)]);
         let out = |name: &str| root.join(name);
         match merge(std::slice::from_ref(&s0), &out("m1"), false) {
             Err(e @ RunError::ShardsMissing { .. }) => {

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::RunError;
 use crate::judges::Verdict;
+use crate::tasks::Format;
+use engine::backend::BackendKind;
 use engine::sampling::SamplingParams;
 
 /// The `run.json` format version: 2 carries a checksum of its settings. Version 1 files (from
@@ -31,6 +33,15 @@ pub struct FileRef {
 }
 
 impl FileRef {
+    /// `path` before it is hashed (no sha256, no size), for settings checked before hashing.
+    pub(crate) fn unhashed(path: &Path) -> Self {
+        FileRef {
+            path: path.display().to_string(),
+            sha256: String::new(),
+            bytes: 0,
+        }
+    }
+
     /// Hashes `path`.
     pub fn of(path: &Path) -> Result<Self, RunError> {
         use sha2::{Digest, Sha256};
@@ -56,8 +67,8 @@ impl FileRef {
 pub struct TaskRef {
     /// The task file.
     pub file: FileRef,
-    /// How it was read (`jsonl`, `bigbench`, `humaneval`).
-    pub format: String,
+    /// How it was read (`jsonl`, `bigbench` or `humaneval`; never `auto`).
+    pub format: Format,
 }
 
 /// When a problem has had enough samples.
@@ -91,13 +102,26 @@ impl StopRule {
 }
 
 /// A deterministic subset of a task's problems: those whose index `p` has `p % count ==
-/// index`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// index`. Always valid (`index < count`), however it was made or read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "ShardFields")]
 pub struct Shard {
-    /// This shard, `0..count`.
-    pub index: u32,
-    /// Number of shards.
-    pub count: u32,
+    index: u32,
+    count: u32,
+}
+
+/// A shard as written, checked before it becomes a [`Shard`].
+#[derive(Deserialize)]
+struct ShardFields {
+    index: u32,
+    count: u32,
+}
+
+impl TryFrom<ShardFields> for Shard {
+    type Error = String;
+    fn try_from(f: ShardFields) -> Result<Self, String> {
+        Shard::new(f.index, f.count)
+    }
 }
 
 impl Default for Shard {
@@ -107,6 +131,27 @@ impl Default for Shard {
 }
 
 impl Shard {
+    /// Shard `index` of `count`, if `index < count`.
+    pub fn new(index: u32, count: u32) -> Result<Self, String> {
+        if index < count {
+            Ok(Shard { index, count })
+        } else {
+            Err(format!(
+                "shard {index}/{count} is not a shard (expected I/N with 0 ≤ I < N)"
+            ))
+        }
+    }
+
+    /// This shard, `0..count`.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Number of shards.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
     /// Whether problem `p` belongs to this shard.
     pub fn holds(&self, p: usize) -> bool {
         p % self.count as usize == self.index as usize
@@ -122,10 +167,7 @@ impl std::str::FromStr for Shard {
             i.trim().parse().map_err(|_| bad())?,
             n.trim().parse().map_err(|_| bad())?,
         );
-        if count == 0 || index >= count {
-            return Err(bad());
-        }
-        Ok(Shard { index, count })
+        Shard::new(index, count).map_err(|_| bad())
     }
 }
 
@@ -145,8 +187,8 @@ pub struct RunConfig {
     pub passuntil: String,
     /// The model file.
     pub model: FileRef,
-    /// `llama.cpp` or `native`.
-    pub backend: String,
+    /// The engine that ran it.
+    pub backend: BackendKind,
     /// The task.
     pub task: TaskRef,
     /// How tokens are drawn.
@@ -175,53 +217,54 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// The fields in which `other` differs from `self` that change samples, shard aside
-    /// (paths and versions are not compared: files are pinned by hash).
+    /// The settings in which `other` differs from `self` that change samples, shard aside
+    /// (paths and versions are not compared: files are pinned by hash), each as
+    /// `name: ours vs theirs` down to the field (`sampling.top_k: 0 vs 40`).
     pub fn differences(&self, other: &RunConfig) -> Vec<String> {
         let mut d = Vec::new();
-        let mut cmp = |name: &str, a: String, b: String| {
-            if a != b {
-                d.push(format!("{name}: {a} vs {b}"));
-            }
-        };
-        cmp(
-            "model sha256",
-            self.model.sha256.clone(),
-            other.model.sha256.clone(),
-        );
-        cmp("backend", self.backend.clone(), other.backend.clone());
-        cmp(
-            "task sha256",
-            self.task.file.sha256.clone(),
-            other.task.file.sha256.clone(),
-        );
-        cmp(
-            "task format",
-            self.task.format.clone(),
-            other.task.format.clone(),
-        );
-        cmp(
-            "sampling",
-            format!("{:?}", self.sampling),
-            format!("{:?}", other.sampling),
-        );
-        cmp(
-            "max tokens",
-            self.max_tokens.to_string(),
-            other.max_tokens.to_string(),
-        );
-        cmp(
-            "stop strings",
-            format!("{:?}", self.stop),
-            format!("{:?}", other.stop),
-        );
-        cmp(
-            "stopping rule",
-            format!("{:?}", self.rule),
-            format!("{:?}", other.rule),
-        );
-        cmp("seed", self.seed.to_string(), other.seed.to_string());
+        let ours = self.identity();
+        let theirs = other.identity();
+        diff_json("", &ours, &theirs, &mut d);
         d
+    }
+
+    /// What decides the run's samples, as JSON.
+    fn identity(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model sha256": self.model.sha256,
+            "backend": self.backend,
+            "task sha256": self.task.file.sha256,
+            "task format": self.task.format,
+            "sampling": self.sampling,
+            "max tokens": self.max_tokens,
+            "stop strings": self.stop,
+            "stopping rule": self.rule,
+            "seed": self.seed,
+        })
+    }
+
+    /// Whether these settings can run: `max_tokens ≥ 1`, `1 ≤ r ≤ max_samples` (PassUntil) or
+    /// `1 ≤ k ≤ n` (pass@k), a concrete task format, and sampling settings the sampler takes.
+    pub fn validate(&self) -> Result<(), RunError> {
+        if self.max_tokens == 0 {
+            return Err(RunError::MaxTokensZero);
+        }
+        let rule_ok = match &self.rule {
+            StopRule::PassUntil { r, max_samples } => *r > 0 && r <= max_samples,
+            StopRule::Fixed { n, k } => *n > 0 && k.iter().all(|&k| k > 0 && k <= *n),
+        };
+        if !rule_ok {
+            return Err(RunError::BadRule(self.rule.clone()));
+        }
+        if self.task.format == Format::Auto {
+            return Err(RunError::Task(crate::tasks::TaskError::UnknownFormat {
+                file: self.task.file.path.clone(),
+            }));
+        }
+        self.sampling
+            .validate()
+            .map_err(engine::backend::BackendError::from)?;
+        Ok(())
     }
 
     /// Reads `DIR/run.json`.
@@ -254,26 +297,7 @@ impl RunConfig {
                     .into(),
             ));
         }
-        let limits_ok = c.max_tokens > 0
-            && match &c.rule {
-                StopRule::PassUntil { r, max_samples } => *r > 0 && r <= max_samples,
-                StopRule::Fixed { n, k } => *n > 0 && k.iter().all(|&k| k > 0 && k <= *n),
-            };
-        if !limits_ok {
-            return Err(bad(format!(
-                "max_tokens {} and stopping rule {:?} cannot run (1 ≤ r ≤ max_samples, \
-                 1 ≤ k ≤ n, max_tokens ≥ 1)",
-                c.max_tokens, c.rule
-            )));
-        }
-        for s in std::iter::once(&c.shard).chain(&c.merged_from) {
-            if s.count == 0 || s.index >= s.count {
-                return Err(bad(format!(
-                    "shard {}/{} is not a shard (expected I/N with 0 ≤ I < N)",
-                    s.index, s.count
-                )));
-            }
-        }
+        c.validate().map_err(|e| bad(e.to_string()))?;
         Ok(c)
     }
 
@@ -303,6 +327,32 @@ impl RunConfig {
         tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(dir.join("run.json")).map_err(|e| io(e.error))?;
         Ok(())
+    }
+}
+
+/// Adds `path: a vs b` to `out` for every leaf where `a` and `b` differ.
+fn diff_json(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let name = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                let null = Value::Null;
+                diff_json(
+                    &name,
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(format!("{path}: {a} vs {b}")),
+        _ => {}
     }
 }
 
@@ -575,10 +625,10 @@ mod tests {
             format: FORMAT_VERSION,
             passuntil: "0".into(),
             model: file.clone(),
-            backend: "native".into(),
+            backend: BackendKind::Native,
             task: TaskRef {
                 file,
-                format: "jsonl".into(),
+                format: Format::Jsonl,
             },
             sampling: SamplingParams::default(),
             max_tokens: 8,
@@ -622,6 +672,39 @@ mod tests {
         zero.save(dir.path()).unwrap();
         let e = RunConfig::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("shard 0/0 is not a shard"), "{e}");
+        // Unknown backends and formats are named by serde, with what it expects.
+        let e = edit("\"backend\": \"native\"", "\"backend\": \"vllm\"");
+        assert!(e.contains("unknown variant `vllm`"), "{e}");
+        let e = edit("\"format\": \"jsonl\"", "\"format\": \"csv\"");
+        assert!(e.contains("unknown variant `csv`"), "{e}");
+    }
+
+    #[test]
+    fn differences_name_the_field() {
+        let a = config();
+        let mut b = config();
+        b.sampling.top_k = 40;
+        b.seed = 8;
+        b.rule = StopRule::PassUntil {
+            r: 3,
+            max_samples: 10,
+        };
+        b.stop = vec!["\n".into()];
+        assert_eq!(
+            a.differences(&b),
+            [
+                "sampling.top_k: 0 vs 40",
+                "seed: 7 vs 8",
+                "stop strings: [] vs [\"\\n\"]",
+                "stopping rule.r: 2 vs 3"
+            ]
+        );
+        b = config();
+        b.shard = Shard { index: 0, count: 4 };
+        assert!(
+            a.differences(&b).is_empty(),
+            "the shard is not a difference"
+        );
     }
 
     #[test]
@@ -631,6 +714,10 @@ mod tests {
         assert!(s.holds(4) && !s.holds(3));
         for bad in ["3/3", "1", "a/2", "0/0", "-1/2"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        for bad in [r#"{"index": 0, "count": 0}"#, r#"{"index": 4, "count": 4}"#] {
+            let e = serde_json::from_str::<Shard>(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a shard"), "{e}");
         }
         let total: usize = (0..3)
             .map(|i| {

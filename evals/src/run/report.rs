@@ -309,7 +309,7 @@ impl Report {
         );
         if !self.run.merged_from.is_empty() {
             let _ = writeln!(s, "merged from {} shards", self.run.merged_from.len());
-        } else if self.run.shard.count > 1 {
+        } else if self.run.shard.count() > 1 {
             let _ = writeln!(s, "shard {}", self.run.shard);
         }
         if let Some(i) = self.run.judge_isolation {

@@ -133,10 +133,11 @@ pub fn drive(
         .map_err(engine::backend::BackendError::from)?;
     let info = backend.info().clone();
     if shape.batch == 0 || shape.batch + shape.prompt_seqs > info.max_sequences as usize {
-        return Err(RunError::Settings(format!(
-            "{} slots and {} prompt sequences do not fit the backend's {} sequences",
-            shape.batch, shape.prompt_seqs, info.max_sequences
-        )));
+        return Err(RunError::Shape {
+            slots: shape.batch,
+            prompt_seqs: shape.prompt_seqs,
+            max: info.max_sequences,
+        });
     }
     let mut stats = Stats {
         problems: jobs.len(),
@@ -263,10 +264,7 @@ pub fn drive(
             progress.update(&stats);
         }
         if let Some(j) = (0..jobs.len()).find(|&j| lp.states[j].decision().is_none()) {
-            return Err(RunError::Settings(format!(
-                "problem '{}' was left undecided (a scheduler bug)",
-                jobs[j].problem.id
-            )));
+            return Err(RunError::Undecided(jobs[j].problem.id.clone()));
         }
         Ok(())
     })();

@@ -157,11 +157,10 @@ fn problem(file: &str, n: usize, o: &Map<String, Value>) -> Result<Problem, Task
         Check::Program { test, entry_point }
     } else {
         match (judge, targets) {
-            (Judge::Regex(pattern), None) => {
-                regex::Regex::new(&pattern)
-                    .map_err(|e| err("judge", &format!("bad pattern: {e}")))?;
-                Check::Regex { pattern }
-            }
+            (Judge::Regex(pattern), None) => Check::Regex {
+                pattern: super::Pattern::new(&pattern)
+                    .map_err(|e| err("judge", &format!("bad pattern: {e}")))?,
+            },
             (Judge::Regex(_), Some(_)) => {
                 return Err(err("targets", "a regex judge takes no targets"))
             }

@@ -51,6 +51,47 @@ impl Default for Normalize {
     }
 }
 
+/// A regular expression (Rust `regex` syntax), compiled when it is made or read, written as its
+/// source. Clones share the compiled program.
+#[derive(Clone, Debug)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    /// Compiles `source`.
+    pub fn new(source: &str) -> Result<Self, regex::Error> {
+        regex::Regex::new(source).map(Pattern)
+    }
+
+    /// Whether it matches anywhere in `text`.
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+
+    /// Its source.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let source = String::deserialize(d)?;
+        Pattern::new(&source).map_err(serde::de::Error::custom)
+    }
+}
+
 /// What counts as correct.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -74,8 +115,8 @@ pub enum Check {
     },
     /// The completion matches a regular expression (anywhere).
     Regex {
-        /// The pattern (Rust `regex` syntax).
-        pattern: String,
+        /// The pattern (Rust `regex` syntax), compiled once when the task is read.
+        pattern: Pattern,
     },
     /// The first number in the completion is within tolerance of the target.
     Numeric {
@@ -168,8 +209,9 @@ pub enum TaskError {
     },
 }
 
-/// Task file formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Task file formats, written in lower case (`auto`, `jsonl`, `bigbench`, `humaneval`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Guess from the name and contents.
     Auto,
@@ -181,13 +223,53 @@ pub enum Format {
     Humaneval,
 }
 
+impl Format {
+    /// Every format, `auto` first.
+    pub const ALL: [Format; 4] = [
+        Format::Auto,
+        Format::Jsonl,
+        Format::Bigbench,
+        Format::Humaneval,
+    ];
+
+    /// Its name in lower case.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Jsonl => "jsonl",
+            Format::Bigbench => "bigbench",
+            Format::Humaneval => "humaneval",
+        }
+    }
+
+    /// The concrete format of `path`: this one, or the one detected when this is `auto`.
+    pub fn resolve(self, path: &Path) -> Result<Format, TaskError> {
+        match self {
+            Format::Auto => detect(path),
+            f => Ok(f),
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("unknown task format '{s}' (auto, jsonl, bigbench, humaneval)"))
+    }
+}
+
 /// Loads a task file.
 pub fn load(path: &Path, format: Format) -> Result<Vec<Problem>, TaskError> {
-    let format = match format {
-        Format::Auto => detect(path)?,
-        f => f,
-    };
-    match format {
+    match format.resolve(path)? {
         Format::Jsonl => load_jsonl(path),
         Format::Bigbench => load_bigbench(path),
         Format::Humaneval => load_humaneval(path),
