@@ -89,7 +89,7 @@ def build_tools():
 def model_path(args):
     if args.model:
         return Path(args.model)
-    out = run(["cargo", "run", "--release", "-q", "-p", "passuntil-evals", "--bin", "pass-until", "--",
+    out = run(["cargo", "run", "--release", "-q", "-p", "passuntil-cli", "--bin", "pass-until", "--",
                "models", "fetch", "smollm2-135m"], cwd=REPO, capture_output=True, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
 

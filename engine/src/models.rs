@@ -87,6 +87,77 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
     },
 ];
 
+/// A known model as `pass-until models list` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Listing {
+    /// Its name.
+    pub name: &'static str,
+    /// What it is.
+    pub description: &'static str,
+    /// Whether it is the default model.
+    pub default: bool,
+    /// The Python packages it comes in, as `name==version`.
+    pub packages: Vec<String>,
+    /// The GGUF file's sha256.
+    pub sha256: &'static str,
+    /// Where it is cached, if it is.
+    pub cached: Option<String>,
+    /// Where it is cached once fetched.
+    pub cache_path: String,
+}
+
+/// Every known model with its cache state.
+pub fn listing() -> Result<Vec<Listing>, FetchError> {
+    KNOWN_MODELS
+        .iter()
+        .map(|m| {
+            Ok(Listing {
+                name: m.name,
+                description: m.description,
+                default: m.name == DEFAULT_MODEL,
+                packages: m
+                    .parts
+                    .iter()
+                    .map(|p| format!("{}=={}", p.package, p.version))
+                    .collect(),
+                sha256: m.sha256,
+                cached: m.cached()?.map(|p| p.display().to_string()),
+                cache_path: m.cache_path()?.display().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The listing as text; `bold` sets model names in bold (ANSI, for a terminal).
+pub fn render_listing(rows: &[Listing], bold: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for row in rows {
+        let name = if bold {
+            format!("\x1b[1m{}\x1b[0m", row.name)
+        } else {
+            row.name.to_owned()
+        };
+        let default = if row.default { " (default)" } else { "" };
+        let _ = writeln!(out, "{name}{default}: {}", row.description);
+        let _ = writeln!(out, "  packages: {}", row.packages.join(", "));
+        let _ = writeln!(out, "  sha256:   {}", row.sha256);
+        let _ = match &row.cached {
+            Some(p) => writeln!(out, "  cached at {p}"),
+            None => writeln!(out, "  not cached: fetched on first use"),
+        };
+    }
+    out
+}
+
+/// The model named `name`, or an error listing the known names.
+pub fn known_or_list(name: &str) -> Result<&'static KnownModel, String> {
+    known(name).ok_or_else(|| {
+        let names: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.name).collect();
+        format!("unknown model '{name}'; known: {}", names.join(", "))
+    })
+}
+
 /// Why a model could not be resolved or fetched. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -167,6 +167,58 @@ pub struct GenerateReport {
     pub tokens_per_second: f64,
 }
 
+impl GenerateReport {
+    /// The samples as text: each completion (headed by its index, length, log-probability and
+    /// stop reason when there are several), and each token's log-probability with its
+    /// alternatives when they were asked for.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        for s in &self.samples {
+            if self.samples.len() > 1 {
+                let _ = writeln!(
+                    out,
+                    "--- sample {} ({} tokens, logprob {:.2}, {})",
+                    s.index,
+                    s.tokens.len(),
+                    s.logprob,
+                    s.stop
+                );
+            }
+            let _ = writeln!(out, "{}", s.text);
+            for t in s.token_logprobs.iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "  {:>7} {:<16} {:>9.4}  {}",
+                    t.token,
+                    format!("{:?}", t.piece),
+                    t.logprob,
+                    alternatives(&t.top)
+                );
+            }
+        }
+        out
+    }
+
+    /// One line: backend, samples and speed.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} samples, {:.1} generated tokens/s",
+            self.backend,
+            self.samples.len(),
+            self.tokens_per_second
+        )
+    }
+}
+
+/// `" Paris" -0.28, " the" -2.69`: a token's likely alternatives for the text tables.
+fn alternatives(top: &[Alternative]) -> String {
+    top.iter()
+        .map(|a| format!("{:?} {:.2}", a.piece, a.logprob))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The most bytes of text one token can stand for, generously (the longest pieces of common
 /// vocabularies are runs of whitespace under 256 bytes).
 const MAX_BYTES_PER_TOKEN: usize = 1024;
@@ -290,6 +342,40 @@ pub struct ScoreReport {
     pub perplexity: f64,
 }
 
+impl ScoreReport {
+    /// A table of the continuation's tokens (log-probability, whether greedy, alternatives)
+    /// and a closing line with the total.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = format!(
+            "{:>7}  {:<16} {:>9}  {:<6} top\n",
+            "token", "piece", "logprob", "greedy"
+        );
+        for t in &self.tokens {
+            let _ = writeln!(
+                out,
+                "{:>7}  {:<16} {:>9.4}  {:<6} {}",
+                t.token,
+                format!("{:?}", t.piece),
+                t.logprob,
+                if t.greedy == Some(true) { "yes" } else { "no" },
+                alternatives(&t.top)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "total logprob {:.4} over {} tokens (perplexity {:.3}); greedy: {} [{} after {} context tokens]",
+            self.logprob,
+            self.tokens.len(),
+            self.perplexity,
+            if self.is_greedy { "yes" } else { "no" },
+            self.backend,
+            self.context_tokens.len()
+        );
+        out
+    }
+}
+
 /// Splits `prompt + continuation` into context and continuation tokens the way lm-eval
 /// does: the whole text is tokenized, and the continuation is what follows the context's own
 /// tokenization (so a merge across the boundary goes to the continuation); if the context's
@@ -360,6 +446,17 @@ pub struct TokenPiece {
     pub id: u32,
     /// Its bytes as text (lossy UTF-8).
     pub piece: String,
+}
+
+/// A tokenized text as a table: id and piece per line, then the count.
+pub fn render_tokens(tokens: &[TokenPiece]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for t in tokens {
+        let _ = writeln!(out, "{:>7}  {:?}", t.id, t.piece);
+    }
+    let _ = writeln!(out, "{} tokens", tokens.len());
+    out
 }
 
 /// Tokenizes `text` with `model`'s tokenizer (the native one, which gives llama.cpp's ids;

@@ -152,6 +152,59 @@ pub struct ProbeReport {
     pub logit_lens: Option<LensReport>,
 }
 
+impl ProbeReport {
+    /// Text tables: matrix entropy, outlier features per site and layer, and the logit lens.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let e = &self.matrix_entropy;
+        let _ = writeln!(
+            out,
+            "{} tokens in {} chunks; final normed states ({} × {}): matrix entropy {:.4} nats, normalized {:.4}, effective rank {:.1}",
+            self.tokens, self.chunks, e.rows, e.dim, e.entropy, e.normalized, e.effective_rank
+        );
+        let _ = writeln!(out, "\noutlier features (|x| ≥ {}):", self.threshold);
+        for s in &self.outliers {
+            let _ = writeln!(
+                out,
+                "  {:<12} dims {:?} (pooled reading {:?}), layers {:.0}%, positions {:.0}%, max {:.1}",
+                s.site,
+                s.dims,
+                s.dims_pooled,
+                100.0 * s.layers_affected,
+                100.0 * s.positions_affected,
+                s.max_magnitude
+            );
+            let per: Vec<String> = s
+                .per_layer
+                .iter()
+                .map(|l| format!("{}:{}/{:.0}", l.layer, l.dims_over_threshold, l.max_abs))
+                .collect();
+            let _ = writeln!(
+                out,
+                "    per layer (dims over threshold / max |x|): {}",
+                per.join(" ")
+            );
+        }
+        if let Some(lens) = &self.logit_lens {
+            let _ = writeln!(
+                out,
+                "\nlogit lens at the last of {} tokens of {:?}:",
+                lens.tokens, lens.prompt
+            );
+            for l in &lens.layers {
+                let top: Vec<String> = l
+                    .top
+                    .iter()
+                    .map(|(_, p, prob)| format!("{p:?} {prob:.3}"))
+                    .collect();
+                let _ = writeln!(out, "  {:>3}  {}", l.layer, top.join(", "));
+            }
+        }
+        out
+    }
+}
+
 const SITES: [&str; 3] = ["attn_input", "attn_output", "ffn_input"];
 
 /// What the hook keeps: per site and layer the states of every token so far, and the final

@@ -184,7 +184,7 @@ fn score(r: &Report) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Runs the study.
+/// Runs the study, and writes its report to `OUT/study.json`.
 pub fn study(
     opts: &StudyOptions,
     progress: &mut dyn FnMut(&str),
@@ -297,13 +297,17 @@ pub fn study(
         .iter()
         .map(|r| r.problems.iter().map(|p| p.pu).collect())
         .collect();
-    Ok(StudyReport {
+    let report = StudyReport {
         reference: reference_name,
         types,
         problems,
         rates,
         compare,
-    })
+    };
+    let json_path = opts.out.join("study.json");
+    let json = serde_json::to_vec_pretty(&report).expect("a study report serializes");
+    std::fs::write(&json_path, json).map_err(io(&json_path))?;
+    Ok(report)
 }
 
 /// Mean of `a − b` over problems with a 95% interval (normal, `sd/√n`).

@@ -145,6 +145,20 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Tensors and weights per output type, one line each (`    q4_K:   84 tensors, ...`).
+    pub fn render_by_type(&self) -> String {
+        let mut by_type = std::collections::BTreeMap::<&str, (usize, u64)>::new();
+        for t in &self.tensors {
+            let e = by_type.entry(t.to.name()).or_default();
+            e.0 += 1;
+            e.1 += t.shape.iter().product::<u64>();
+        }
+        by_type
+            .into_iter()
+            .map(|(ty, (n, e))| format!("  {ty:>6}: {n:>4} tensors, {e:>11} weights\n"))
+            .collect()
+    }
+
     /// Bits per weight over all tensors.
     pub fn bits_per_weight(&self) -> f64 {
         let (mut bits, mut n) = (0.0, 0u64);

@@ -306,6 +306,50 @@ pub struct Outcome {
     pub taken_over: Option<String>,
 }
 
+impl Outcome {
+    /// What the user should be told about the session beyond its numbers: weaker isolation,
+    /// a dropped torn line, problems left out.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.sandbox_downgrades.is_empty() {
+            w.push(format!(
+                "programs were judged with weaker isolation than this tool can give; {}",
+                self.sandbox_downgrades.join("; ")
+            ));
+        }
+        if self.torn_bytes > 0 {
+            w.push(format!(
+                "dropped a torn last line ({} bytes) from samples.jsonl",
+                self.torn_bytes
+            ));
+        }
+        if !self.skipped.is_empty() {
+            w.push(format!(
+                "left out {} multiple-choice problems (scored, not sampled)",
+                self.skipped.len()
+            ));
+        }
+        w
+    }
+
+    /// One line of the session's numbers: samples, rates, and where the time went.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        let wall = s.elapsed.max(1e-9);
+        format!(
+            "{} samples this session ({} before), {:.1} samples/s, {:.1} tokens/s; \
+             decode {:.0}%, writing {:.2}% of wall, judging {:.2} s on other threads",
+            s.samples,
+            self.earlier,
+            s.samples as f64 / wall,
+            s.tokens as f64 / wall,
+            100.0 * s.decode_s / wall,
+            100.0 * s.write_s / wall,
+            s.judge_s
+        )
+    }
+}
+
 impl RunOptions {
     /// The run these options define, with the model and task files hashed (each read once).
     /// Checks every setting ([`RunConfig::validate`], [`Exec::validate`]) before hashing.
@@ -845,6 +889,26 @@ pub struct MergeSummary {
     pub samples: usize,
     /// Problems still undecided in the merged run (0 unless incomplete shards were allowed).
     pub undecided: usize,
+}
+
+impl MergeSummary {
+    /// What was merged into `out`, and what is left to do.
+    pub fn render(&self, out: &Path) -> String {
+        let mut text = format!(
+            "merged {} shards, {} samples into {}\n",
+            self.shards.len(),
+            self.samples,
+            out.display()
+        );
+        if self.undecided > 0 {
+            text += &format!(
+                "{} problems are not decided yet; `pass-until resume {}` finishes them\n",
+                self.undecided,
+                out.display()
+            );
+        }
+        text
+    }
 }
 
 /// Problems of a shard directory's run that are not decided yet, or why that cannot be told.

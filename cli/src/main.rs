@@ -1,4 +1,6 @@
-//! `pass-until`: the command line of passuntil, a thin shell over the `evals` library.
+//! `pass-until`: the command line of passuntil. Argument parsing and calls only: every
+//! command's work, and every table it prints, lives in the libraries (`evals`, `engine`,
+//! `quant`); this crate adds the progress bar and the choice between text and JSON.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -6,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use engine::models::{self, KNOWN_MODELS};
+use engine::models;
 
 /// Sample until it passes: an LLM inference engine with evaluation built in.
 #[derive(Parser)]
@@ -537,10 +539,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models { action } => match action.unwrap_or(ModelsAction::List { json: false }) {
             ModelsAction::List { json } => list_models(&mut out, json),
             ModelsAction::Fetch { name } => {
-                let model = models::known(&name).with_context(|| {
-                    let names: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.name).collect();
-                    format!("unknown model '{name}'; known: {}", names.join(", "))
-                })?;
+                let model = models::known_or_list(&name).map_err(anyhow::Error::msg)?;
                 let path = models::fetch(model, &mut progress_line)?;
                 writeln!(out, "{}", path.display())?;
                 Ok(())
@@ -601,12 +600,6 @@ fn run(cli: Cli) -> Result<()> {
                 }
             })
             .with_context(|| format!("cannot requantize {}", path.display()))?;
-            let mut by_type = std::collections::BTreeMap::<&str, (usize, u64)>::new();
-            for t in &plan.tensors {
-                let e = by_type.entry(t.to.name()).or_default();
-                e.0 += 1;
-                e.1 += t.shape.iter().product::<u64>();
-            }
             writeln!(
                 out,
                 "{} → {} ({target}): {:.3} bits per weight, {:.1} s",
@@ -615,9 +608,7 @@ fn run(cli: Cli) -> Result<()> {
                 plan.bits_per_weight(),
                 t0.elapsed().as_secs_f64()
             )?;
-            for (ty, (n, e)) in by_type {
-                writeln!(out, "  {ty:>6}: {n:>4} tensors, {e:>11} weights")?;
-            }
+            out.write_all(plan.render_by_type().as_bytes())?;
             Ok(())
         }
         Command::Run(args) => run_task(&mut out, *args),
@@ -634,21 +625,7 @@ fn run(cli: Cli) -> Result<()> {
             allow_incomplete,
         } => {
             let m = evals::run::merge(&dirs, &dest, allow_incomplete)?;
-            writeln!(
-                out,
-                "merged {} shards, {} samples into {}",
-                m.shards.len(),
-                m.samples,
-                dest.display()
-            )?;
-            if m.undecided > 0 {
-                writeln!(
-                    out,
-                    "{} problems are not decided yet; `pass-until resume {}` finishes them",
-                    m.undecided,
-                    dest.display()
-                )?;
-            }
+            out.write_all(m.render(&dest).as_bytes())?;
             Ok(())
         }
         Command::Report { dir, plot, json } => {
@@ -669,62 +646,10 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn list_models(out: &mut impl Write, json: bool) -> Result<()> {
-    let mut rows = Vec::new();
-    for m in KNOWN_MODELS {
-        let cached = m.cached()?;
-        let packages: Vec<String> = m
-            .parts
-            .iter()
-            .map(|p| format!("{}=={}", p.package, p.version))
-            .collect();
-        rows.push(serde_json::json!({
-            "name": m.name,
-            "description": m.description,
-            "default": m.name == models::DEFAULT_MODEL,
-            "packages": packages,
-            "sha256": m.sha256,
-            "cached": cached.as_ref().map(|p| p.display().to_string()),
-            "cache_path": m.cache_path()?.display().to_string(),
-        }));
-    }
-    if json {
-        serde_json::to_writer_pretty(&mut *out, &rows)?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    let colour = std::io::stdout().is_terminal();
-    for (m, row) in KNOWN_MODELS.iter().zip(&rows) {
-        let default = if m.name == models::DEFAULT_MODEL {
-            " (default)"
-        } else {
-            ""
-        };
-        let state = match row["cached"].as_str() {
-            Some(p) => format!("cached at {p}"),
-            None => "not cached: fetched on first use".to_owned(),
-        };
-        let name = if colour {
-            format!("\x1b[1m{}\x1b[0m", m.name)
-        } else {
-            m.name.to_owned()
-        };
-        writeln!(out, "{name}{default}: {}", m.description)?;
-        writeln!(
-            out,
-            "  packages: {}",
-            row["packages"]
-                .as_array()
-                .map(|p| p
-                    .iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "))
-                .unwrap_or_default()
-        )?;
-        writeln!(out, "  sha256:   {}", m.sha256)?;
-        writeln!(out, "  {state}")?;
-    }
-    Ok(())
+    let rows = models::listing()?;
+    emit(out, json, &rows, || {
+        models::render_listing(&rows, std::io::stdout().is_terminal())
+    })
 }
 
 fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
@@ -746,49 +671,11 @@ fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
         allow_long_context: a.allow_long_context,
     };
     let report = evals::generate::run(a.backend, &path, &req)?;
-    if a.json {
-        serde_json::to_writer_pretty(&mut *out, &report)?;
-        writeln!(out)?;
-        return Ok(());
+    emit(out, a.json, &report, || report.render())?;
+    if !a.json {
+        eprintln!("{}", report.summary());
     }
-    for s in &report.samples {
-        if report.samples.len() > 1 {
-            writeln!(
-                out,
-                "--- sample {} ({} tokens, logprob {:.2}, {})",
-                s.index,
-                s.tokens.len(),
-                s.logprob,
-                s.stop
-            )?;
-        }
-        writeln!(out, "{}", s.text)?;
-        for t in s.token_logprobs.iter().flatten() {
-            writeln!(
-                out,
-                "  {:>7} {:<16} {:>9.4}  {}",
-                t.token,
-                format!("{:?}", t.piece),
-                t.logprob,
-                alternatives(&t.top)
-            )?;
-        }
-    }
-    eprintln!(
-        "{}: {} samples, {:.1} generated tokens/s",
-        report.backend,
-        report.samples.len(),
-        report.tokens_per_second
-    );
     Ok(())
-}
-
-/// `" Paris" -0.28, " the" -2.69`: a token's likely alternatives for the text tables.
-fn alternatives(top: &[evals::generate::Alternative]) -> String {
-    top.iter()
-        .map(|a| format!("{:?} {:.2}", a.piece, a.logprob))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn score(out: &mut impl Write, a: ScoreArgs) -> Result<()> {
@@ -800,38 +687,7 @@ fn score(out: &mut impl Write, a: ScoreArgs) -> Result<()> {
         threads: a.threads,
     };
     let r = evals::generate::score(a.backend, &path, &req)?;
-    if a.json {
-        serde_json::to_writer_pretty(&mut *out, &r)?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "{:>7}  {:<16} {:>9}  {:<6} top",
-        "token", "piece", "logprob", "greedy"
-    )?;
-    for t in &r.tokens {
-        writeln!(
-            out,
-            "{:>7}  {:<16} {:>9.4}  {:<6} {}",
-            t.token,
-            format!("{:?}", t.piece),
-            t.logprob,
-            if t.greedy == Some(true) { "yes" } else { "no" },
-            alternatives(&t.top)
-        )?;
-    }
-    writeln!(
-        out,
-        "total logprob {:.4} over {} tokens (perplexity {:.3}); greedy: {} [{} after {} context tokens]",
-        r.logprob,
-        r.tokens.len(),
-        r.perplexity,
-        if r.is_greedy { "yes" } else { "no" },
-        r.backend,
-        r.context_tokens.len()
-    )?;
-    Ok(())
+    emit(out, a.json, &r, || r.render())
 }
 
 fn probe(out: &mut impl Write, a: ProbeArgs) -> Result<()> {
@@ -847,56 +703,7 @@ fn probe(out: &mut impl Write, a: ProbeArgs) -> Result<()> {
         threads: a.threads,
     };
     let r = evals::probe::probe(&path, &text, &opts)?;
-    if a.json {
-        serde_json::to_writer_pretty(&mut *out, &r)?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    let e = &r.matrix_entropy;
-    writeln!(
-        out,
-        "{} tokens in {} chunks; final normed states ({} × {}): matrix entropy {:.4} nats, normalized {:.4}, effective rank {:.1}",
-        r.tokens, r.chunks, e.rows, e.dim, e.entropy, e.normalized, e.effective_rank
-    )?;
-    writeln!(out, "\noutlier features (|x| ≥ {}):", r.threshold)?;
-    for s in &r.outliers {
-        writeln!(
-            out,
-            "  {:<12} dims {:?} (pooled reading {:?}), layers {:.0}%, positions {:.0}%, max {:.1}",
-            s.site,
-            s.dims,
-            s.dims_pooled,
-            100.0 * s.layers_affected,
-            100.0 * s.positions_affected,
-            s.max_magnitude
-        )?;
-        let per: Vec<String> = s
-            .per_layer
-            .iter()
-            .map(|l| format!("{}:{}/{:.0}", l.layer, l.dims_over_threshold, l.max_abs))
-            .collect();
-        writeln!(
-            out,
-            "    per layer (dims over threshold / max |x|): {}",
-            per.join(" ")
-        )?;
-    }
-    if let Some(lens) = &r.logit_lens {
-        writeln!(
-            out,
-            "\nlogit lens at the last of {} tokens of {:?}:",
-            lens.tokens, lens.prompt
-        )?;
-        for l in &lens.layers {
-            let top: Vec<String> = l
-                .top
-                .iter()
-                .map(|(_, p, prob)| format!("{p:?} {prob:.3}"))
-                .collect();
-            writeln!(out, "  {:>3}  {}", l.layer, top.join(", "))?;
-        }
-    }
-    Ok(())
+    emit(out, a.json, &r, || r.render())
 }
 
 fn tokenize(out: &mut impl Write, a: TokenizeArgs) -> Result<()> {
@@ -916,16 +723,9 @@ fn tokenize(out: &mut impl Write, a: TokenizeArgs) -> Result<()> {
             parse_special: !a.no_parse_special,
         },
     )?;
-    if a.json {
-        serde_json::to_writer_pretty(&mut *out, &tokens)?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    for t in &tokens {
-        writeln!(out, "{:>7}  {:?}", t.id, t.piece)?;
-    }
-    writeln!(out, "{} tokens", tokens.len())?;
-    Ok(())
+    emit(out, a.json, &tokens, || {
+        evals::generate::render_tokens(&tokens)
+    })
 }
 
 /// A progress bar on a terminal, plain lines every few seconds otherwise.
@@ -1034,9 +834,6 @@ fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
     let report = evals::study::study(&opts, &mut |m| eprintln!("{m}"), &mut bar);
     bar.finish();
     let report = report?;
-    let json_path = a.out.join("study.json");
-    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("cannot write {}", json_path.display()))?;
     if let Some(plot) = &a.plot {
         for p in report.plot(plot)? {
             eprintln!("plot written to {}", p.display());
@@ -1046,37 +843,10 @@ fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
 }
 
 fn finish_run(out: &mut impl Write, o: evals::run::Outcome) -> Result<()> {
-    if !o.sandbox_downgrades.is_empty() {
-        eprintln!(
-            "warning: programs were judged with weaker isolation than this tool can give; {}",
-            o.sandbox_downgrades.join("; ")
-        );
+    for w in o.warnings() {
+        eprintln!("warning: {w}");
     }
-    if o.torn_bytes > 0 {
-        eprintln!(
-            "dropped a torn last line ({} bytes) from samples.jsonl",
-            o.torn_bytes
-        );
-    }
-    if !o.skipped.is_empty() {
-        eprintln!(
-            "left out {} multiple-choice problems (scored, not sampled)",
-            o.skipped.len()
-        );
-    }
-    let s = &o.stats;
-    let wall = s.elapsed.max(1e-9);
-    eprintln!(
-        "{} samples this session ({} before), {:.1} samples/s, {:.1} tokens/s; \
-         decode {:.0}%, writing {:.2}% of wall, judging {:.2} s on other threads",
-        s.samples,
-        o.earlier,
-        s.samples as f64 / wall,
-        s.tokens as f64 / wall,
-        100.0 * s.decode_s / wall,
-        100.0 * s.write_s / wall,
-        s.judge_s
-    );
+    eprintln!("{}", o.summary());
     let report = evals::run::report::report(&o.dir)?;
     out.write_all(report.render().as_bytes())?;
     Ok(())

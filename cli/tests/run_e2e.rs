@@ -2,6 +2,7 @@
 //! SIGKILL and resume, and do not depend on the batch size or on sharding.
 #![cfg(feature = "llama-cpp")]
 
+#[path = "../../evals/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
