@@ -161,6 +161,10 @@ struct GenerateArgs {
     threads: Option<u32>,
     #[command(flatten)]
     more: SamplingArgs,
+    /// Stop a sample where its text reaches this string (repeatable; the text is cut
+    /// before it).
+    #[arg(long)]
+    stop: Vec<String>,
     /// Report each token's log-probabilities with the N most likely alternatives.
     #[arg(long, value_name = "N")]
     logprobs: Option<usize>,
@@ -664,6 +668,7 @@ fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
             problem: 0,
             stop_at_eog: true,
             top_logprobs: 0,
+            stop: a.stop,
         },
         threads: a.threads,
         chat: a.chat,

@@ -1,17 +1,212 @@
 //! Generation on any [`Backend`]: greedy continuations, teacher-forced scoring, and many
 //! samples of one prompt computed once and forked.
+//!
+//! [`Sequence`] is the one sampling loop's body: every caller that draws tokens ([`generate`],
+//! the runner's continuous batching in `evals`, the benches) steps a `Sequence` per sample,
+//! which draws from the sample's own random stream, keeps its log-probabilities, watches its
+//! stop strings and says why it stopped.
 
-use crate::backend::{Backend, BackendError, Batch, Logits, SeqId, Token};
-use crate::sampling::{argmax, sample, top_logprobs, SampleKey, SamplingParams};
+use crate::backend::{Backend, BackendError, Batch, Logits, ModelInfo, SeqId, Token};
+use crate::sampling::{argmax, sample, top_logprobs, SampleKey, Sampled, SamplingParams};
 use rayon::prelude::*;
 
 /// Why a sample stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
     /// It produced an end-of-generation token (included in its tokens).
     Eog,
     /// It reached the token limit.
     MaxTokens,
+    /// Its text reached this stop string (the token that completed it is included in its
+    /// tokens; its text is cut before the stop string).
+    Stop(String),
+}
+
+impl StopReason {
+    /// `eog`, `max_tokens` or `stop_string`, as run records and reports write it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StopReason::Eog => "eog",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::Stop(_) => "stop_string",
+        }
+    }
+}
+
+/// When a [`Sequence`] stops, and whether it keeps its text.
+#[derive(Clone, Copy, Debug)]
+pub struct StopRules<'a> {
+    /// Most generated tokens.
+    pub max_tokens: usize,
+    /// Stop at an end-of-generation token.
+    pub stop_at_eog: bool,
+    /// Stop strings: the sample stops at the first token whose text completes one.
+    pub stop: &'a [Vec<u8>],
+    /// Keep the generated text (pieces of the tokens, end-of-generation excluded) even with
+    /// no stop strings to watch.
+    pub keep_text: bool,
+}
+
+/// One sample being generated: its random stream, its tokens and text so far, and their
+/// log-probabilities. Drawing is a pure function of the logits, the history and the sample's
+/// key, so a sample is the same whatever batch, thread or wave it is stepped in.
+#[derive(Clone, Debug)]
+pub struct Sequence {
+    key: SampleKey,
+    tokens: Vec<Token>,
+    bytes: Vec<u8>,
+    cut: Option<usize>,
+    logprob: f64,
+    sampling_logprob: f64,
+    per_token: Vec<TokenLogprobs>,
+    stop: Option<StopReason>,
+}
+
+impl Sequence {
+    /// A sample with no tokens yet, drawing from `key`'s stream.
+    pub fn new(key: SampleKey) -> Self {
+        Sequence {
+            key,
+            tokens: Vec::new(),
+            bytes: Vec::new(),
+            cut: None,
+            logprob: 0.0,
+            sampling_logprob: 0.0,
+            per_token: Vec::new(),
+            stop: None,
+        }
+    }
+
+    /// Its key.
+    pub fn key(&self) -> SampleKey {
+        self.key
+    }
+
+    /// Generated tokens so far.
+    pub fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+
+    /// Why it stopped, once it has.
+    pub fn stopped(&self) -> Option<&StopReason> {
+        self.stop.as_ref()
+    }
+
+    /// The next token's draw from `logits` (the model's output after `prompt` and the tokens
+    /// so far), with the `top_n` most likely alternatives. Pure: it changes nothing, so the
+    /// draws of many sequences can run in parallel before [`Sequence::accept`] applies them.
+    pub fn draw(
+        &self,
+        logits: &[f32],
+        params: &SamplingParams,
+        prompt: &[Token],
+        top_n: usize,
+    ) -> Result<(Sampled, Vec<(Token, f64)>), BackendError> {
+        let d = sample(
+            logits,
+            params,
+            &[prompt, &self.tokens],
+            self.key.uniform(self.tokens.len() as u64),
+        )?;
+        let top = if top_n > 0 {
+            top_logprobs(logits, top_n)?
+        } else {
+            Vec::new()
+        };
+        Ok((d, top))
+    }
+
+    /// Appends a drawn token (`piece` is its text, asked for only when the rules need text)
+    /// and says why the sample stops here, if it does.
+    pub fn accept(
+        &mut self,
+        (d, top): (Sampled, Vec<(Token, f64)>),
+        info: &ModelInfo,
+        rules: &StopRules<'_>,
+        piece: &mut dyn FnMut(Token) -> Result<Vec<u8>, BackendError>,
+    ) -> Result<Option<&StopReason>, BackendError> {
+        debug_assert!(self.stop.is_none(), "a stopped sequence takes no tokens");
+        let token = d.token as Token;
+        self.tokens.push(token);
+        self.logprob += d.logprob;
+        self.sampling_logprob += d.sampling_logprob;
+        self.per_token.push(TokenLogprobs {
+            logprob: d.logprob,
+            sampling_logprob: d.sampling_logprob,
+            top,
+        });
+        if rules.stop_at_eog && info.is_eog(token) {
+            self.stop = Some(StopReason::Eog);
+            return Ok(self.stop.as_ref());
+        }
+        if rules.keep_text || !rules.stop.is_empty() {
+            let before = self.bytes.len();
+            self.bytes.extend(piece(token)?);
+            if let Some((at, which)) = find_stop(&self.bytes, before, rules.stop) {
+                self.cut = Some(at);
+                self.stop = Some(StopReason::Stop(
+                    String::from_utf8_lossy(&rules.stop[which]).into_owned(),
+                ));
+                return Ok(self.stop.as_ref());
+            }
+        }
+        if self.tokens.len() >= rules.max_tokens {
+            self.stop = Some(StopReason::MaxTokens);
+        }
+        Ok(self.stop.as_ref())
+    }
+
+    /// Draws and accepts the next token: one step of one sample.
+    pub fn step(
+        &mut self,
+        logits: &[f32],
+        params: &SamplingParams,
+        prompt: &[Token],
+        backend: &dyn Backend,
+        rules: &StopRules<'_>,
+    ) -> Result<Option<&StopReason>, BackendError> {
+        let d = self.draw(logits, params, prompt, 0)?;
+        self.accept(d, backend.info(), rules, &mut |t| backend.token_piece(t))
+    }
+
+    /// The finished sample (a sequence that never stopped counts as stopped at its limit).
+    pub fn finish(self) -> Sample {
+        let text = if self.bytes.is_empty() && self.cut.is_none() {
+            None
+        } else {
+            let end = self.cut.unwrap_or(self.bytes.len());
+            let mut bytes = self.bytes;
+            bytes.truncate(end);
+            Some(bytes)
+        };
+        Sample {
+            index: self.key.sample,
+            tokens: self.tokens,
+            text,
+            logprob: self.logprob,
+            sampling_logprob: self.sampling_logprob,
+            stop: self.stop.unwrap_or(StopReason::MaxTokens),
+            per_token: self.per_token,
+        }
+    }
+}
+
+/// The earliest stop string that ends after byte `new_from` (older bytes were searched
+/// before): where it starts, and which one it is.
+fn find_stop(bytes: &[u8], new_from: usize, stops: &[Vec<u8>]) -> Option<(usize, usize)> {
+    stops
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| !st.is_empty())
+        .filter_map(|(k, st)| {
+            let from = new_from.saturating_sub(st.len() - 1);
+            bytes
+                .get(from..)?
+                .windows(st.len())
+                .position(|w| w == st.as_slice())
+                .map(|i| (from + i, k))
+        })
+        .min()
 }
 
 /// One generated continuation.
@@ -21,6 +216,9 @@ pub struct Sample {
     pub index: u64,
     /// Generated tokens (the prompt excluded).
     pub tokens: Vec<Token>,
+    /// The generated text (the tokens' pieces, end-of-generation excluded, cut before a stop
+    /// string), when stop strings were watched or text was asked for.
+    pub text: Option<Vec<u8>>,
     /// Sum of the tokens' log-probabilities under the model.
     pub logprob: f64,
     /// Sum of the tokens' log-probabilities under the sampling distribution.
@@ -149,6 +347,8 @@ pub struct GenerateOptions {
     pub stop_at_eog: bool,
     /// How many most likely alternatives to report per generated token (0: none).
     pub top_logprobs: usize,
+    /// Stop strings: a sample stops at the token whose text completes one.
+    pub stop: Vec<String>,
 }
 
 impl Default for GenerateOptions {
@@ -160,6 +360,7 @@ impl Default for GenerateOptions {
             problem: 0,
             stop_at_eog: true,
             top_logprobs: 0,
+            stop: Vec::new(),
         }
     }
 }
@@ -205,7 +406,7 @@ pub fn generate(
 
 fn run_wave(
     backend: &mut dyn Backend,
-    info: &crate::backend::ModelInfo,
+    info: &ModelInfo,
     prompt: &[Token],
     first: u64,
     w: u64,
@@ -220,14 +421,20 @@ fn run_wave(
     for s in 1..w as SeqId {
         backend.copy_sequence(0, s)?;
     }
-    let mut samples: Vec<Sample> = (0..w)
-        .map(|i| Sample {
-            index: first + i,
-            tokens: Vec::new(),
-            logprob: 0.0,
-            sampling_logprob: 0.0,
-            stop: StopReason::MaxTokens,
-            per_token: Vec::new(),
+    let stop: Vec<Vec<u8>> = opts.stop.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let rules = StopRules {
+        max_tokens: opts.max_tokens,
+        stop_at_eog: opts.stop_at_eog,
+        stop: &stop,
+        keep_text: false,
+    };
+    let mut seqs: Vec<Sequence> = (0..w)
+        .map(|i| {
+            Sequence::new(SampleKey {
+                seed: opts.seed,
+                problem: opts.problem,
+                sample: first + i,
+            })
         })
         .collect();
     // Every sequence draws its first token from the prompt's last logits.
@@ -235,40 +442,23 @@ fn run_wave(
     let mut rows: Vec<usize> = vec![0; w as usize];
     let mut step = 0u64;
     loop {
-        let mut next_live = Vec::with_capacity(live.len());
         // Each live sequence's draw (in parallel: a draw depends only on its own key, logits
         // and tokens), then the draws applied in order.
         let draws: Vec<_> = live
             .par_iter()
             .map(|&s| {
-                let key = SampleKey {
-                    seed: opts.seed,
-                    problem: opts.problem,
-                    sample: samples[s].index,
-                };
-                let d = sample(
+                seqs[s].draw(
                     logits.row(rows[s]),
                     &opts.sampling,
-                    &[prompt, &samples[s].tokens],
-                    key.uniform(step),
-                )?;
-                let top = top_logprobs(logits.row(rows[s]), opts.top_logprobs)?;
-                Ok((d, top))
+                    prompt,
+                    opts.top_logprobs,
+                )
             })
             .collect::<Result<_, BackendError>>()?;
-        for (&s, (d, top)) in live.iter().zip(draws) {
-            let smp = &mut samples[s];
-            smp.tokens.push(d.token as Token);
-            smp.logprob += d.logprob;
-            smp.sampling_logprob += d.sampling_logprob;
-            smp.per_token.push(TokenLogprobs {
-                logprob: d.logprob,
-                sampling_logprob: d.sampling_logprob,
-                top,
-            });
-            if opts.stop_at_eog && info.is_eog(d.token as Token) {
-                smp.stop = StopReason::Eog;
-            } else if smp.tokens.len() < opts.max_tokens {
+        let mut next_live = Vec::with_capacity(live.len());
+        for (&s, d) in live.iter().zip(draws) {
+            let stopped = seqs[s].accept(d, info, &rules, &mut |t| backend.token_piece(t))?;
+            if stopped.is_none() {
                 next_live.push(s);
             }
         }
@@ -280,7 +470,7 @@ fn run_wave(
         let pos = (prompt.len() + step as usize) as u32;
         for (k, &s) in live.iter().enumerate() {
             batch.add(
-                *samples[s].tokens.last().expect("drawn"),
+                *seqs[s].tokens().last().expect("drawn"),
                 pos,
                 &[s as SeqId],
                 true,
@@ -290,7 +480,7 @@ fn run_wave(
         backend.decode(&batch, &mut logits)?;
         step += 1;
     }
-    out.extend(samples);
+    out.extend(seqs.into_iter().map(Sequence::finish));
     Ok(())
 }
 
@@ -306,4 +496,81 @@ pub fn greedy(
         ..GenerateOptions::default()
     };
     Ok(generate(backend, prompt, 0, 1, &opts)?.remove(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_strings_across_token_boundaries() {
+        let stops = vec![b"\n\n".to_vec(), b"END".to_vec(), Vec::new()];
+        assert_eq!(find_stop(b"abc\n", 3, &stops), None);
+        assert_eq!(find_stop(b"abc\n\n", 4, &stops), Some((3, 0)));
+        assert_eq!(find_stop(b"xEN", 1, &stops), None);
+        assert_eq!(find_stop(b"xEND and\n\n", 3, &stops), Some((1, 1)));
+        assert_eq!(find_stop(b"", 0, &stops), None);
+    }
+
+    fn info() -> ModelInfo {
+        ModelInfo {
+            backend: "test",
+            n_vocab: 4,
+            n_ctx: 16,
+            n_ctx_train: 16,
+            max_sequences: 1,
+            bos: None,
+            eos: Some(3),
+            eog: vec![3],
+            add_bos: false,
+            chat_template: None,
+        }
+    }
+
+    /// Steps a sequence through tokens chosen by one-hot logits, with piece `t` = `"t"`.
+    fn run(tokens: &[Token], rules: &StopRules<'_>) -> Sample {
+        let mut seq = Sequence::new(SampleKey {
+            seed: 0,
+            problem: 0,
+            sample: 7,
+        });
+        let info = info();
+        for &t in tokens {
+            let mut logits = vec![-1e9f32; 4];
+            logits[t as usize] = 0.0;
+            let d = seq
+                .draw(&logits, &SamplingParams::greedy(), &[0], 0)
+                .unwrap();
+            let stopped = seq
+                .accept(d, &info, rules, &mut |t| Ok(t.to_string().into_bytes()))
+                .unwrap();
+            if stopped.is_some() {
+                break;
+            }
+        }
+        seq.finish()
+    }
+
+    #[test]
+    fn a_sequence_says_why_it_stopped() {
+        let rules = |stop, max_tokens| StopRules {
+            max_tokens,
+            stop_at_eog: true,
+            stop,
+            keep_text: true,
+        };
+        let s = run(&[1, 2, 3, 1], &rules(&[], 10));
+        assert_eq!(
+            (s.stop, s.tokens, s.text),
+            (StopReason::Eog, vec![1, 2, 3], Some(b"12".to_vec()))
+        );
+        let s = run(&[1, 2, 1, 2], &rules(&[], 3));
+        assert_eq!((s.stop, s.tokens.len()), (StopReason::MaxTokens, 3));
+        // "21" completes at the third token; the text is cut before it.
+        let stops = [b"21".to_vec()];
+        let s = run(&[1, 2, 1, 2], &rules(&stops, 10));
+        assert_eq!(s.stop, StopReason::Stop("21".into()));
+        assert_eq!((s.tokens, s.text), (vec![1, 2, 1], Some(b"1".to_vec())));
+        assert_eq!(s.index, 7);
+    }
 }

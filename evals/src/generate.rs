@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use engine::backend::{Backend, BackendError, TokenizeOptions};
-use engine::generate::{generate, GenerateOptions, StopReason};
+use engine::generate::{generate, GenerateOptions};
 use serde::Serialize;
 
 pub use engine::backend::BackendKind;
@@ -86,7 +86,7 @@ pub struct SampleReport {
     pub logprob: f64,
     /// Sum of token log-probabilities under the sampling distribution.
     pub sampling_logprob: f64,
-    /// `eog` or `max_tokens`.
+    /// `eog`, `max_tokens` or `stop_string`.
     pub stop: &'static str,
     /// Per token, when asked for (`--logprobs N`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -292,13 +292,16 @@ pub fn run_on(
             Ok(SampleReport {
                 token_logprobs,
                 index: s.index,
-                text: String::from_utf8_lossy(&backend.detokenize(&s.tokens)?).into_owned(),
+                // Cut before the stop string when one ended it; the whole detokenized
+                // continuation otherwise.
+                text: String::from_utf8_lossy(&match (&s.stop, &s.text) {
+                    (engine::generate::StopReason::Stop(_), Some(text)) => text.clone(),
+                    _ => backend.detokenize(&s.tokens)?,
+                })
+                .into_owned(),
                 logprob: s.logprob,
                 sampling_logprob: s.sampling_logprob,
-                stop: match s.stop {
-                    StopReason::Eog => "eog",
-                    StopReason::MaxTokens => "max_tokens",
-                },
+                stop: s.stop.name(),
                 tokens: s.tokens,
             })
         })

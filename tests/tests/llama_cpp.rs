@@ -156,6 +156,7 @@ fn shared_prompt_samples_are_distinct_and_reproducible() {
         problem: 7,
         stop_at_eog: true,
         top_logprobs: 0,
+        stop: Vec::new(),
     };
     let a = generate(&mut b, &prompt, 0, 16, &opts).unwrap();
     assert_eq!(a.len(), 16);

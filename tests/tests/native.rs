@@ -70,6 +70,7 @@ fn a_sample_is_the_same_alone_and_among_64_on_1_or_2_threads() {
         problem: 3,
         stop_at_eog: true,
         top_logprobs: 0,
+        stop: Vec::new(),
     };
     // 64 sequences forked from one prompt: the prompt's cells are shared, so 64 × 16 new
     // cells plus the prompt fit in 1100.

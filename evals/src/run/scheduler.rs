@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use engine::backend::{Backend, Batch, Logits, SeqId, Token};
-use engine::sampling::{sample, SampleKey, SamplingParams};
+use engine::generate::{Sample, Sequence, StopRules};
+use engine::sampling::{SampleKey, SamplingParams};
 
 use super::record::{RunConfig, SampleRecord, SampleWriter};
 use super::state::ProblemState;
@@ -86,11 +87,7 @@ pub struct Shape {
 
 struct Slot {
     job: usize,
-    index: u64,
-    tokens: Vec<Token>,
-    bytes: Vec<u8>,
-    logprob: f64,
-    sampling_logprob: f64,
+    seq: Sequence,
 }
 
 struct Active {
@@ -102,12 +99,8 @@ struct Active {
 
 struct Finished {
     job: usize,
-    index: u64,
-    tokens: Vec<Token>,
+    sample: Sample,
     text: String,
-    stop: &'static str,
-    logprob: f64,
-    sampling_logprob: f64,
 }
 
 type JudgeResult = Result<(usize, SampleRecord), RunError>;
@@ -170,7 +163,7 @@ pub fn drive(
             let out = match verdict {
                 Verdict::SandboxError { detail } => Err(RunError::Judge {
                     problem: job.problem.id.clone(),
-                    index: f.index,
+                    index: f.sample.index,
                     message: detail,
                 }),
                 verdict => Ok((
@@ -178,14 +171,14 @@ pub fn drive(
                     SampleRecord {
                         problem: job.problem.id.clone(),
                         p: job.p,
-                        index: f.index,
+                        index: f.sample.index,
                         passed: verdict.passed(),
                         verdict,
                         text: f.text,
-                        tokens: f.tokens,
-                        stop: f.stop.to_owned(),
-                        logprob: f.logprob,
-                        sampling_logprob: f.sampling_logprob,
+                        stop: f.sample.stop.name().to_owned(),
+                        logprob: f.sample.logprob,
+                        sampling_logprob: f.sample.sampling_logprob,
+                        tokens: f.sample.tokens,
                         session,
                         elapsed_s: started.elapsed().as_secs_f64(),
                         judge_ms,
@@ -248,8 +241,12 @@ pub fn drive(
             order.clear();
             for (s, slot) in lp.slots.iter().enumerate() {
                 if let Some(slot) = slot {
-                    let pos = (lp.jobs[slot.job].prompt.len() + slot.tokens.len() - 1) as u32;
-                    let last = *slot.tokens.last().expect("a slot holds its first token");
+                    let pos = (lp.jobs[slot.job].prompt.len() + slot.seq.tokens().len() - 1) as u32;
+                    let last = *slot
+                        .seq
+                        .tokens()
+                        .last()
+                        .expect("a slot holds its first token");
                     batch.add(last, pos, &[s as SeqId], true);
                     order.push(s);
                 }
@@ -430,13 +427,14 @@ impl Loop<'_> {
         let seq = self.active[a].seq;
         self.backend.copy_sequence(seq, s as SeqId)?;
         self.active[a].generating += 1;
+        let job = self.active[a].job;
         self.slots[s] = Some(Slot {
-            job: self.active[a].job,
-            index,
-            tokens: Vec::new(),
-            bytes: Vec::new(),
-            logprob: 0.0,
-            sampling_logprob: 0.0,
+            job,
+            seq: Sequence::new(SampleKey {
+                seed: self.config.seed,
+                problem: self.jobs[job].p,
+                sample: index,
+            }),
         });
         let logits = std::mem::take(&mut self.active[a].logits);
         let r = self.step(s, &logits);
@@ -448,87 +446,36 @@ impl Loop<'_> {
     fn step(&mut self, s: usize, logits: &[f32]) -> Result<(), RunError> {
         let slot = self.slots[s].as_mut().expect("step on a busy slot");
         let job = &self.jobs[slot.job];
-        let key = SampleKey {
-            seed: self.config.seed,
-            problem: job.p,
-            sample: slot.index,
+        let rules = StopRules {
+            max_tokens: self.config.max_tokens,
+            stop_at_eog: true,
+            stop: &job.stop,
+            keep_text: true,
         };
-        let d = sample(
-            logits,
-            self.params,
-            &[&job.prompt, &slot.tokens],
-            key.uniform(slot.tokens.len() as u64),
-        )
-        .map_err(engine::backend::BackendError::from)?;
-        let token = d.token as Token;
-        slot.tokens.push(token);
-        slot.logprob += d.logprob;
-        slot.sampling_logprob += d.sampling_logprob;
-        let mut stop = None;
-        let mut cut = None;
-        if self.info.is_eog(token) {
-            stop = Some("eog");
-        } else {
-            let before = slot.bytes.len();
-            slot.bytes.extend(self.backend.token_piece(token)?);
-            if let Some(at) = find_stop(&slot.bytes, before, &job.stop) {
-                stop = Some("stop_string");
-                cut = Some(at);
-            } else if slot.tokens.len() >= self.config.max_tokens {
-                stop = Some("max_tokens");
-            }
+        let stopped = slot
+            .seq
+            .step(logits, self.params, &job.prompt, &*self.backend, &rules)?
+            .is_some();
+        if !stopped {
+            return Ok(());
         }
-        let Some(stop) = stop else { return Ok(()) };
         let slot = self.slots[s].take().expect("busy");
         self.backend.remove_sequence(s as SeqId, 0, None)?;
         if let Some(a) = self.active.iter_mut().find(|a| a.job == slot.job) {
             a.generating -= 1;
         }
-        let end = cut.unwrap_or(slot.bytes.len());
+        let sample = slot.seq.finish();
         let f = Finished {
             job: slot.job,
-            index: slot.index,
-            text: String::from_utf8_lossy(&slot.bytes[..end]).into_owned(),
-            tokens: slot.tokens,
-            stop,
-            logprob: slot.logprob,
-            sampling_logprob: slot.sampling_logprob,
+            text: String::from_utf8_lossy(sample.text.as_deref().unwrap_or_default()).into_owned(),
+            sample,
         };
         self.judging += 1;
+        let (problem, index) = (self.jobs[f.job].problem.id.clone(), f.sample.index);
         self.job_tx.send(f).map_err(|_| RunError::Judge {
-            problem: self.jobs[slot.job].problem.id.clone(),
-            index: slot.index,
+            problem,
+            index,
             message: "the judge threads stopped".into(),
         })
-    }
-}
-
-/// The earliest occurrence of a stop string that ends after byte `new_from` (older bytes
-/// were searched before).
-fn find_stop(bytes: &[u8], new_from: usize, stops: &[Vec<u8>]) -> Option<usize> {
-    stops
-        .iter()
-        .filter_map(|st| {
-            let from = new_from.saturating_sub(st.len().saturating_sub(1));
-            bytes[from..]
-                .windows(st.len())
-                .position(|w| w == st.as_slice())
-                .map(|i| from + i)
-        })
-        .min()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::find_stop;
-
-    #[test]
-    fn stop_strings_across_token_boundaries() {
-        let stops = vec![b"\n\n".to_vec(), b"END".to_vec()];
-        assert_eq!(find_stop(b"abc\n", 3, &stops), None);
-        assert_eq!(find_stop(b"abc\n\n", 4, &stops), Some(3));
-        assert_eq!(find_stop(b"xEN", 1, &stops), None);
-        assert_eq!(find_stop(b"xEND and\n\n", 3, &stops), Some(1));
-        assert_eq!(find_stop(b"", 0, &stops), None);
     }
 }
