@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use engine::backend::{Backend, Batch, Logits, Token};
+use engine::backend::{Batch, Context, Logits, Token};
 use engine::generate::{generate, GenerateOptions};
 use engine::sampling::{argmax, SamplingParams};
 
@@ -47,7 +47,7 @@ fn prompt(n: usize) -> Vec<Token> {
     (0..n as u32).map(|i| 1000 + (i * 7919) % 30000).collect()
 }
 
-fn prefill_once(b: &mut dyn Backend, tokens: &[Token], logits: &mut Logits) {
+fn prefill_once(b: &mut dyn Context, tokens: &[Token], logits: &mut Logits) {
     b.clear().unwrap();
     let mut batch = Batch::new();
     batch.add_sequence(tokens, 0, 0, false);
@@ -57,7 +57,7 @@ fn prefill_once(b: &mut dyn Backend, tokens: &[Token], logits: &mut Logits) {
 /// Evaluates `tokens` as sequence 0 on an emptied cache, then times `steps` greedy
 /// single-row decode steps.
 fn decode_steps(
-    b: &mut dyn Backend,
+    b: &mut dyn Context,
     tokens: &[Token],
     steps: usize,
     logits: &mut Logits,
@@ -75,7 +75,7 @@ fn decode_steps(
     start.elapsed()
 }
 
-fn batched(b: &mut dyn Backend, tokens: &[Token]) -> usize {
+fn batched(b: &mut dyn Context, tokens: &[Token]) -> usize {
     let opts = GenerateOptions {
         max_tokens: new_tokens(),
         sampling: SamplingParams::default(),
@@ -90,7 +90,7 @@ fn batched(b: &mut dyn Backend, tokens: &[Token]) -> usize {
         .sum()
 }
 
-type Open<'a> = Box<dyn FnMut(u32, u32) -> Box<dyn Backend + 'a> + 'a>;
+type Open<'a> = Box<dyn FnMut(u32, u32) -> Box<dyn Context + 'a> + 'a>;
 
 /// Runs the three groups' cases for one backend.
 fn cases(c: &mut Criterion, name: &str, open: &mut Open<'_>) {
@@ -137,11 +137,11 @@ fn cases(c: &mut Criterion, name: &str, open: &mut Open<'_>) {
 fn engines(c: &mut Criterion) {
     let path = model_path();
     let t = threads();
-    let native = engine::native::NativeModel::load(&path).unwrap();
+    let native = engine::native::NativeModel::open(&path).unwrap();
     let mut open: Open<'_> = Box::new(|n_ctx, n_seq| {
         Box::new(
             native
-                .backend(n_ctx, n_seq)
+                .new_context(n_ctx, n_seq)
                 .unwrap()
                 .with_threads(t)
                 .unwrap(),
@@ -151,16 +151,16 @@ fn engines(c: &mut Criterion) {
     #[cfg(feature = "llama-cpp")]
     {
         use engine::llama_cpp::{ContextOptions, LlamaCppModel};
-        let lm = LlamaCppModel::load(&path, 0).unwrap();
+        let lm = LlamaCppModel::open(&path, 0).unwrap();
         // A stream of cells per sequence, as `pass-until run` uses llama.cpp (and as
         // llama-batched-bench does): each holds the prompt and one sample's tokens.
         let per_seq = (128 + new_tokens() + 1).next_multiple_of(256) as u32;
         let mut open: Open<'_> = Box::new(|n_ctx, n_seq| {
             Box::new(
-                lm.backend(&ContextOptions {
+                lm.new_context(&ContextOptions {
                     n_ctx: if n_seq > 1 { n_seq * per_seq } else { n_ctx },
                     n_seq_max: n_seq,
-                    n_threads: Some(t as u32),
+                    threads: Some(t as u32),
                     n_batch: 512,
                     unified_kv: false,
                     ..ContextOptions::default()

@@ -5,7 +5,7 @@
 //! ```
 //! The default model is fetched into the cache on first use.
 
-use engine::backend::{Backend, TokenizeOptions};
+use engine::backend::{Context, TokenizeOptions};
 use engine::generate::{generate, GenerateOptions};
 use engine::native::NativeModel;
 use engine::sampling::SamplingParams;
@@ -16,9 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
 
     let path = engine::models::resolve("smollm2-135m", &mut |msg| eprintln!("{msg}"))?;
-    let model = NativeModel::load(&path)?;
+    let model = NativeModel::open(&path)?;
     // 64 new tokens per sample; the prompt's cells are shared by all samples.
-    let mut backend = model.backend(64 * n as u32 + 256, n as u32)?;
+    let mut backend = model.new_context(64 * n as u32 + 256, n as u32)?;
     let tokens = backend.tokenize(prompt.as_bytes(), TokenizeOptions::default())?;
     let opts = GenerateOptions {
         max_tokens: 64,

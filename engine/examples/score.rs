@@ -6,14 +6,14 @@
 //! cargo run --release -p passuntil-engine --example score
 //! ```
 
-use engine::backend::{Backend, TokenizeOptions};
+use engine::backend::{Context, TokenizeOptions};
 use engine::generate::score_continuation;
 use engine::native::NativeModel;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = engine::models::resolve("smollm2-135m", &mut |msg| eprintln!("{msg}"))?;
-    let model = NativeModel::load(&path)?;
-    let mut backend = model.backend(512, 1)?;
+    let model = NativeModel::open(&path)?;
+    let mut backend = model.new_context(512, 1)?;
     let question = "Question: Which city is the capital of France?\nAnswer:";
     let context = backend.tokenize(question.as_bytes(), TokenizeOptions::default())?;
     let plain = TokenizeOptions {

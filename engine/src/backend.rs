@@ -1,13 +1,17 @@
-//! The `Backend` trait: what passuntil needs from an inference engine, shaped for massive
-//! sampling.
+//! What passuntil needs from an inference engine, shaped for massive sampling: a [`Model`]
+//! and its [`Context`]s.
 //!
-//! A backend holds one model and one KV cache shared by many sequences. Callers evaluate
-//! [`Batch`]es of rows (token, position, sequence ids, whether logits are wanted), fork a
-//! sequence's cache to others so a prompt is computed once, and remove sequences or position
-//! ranges as samples finish. Tokenization and the special tokens come from the same backend.
-//! The native engine and llama.cpp (feature `llama-cpp`) both implement it.
+//! A model ([`open`]: the one place a model is opened, by [`BackendKind`]) is the loaded
+//! weights with what belongs to them: [`ModelInfo`], the tokenizer, the chat template. It is
+//! shared (`Arc`) and immutable. A context owns an `Arc` of its model and one KV cache shared
+//! by many sequences: callers evaluate [`Batch`]es of rows (token, position, sequence ids,
+//! whether logits are wanted), fork a sequence's cache to others so a prompt is computed once,
+//! and remove sequences or position ranges as samples finish. The native engine and llama.cpp
+//! (feature `llama-cpp`) implement both.
 
 use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
 
 /// A token id.
 pub type Token = u32;
@@ -28,7 +32,18 @@ pub enum BackendKind {
     LlamaCpp,
 }
 
+/// llama.cpp's limit on sequences per context (`LLAMA_MAX_SEQ`).
+pub const LLAMA_MAX_SEQ: u32 = 256;
+
 impl BackendKind {
+    /// The most sequences one context can hold, where the engine has a limit.
+    pub fn max_sequences(self) -> Option<u32> {
+        match self {
+            BackendKind::Native => None,
+            BackendKind::LlamaCpp => Some(LLAMA_MAX_SEQ),
+        }
+    }
+
     /// Every kind, in the order help texts list them.
     pub const ALL: [BackendKind; 2] = [BackendKind::Native, BackendKind::LlamaCpp];
 
@@ -133,19 +148,16 @@ pub enum BackendError {
     Sampling(#[from] crate::sampling::SamplingError),
 }
 
-/// What a caller needs to know about the loaded model and context.
+/// What a caller needs to know about a loaded model (its contexts add their cache size and
+/// sequence count: [`Context::n_ctx`], [`Context::max_sequences`]).
 #[derive(Clone, Debug)]
 pub struct ModelInfo {
     /// Which backend (`native`, `llama.cpp`).
     pub backend: &'static str,
     /// Vocabulary size (logit row length).
     pub n_vocab: usize,
-    /// KV cache size in cells (all sequences together).
-    pub n_ctx: u32,
     /// The model's training context length.
     pub n_ctx_train: u32,
-    /// Most sequences the cache holds at once (ids `0..max_sequences`).
-    pub max_sequences: u32,
     /// Beginning-of-sequence token.
     pub bos: Option<Token>,
     /// End-of-sequence token.
@@ -264,31 +276,30 @@ impl Batch {
         self.logits.iter().filter(|&&l| l).count()
     }
 
-    /// Checks ids, positions and sequence counts against a model, before any backend call.
-    pub fn validate(&self, info: &ModelInfo) -> Result<(), BackendError> {
+    /// Checks ids, positions and sequence counts against a context, before any backend call.
+    pub fn validate(&self, ctx: &dyn Context) -> Result<(), BackendError> {
+        let (n_vocab, n_ctx, max) = (ctx.info().n_vocab, ctx.n_ctx(), ctx.max_sequences());
         for (i, r) in self.rows().enumerate() {
-            if r.token as usize >= info.n_vocab {
+            if r.token as usize >= n_vocab {
                 return Err(BackendError::InvalidToken {
                     token: r.token,
                     what: format!("batch row {i}"),
-                    n_vocab: info.n_vocab,
+                    n_vocab,
                 });
             }
-            if r.pos >= info.n_ctx {
+            if r.pos >= n_ctx {
                 return Err(BackendError::PositionPastContext {
                     row: i,
                     pos: r.pos,
-                    n_ctx: info.n_ctx,
+                    n_ctx,
                 });
             }
-            if r.seqs.is_empty()
-                || r.seqs.len() > info.max_sequences as usize
-                || r.seqs.iter().any(|&s| s >= info.max_sequences)
+            if r.seqs.is_empty() || r.seqs.len() > max as usize || r.seqs.iter().any(|&s| s >= max)
             {
                 return Err(BackendError::TooManySequences {
                     row: i,
                     seqs: r.seqs.to_vec(),
-                    max: info.max_sequences,
+                    max,
                 });
             }
         }
@@ -358,9 +369,91 @@ impl Default for TokenizeOptions {
     }
 }
 
-/// An inference engine holding one model and a KV cache shared by many sequences.
-pub trait Backend {
-    /// The model and context.
+/// Settings for a context. The native engine uses the cache size, sequences and threads; the
+/// rest are llama.cpp's.
+#[derive(Clone, Debug)]
+pub struct ContextOptions {
+    /// KV cache cells, shared by all sequences.
+    pub n_ctx: u32,
+    /// Most sequences at once (llama.cpp: at most 256).
+    pub n_seq_max: u32,
+    /// Threads; `None` uses every available core.
+    pub threads: Option<u32>,
+    /// llama.cpp: most rows per decode call; larger batches are split.
+    pub n_batch: u32,
+    /// llama.cpp: rows per physical micro-batch.
+    pub n_ubatch: u32,
+    /// llama.cpp: one KV cache for all sequences (forks share cells; attention runs over
+    /// every used cell) or a stream of `n_ctx / n_seq_max` cells per sequence (forks copy the
+    /// prompt's cells; a sequence's rows never depend on the others', so logits are
+    /// batch-invariant). The native cache always shares a prompt's cells and is always
+    /// batch-invariant.
+    pub unified_kv: bool,
+    /// llama.cpp: flash attention; `None` lets llama.cpp decide.
+    pub flash_attention: Option<bool>,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        ContextOptions {
+            n_ctx: 4096,
+            n_seq_max: 64,
+            threads: None,
+            n_batch: 2048,
+            n_ubatch: 512,
+            unified_kv: true,
+            flash_attention: None,
+        }
+    }
+}
+
+impl ContextOptions {
+    /// A cache of `n_ctx` cells for up to `n_seq_max` sequences, other settings default.
+    pub fn new(n_ctx: u32, n_seq_max: u32) -> Self {
+        ContextOptions {
+            n_ctx,
+            n_seq_max,
+            ..ContextOptions::default()
+        }
+    }
+}
+
+/// How [`open`] loads a model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// Layers offloaded to a GPU (llama.cpp built with `cuda` or `metal`; 0 keeps everything
+    /// on the CPU; the native engine runs on the CPU).
+    pub gpu_layers: u32,
+}
+
+/// Opens the GGUF file at `path` on `kind`: the one place a model is opened.
+pub fn open(
+    kind: BackendKind,
+    path: &Path,
+    options: &OpenOptions,
+) -> Result<Arc<dyn Model>, BackendError> {
+    match kind {
+        BackendKind::Native => Ok(Arc::new(crate::native::NativeModel::load(path)?)),
+        BackendKind::LlamaCpp => open_llama_cpp(path, options),
+    }
+}
+
+#[cfg(feature = "llama-cpp")]
+fn open_llama_cpp(path: &Path, options: &OpenOptions) -> Result<Arc<dyn Model>, BackendError> {
+    Ok(Arc::new(crate::llama_cpp::LlamaCppModel::load(
+        path,
+        options.gpu_layers,
+    )?))
+}
+
+#[cfg(not(feature = "llama-cpp"))]
+fn open_llama_cpp(_: &Path, _: &OpenOptions) -> Result<Arc<dyn Model>, BackendError> {
+    Err(BackendError::NotBuilt(BackendKind::LlamaCpp))
+}
+
+/// A loaded model: its facts, tokenizer and chat template, shared by its contexts.
+pub trait Model: Send + Sync {
+    /// What the model is.
     fn info(&self) -> &ModelInfo;
 
     /// Text (bytes, not necessarily UTF-8) to tokens.
@@ -372,6 +465,24 @@ pub trait Backend {
 
     /// Tokens back to bytes, rendering special tokens.
     fn detokenize(&self, tokens: &[Token]) -> Result<Vec<u8>, BackendError>;
+
+    /// A new context (KV cache, threads) holding this model.
+    fn context(self: Arc<Self>, options: &ContextOptions)
+        -> Result<Box<dyn Context>, BackendError>;
+}
+
+/// A model with a KV cache shared by many sequences: what evaluates batches. The model's
+/// operations are reachable through it ([`Context::model`], and [`Context::info`],
+/// [`Context::tokenize`], ... as shorthands).
+pub trait Context {
+    /// The model this context holds.
+    fn model(&self) -> &dyn Model;
+
+    /// KV cache size in cells (all sequences together).
+    fn n_ctx(&self) -> u32;
+
+    /// Most sequences the cache holds at once (ids `0..max_sequences`).
+    fn max_sequences(&self) -> u32;
 
     /// Evaluates `batch`, writing one logit row per row that asked for logits into `out`.
     fn decode(&mut self, batch: &Batch, out: &mut Logits) -> Result<(), BackendError>;
@@ -389,4 +500,24 @@ pub trait Backend {
 
     /// Empties the cache.
     fn clear(&mut self) -> Result<(), BackendError>;
+
+    /// The model's facts ([`Model::info`]).
+    fn info(&self) -> &ModelInfo {
+        self.model().info()
+    }
+
+    /// [`Model::tokenize`].
+    fn tokenize(&self, text: &[u8], options: TokenizeOptions) -> Result<Vec<Token>, BackendError> {
+        self.model().tokenize(text, options)
+    }
+
+    /// [`Model::token_piece`].
+    fn token_piece(&self, token: Token) -> Result<Vec<u8>, BackendError> {
+        self.model().token_piece(token)
+    }
+
+    /// [`Model::detokenize`].
+    fn detokenize(&self, tokens: &[Token]) -> Result<Vec<u8>, BackendError> {
+        self.model().detokenize(tokens)
+    }
 }

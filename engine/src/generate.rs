@@ -1,4 +1,4 @@
-//! Generation on any [`Backend`]: greedy continuations, teacher-forced scoring, and many
+//! Generation on any [`Context`]: greedy continuations, teacher-forced scoring, and many
 //! samples of one prompt computed once and forked.
 //!
 //! [`Sequence`] is the one sampling loop's body: every caller that draws tokens ([`generate`],
@@ -6,7 +6,7 @@
 //! which draws from the sample's own random stream, keeps its log-probabilities, watches its
 //! stop strings and says why it stopped.
 
-use crate::backend::{Backend, BackendError, Batch, Logits, ModelInfo, SeqId, Token};
+use crate::backend::{BackendError, Batch, Context, Logits, ModelInfo, SeqId, Token};
 use crate::sampling::{argmax, sample, top_logprobs, SampleKey, Sampled, SamplingParams};
 use rayon::prelude::*;
 
@@ -162,7 +162,7 @@ impl Sequence {
         logits: &[f32],
         params: &SamplingParams,
         prompt: &[Token],
-        backend: &dyn Backend,
+        backend: &dyn Context,
         rules: &StopRules<'_>,
     ) -> Result<Option<&StopReason>, BackendError> {
         let d = self.draw(logits, params, prompt, 0)?;
@@ -244,7 +244,7 @@ pub struct TokenLogprobs {
 /// Evaluates `tokens` as one sequence (id 0) on an emptied cache and returns the logits of
 /// every position: row `i` predicts token `i + 1`. Long inputs go in chunks of `chunk` rows.
 pub fn score(
-    backend: &mut dyn Backend,
+    backend: &mut dyn Context,
     tokens: &[Token],
     chunk: usize,
 ) -> Result<Logits, BackendError> {
@@ -285,7 +285,7 @@ pub struct Scored {
 /// least one token, BOS when the model uses it), with the `top_n` most likely alternatives at
 /// each step. Evaluates on an emptied cache, `chunk` rows per call.
 pub fn score_continuation(
-    backend: &mut dyn Backend,
+    backend: &mut dyn Context,
     context: &[Token],
     continuation: &[Token],
     top_n: usize,
@@ -371,7 +371,7 @@ impl Default for GenerateOptions {
 /// draws from `SampleKey { seed, problem, sample: i }`, so its tokens do not depend on `n`,
 /// `first` or the wave it ran in.
 pub fn generate(
-    backend: &mut dyn Backend,
+    backend: &mut dyn Context,
     prompt: &[Token],
     first: u64,
     n: u64,
@@ -382,18 +382,19 @@ pub fn generate(
         return Err(BackendError::InvalidBatch("empty prompt".into()));
     }
     let info = backend.info().clone();
+    let (n_ctx, max_seq) = (backend.n_ctx(), backend.max_sequences());
     let plen = prompt.len() as u64;
     let per_sample = opts.max_tokens.max(1) as u64;
-    if plen + per_sample > info.n_ctx as u64 {
+    if plen + per_sample > n_ctx as u64 {
         return Err(BackendError::PositionPastContext {
             row: 0,
             pos: (plen + per_sample - 1) as u32,
-            n_ctx: info.n_ctx,
+            n_ctx,
         });
     }
     // Cells: the shared prompt once, plus each sample's own tokens.
-    let fit = (info.n_ctx as u64 - plen) / per_sample;
-    let wave = fit.min(info.max_sequences as u64).max(1);
+    let fit = (n_ctx as u64 - plen) / per_sample;
+    let wave = fit.min(max_seq as u64).max(1);
     let mut out = Vec::with_capacity(n as usize);
     let mut start = first;
     while start < first + n {
@@ -405,7 +406,7 @@ pub fn generate(
 }
 
 fn run_wave(
-    backend: &mut dyn Backend,
+    backend: &mut dyn Context,
     info: &ModelInfo,
     prompt: &[Token],
     first: u64,
@@ -486,7 +487,7 @@ fn run_wave(
 
 /// The greedy continuation of `prompt` (sample 0 at temperature 0).
 pub fn greedy(
-    backend: &mut dyn Backend,
+    backend: &mut dyn Context,
     prompt: &[Token],
     max_tokens: usize,
 ) -> Result<Sample, BackendError> {
@@ -516,9 +517,7 @@ mod tests {
         ModelInfo {
             backend: "test",
             n_vocab: 4,
-            n_ctx: 16,
             n_ctx_train: 16,
-            max_sequences: 1,
             bos: None,
             eos: Some(3),
             eog: vec![3],

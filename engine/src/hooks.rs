@@ -1,5 +1,5 @@
 //! Hooks into the native forward pass: a [`ForwardHook`] attached with
-//! [`crate::native::NativeBackend::set_hook`] is called, for the rows being evaluated, with
+//! [`crate::native::NativeContext::set_hook`] is called, for the rows being evaluated, with
 //! every transformer block's output hidden states, with the inputs of its projections (where
 //! LLM.int8()'s outlier features are looked for), and with the final normed states. Probes,
 //! activation statistics and quantization studies read the model's inside through it.

@@ -3,9 +3,9 @@
 //! The inference layer of passuntil, standing on [`quant`].
 //!
 //! - [`models`]: the registry of known models and their fetching.
-//! - [`backend`]: the [`Backend`] trait every inference engine implements: batches of
-//!   (token, position, sequences, logits?) rows, a KV cache shared by many sequences,
-//!   tokenization and special tokens.
+//! - [`backend`]: [`open`] a [`Model`] (facts, tokenizer, chat template; shared) on a
+//!   [`BackendKind`], and create its [`Context`]s: batches of (token, position, sequences,
+//!   logits?) rows over a KV cache shared by many sequences.
 //! - [`chat`]: chat templates from `tokenizer.chat_template`, rendered with minijinja.
 //! - [`sampling`]: sampling whose randomness depends only on (seed, problem, sample, step).
 //! - [`generate`]: greedy continuations, teacher-forced scoring of continuations
@@ -24,28 +24,28 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use engine::backend::{Backend, TokenizeOptions};
-//! use engine::native::NativeModel;
+//! use engine::backend::{ContextOptions, OpenOptions, TokenizeOptions};
+//! use engine::BackendKind;
 //!
 //! let path = engine::models::resolve("smollm2-135m", &mut |msg| eprintln!("{msg}"))?;
-//! let model = NativeModel::load(&path)?;
+//! let model = engine::open(BackendKind::Native, &path, &OpenOptions::default())?;
+//! let prompt = model.tokenize(b"The capital of France is", TokenizeOptions::default())?;
 //! // A KV cache of 256 cells for one sequence.
-//! let mut backend = model.backend(256, 1)?;
-//! let prompt = backend.tokenize(b"The capital of France is", TokenizeOptions::default())?;
-//! let sample = engine::generate::greedy(&mut backend, &prompt, 4)?;
-//! let text = String::from_utf8_lossy(&backend.detokenize(&sample.tokens)?).into_owned();
+//! let mut ctx = model.clone().context(&ContextOptions::new(256, 1))?;
+//! let sample = engine::generate::greedy(&mut *ctx, &prompt, 4)?;
+//! let text = String::from_utf8_lossy(&model.detokenize(&sample.tokens)?).into_owned();
 //! assert!(text.starts_with(" Paris"), "{text}");
 //!
 //! // How likely is " Paris" after the prompt, token by token?
-//! let scored = engine::generate::score_continuation(&mut backend, &prompt, &sample.tokens[..1], 3, 64)?;
+//! let scored = engine::generate::score_continuation(&mut *ctx, &prompt, &sample.tokens[..1], 3, 64)?;
 //! assert!(scored.is_greedy && scored.logprob < 0.0);
 //! assert_eq!(scored.per_token[0].top[0].0, sample.tokens[0]);
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! The same code runs on llama.cpp with `engine::llama_cpp::LlamaCppModel` (feature
-//! `llama-cpp`); `examples/generate.rs` and `examples/score.rs` go further.
+//! The same code runs on llama.cpp with `BackendKind::LlamaCpp` (feature `llama-cpp`);
+//! `examples/generate.rs` and `examples/score.rs` go further.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -65,5 +65,6 @@ pub mod sampling;
 pub mod tokenizer;
 
 pub use backend::{
-    Backend, BackendError, BackendKind, Batch, Logits, ModelInfo, Pos, SeqId, Token,
+    open, BackendError, BackendKind, Batch, Context, ContextOptions, Logits, Model, ModelInfo,
+    OpenOptions, Pos, SeqId, Token,
 };

@@ -1,15 +1,16 @@
 //! The llama.cpp backend, through the `llama-cpp-2` crate (feature `llama-cpp`; `cuda` and
 //! `metal` pass through to llama.cpp).
 //!
-//! [`LlamaCppModel::load`] loads a GGUF; [`LlamaCppModel::backend`] creates a context with a
-//! unified KV cache (so forking a prompt to many sequences shares its cells) and returns a
-//! [`LlamaCppBackend`] implementing [`Backend`]. Batches are validated before anything reaches
-//! llama.cpp: `LlamaBatch::add` writes sequence ids without bounds checks, so a row naming more
-//! sequences than the batch was sized for would corrupt memory; here it is an error.
+//! [`LlamaCppModel::load`] loads a GGUF (a [`Model`]); [`LlamaCppModel::new_context`] creates
+//! a [`LlamaCppContext`] holding an `Arc` of it, with a unified KV cache (forking a prompt to
+//! many sequences shares its cells) or a stream of cells per sequence. Batches are validated
+//! before anything reaches llama.cpp: `LlamaBatch::add` writes sequence ids without bounds
+//! checks, so a row naming more sequences than the batch was sized for would corrupt memory;
+//! here it is an error.
 
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -20,12 +21,12 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::DecodeError;
 
+pub use crate::backend::ContextOptions;
 use crate::backend::{
-    Backend, BackendError, Batch, Logits, ModelInfo, Pos, SeqId, Token, TokenizeOptions,
+    BackendError, Batch, Context, Logits, Model, ModelInfo, Pos, SeqId, Token, TokenizeOptions,
 };
 
-/// llama.cpp's limit on sequences per context (`LLAMA_MAX_SEQ`).
-pub const LLAMA_MAX_SEQ: u32 = 256;
+pub use crate::backend::LLAMA_MAX_SEQ;
 
 /// llama.cpp's process-wide initialisation, done once. Its logging is silenced unless
 /// `PASSUNTIL_LLAMA_LOG` is set.
@@ -51,41 +52,7 @@ static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
 pub struct LlamaCppModel {
     model: LlamaModel,
     path: String,
-}
-
-/// Settings for a llama.cpp context.
-#[derive(Clone, Debug)]
-pub struct ContextOptions {
-    /// KV cache cells, shared by all sequences.
-    pub n_ctx: u32,
-    /// Most sequences at once (≤ 256).
-    pub n_seq_max: u32,
-    /// Most rows per llama.cpp decode call; larger batches are split.
-    pub n_batch: u32,
-    /// Rows per physical micro-batch.
-    pub n_ubatch: u32,
-    /// Threads; `None` uses every available core.
-    pub n_threads: Option<u32>,
-    /// One KV cache for all sequences (forks share cells; attention runs over every used
-    /// cell) or a stream of `n_ctx / n_seq_max` cells per sequence (forks copy the prompt's
-    /// cells; a sequence's rows never depend on the others', so logits are batch-invariant).
-    pub unified_kv: bool,
-    /// Flash attention: `None` lets llama.cpp decide.
-    pub flash_attention: Option<bool>,
-}
-
-impl Default for ContextOptions {
-    fn default() -> Self {
-        ContextOptions {
-            n_ctx: 4096,
-            n_seq_max: 64,
-            n_batch: 2048,
-            n_ubatch: 512,
-            n_threads: None,
-            unified_kv: true,
-            flash_attention: None,
-        }
-    }
+    info: ModelInfo,
 }
 
 impl LlamaCppModel {
@@ -110,10 +77,36 @@ impl LlamaCppModel {
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
         let model = LlamaModel::load_from_file(backend, path, &params)
             .map_err(|e| load_err(e.to_string()))?;
+        let vocab = model.vocab();
+        let n_vocab = usize::try_from(model.n_vocab()).unwrap_or(0);
+        let token = |t: LlamaToken| u32::try_from(t.0).ok().filter(|&t| (t as usize) < n_vocab);
+        let eog = (0..n_vocab as i32)
+            .filter(|&t| vocab.is_eog(LlamaToken(t)))
+            .map(|t| t as u32)
+            .collect();
+        let info = ModelInfo {
+            backend: "llama.cpp",
+            n_vocab,
+            n_ctx_train: model.n_ctx_train(),
+            bos: token(vocab.bos()),
+            eos: token(vocab.eos()),
+            eog,
+            add_bos: vocab.should_add_bos(),
+            chat_template: model
+                .chat_template(None)
+                .ok()
+                .and_then(|t| t.to_string().ok()),
+        };
         Ok(LlamaCppModel {
             model,
             path: path.display().to_string(),
+            info,
         })
+    }
+
+    /// [`LlamaCppModel::load`], shared: what [`LlamaCppModel::new_context`] takes.
+    pub fn open(path: &Path, gpu_layers: u32) -> Result<Arc<Self>, BackendError> {
+        Ok(Arc::new(LlamaCppModel::load(path, gpu_layers)?))
     }
 
     /// The context length the model was trained with.
@@ -126,8 +119,11 @@ impl LlamaCppModel {
         &self.path
     }
 
-    /// Creates a context (KV cache and threads) on this model.
-    pub fn backend(&self, opts: &ContextOptions) -> Result<LlamaCppBackend<'_>, BackendError> {
+    /// Creates a context (KV cache and threads) holding this model.
+    pub fn new_context(
+        self: &Arc<Self>,
+        opts: &ContextOptions,
+    ) -> Result<LlamaCppContext, BackendError> {
         if opts.n_seq_max == 0 || opts.n_seq_max > LLAMA_MAX_SEQ {
             return Err(BackendError::Context(format!(
                 "n_seq_max {} must be in 1..={LLAMA_MAX_SEQ}",
@@ -137,7 +133,7 @@ impl LlamaCppModel {
         let n_ctx = NonZeroU32::new(opts.n_ctx)
             .ok_or_else(|| BackendError::Context("n_ctx must be positive".into()))?;
         let threads = opts
-            .n_threads
+            .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
             as i32;
         let n_batch = opts.n_batch.max(1);
@@ -154,63 +150,21 @@ impl LlamaCppModel {
             })
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
-        let ctx = {
+        let cell = ModelAndContext::try_new(Arc::clone(self), |model| {
             let _guard = CONTEXT_CREATION.lock().unwrap_or_else(|p| p.into_inner());
-            self.model
-                .new_context(llama()?, params)
-                .map_err(|e| BackendError::Context(e.to_string()))?
-        };
-        let vocab = self.model.vocab();
-        let n_vocab = usize::try_from(self.model.n_vocab()).unwrap_or(0);
-        let token = |t: LlamaToken| u32::try_from(t.0).ok().filter(|&t| (t as usize) < n_vocab);
-        let eog = (0..n_vocab as i32)
-            .filter(|&t| vocab.is_eog(LlamaToken(t)))
-            .map(|t| t as u32)
-            .collect();
-        let info = ModelInfo {
-            backend: "llama.cpp",
-            n_vocab,
-            n_ctx: ctx.n_ctx(),
-            n_ctx_train: self.model.n_ctx_train(),
-            max_sequences: opts.n_seq_max,
-            bos: token(vocab.bos()),
-            eos: token(vocab.eos()),
-            eog,
-            add_bos: vocab.should_add_bos(),
-            chat_template: self
+            model
                 .model
-                .chat_template(None)
-                .ok()
-                .and_then(|t| t.to_string().ok()),
-        };
-        Ok(LlamaCppBackend {
-            model: &self.model,
+                .new_context(llama()?, params)
+                .map_err(|e| BackendError::Context(e.to_string()))
+        })?;
+        let n_ctx = cell.borrow_dependent().n_ctx();
+        Ok(LlamaCppContext {
+            cell,
             batch: LlamaBatch::new(n_batch as usize, opts.n_seq_max as i32),
             n_batch: n_batch as usize,
-            ctx,
-            info,
+            n_ctx,
+            max_sequences: opts.n_seq_max,
         })
-    }
-}
-
-/// A llama.cpp context on a [`LlamaCppModel`], implementing [`Backend`].
-pub struct LlamaCppBackend<'m> {
-    model: &'m LlamaModel,
-    ctx: LlamaContext<'m>,
-    batch: LlamaBatch<'static>,
-    n_batch: usize,
-    info: ModelInfo,
-}
-
-impl LlamaCppBackend<'_> {
-    fn check_seq(&self, seq: SeqId) -> Result<i32, BackendError> {
-        if seq >= self.info.max_sequences {
-            return Err(BackendError::SequenceOutOfRange {
-                seq,
-                max: self.info.max_sequences,
-            });
-        }
-        Ok(seq as i32)
     }
 
     fn check_tokens(&self, tokens: &[Token], what: &str) -> Result<(), BackendError> {
@@ -225,11 +179,7 @@ impl LlamaCppBackend<'_> {
     }
 }
 
-fn to_llama(tokens: &[Token]) -> Vec<LlamaToken> {
-    tokens.iter().map(|&t| LlamaToken(t as i32)).collect()
-}
-
-impl Backend for LlamaCppBackend<'_> {
+impl Model for LlamaCppModel {
     fn info(&self) -> &ModelInfo {
         &self.info
     }
@@ -258,13 +208,71 @@ impl Backend for LlamaCppBackend<'_> {
             .detokenize(&to_llama(tokens), false, true))
     }
 
+    fn context(
+        self: Arc<Self>,
+        options: &ContextOptions,
+    ) -> Result<Box<dyn Context>, BackendError> {
+        Ok(Box::new(self.new_context(options)?))
+    }
+}
+
+type BorrowedContext<'a> = LlamaContext<'a>;
+
+self_cell::self_cell!(
+    /// A llama.cpp context beside the model it borrows.
+    struct ModelAndContext {
+        owner: Arc<LlamaCppModel>,
+        #[covariant]
+        dependent: BorrowedContext,
+    }
+);
+
+/// A llama.cpp context holding its [`LlamaCppModel`].
+pub struct LlamaCppContext {
+    cell: ModelAndContext,
+    batch: LlamaBatch<'static>,
+    n_batch: usize,
+    n_ctx: u32,
+    max_sequences: u32,
+}
+
+impl LlamaCppContext {
+    fn check_seq(&self, seq: SeqId) -> Result<i32, BackendError> {
+        if seq >= self.max_sequences {
+            return Err(BackendError::SequenceOutOfRange {
+                seq,
+                max: self.max_sequences,
+            });
+        }
+        Ok(seq as i32)
+    }
+}
+
+fn to_llama(tokens: &[Token]) -> Vec<LlamaToken> {
+    tokens.iter().map(|&t| LlamaToken(t as i32)).collect()
+}
+
+impl Context for LlamaCppContext {
+    fn model(&self) -> &dyn Model {
+        &**self.cell.borrow_owner()
+    }
+
+    fn n_ctx(&self) -> u32 {
+        self.n_ctx
+    }
+
+    fn max_sequences(&self) -> u32 {
+        self.max_sequences
+    }
+
     fn decode(&mut self, batch: &Batch, out: &mut Logits) -> Result<(), BackendError> {
-        batch.validate(&self.info)?;
-        out.clear(self.info.n_vocab);
+        batch.validate(&*self)?;
+        out.clear(self.info().n_vocab);
         if batch.is_empty() {
             return Err(BackendError::InvalidBatch("no rows".into()));
         }
-        let mut seqs: Vec<i32> = Vec::with_capacity(self.info.max_sequences as usize);
+        let n_ctx = self.n_ctx;
+        let mut seqs: Vec<i32> = Vec::with_capacity(self.max_sequences as usize);
         for start in (0..batch.len()).step_by(self.n_batch) {
             let end = (start + self.n_batch).min(batch.len());
             self.batch.clear();
@@ -287,24 +295,27 @@ impl Backend for LlamaCppBackend<'_> {
                     wanted.push((i - start) as i32);
                 }
             }
-            self.ctx.decode(&mut self.batch).map_err(|e| match e {
-                DecodeError::NoKvCacheSlot => BackendError::CacheFull {
-                    n_ctx: self.info.n_ctx,
-                },
-                other => BackendError::Decode(other.to_string()),
+            let llama_batch = &mut self.batch;
+            self.cell.with_dependent_mut(|_, ctx| {
+                ctx.decode(llama_batch).map_err(|e| match e {
+                    DecodeError::NoKvCacheSlot => BackendError::CacheFull { n_ctx },
+                    other => BackendError::Decode(other.to_string()),
+                })?;
+                for i in wanted {
+                    out.push_row(ctx.get_logits_ith(i));
+                }
+                Ok::<(), BackendError>(())
             })?;
-            for i in wanted {
-                out.push_row(self.ctx.get_logits_ith(i));
-            }
         }
         Ok(())
     }
 
     fn copy_sequence(&mut self, src: SeqId, dst: SeqId) -> Result<(), BackendError> {
         let (s, d) = (self.check_seq(src)?, self.check_seq(dst)?);
-        self.ctx
-            .kv_cache_seq_cp(s, d, None, None)
-            .map_err(|e| BackendError::Decode(e.to_string()))
+        self.cell.with_dependent_mut(|_, ctx| {
+            ctx.kv_cache_seq_cp(s, d, None, None)
+                .map_err(|e| BackendError::Decode(e.to_string()))
+        })
     }
 
     fn remove_sequence(
@@ -314,13 +325,14 @@ impl Backend for LlamaCppBackend<'_> {
         to: Option<Pos>,
     ) -> Result<(), BackendError> {
         let s = self.check_seq(seq)?;
-        self.ctx
-            .kv_cache_seq_rm(s, Some(from), to)
-            .map_err(|e| BackendError::Decode(e.to_string()))
+        self.cell.with_dependent_mut(|_, ctx| {
+            ctx.kv_cache_seq_rm(s, Some(from), to)
+                .map_err(|e| BackendError::Decode(e.to_string()))
+        })
     }
 
     fn clear(&mut self) -> Result<(), BackendError> {
-        self.ctx.clear_kv_cache();
+        self.cell.with_dependent_mut(|_, ctx| ctx.clear_kv_cache());
         Ok(())
     }
 }

@@ -1,12 +1,14 @@
 //! The native engine: Llama-family models (`llama`, and `qwen2`: biases on the query, key and
-//! value projections, NeoX RoPE ordering) run on passuntil's own kernels, behind [`Backend`].
+//! value projections, NeoX RoPE ordering) run on passuntil's own kernels, as a [`Model`] and
+//! its [`Context`]s.
 //!
 //! [`NativeModel::load`] maps a GGUF file, checks the architecture's metadata ([`Config`]) and
-//! finds every weight. [`NativeModel::backend`] creates a context: a KV cache of `n_ctx` cells
+//! finds every weight. [`NativeModel::new_context`] creates a context holding an `Arc` of the
+//! model: a KV cache of `n_ctx` cells
 //! shared by up to `max_sequences` sequences, and scratch buffers that grow to the largest
 //! batch seen and are then reused.
 //!
-//! One [`Backend::decode`] call evaluates rows of many sequences at different positions:
+//! One [`Context::decode`] call evaluates rows of many sequences at different positions:
 //! RMSNorm, the Q/K/V projections through [`quant::gemm`] (weights read once for the whole
 //! batch), RoPE (llama.cpp's "normal" pair order, which Llama GGUF files are converted for;
 //! `rope.freq_base`, linear or YaRN scaling, `rope_freqs.weight` factors and the scaling's
@@ -18,10 +20,11 @@
 //! Every step computes a row the same way whatever else is in the batch (the GEMM is
 //! batch-invariant; norms, RoPE and attention are per row in a fixed order), so a sample's
 //! logits do not depend on its batch. The KV cache ([`crate::kv`]) is a fixed set of cells
-//! owned by sets of sequences: [`Backend::copy_sequence`] shares a prompt's cells instead of
+//! owned by sets of sequences: [`Context::copy_sequence`] shares a prompt's cells instead of
 //! copying them, and removing a sequence frees the cells nobody else owns.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use quant::dot::{gathered_axpy, gathered_dots, Gather, KernelError};
 use quant::gemm::{matmul, matmul_many, QMatrix, Scratch};
@@ -30,7 +33,8 @@ use quant::GgmlType;
 use rayon::prelude::*;
 
 use crate::backend::{
-    Backend, BackendError, Batch, Logits, ModelInfo, Pos, SeqId, Token, TokenizeOptions,
+    BackendError, Batch, Context, ContextOptions, Logits, Model, ModelInfo, Pos, SeqId, Token,
+    TokenizeOptions,
 };
 use crate::hooks::{ForwardHook, HookData, HookPoint};
 use crate::kv::KvCache;
@@ -338,8 +342,7 @@ pub struct NativeModel {
     /// Per-pair RoPE frequency divisors (`rope_freqs.weight`, Llama 3.1's long-context
     /// factors), when the file has them.
     rope_factors: Option<Vec<f32>>,
-    eog: Vec<Token>,
-    chat_template: Option<String>,
+    info: ModelInfo,
 }
 
 fn load_err(path: &Path, message: impl Into<String>) -> BackendError {
@@ -350,6 +353,11 @@ fn load_err(path: &Path, message: impl Into<String>) -> BackendError {
 }
 
 impl NativeModel {
+    /// [`NativeModel::load`], shared: what [`NativeModel::new_context`] takes.
+    pub fn open(path: &Path) -> Result<Arc<NativeModel>, BackendError> {
+        Ok(Arc::new(NativeModel::load(path)?))
+    }
+
     /// Maps and checks a GGUF file.
     pub fn load(path: &Path) -> Result<NativeModel, BackendError> {
         let file = GgufFile::open(path).map_err(|e| load_err(path, e.to_string()))?;
@@ -449,6 +457,16 @@ impl NativeModel {
             .get_str("tokenizer.chat_template")
             .ok()
             .map(str::to_owned);
+        let info = ModelInfo {
+            backend: "native",
+            n_vocab: config.n_vocab,
+            n_ctx_train: config.n_ctx_train as u32,
+            bos: tokenizer.bos(),
+            eos: tokenizer.eos(),
+            eog,
+            add_bos: tokenizer.add_bos(),
+            chat_template,
+        };
         Ok(NativeModel {
             file,
             config,
@@ -458,8 +476,7 @@ impl NativeModel {
             output_norm,
             output,
             rope_factors,
-            eog,
-            chat_template,
+            info,
         })
     }
 
@@ -504,34 +521,24 @@ impl NativeModel {
         Ok(logits)
     }
 
-    /// A context with a KV cache of `n_ctx` cells shared by up to `max_sequences` sequences
-    /// (positions run up to `n_ctx` too).
-    pub fn backend(
-        &self,
+    /// A context holding this model, with a KV cache of `n_ctx` cells shared by up to
+    /// `max_sequences` sequences (positions run up to `n_ctx` too), on rayon's global pool
+    /// ([`NativeContext::with_threads`] gives it threads of its own).
+    pub fn new_context(
+        self: &Arc<Self>,
         n_ctx: u32,
         max_sequences: u32,
-    ) -> Result<NativeBackend<'_>, BackendError> {
+    ) -> Result<NativeContext<'static>, BackendError> {
         if n_ctx == 0 || max_sequences == 0 {
             return Err(BackendError::Context(
                 "n_ctx and max_sequences must be positive".into(),
             ));
         }
-        let info = ModelInfo {
-            backend: "native",
-            n_vocab: self.config.n_vocab,
-            n_ctx,
-            n_ctx_train: self.config.n_ctx_train as u32,
-            max_sequences,
-            bos: self.tokenizer.bos(),
-            eos: self.tokenizer.eos(),
-            eog: self.eog.clone(),
-            add_bos: self.tokenizer.add_bos(),
-            chat_template: self.chat_template.clone(),
-        };
         let rope = self.config.rope_plan(self.rope_factors.as_deref());
-        Ok(NativeBackend {
-            model: self,
-            info,
+        Ok(NativeContext {
+            model: Arc::clone(self),
+            n_ctx,
+            max_sequences,
             kv: KvCache::new(
                 n_ctx as usize,
                 max_sequences as usize,
@@ -545,12 +552,66 @@ impl NativeModel {
             hook: None,
         })
     }
+
+    fn check_tokens(&self, tokens: &[Token], what: &str) -> Result<(), BackendError> {
+        match tokens.iter().find(|&&t| t as usize >= self.info.n_vocab) {
+            Some(&token) => Err(BackendError::InvalidToken {
+                token,
+                what: what.into(),
+                n_vocab: self.info.n_vocab,
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
-/// A native inference context: the KV cache and reusable buffers.
-pub struct NativeBackend<'m> {
-    model: &'m NativeModel,
-    info: ModelInfo,
+impl Model for NativeModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenize(&self, text: &[u8], options: TokenizeOptions) -> Result<Vec<Token>, BackendError> {
+        Ok(self
+            .tokenizer
+            .encode(text, options.add_special, options.parse_special))
+    }
+
+    fn token_piece(&self, token: Token) -> Result<Vec<u8>, BackendError> {
+        self.tokenizer
+            .piece(token, true)
+            .map(<[u8]>::to_vec)
+            .map_err(|_| BackendError::InvalidToken {
+                token,
+                what: "token_piece".into(),
+                n_vocab: self.info.n_vocab,
+            })
+    }
+
+    fn detokenize(&self, tokens: &[Token]) -> Result<Vec<u8>, BackendError> {
+        self.check_tokens(tokens, "detokenize")?;
+        self.tokenizer
+            .decode(tokens, true)
+            .map_err(|e| BackendError::Decode(e.to_string()))
+    }
+
+    fn context(
+        self: Arc<Self>,
+        options: &ContextOptions,
+    ) -> Result<Box<dyn Context>, BackendError> {
+        let mut ctx = self.new_context(options.n_ctx, options.n_seq_max)?;
+        if let Some(t) = options.threads {
+            ctx = ctx.with_threads(t as usize)?;
+        }
+        Ok(Box::new(ctx))
+    }
+}
+
+/// A native inference context: its model, the KV cache and reusable buffers. `'h` bounds
+/// what an attached hook may borrow.
+pub struct NativeContext<'h> {
+    model: Arc<NativeModel>,
+    n_ctx: u32,
+    max_sequences: u32,
     kv: KvCache,
     scratch: Scratch,
     /// RoPE rotations for any position.
@@ -560,7 +621,7 @@ pub struct NativeBackend<'m> {
     /// Activations and scratch, grown to the largest batch seen.
     bufs: Buffers,
     /// Called with each block's output and the final norm, if attached.
-    hook: Option<Box<dyn ForwardHook + 'm>>,
+    hook: Option<Box<dyn ForwardHook + 'h>>,
 }
 
 /// One forward pass's working memory (`n` rows): hidden states `x` and normed `h` (n × d),
@@ -669,17 +730,18 @@ fn attend(
     Ok(())
 }
 
-impl<'m> NativeBackend<'m> {
-    /// [`Backend::decode`] with the buffers taken out of `self` (so that `self.mm` can run).
+impl<'h> NativeContext<'h> {
+    /// [`Context::decode`] with the buffers taken out of `self` (so that `self.mm` can run).
     fn forward(
         &mut self,
         batch: &Batch,
         out: &mut Logits,
         bufs: &mut Buffers,
     ) -> Result<(), BackendError> {
-        batch.validate(&self.info)?;
-        out.clear(self.info.n_vocab);
-        let model = self.model;
+        batch.validate(&*self)?;
+        let model = Arc::clone(&self.model);
+        let model = &*model;
+        out.clear(model.info.n_vocab);
         let c = &model.config;
         let (d, kv, hd) = (c.n_embd, c.kv_dim(), c.head_dim());
         let n = batch.len();
@@ -877,30 +939,19 @@ impl<'m> NativeBackend<'m> {
     /// [`crate::hooks`]), or detaches it with `None`; returns the previous one.
     pub fn set_hook(
         &mut self,
-        hook: Option<Box<dyn ForwardHook + 'm>>,
-    ) -> Option<Box<dyn ForwardHook + 'm>> {
+        hook: Option<Box<dyn ForwardHook + 'h>>,
+    ) -> Option<Box<dyn ForwardHook + 'h>> {
         std::mem::replace(&mut self.hook, hook)
     }
 
     fn check_seq(&self, seq: SeqId) -> Result<(), BackendError> {
-        if seq >= self.info.max_sequences {
+        if seq >= self.max_sequences {
             return Err(BackendError::SequenceOutOfRange {
                 seq,
-                max: self.info.max_sequences,
+                max: self.max_sequences,
             });
         }
         Ok(())
-    }
-
-    fn check_tokens(&self, tokens: &[Token], what: &str) -> Result<(), BackendError> {
-        match tokens.iter().find(|&&t| t as usize >= self.info.n_vocab) {
-            Some(&token) => Err(BackendError::InvalidToken {
-                token,
-                what: what.into(),
-                n_vocab: self.info.n_vocab,
-            }),
-            None => Ok(()),
-        }
     }
 
     fn mm(&mut self, w: &Weight, x: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
@@ -935,36 +986,17 @@ impl<'m> NativeBackend<'m> {
     }
 }
 
-impl Backend for NativeBackend<'_> {
-    fn info(&self) -> &ModelInfo {
-        &self.info
+impl Context for NativeContext<'_> {
+    fn model(&self) -> &dyn Model {
+        &*self.model
     }
 
-    fn tokenize(&self, text: &[u8], options: TokenizeOptions) -> Result<Vec<Token>, BackendError> {
-        Ok(self
-            .model
-            .tokenizer
-            .encode(text, options.add_special, options.parse_special))
+    fn n_ctx(&self) -> u32 {
+        self.n_ctx
     }
 
-    fn token_piece(&self, token: Token) -> Result<Vec<u8>, BackendError> {
-        self.model
-            .tokenizer
-            .piece(token, true)
-            .map(<[u8]>::to_vec)
-            .map_err(|_| BackendError::InvalidToken {
-                token,
-                what: "token_piece".into(),
-                n_vocab: self.info.n_vocab,
-            })
-    }
-
-    fn detokenize(&self, tokens: &[Token]) -> Result<Vec<u8>, BackendError> {
-        self.check_tokens(tokens, "detokenize")?;
-        self.model
-            .tokenizer
-            .decode(tokens, true)
-            .map_err(|e| BackendError::Decode(e.to_string()))
+    fn max_sequences(&self) -> u32 {
+        self.max_sequences
     }
 
     fn decode(&mut self, batch: &Batch, out: &mut Logits) -> Result<(), BackendError> {

@@ -6,7 +6,7 @@
 //! last prompt position on are compared: max |Δlogit|, mean KL(A‖B), top-1 agreement, and how
 //! many of A's greedy tokens B's argmax reproduces before the first divergence.
 
-use crate::backend::{Backend, BackendError, Token, TokenizeOptions};
+use crate::backend::{BackendError, Context, Token, TokenizeOptions};
 use crate::generate::{greedy, score};
 use crate::sampling::{argmax, log_sum_exp};
 
@@ -51,8 +51,8 @@ pub fn kl_divergence(p_logits: &[f32], q_logits: &[f32]) -> Result<f64, BackendE
 /// `chunk` is the number of rows `b` evaluates per call while scoring (vary it to see batch
 /// effects).
 pub fn compare(
-    a: &mut dyn Backend,
-    b: &mut dyn Backend,
+    a: &mut dyn Context,
+    b: &mut dyn Context,
     prompts: &[&str],
     n_tokens: usize,
     chunk: usize,

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use engine::backend::{Backend, BackendError, Batch, Logits, TokenizeOptions};
+use engine::backend::{BackendError, Batch, Context, Logits, TokenizeOptions};
 use serde::Serialize;
 
 use crate::generate::BackendKind;
@@ -109,7 +109,7 @@ pub struct CompareReport {
 
 /// Evaluates chunk `chunk` of `tokens` from an empty cache; `out` gets the scored rows' logits.
 fn chunk_logits(
-    backend: &mut dyn Backend,
+    backend: &mut dyn Context,
     tokens: &[u32],
     ctx: usize,
     chunk: usize,
@@ -132,7 +132,7 @@ fn chunk_logits(
 
 /// Compares `models` with `reference` on `backends`: index 0 is the reference.
 pub fn compare_on(
-    backends: &mut [&mut dyn Backend],
+    backends: &mut [&mut dyn Context],
     facts: Vec<FileFacts>,
     text: &[u8],
     opts: &CompareOptions,
@@ -223,67 +223,21 @@ pub fn compare(
         .iter()
         .map(|p| FileFacts::of(p))
         .collect::<Result<Vec<_>, _>>()?;
-    match opts.backend {
-        BackendKind::Native => {
-            let loaded = paths
-                .iter()
-                .map(|p| engine::native::NativeModel::load(p))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut backends = loaded
-                .iter()
-                .map(|m| {
-                    let b = m.backend(opts.ctx as u32, 1)?;
-                    match opts.threads {
-                        Some(t) => b.with_threads(t as usize),
-                        None => Ok(b),
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut dyns: Vec<&mut dyn Backend> =
-                backends.iter_mut().map(|b| b as &mut dyn Backend).collect();
-            compare_on(&mut dyns, facts, text, opts)
-        }
-        BackendKind::LlamaCpp => compare_on_llama_cpp(&paths, facts, text, opts),
-    }
-}
-
-#[cfg(feature = "llama-cpp")]
-fn compare_on_llama_cpp(
-    paths: &[&Path],
-    facts: Vec<FileFacts>,
-    text: &[u8],
-    opts: &CompareOptions,
-) -> Result<CompareReport, CompareError> {
-    use engine::llama_cpp::{ContextOptions, LlamaCppModel};
-    let loaded = paths
-        .iter()
-        .map(|p| LlamaCppModel::load(p, 0))
-        .collect::<Result<Vec<_>, _>>()?;
-    let ctx_opts = ContextOptions {
-        n_ctx: opts.ctx as u32,
-        n_seq_max: 1,
+    let ctx_opts = engine::ContextOptions {
+        threads: opts.threads,
         n_batch: opts.ctx as u32,
         n_ubatch: (opts.ctx as u32).min(512),
-        n_threads: opts.threads,
-        ..ContextOptions::default()
+        ..engine::ContextOptions::new(opts.ctx as u32, 1)
     };
-    let mut backends = loaded
+    let mut contexts = paths
         .iter()
-        .map(|m| m.backend(&ctx_opts))
+        .map(|p| engine::open(opts.backend, p, &engine::OpenOptions::default())?.context(&ctx_opts))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut dyns: Vec<&mut dyn Backend> =
-        backends.iter_mut().map(|b| b as &mut dyn Backend).collect();
+    let mut dyns: Vec<&mut dyn Context> = contexts
+        .iter_mut()
+        .map(|c| c.as_mut() as &mut dyn Context)
+        .collect();
     compare_on(&mut dyns, facts, text, opts)
-}
-
-#[cfg(not(feature = "llama-cpp"))]
-fn compare_on_llama_cpp(
-    _: &[&Path],
-    _: Vec<FileFacts>,
-    _: &[u8],
-    _: &CompareOptions,
-) -> Result<CompareReport, CompareError> {
-    Err(BackendError::NotBuilt(crate::generate::BackendKind::LlamaCpp).into())
 }
 
 fn est(e: (f64, f64), digits: usize) -> String {

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use engine::backend::{Backend, BackendError, TokenizeOptions};
+use engine::backend::{BackendError, Context, Model, TokenizeOptions};
 use engine::generate::{generate, GenerateOptions};
 use serde::Serialize;
 
@@ -46,7 +46,7 @@ pub enum ChatPromptError {
 /// Renders `messages` with the model's chat template (ready for the assistant's reply) and
 /// tokenizes the result, special tokens included; BOS is added unless the template wrote it.
 pub fn chat_tokens(
-    backend: &dyn Backend,
+    backend: &dyn Model,
     messages: &[engine::chat::Message],
 ) -> Result<Vec<u32>, ChatPromptError> {
     let info = backend.info();
@@ -123,12 +123,12 @@ pub struct Alternative {
     pub logprob: f64,
 }
 
-fn piece(backend: &dyn Backend, t: u32) -> Result<String, BackendError> {
+fn piece(backend: &dyn Context, t: u32) -> Result<String, BackendError> {
     Ok(String::from_utf8_lossy(&backend.token_piece(t)?).into_owned())
 }
 
 fn token_report(
-    backend: &dyn Backend,
+    backend: &dyn Context,
     token: u32,
     lp: &engine::generate::TokenLogprobs,
 ) -> Result<TokenReport, BackendError> {
@@ -239,7 +239,7 @@ pub(crate) fn check_prompt_bytes(bytes: usize, n_ctx_train: u32) -> Result<(), S
 
 /// Generates on an open backend.
 pub fn run_on(
-    backend: &mut dyn Backend,
+    backend: &mut dyn Context,
     req: &GenerateRequest,
 ) -> Result<GenerateReport, BackendError> {
     if !req.allow_long_context {
@@ -247,11 +247,13 @@ pub fn run_on(
             .map_err(BackendError::Context)?;
     }
     let prompt = if req.chat {
-        chat_tokens(backend, &[engine::chat::Message::new("user", &req.prompt)]).map_err(|e| {
-            match e {
-                ChatPromptError::Backend(b) => b,
-                other => BackendError::InvalidBatch(other.to_string()),
-            }
+        chat_tokens(
+            backend.model(),
+            &[engine::chat::Message::new("user", &req.prompt)],
+        )
+        .map_err(|e| match e {
+            ChatPromptError::Backend(b) => b,
+            other => BackendError::InvalidBatch(other.to_string()),
         })?
     } else {
         backend.tokenize(req.prompt.as_bytes(), TokenizeOptions::default())?
@@ -384,7 +386,7 @@ impl ScoreReport {
 /// tokenization (so a merge across the boundary goes to the continuation); if the context's
 /// tokens are not a prefix of the whole's, the two are tokenized apart.
 pub fn split_tokens(
-    backend: &dyn Backend,
+    backend: &dyn Context,
     prompt: &str,
     continuation: &str,
 ) -> Result<(Vec<u32>, Vec<u32>), BackendError> {
@@ -407,7 +409,7 @@ pub fn split_tokens(
 
 /// Scores on an open backend.
 pub fn score_on(
-    backend: &mut dyn Backend,
+    backend: &mut dyn Context,
     req: &ScoreRequest,
 ) -> Result<ScoreReport, BackendError> {
     let (context, cont) = split_tokens(backend, &req.prompt, &req.continuation)?;
@@ -495,57 +497,24 @@ pub enum OpenError {
     Backend(#[from] BackendError),
 }
 
-/// Loads `model` on `kind` with a cache of `n_ctx` cells for up to `n_seq` sequences
-/// (llama.cpp caps sequences at its own limit) and runs `f` on it.
+/// Opens `model` on `kind` ([`engine::open`]), creates a context with a cache of `n_ctx`
+/// cells for up to `n_seq` sequences (llama.cpp caps sequences at its own limit) and runs `f`
+/// on it.
 pub fn with_backend<T>(
     kind: BackendKind,
     model: &Path,
     threads: Option<u32>,
     n_ctx: u32,
     n_seq: u32,
-    f: impl FnOnce(&mut dyn Backend) -> Result<T, BackendError>,
+    f: impl FnOnce(&mut dyn Context) -> Result<T, BackendError>,
 ) -> Result<T, OpenError> {
-    match kind {
-        BackendKind::Native => {
-            let m = engine::native::NativeModel::load(model)?;
-            let mut b = m.backend(n_ctx, n_seq.max(1))?;
-            if let Some(t) = threads {
-                b = b.with_threads(t as usize)?;
-            }
-            Ok(f(&mut b)?)
-        }
-        BackendKind::LlamaCpp => with_llama_cpp(model, threads, n_ctx, n_seq, f),
-    }
-}
-
-#[cfg(feature = "llama-cpp")]
-fn with_llama_cpp<T>(
-    model: &Path,
-    threads: Option<u32>,
-    n_ctx: u32,
-    n_seq: u32,
-    f: impl FnOnce(&mut dyn Backend) -> Result<T, BackendError>,
-) -> Result<T, OpenError> {
-    use engine::llama_cpp::{ContextOptions, LlamaCppModel};
-    let m = LlamaCppModel::load(model, u32::MAX)?;
-    let mut b = m.backend(&ContextOptions {
-        n_ctx,
-        n_seq_max: n_seq.clamp(1, engine::llama_cpp::LLAMA_MAX_SEQ),
-        n_threads: threads,
-        ..ContextOptions::default()
+    let model = engine::open(kind, model, &engine::OpenOptions::default())?;
+    let n_seq = n_seq.clamp(1, kind.max_sequences().unwrap_or(u32::MAX));
+    let mut ctx = model.context(&engine::ContextOptions {
+        threads,
+        ..engine::ContextOptions::new(n_ctx, n_seq)
     })?;
-    Ok(f(&mut b)?)
-}
-
-#[cfg(not(feature = "llama-cpp"))]
-fn with_llama_cpp<T>(
-    _: &Path,
-    _: Option<u32>,
-    _: u32,
-    _: u32,
-    _: impl FnOnce(&mut dyn Backend) -> Result<T, BackendError>,
-) -> Result<T, OpenError> {
-    Err(BackendError::NotBuilt(BackendKind::LlamaCpp).into())
+    Ok(f(&mut *ctx)?)
 }
 
 /// Loads `model` on `kind` and generates.

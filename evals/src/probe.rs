@@ -17,7 +17,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use engine::backend::{Backend, BackendError, Batch, Logits, TokenizeOptions};
+use engine::backend::{BackendError, Batch, Context, Logits, TokenizeOptions};
 use engine::hooks::{HookData, HookPoint};
 use engine::native::NativeModel;
 use serde::Serialize;
@@ -220,9 +220,9 @@ pub fn probe(model: &Path, text: &[u8], opts: &ProbeOptions) -> Result<ProbeRepo
     if opts.ctx < 2 {
         return Err(ProbeError::Invalid("--ctx must be at least 2".into()));
     }
-    let m = NativeModel::load(model)?;
+    let m = std::sync::Arc::new(NativeModel::load(model)?);
     let (n_layer, d) = (m.config().n_layer, m.config().n_embd);
-    let mut b = m.backend(opts.ctx.max(64) as u32, 1)?;
+    let mut b = m.new_context(opts.ctx.max(64) as u32, 1)?;
     if let Some(t) = opts.threads {
         b = b.with_threads(t)?;
     }
@@ -329,16 +329,16 @@ pub fn probe(model: &Path, text: &[u8], opts: &ProbeOptions) -> Result<ProbeRepo
 /// The logit lens at the last position of `prompt`.
 fn lens(
     m: &NativeModel,
-    b: &mut engine::native::NativeBackend<'_>,
+    b: &mut engine::native::NativeContext<'_>,
     prompt: &str,
     top: usize,
 ) -> Result<LensReport, ProbeError> {
     let tokens = b.tokenize(prompt.as_bytes(), TokenizeOptions::default())?;
-    if tokens.is_empty() || tokens.len() > b.info().n_ctx as usize {
+    if tokens.is_empty() || tokens.len() > b.n_ctx() as usize {
         return Err(ProbeError::Invalid(format!(
             "the lens prompt has {} tokens; it needs 1 to {}",
             tokens.len(),
-            b.info().n_ctx
+            b.n_ctx()
         )));
     }
     let last: Arc<Mutex<Vec<Vec<f32>>>> = Arc::default();

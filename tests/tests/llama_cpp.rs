@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use engine::backend::{Backend, BackendError, Batch, Logits, TokenizeOptions};
+use engine::backend::{BackendError, Batch, Context, Logits, TokenizeOptions};
 use engine::generate::{generate, greedy, GenerateOptions, StopReason};
 use engine::llama_cpp::{ContextOptions, LlamaCppModel};
 use engine::sampling::SamplingParams;
@@ -18,8 +18,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn model() -> LlamaCppModel {
-    LlamaCppModel::load(passuntil_tests::default_model(), 0)
+fn model() -> std::sync::Arc<LlamaCppModel> {
+    LlamaCppModel::open(passuntil_tests::default_model(), 0)
         .expect("llama.cpp loads the default model")
 }
 
@@ -33,7 +33,7 @@ fn tokenize_detokenize_round_trips() {
     let _one = serial();
     let m = model();
     let b = m
-        .backend(&ContextOptions {
+        .new_context(&ContextOptions {
             n_ctx: 512,
             n_seq_max: 1,
             ..Default::default()
@@ -89,7 +89,7 @@ fn greedy_generation_is_deterministic() {
     let _one = serial();
     let m = model();
     let mut b = m
-        .backend(&ContextOptions {
+        .new_context(&ContextOptions {
             n_ctx: 1024,
             n_seq_max: 4,
             ..Default::default()
@@ -131,7 +131,7 @@ fn shared_prompt_samples_are_distinct_and_reproducible() {
     let _one = serial();
     let m = model();
     let mut b = m
-        .backend(&ContextOptions {
+        .new_context(&ContextOptions {
             n_ctx: 2048,
             n_seq_max: 16,
             ..Default::default()
@@ -195,7 +195,7 @@ fn hostile_batches_are_errors() {
     let _one = serial();
     let m = model();
     let mut b = m
-        .backend(&ContextOptions {
+        .new_context(&ContextOptions {
             n_ctx: 64,
             n_seq_max: 2,
             ..Default::default()
@@ -221,7 +221,7 @@ fn hostile_batches_are_errors() {
         Err(BackendError::InvalidToken { .. })
     ));
     batch.clear();
-    batch.add(1, b.info().n_ctx, &[0], true);
+    batch.add(1, b.n_ctx(), &[0], true);
     assert!(matches!(
         b.decode(&batch, &mut out),
         Err(BackendError::PositionPastContext { .. })
@@ -231,7 +231,7 @@ fn hostile_batches_are_errors() {
         Err(BackendError::SequenceOutOfRange { .. })
     ));
     // A prompt longer than the context is refused before decoding.
-    let long: Vec<u32> = vec![28; b.info().n_ctx as usize + 1];
+    let long: Vec<u32> = vec![28; b.n_ctx() as usize + 1];
     assert!(matches!(
         greedy(&mut b, &long, 4),
         Err(BackendError::PositionPastContext { .. })
@@ -252,14 +252,14 @@ fn parity_of_llama_cpp_with_itself() {
         n_seq_max: 1,
         ..Default::default()
     };
-    let mut a = m.backend(&opts).unwrap();
+    let mut a = m.new_context(&opts).unwrap();
     let prompts = [
         "The quick brown fox",
         "In 1492, Columbus",
         "import numpy as np\n",
     ];
     // Same settings, same chunking: identical.
-    let mut same = m.backend(&opts).unwrap();
+    let mut same = m.new_context(&opts).unwrap();
     for r in engine::parity::compare(&mut a, &mut same, &prompts, 24, usize::MAX).unwrap() {
         assert!(r.same_tokens);
         assert_eq!(r.max_abs_logit_diff, 0.0, "{r:?}");
@@ -268,9 +268,9 @@ fn parity_of_llama_cpp_with_itself() {
     // One thread and 7-row micro-batches: llama.cpp is not batch-invariant, so logits move a
     // little; the distributions stay practically equal.
     let mut b = m
-        .backend(&ContextOptions {
+        .new_context(&ContextOptions {
             n_ubatch: 7,
-            n_threads: Some(1),
+            threads: Some(1),
             ..opts.clone()
         })
         .unwrap();
@@ -309,8 +309,8 @@ fn llama_cpp_loads_files_our_writer_wrote() {
         ..Default::default()
     };
     let greedy_of = |path: &std::path::Path| {
-        let m = LlamaCppModel::load(path, 0).unwrap();
-        let mut b = m.backend(&opts).unwrap();
+        let m = LlamaCppModel::open(path, 0).unwrap();
+        let mut b = m.new_context(&opts).unwrap();
         let ids = b
             .tokenize(b"The capital of France is", TokenizeOptions::default())
             .unwrap();
@@ -336,8 +336,8 @@ fn requantized_models_load_in_llama_cpp_and_keep_their_answer() {
         ..Default::default()
     };
     let answer = |path: &std::path::Path| {
-        let m = LlamaCppModel::load(path, 0).unwrap();
-        let mut b = m.backend(&opts).unwrap();
+        let m = LlamaCppModel::open(path, 0).unwrap();
+        let mut b = m.new_context(&opts).unwrap();
         let ids = b
             .tokenize(b"The capital of France is", TokenizeOptions::default())
             .unwrap();

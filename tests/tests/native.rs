@@ -1,18 +1,18 @@
 //! The native engine on the default model: a sensible greedy continuation, logits that do
 //! not depend on the batch, and (with the `llama-cpp` feature) agreement with llama.cpp.
 
-use engine::backend::{Backend, Batch, Logits, TokenizeOptions};
+use engine::backend::{Batch, Context, Logits, TokenizeOptions};
 use engine::generate::greedy;
 use engine::native::NativeModel;
 
-fn model() -> NativeModel {
-    NativeModel::load(passuntil_tests::default_model()).expect("the default model loads")
+fn model() -> std::sync::Arc<NativeModel> {
+    NativeModel::open(passuntil_tests::default_model()).expect("the default model loads")
 }
 
 #[test]
 fn greedy_continuation_is_sensible() {
     let m = model();
-    let mut b = m.backend(256, 1).unwrap();
+    let mut b = m.new_context(256, 1).unwrap();
     let prompt = b
         .tokenize(b"The capital of France is", TokenizeOptions::default())
         .unwrap();
@@ -24,7 +24,7 @@ fn greedy_continuation_is_sensible() {
 #[test]
 fn logits_do_not_depend_on_the_batch() {
     let m = model();
-    let mut b = m.backend(128, 4).unwrap();
+    let mut b = m.new_context(128, 4).unwrap();
     let opts = TokenizeOptions::default();
     let p0 = b.tokenize(b"Once upon a time", opts).unwrap();
     let p1 = b.tokenize(b"def fibonacci(n):\n    return", opts).unwrap();
@@ -74,7 +74,7 @@ fn a_sample_is_the_same_alone_and_among_64_on_1_or_2_threads() {
     };
     // 64 sequences forked from one prompt: the prompt's cells are shared, so 64 × 16 new
     // cells plus the prompt fit in 1100.
-    let mut many = m.backend(1100, 64).unwrap().with_threads(2).unwrap();
+    let mut many = m.new_context(1100, 64).unwrap().with_threads(2).unwrap();
     let prompt = many
         .tokenize(b"Once upon a time, there was a", TokenizeOptions::default())
         .unwrap();
@@ -86,7 +86,7 @@ fn a_sample_is_the_same_alone_and_among_64_on_1_or_2_threads() {
         "samples should differ: {}",
         distinct.len()
     );
-    let mut one = m.backend(256, 1).unwrap().with_threads(1).unwrap();
+    let mut one = m.new_context(256, 1).unwrap().with_threads(1).unwrap();
     for index in [0u64, 37, 63] {
         let alone = generate(&mut one, &prompt, index, 1, &opts)
             .unwrap()
@@ -103,7 +103,7 @@ fn cache_limits_are_errors_and_freed_cells_are_reused() {
     use engine::backend::BackendError;
 
     let m = model();
-    let mut b = m.backend(16, 2).unwrap();
+    let mut b = m.new_context(16, 2).unwrap();
     let mut logits = Logits::new(0);
     let rows = |seq: u32, from: u32, to: u32| {
         let mut batch = Batch::new();
@@ -145,7 +145,7 @@ fn hooks_see_every_block_and_the_final_norm_without_changing_logits() {
     let m = model();
     let n_layer = m.config().n_layer;
     let d = m.config().n_embd;
-    let mut b = m.backend(64, 2).unwrap();
+    let mut b = m.new_context(64, 2).unwrap();
     let mut batch = Batch::new();
     batch.add_sequence(&[504, 3575, 282], 0, 0, false);
     batch.add_sequence(&[4649, 314], 0, 1, false);
@@ -221,7 +221,7 @@ fn teacher_forced_scores_equal_the_generation_logprobs() {
     use engine::generate::{generate, score_continuation, GenerateOptions};
 
     let m = model();
-    let mut b = m.backend(128, 1).unwrap();
+    let mut b = m.new_context(128, 1).unwrap();
     let prompt = b
         .tokenize(b"def fibonacci(n):", TokenizeOptions::default())
         .unwrap();
@@ -326,9 +326,9 @@ fn llama_cpp_turn() -> std::sync::MutexGuard<'static, ()> {
 
 #[cfg(feature = "llama-cpp")]
 fn llama_cpp_context(
-    m: &engine::llama_cpp::LlamaCppModel,
-) -> engine::llama_cpp::LlamaCppBackend<'_> {
-    m.backend(&engine::llama_cpp::ContextOptions {
+    m: &std::sync::Arc<engine::llama_cpp::LlamaCppModel>,
+) -> engine::llama_cpp::LlamaCppContext {
+    m.new_context(&engine::llama_cpp::ContextOptions {
         n_ctx: 512,
         n_seq_max: 1,
         // Flash attention on the CPU sums values in f16; without it llama.cpp keeps them
@@ -365,9 +365,9 @@ fn matches_llama_cpp_on_exact_weights() {
     use engine::llama_cpp::LlamaCppModel;
 
     let f32_file = passuntil_tests::exact_weights();
-    let m = NativeModel::load(f32_file).unwrap();
-    let mut native = m.backend(512, 1).unwrap();
-    let lm = LlamaCppModel::load(f32_file, 0).unwrap();
+    let m = NativeModel::open(f32_file).unwrap();
+    let mut native = m.new_context(512, 1).unwrap();
+    let lm = LlamaCppModel::open(f32_file, 0).unwrap();
     let mut llama = llama_cpp_context(&lm);
     let parity =
         engine::parity::compare(&mut llama, &mut native, &PARITY_PROMPTS, 128, 64).unwrap();
@@ -407,7 +407,7 @@ fn rope_scaling_and_factors_match_llama_cpp() {
         &[],
         &plain_file,
     );
-    let plain = NativeModel::load(&plain_file).unwrap();
+    let plain = NativeModel::open(&plain_file).unwrap();
     let prompts = &PARITY_PROMPTS[..3];
 
     let scaled = |ty: &str| {
@@ -440,11 +440,11 @@ fn rope_scaling_and_factors_match_llama_cpp() {
         }
         rewrite(&src, md, VARIANT_LAYERS, &extra, &path);
         {
-            let m = NativeModel::load(&path).unwrap();
+            let m = NativeModel::open(&path).unwrap();
             assert_eq!(m.config().rope_freq_scale, 0.25);
             assert_eq!(m.config().rope_yarn.is_some(), name == "yarn");
-            let mut native = m.backend(512, 1).unwrap();
-            let lm = LlamaCppModel::load(&path, 0).unwrap();
+            let mut native = m.new_context(512, 1).unwrap();
+            let lm = LlamaCppModel::open(&path, 0).unwrap();
             let mut llama = llama_cpp_context(&lm);
             let parity = engine::parity::compare(&mut llama, &mut native, prompts, 48, 64).unwrap();
             for r in &parity {
@@ -458,7 +458,7 @@ fn rope_scaling_and_factors_match_llama_cpp() {
                 assert_eq!(r.greedy_agreement, r.positions, "{name}, {}", r.prompt);
             }
             // The settings matter: the unscaled model's logits are far from these.
-            let mut unscaled = plain.backend(512, 1).unwrap();
+            let mut unscaled = plain.new_context(512, 1).unwrap();
             let far = engine::parity::compare(&mut native, &mut unscaled, prompts, 16, 64).unwrap();
             assert!(far.iter().any(|r| r.mean_kl > 1e-2), "{name}: {far:?}");
         }
@@ -511,10 +511,10 @@ fn qwen2_biases_and_neox_rope_match_llama_cpp() {
         }
         rewrite(&src, md, VARIANT_LAYERS, &biases, &qwen);
     }
-    let m = NativeModel::load(&qwen).unwrap();
+    let m = NativeModel::open(&qwen).unwrap();
     assert!(m.config().rope_neox);
-    let mut native = m.backend(512, 1).unwrap();
-    let lm = LlamaCppModel::load(&qwen, 0).unwrap();
+    let mut native = m.new_context(512, 1).unwrap();
+    let lm = LlamaCppModel::open(&qwen, 0).unwrap();
     let mut llama = llama_cpp_context(&lm);
     let parity =
         engine::parity::compare(&mut llama, &mut native, &PARITY_PROMPTS[..3], 32, 64).unwrap();
@@ -546,8 +546,8 @@ fn matches_llama_cpp_on_the_default_model() {
     use engine::llama_cpp::LlamaCppModel;
 
     let m = model();
-    let mut native = m.backend(512, 1).unwrap();
-    let lm = LlamaCppModel::load(passuntil_tests::default_model(), 0).unwrap();
+    let mut native = m.new_context(512, 1).unwrap();
+    let lm = LlamaCppModel::open(passuntil_tests::default_model(), 0).unwrap();
     let mut llama = llama_cpp_context(&lm);
     let parity =
         engine::parity::compare(&mut llama, &mut native, &PARITY_PROMPTS, 128, 64).unwrap();

@@ -98,12 +98,12 @@ fn any_bytes_round_trip() {
 /// Our ids against llama.cpp's for every corpus text under three option sets, and the pieces.
 #[cfg(feature = "llama-cpp")]
 fn check_against_llama_cpp(path: &std::path::Path, t: &Tokenizer) {
-    use engine::backend::{Backend, TokenizeOptions};
+    use engine::backend::{Context, TokenizeOptions};
     use engine::llama_cpp::{ContextOptions, LlamaCppModel};
 
-    let model = LlamaCppModel::load(path, 0).unwrap();
+    let model = LlamaCppModel::open(path, 0).unwrap();
     let b = model
-        .backend(&ContextOptions {
+        .new_context(&ContextOptions {
             n_ctx: 256,
             n_seq_max: 1,
             ..Default::default()

@@ -34,7 +34,7 @@ pub use state::{Decision, ProblemState};
 
 use crate::generate::BackendKind;
 use crate::tasks::{Check, Format, Problem, Prompt, TaskError};
-use engine::backend::{Backend, BackendError, TokenizeOptions};
+use engine::backend::{BackendError, Context, Model, TokenizeOptions};
 
 /// Why a run cannot go on. Samples already written stay written.
 #[derive(Debug, thiserror::Error)]
@@ -703,10 +703,11 @@ fn execute(
     Ok(outcome)
 }
 
-type Body<'a> = dyn FnMut(&mut dyn Backend, &[scheduler::Job], scheduler::Shape) -> Result<Stats, RunError>
+type Body<'a> = dyn FnMut(&mut dyn Context, &[scheduler::Job], scheduler::Shape) -> Result<Stats, RunError>
     + 'a;
 
-/// Tokenizes the prompts, sizes a context for them and calls `body` with the backend.
+/// Opens the model, tokenizes the prompts on it, sizes a context for them and calls `body`
+/// with the context.
 fn with_backend(
     kind: BackendKind,
     model: &Path,
@@ -715,38 +716,38 @@ fn with_backend(
     exec: &Exec,
     body: &mut Body<'_>,
 ) -> Result<Stats, RunError> {
-    match kind {
-        BackendKind::Native => native_backend(model, config, problems, exec, body),
-        BackendKind::LlamaCpp => llama_cpp_backend(model, config, problems, exec, body),
-    }
-}
-
-/// The native engine: each sequence has room for the longest prompt and its samples.
-fn native_backend(
-    model: &Path,
-    config: &RunConfig,
-    problems: &[(u64, Problem)],
-    exec: &Exec,
-    body: &mut Body<'_>,
-) -> Result<Stats, RunError> {
-    let m = engine::native::NativeModel::load(model)?;
-    let jobs = jobs_for(&m.backend(1, 1)?, config, exec, problems)?;
-    let max_prompt = check_context(&jobs, config, exec, m.config().n_ctx_train)?;
-    let shape = shape_for(exec.batch, 1024);
+    let model = engine::open(kind, model, &engine::OpenOptions::default())?;
+    let jobs = jobs_for(&*model, config, exec, problems)?;
+    let max_prompt = check_context(&jobs, config, exec, model.info().n_ctx_train as usize)?;
+    let shape = shape_for(exec.batch, kind.max_sequences().unwrap_or(1024) as usize);
     let n_seq = shape.batch + shape.prompt_seqs;
-    // Cells: every prompt sequence's prompt, plus each slot's own tokens (a slot forks its
-    // prompt's cells and adds at most max_tokens; finished slots give theirs back).
-    let cells = shape.prompt_seqs * max_prompt + shape.batch * (config.max_tokens + 1) + 16;
-    let mut backend = m.backend(cells as u32, n_seq as u32)?;
-    if let Some(t) = exec.threads {
-        backend = backend.with_threads(t as usize)?;
-    }
-    body(&mut backend, &jobs, shape)
+    let options = match kind {
+        // Cells: every prompt sequence's prompt, plus each slot's own tokens (a slot forks
+        // its prompt's cells and adds at most max_tokens; finished slots give theirs back).
+        BackendKind::Native => engine::ContextOptions::new(
+            (shape.prompt_seqs * max_prompt + shape.batch * (config.max_tokens + 1) + 16) as u32,
+            n_seq as u32,
+        ),
+        // A stream of cells per sequence: each sample's rows then never depend on which other
+        // samples share the batch, which llama.cpp's unified cache cannot promise.
+        BackendKind::LlamaCpp => {
+            let per_seq = (max_prompt + config.max_tokens + 1).next_multiple_of(256);
+            engine::ContextOptions {
+                unified_kv: std::env::var_os("PASSUNTIL_UNIFIED_KV").is_some(),
+                ..engine::ContextOptions::new((per_seq * n_seq) as u32, n_seq as u32)
+            }
+        }
+    };
+    let mut ctx = model.context(&engine::ContextOptions {
+        threads: exec.threads,
+        ..options
+    })?;
+    body(&mut *ctx, &jobs, shape)
 }
 
 /// Tokenizes every problem's prompt and gathers its stop strings.
 fn jobs_for(
-    backend: &dyn Backend,
+    backend: &dyn Model,
     config: &RunConfig,
     exec: &Exec,
     problems: &[(u64, Problem)],
@@ -830,54 +831,6 @@ fn shape_for(batch: usize, max_sequences: usize) -> scheduler::Shape {
         prompt_seqs,
         judge_threads: 1,
     }
-}
-
-#[cfg(feature = "llama-cpp")]
-fn llama_cpp_backend(
-    model: &Path,
-    config: &RunConfig,
-    problems: &[(u64, Problem)],
-    exec: &Exec,
-    body: &mut Body<'_>,
-) -> Result<Stats, RunError> {
-    use engine::llama_cpp::{ContextOptions, LlamaCppModel, LLAMA_MAX_SEQ};
-    let m = LlamaCppModel::load(model, 0)?;
-    let jobs = {
-        let probe = m.backend(&ContextOptions {
-            n_ctx: 64,
-            n_seq_max: 1,
-            n_threads: exec.threads,
-            ..ContextOptions::default()
-        })?;
-        jobs_for(&probe, config, exec, problems)?
-    };
-    let max_prompt = check_context(&jobs, config, exec, m.n_ctx_train() as usize)?;
-    let shape = shape_for(exec.batch, LLAMA_MAX_SEQ as usize);
-    // A stream of cells per sequence: each sample's rows then never depend on which other
-    // samples share the batch, which a unified cache cannot promise.
-    let n_seq = shape.batch + shape.prompt_seqs;
-    let per_seq = (max_prompt + config.max_tokens + 1).next_multiple_of(256);
-    let mut backend = m.backend(&ContextOptions {
-        n_ctx: (per_seq * n_seq) as u32,
-        n_seq_max: n_seq as u32,
-        n_threads: exec.threads,
-        unified_kv: std::env::var_os("PASSUNTIL_UNIFIED_KV").is_some(),
-        ..ContextOptions::default()
-    })?;
-    body(&mut backend, &jobs, shape)
-}
-
-#[cfg(not(feature = "llama-cpp"))]
-fn llama_cpp_backend(
-    _: &Path,
-    _: &RunConfig,
-    _: &[(u64, Problem)],
-    _: &Exec,
-    _: &mut Body<'_>,
-) -> Result<Stats, RunError> {
-    Err(RunError::Backend(BackendError::NotBuilt(
-        BackendKind::LlamaCpp,
-    )))
 }
 
 /// What `merge` produced.

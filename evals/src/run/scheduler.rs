@@ -1,4 +1,4 @@
-//! The sampling loop: continuous batching over a [`Backend`], judging on other threads.
+//! The sampling loop: continuous batching over an [`engine::Context`], judging on other threads.
 //!
 //! Each active problem's prompt is evaluated once into its own sequence and forked into a
 //! sample slot whenever the slot frees, so one decode batch holds samples of many problems at
@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use engine::backend::{Backend, Batch, Logits, SeqId, Token};
+use engine::backend::{Batch, Context, Logits, SeqId, Token};
 use engine::generate::{Sample, Sequence, StopRules};
 use engine::sampling::{SampleKey, SamplingParams};
 
@@ -109,7 +109,7 @@ type JudgeResult = Result<(usize, SampleRecord), RunError>;
 /// appended to `writer` as they are judged.
 #[allow(clippy::too_many_arguments)]
 pub fn drive(
-    backend: &mut dyn Backend,
+    backend: &mut dyn Context,
     config: &RunConfig,
     jobs: &[Job],
     states: &mut [ProblemState],
@@ -125,11 +125,12 @@ pub fn drive(
         .validate()
         .map_err(engine::backend::BackendError::from)?;
     let info = backend.info().clone();
-    if shape.batch == 0 || shape.batch + shape.prompt_seqs > info.max_sequences as usize {
+    let max_sequences = backend.max_sequences();
+    if shape.batch == 0 || shape.batch + shape.prompt_seqs > max_sequences as usize {
         return Err(RunError::Shape {
             slots: shape.batch,
             prompt_seqs: shape.prompt_seqs,
-            max: info.max_sequences,
+            max: max_sequences,
         });
     }
     let mut stats = Stats {
@@ -333,7 +334,7 @@ fn judge(problem: &Problem, text: &str, sandbox: Option<&Sandbox>) -> Verdict {
 }
 
 struct Loop<'a> {
-    backend: &'a mut dyn Backend,
+    backend: &'a mut dyn Context,
     info: &'a engine::backend::ModelInfo,
     config: &'a RunConfig,
     params: &'a SamplingParams,
