@@ -1,0 +1,374 @@
+//! The native context ([`NativeContext`]): its KV cache and buffers, and the forward pass
+//! over a batch of rows of many sequences.
+
+use std::sync::Arc;
+
+use quant::gemm::{matmul, matmul_many, Scratch};
+use rayon::prelude::*;
+
+use super::attention::{attend, AttnShape, ATTN_SCRATCH};
+use super::rope::{rope, RopePlan};
+use super::weights::Weight;
+use super::NativeModel;
+use crate::backend::{BackendError, Batch, Context, Logits, Model, Pos, SeqId};
+use crate::hooks::{ForwardHook, HookData, HookPoint};
+use crate::kv::KvCache;
+use crate::numerics;
+
+/// A native inference context: its model, the KV cache and reusable buffers. `'h` bounds
+/// what an attached hook may borrow.
+pub struct NativeContext<'h> {
+    pub(super) model: Arc<NativeModel>,
+    pub(super) n_ctx: u32,
+    pub(super) max_sequences: u32,
+    pub(super) kv: KvCache,
+    pub(super) scratch: Scratch,
+    /// RoPE rotations for any position.
+    pub(super) rope: RopePlan,
+    /// Threads of its own, or rayon's global pool.
+    pub(super) pool: Option<rayon::ThreadPool>,
+    /// Activations and scratch, grown to the largest batch seen.
+    pub(super) bufs: Buffers,
+    /// Called with each block's output and the final norm, if attached.
+    pub(super) hook: Option<Box<dyn ForwardHook + 'h>>,
+}
+
+/// One forward pass's working memory (`n` rows): hidden states `x` and normed `h` (n × d),
+/// projections `q` (n × d), `k`/`v` (n × kv), attention output `att` and block output `o`
+/// (n × d), FFN gate/up `g`/`u` (n × ff), one head's `scores` (positions), and for the rows
+/// that want logits their final norm `hn` (× d) and `logits` (× vocab).
+#[derive(Default)]
+pub(super) struct Buffers {
+    pub(super) x: Vec<f32>,
+    pub(super) h: Vec<f32>,
+    pub(super) q: Vec<f32>,
+    pub(super) k: Vec<f32>,
+    pub(super) v: Vec<f32>,
+    pub(super) att: Vec<f32>,
+    pub(super) o: Vec<f32>,
+    pub(super) g: Vec<f32>,
+    pub(super) u: Vec<f32>,
+    pub(super) hn: Vec<f32>,
+    /// Each row's RoPE `(sin, cos)` per frequency.
+    pub(super) rot: Vec<(f32, f32)>,
+    pub(super) all_rows: Vec<usize>,
+    pub(super) logits: Vec<f32>,
+}
+
+/// The row indices `0..n` (grown in `all` as needed).
+fn bufs_rows(all: &mut Vec<usize>, n: usize) -> &[usize] {
+    if all.len() < n {
+        let from = all.len();
+        all.extend(from..n);
+    }
+    &all[..n]
+}
+
+impl<'h> NativeContext<'h> {
+    /// [`Context::decode`] with the buffers taken out of `self` (so that `self.mm` can run).
+    fn forward(
+        &mut self,
+        batch: &Batch,
+        out: &mut Logits,
+        bufs: &mut Buffers,
+    ) -> Result<(), BackendError> {
+        batch.validate(&*self)?;
+        let model = Arc::clone(&self.model);
+        let model = &*model;
+        out.clear(model.info.n_vocab);
+        let c = &model.config;
+        let (d, kv, hd) = (c.n_embd, c.kv_dim(), c.head_dim());
+        let n = batch.len();
+        // One cache cell per row, shared by the row's sequences (positions were checked
+        // against the context by `validate`).
+        let cells = self.kv.assign(batch)?;
+        // Embeddings: one dequantized row per token.
+        let Buffers {
+            x,
+            h,
+            q,
+            k,
+            v,
+            att,
+            o,
+            g,
+            u,
+            hn,
+            rot,
+            logits,
+            all_rows,
+        } = bufs;
+        // Hooks see every row after each block: the indices 0..n.
+        let rows = bufs_rows(all_rows, n);
+        x.resize(n * d, 0.0);
+        let embd = model.matrix(&model.embd);
+        let row_bytes = embd.data().len() / embd.rows();
+        for (row, xr) in batch.rows().zip(x.chunks_exact_mut(d)) {
+            let t = row.token as usize;
+            quant::formats::dequantize_bytes(
+                embd.ty(),
+                &embd.data()[t * row_bytes..(t + 1) * row_bytes],
+                xr,
+            )
+            .map_err(|e| BackendError::Decode(e.to_string()))?;
+        }
+        h.resize(n * d, 0.0);
+        q.resize(n * d, 0.0);
+        k.resize(n * kv, 0.0);
+        v.resize(n * kv, 0.0);
+        att.resize(n * d, 0.0);
+        o.resize(n * d, 0.0);
+        g.resize(n * c.n_ff, 0.0);
+        u.resize(n * c.n_ff, 0.0);
+        let nf = self.rope.pairs.len();
+        rot.clear();
+        for row in batch.rows() {
+            self.rope.rotations(row.pos, rot);
+        }
+        let scale = 1.0 / (hd as f32).sqrt();
+        let group = c.n_head / c.n_head_kv;
+        for (l, layer) in model.layers.iter().enumerate() {
+            for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
+                numerics::rms_norm(xr, &layer.attn_norm, c.rms_eps, hr);
+            }
+            self.call_hook(HookPoint::AttnInput(l), batch, rows, d, h);
+            self.mm_many([&layer.wq, &layer.wk, &layer.wv], h, [q, k, v])?;
+            if let Some([bq, bk, bv]) = &layer.biases {
+                for (out, bias) in [(&mut *q, bq), (&mut *k, bk), (&mut *v, bv)] {
+                    for row in out.chunks_exact_mut(bias.len()) {
+                        for (x, b) in row.iter_mut().zip(bias) {
+                            *x += b;
+                        }
+                    }
+                }
+            }
+            // RoPE, then keys and values into the row's cell.
+            for i in 0..n {
+                let neox = c.rope_neox;
+                let rot = &rot[i * nf..(i + 1) * nf];
+                rope(&mut q[i * d..(i + 1) * d], hd, rot, neox);
+                rope(&mut k[i * kv..(i + 1) * kv], hd, rot, neox);
+                // The cache holds f16 values, as llama.cpp's does; queries meet it in f16.
+                for x in q[i * d..(i + 1) * d]
+                    .iter_mut()
+                    .chain(&mut k[i * kv..(i + 1) * kv])
+                    .chain(&mut v[i * kv..(i + 1) * kv])
+                {
+                    *x = half::f16::from_f32(*x).to_f32();
+                }
+                self.kv.write(
+                    l,
+                    cells[i],
+                    &k[i * kv..(i + 1) * kv],
+                    &v[i * kv..(i + 1) * kv],
+                );
+            }
+            // Attention over the row's first sequence (its other sequences share the same
+            // history), positions 0..=pos that hold entries, in position order; rows in
+            // parallel, each computed the same way whatever the batch.
+            let shape = AttnShape {
+                layer: l,
+                n_head: c.n_head,
+                group,
+                head_dim: hd,
+                scale,
+            };
+            let cache = &self.kv;
+            let q: &[f32] = q;
+            let work = |(i, out): (usize, &mut [f32])| {
+                let row = batch.row(i);
+                ATTN_SCRATCH.with_borrow_mut(|(scores, slots)| {
+                    slots.clear();
+                    slots.extend(cache.cells_up_to(row.seqs[0], row.pos).flatten());
+                    attend(cache, &shape, &q[i * d..(i + 1) * d], slots, scores, out)
+                })
+            };
+            att.par_chunks_mut(d)
+                .enumerate()
+                .try_for_each(work)
+                .map_err(|e| BackendError::Decode(format!("attention of layer {l}: {e}")))?;
+            self.call_hook(HookPoint::AttnOutput(l), batch, rows, d, att);
+            self.mm(&layer.wo, att, o)?;
+            for (a, b) in x.iter_mut().zip(o.iter()) {
+                *a += b;
+            }
+            // SwiGLU feed-forward.
+            for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
+                numerics::rms_norm(xr, &layer.ffn_norm, c.rms_eps, hr);
+            }
+            self.call_hook(HookPoint::FfnInput(l), batch, rows, d, h);
+            self.mm_many([&layer.gate, &layer.up], h, [g, u])?;
+            for (gr, ur) in g.chunks_exact_mut(c.n_ff).zip(u.chunks_exact(c.n_ff)) {
+                numerics::swiglu(gr, ur);
+            }
+            self.mm(&layer.down, g, o)?;
+            for (a, b) in x.iter_mut().zip(o.iter()) {
+                *a += b;
+            }
+            self.call_hook(HookPoint::Block(l), batch, rows, d, x);
+        }
+        // Final norm and the output head, for the rows that want logits.
+        let wanted: Vec<usize> = batch
+            .rows()
+            .enumerate()
+            .filter(|(_, r)| r.logits)
+            .map(|(i, _)| i)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        hn.resize(wanted.len() * d, 0.0);
+        for (&i, hr) in wanted.iter().zip(hn.chunks_exact_mut(d)) {
+            numerics::rms_norm(&x[i * d..(i + 1) * d], &model.output_norm, c.rms_eps, hr);
+        }
+        if let Some(hook) = self.hook.as_mut() {
+            hook.on(&HookData {
+                point: HookPoint::FinalNorm,
+                batch,
+                rows: &wanted,
+                n_embd: d,
+                hidden: hn,
+            });
+        }
+        logits.resize(wanted.len() * c.n_vocab, 0.0);
+        self.mm(&model.output, hn, logits)?;
+        for r in logits.chunks_exact(c.n_vocab) {
+            out.push_row(r);
+        }
+        Ok(())
+    }
+
+    /// Runs the matrix products on `threads` threads of this backend's own (rayon's global
+    /// pool, one thread per core, otherwise).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, BackendError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build()
+            .map_err(|e| BackendError::Context(e.to_string()))?;
+        self.pool = Some(pool);
+        Ok(self)
+    }
+
+    /// Calls the hook, if any, with the states `hidden` of the rows `rows` at `point`.
+    fn call_hook(
+        &mut self,
+        point: HookPoint,
+        batch: &Batch,
+        rows: &[usize],
+        n_embd: usize,
+        hidden: &[f32],
+    ) {
+        if let Some(hook) = self.hook.as_mut() {
+            hook.on(&HookData {
+                point,
+                batch,
+                rows,
+                n_embd,
+                hidden,
+            });
+        }
+    }
+
+    /// Attaches a hook called with every block's output and the final normed states (see
+    /// [`crate::hooks`]), or detaches it with `None`; returns the previous one.
+    pub fn set_hook(
+        &mut self,
+        hook: Option<Box<dyn ForwardHook + 'h>>,
+    ) -> Option<Box<dyn ForwardHook + 'h>> {
+        std::mem::replace(&mut self.hook, hook)
+    }
+
+    fn check_seq(&self, seq: SeqId) -> Result<(), BackendError> {
+        if seq >= self.max_sequences {
+            return Err(BackendError::SequenceOutOfRange {
+                seq,
+                max: self.max_sequences,
+            });
+        }
+        Ok(())
+    }
+
+    fn mm(&mut self, w: &Weight, x: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
+        let m = self.model.matrix(w);
+        // `decode` runs the pass inside this backend's pool, if it has one.
+        matmul(&m, x, out, &mut self.scratch)
+            .map_err(|e| BackendError::Decode(format!("{}: {e}", w.name)))
+    }
+
+    /// `outs[i] = x · ws[i]ᵀ`: in one parallel step where the matrices share a type and width
+    /// (as a block's projections of one input usually do), else one by one.
+    fn mm_many<const N: usize>(
+        &mut self,
+        ws: [&Weight; N],
+        x: &[f32],
+        mut outs: [&mut [f32]; N],
+    ) -> Result<(), BackendError> {
+        let same = ws
+            .windows(2)
+            .all(|p| (p[0].ty, p[0].cols) == (p[1].ty, p[1].cols));
+        if !same {
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                self.mm(w, x, out)?;
+            }
+            return Ok(());
+        }
+        let ms = ws.map(|w| self.model.matrix(w));
+        matmul_many(&ms, x, &mut outs, &mut self.scratch).map_err(|e| {
+            let names: Vec<&str> = ws.iter().map(|w| w.name.as_str()).collect();
+            BackendError::Decode(format!("{}: {e}", names.join(", ")))
+        })
+    }
+}
+
+impl Context for NativeContext<'_> {
+    fn model(&self) -> &dyn Model {
+        &*self.model
+    }
+
+    fn n_ctx(&self) -> u32 {
+        self.n_ctx
+    }
+
+    fn max_sequences(&self) -> u32 {
+        self.max_sequences
+    }
+
+    fn decode(&mut self, batch: &Batch, out: &mut Logits) -> Result<(), BackendError> {
+        let mut bufs = std::mem::take(&mut self.bufs);
+        // The whole pass runs inside the pool, so that its parallel steps are joins among
+        // running workers rather than one hand-off from outside the pool per step.
+        let result = match self.pool.take() {
+            Some(pool) => {
+                let r = pool.install(|| self.forward(batch, out, &mut bufs));
+                self.pool = Some(pool);
+                r
+            }
+            None => self.forward(batch, out, &mut bufs),
+        };
+        self.bufs = bufs;
+        result
+    }
+
+    fn copy_sequence(&mut self, src: SeqId, dst: SeqId) -> Result<(), BackendError> {
+        self.check_seq(src)?;
+        self.check_seq(dst)?;
+        self.kv.copy_sequence(src, dst);
+        Ok(())
+    }
+
+    fn remove_sequence(
+        &mut self,
+        seq: SeqId,
+        from: Pos,
+        to: Option<Pos>,
+    ) -> Result<(), BackendError> {
+        self.check_seq(seq)?;
+        self.kv.remove(seq, from, to);
+        Ok(())
+    }
+
+    fn clear(&mut self) -> Result<(), BackendError> {
+        self.kv.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,26 @@
+//! Where a model's weights are: each matrix's tensor, type and shape, per layer.
+
+use quant::GgmlType;
+
+/// A weight matrix: where it is in the file and its shape.
+#[derive(Clone, Debug)]
+pub(super) struct Weight {
+    pub(super) name: String,
+    pub(super) ty: GgmlType,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+}
+
+pub(super) struct Layer {
+    pub(super) attn_norm: Vec<f32>,
+    pub(super) wq: Weight,
+    pub(super) wk: Weight,
+    pub(super) wv: Weight,
+    /// Query, key and value biases (qwen2; none for llama).
+    pub(super) biases: Option<[Vec<f32>; 3]>,
+    pub(super) wo: Weight,
+    pub(super) ffn_norm: Vec<f32>,
+    pub(super) gate: Weight,
+    pub(super) up: Weight,
+    pub(super) down: Weight,
+}
