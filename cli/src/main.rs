@@ -80,7 +80,7 @@ enum Command {
         /// A type (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K,
         /// q6_K) or a mix (Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M).
         #[arg(long = "type")]
-        target: quant::requant::Target,
+        target: engine::quantize::Target,
         /// Threads (default: every core).
         #[arg(short, long, value_parser = usize_in(1, MAX_THREADS))]
         threads: Option<usize>,
@@ -356,7 +356,7 @@ struct StudyArgs {
     model: String,
     /// Types or mixes to study (comma-separated: q8_0,q5_1,q4_0,Q4_K_M,q3_K,q2_K).
     #[arg(long, value_delimiter = ',', required = true)]
-    types: Vec<quant::requant::Target>,
+    types: Vec<engine::quantize::Target>,
     /// The reference: `base` (the model file itself) or a type to requantize it to (`f32`).
     #[arg(long, default_value = "base")]
     reference: String,
@@ -593,7 +593,7 @@ fn run(cli: Cli) -> Result<()> {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let t0 = std::time::Instant::now();
-            let plan = quant::requant::requantize(&path, &output, target, threads, &mut |p| {
+            let plan = quant::requant::requantize(&path, &output, &target, threads, &mut |p| {
                 if p.fallback {
                     eprintln!(
                         "{}: row of {} does not fit the target's blocks; {} instead",
@@ -810,7 +810,7 @@ fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
     let reference = match a.reference.as_str() {
         "base" => None,
         t => Some(
-            t.parse::<quant::requant::Target>()
+            t.parse::<engine::quantize::Target>()
                 .map_err(anyhow::Error::msg)?,
         ),
     };

@@ -11,6 +11,8 @@
 //! - [`generate`]: greedy continuations, teacher-forced scoring of continuations
 //!   (loglikelihood), and many samples of one prompt computed once and forked, in waves past a
 //!   backend's sequence limit, with per-token log-probabilities and top alternatives.
+//! - [`quantize`]: which tensor gets which type when a model is requantized (one type, or
+//!   llama.cpp's K-quant mixes), for [`quant::requant`].
 //! - [`parity`]: how far two backends are apart (logits, KL divergence, greedy agreement).
 //! - [`detok`]: UTF-8-safe streaming detokenization.
 //! - [`tokenizer`]: byte-level BPE from GGUF metadata, with llama.cpp's token ids.
@@ -61,6 +63,7 @@ pub mod models;
 pub mod native;
 pub mod numerics;
 pub mod parity;
+pub mod quantize;
 pub mod sampling;
 pub mod tokenizer;
 

@@ -16,7 +16,8 @@ use serde::Serialize;
 use crate::compare::{CompareOptions, CompareReport};
 use crate::run::report::{report, Report};
 use crate::run::{RunError, RunOptions};
-use quant::requant::{requantize, Target};
+use engine::quantize::Target;
+use quant::requant::requantize;
 
 /// An error in a study.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +165,7 @@ fn requantized(
     }
     progress(&format!("requantizing to {target}"));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    requantize(&opts.base, &path, target, threads, &mut |_| {})?;
+    requantize(&opts.base, &path, &target, threads, &mut |_| {})?;
     std::fs::write(&stamp, base_sha).map_err(io(&stamp))?;
     Ok(path)
 }

@@ -12,7 +12,7 @@ fn kl_divergence_is_near_zero_against_itself_and_grows_with_requantization() {
     quant::requant::requantize(
         &model,
         &q4_0,
-        quant::requant::Target::Type(quant::GgmlType::Q4_0),
+        &engine::quantize::Target::Type(quant::GgmlType::Q4_0),
         2,
         &mut |_| {},
     )

@@ -2,11 +2,11 @@
 //! same seeds, compare on a text.
 #![cfg(feature = "llama-cpp")]
 
+use engine::quantize::Target;
 use evals::compare::CompareOptions;
 use evals::generate::BackendKind;
 use evals::run::{RunOptions, StopRule};
 use evals::study::{study, StudyOptions};
-use quant::requant::Target;
 
 #[test]
 fn a_small_study_is_paired_cached_and_reported() {

@@ -36,7 +36,7 @@ pub fn exact_weights() -> &'static Path {
             quant::requant::requantize(
                 src,
                 &path,
-                quant::requant::Target::Type(quant::GgmlType::F32),
+                &engine::quantize::Target::Type(quant::GgmlType::F32),
                 2,
                 &mut |_| {},
             )

@@ -324,7 +324,8 @@ fn llama_cpp_loads_files_our_writer_wrote() {
 
 #[test]
 fn requantized_models_load_in_llama_cpp_and_keep_their_answer() {
-    use quant::requant::{requantize, Mix, Target};
+    use engine::quantize::{Mix, Target};
+    use quant::requant::requantize;
     use quant::GgmlType;
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
@@ -346,7 +347,7 @@ fn requantized_models_load_in_llama_cpp_and_keep_their_answer() {
     };
     for target in [Target::Type(GgmlType::Q8_0), Target::Mix(Mix::Q4KM)] {
         let out = dir.path().join(format!("{target}.gguf"));
-        let plan = requantize(src, &out, target, 2, &mut |_| {}).unwrap();
+        let plan = requantize(src, &out, &target, 2, &mut |_| {}).unwrap();
         let file = quant::gguf::GgufFile::open(&out).unwrap();
         assert_eq!(file.tensor_infos().len(), original.tensor_infos().len());
         let ty = |name: &str| file.tensor(name).unwrap().ty();
