@@ -441,7 +441,8 @@ pub fn score(
     req: &ScoreRequest,
 ) -> Result<ScoreReport, OpenError> {
     let n_ctx = (req.prompt.len() + req.continuation.len() + 16) as u32;
-    with_backend(kind, model, req.threads, n_ctx, 1, |b| score_on(b, req))
+    let mut ctx = open_context(kind, model, req.threads, n_ctx, 1)?;
+    Ok(score_on(&mut *ctx, req)?)
 }
 
 /// One token of a tokenized text.
@@ -497,24 +498,21 @@ pub enum OpenError {
     Backend(#[from] BackendError),
 }
 
-/// Opens `model` on `kind` ([`engine::open`]), creates a context with a cache of `n_ctx`
-/// cells for up to `n_seq` sequences (llama.cpp caps sequences at its own limit) and runs `f`
-/// on it.
-pub fn with_backend<T>(
+/// Opens `model` on `kind` ([`engine::open`]) and creates a context with a cache of `n_ctx`
+/// cells for up to `n_seq` sequences (capped at the engine's own limit) on `threads` threads.
+pub fn open_context(
     kind: BackendKind,
     model: &Path,
     threads: Option<u32>,
     n_ctx: u32,
     n_seq: u32,
-    f: impl FnOnce(&mut dyn Context) -> Result<T, BackendError>,
-) -> Result<T, OpenError> {
+) -> Result<Box<dyn Context>, OpenError> {
     let model = engine::open(kind, model, &engine::OpenOptions::default())?;
     let n_seq = n_seq.clamp(1, kind.max_sequences().unwrap_or(u32::MAX));
-    let mut ctx = model.context(&engine::ContextOptions {
+    Ok(model.context(&engine::ContextOptions {
         threads,
         ..engine::ContextOptions::new(n_ctx, n_seq)
-    })?;
-    Ok(f(&mut *ctx)?)
+    })?)
 }
 
 /// Loads `model` on `kind` and generates.
@@ -530,7 +528,6 @@ pub fn run(
     let prompt = req.prompt.len() as u64 + 16;
     let per = req.options.max_tokens as u64;
     let n_ctx = (prompt + n_seq as u64 * per).min(1 << 16).max(prompt + per) as u32;
-    with_backend(kind, model, req.threads, n_ctx, n_seq + 1, |b| {
-        run_on(b, req)
-    })
+    let mut ctx = open_context(kind, model, req.threads, n_ctx, n_seq + 1)?;
+    Ok(run_on(&mut *ctx, req)?)
 }

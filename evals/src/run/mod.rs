@@ -675,47 +675,36 @@ fn execute(
         1
     });
     let model_path = PathBuf::from(&config.model.path);
-    let stats = with_backend(
-        config.backend,
-        &model_path,
+    let (mut ctx, jobs, shape) =
+        open_context(config.backend, &model_path, config, &problems, exec)?;
+    outcome.stats = scheduler::drive(
+        &mut *ctx,
         config,
-        &problems,
-        exec,
-        &mut |backend, jobs, shape| {
-            let shape = scheduler::Shape {
-                judge_threads,
-                ..shape
-            };
-            scheduler::drive(
-                backend,
-                config,
-                jobs,
-                &mut states,
-                &mut writer,
-                session,
-                shape,
-                sandbox.clone(),
-                progress,
-            )
+        &jobs,
+        &mut states,
+        &mut writer,
+        session,
+        scheduler::Shape {
+            judge_threads,
+            ..shape
         },
+        sandbox,
+        progress,
     )?;
-    outcome.stats = stats;
     Ok(outcome)
 }
 
-type Body<'a> = dyn FnMut(&mut dyn Context, &[scheduler::Job], scheduler::Shape) -> Result<Stats, RunError>
-    + 'a;
+/// A context sized for a session's jobs, the jobs, and the sampling loop's shape.
+type Opened = (Box<dyn Context>, Vec<scheduler::Job>, scheduler::Shape);
 
-/// Opens the model, tokenizes the prompts on it, sizes a context for them and calls `body`
-/// with the context.
-fn with_backend(
+/// Opens the model, tokenizes the prompts on it, and sizes a context for them.
+fn open_context(
     kind: BackendKind,
     model: &Path,
     config: &RunConfig,
     problems: &[(u64, Problem)],
     exec: &Exec,
-    body: &mut Body<'_>,
-) -> Result<Stats, RunError> {
+) -> Result<Opened, RunError> {
     let model = engine::open(kind, model, &engine::OpenOptions::default())?;
     let jobs = jobs_for(&*model, config, exec, problems)?;
     let max_prompt = check_context(&jobs, config, exec, model.info().n_ctx_train as usize)?;
@@ -738,11 +727,11 @@ fn with_backend(
             }
         }
     };
-    let mut ctx = model.context(&engine::ContextOptions {
+    let ctx = model.context(&engine::ContextOptions {
         threads: exec.threads,
         ..options
     })?;
-    body(&mut *ctx, &jobs, shape)
+    Ok((ctx, jobs, shape))
 }
 
 /// Tokenizes every problem's prompt and gathers its stop strings.
