@@ -433,9 +433,15 @@ pub fn open(
     options: &OpenOptions,
 ) -> Result<Arc<dyn Model>, BackendError> {
     match kind {
-        BackendKind::Native => Ok(Arc::new(crate::native::NativeModel::load(path)?)),
+        BackendKind::Native => Ok(open_native(path)?),
         BackendKind::LlamaCpp => open_llama_cpp(path, options),
     }
+}
+
+/// The native model itself, for what only the native engine offers (forward hooks, the logit
+/// lens); [`open`] gives the same model behind [`Model`].
+pub fn open_native(path: &Path) -> Result<Arc<crate::native::NativeModel>, BackendError> {
+    Ok(Arc::new(crate::native::NativeModel::load(path)?))
 }
 
 #[cfg(feature = "llama-cpp")]

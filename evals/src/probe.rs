@@ -220,7 +220,7 @@ pub fn probe(model: &Path, text: &[u8], opts: &ProbeOptions) -> Result<ProbeRepo
     if opts.ctx < 2 {
         return Err(ProbeError::Invalid("--ctx must be at least 2".into()));
     }
-    let m = std::sync::Arc::new(NativeModel::load(model)?);
+    let m = engine::backend::open_native(model)?;
     let (n_layer, d) = (m.config().n_layer, m.config().n_embd);
     let mut b = m.new_context(opts.ctx.max(64) as u32, 1)?;
     if let Some(t) = opts.threads {

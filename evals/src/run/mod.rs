@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use record::{
-    load_samples, FileRef, Loaded, RunConfig, SampleRecord, SampleWriter, Shard, StopRule, TaskRef,
-    FORMAT_VERSION,
+    load_samples, FileRef, Loaded, RunConfig, SampleRecord, SampleWriter, Shard, StopRule, Stopped,
+    TaskRef, FORMAT_VERSION,
 };
 pub use scheduler::{Progress, Stats};
 pub use state::{Decision, ProblemState};
@@ -1049,7 +1049,7 @@ mod tests {
                 },
                 text: String::new(),
                 tokens: vec![1],
-                stop: "eog".into(),
+                stop: Stopped::Eog,
                 logprob: -1.0,
                 sampling_logprob: -1.0,
                 session: 0,

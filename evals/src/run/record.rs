@@ -356,6 +356,28 @@ fn diff_json(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut
     }
 }
 
+/// Why a recorded sample stopped, written `eog`, `stop_string` or `max_tokens`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stopped {
+    /// An end-of-generation token.
+    Eog,
+    /// A stop string (the text is cut before it).
+    StopString,
+    /// The token limit.
+    MaxTokens,
+}
+
+impl From<&engine::generate::StopReason> for Stopped {
+    fn from(r: &engine::generate::StopReason) -> Self {
+        match r {
+            engine::generate::StopReason::Eog => Stopped::Eog,
+            engine::generate::StopReason::Stop(_) => Stopped::StopString,
+            engine::generate::StopReason::MaxTokens => Stopped::MaxTokens,
+        }
+    }
+}
+
 /// One finished, judged sample: a line of `samples.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SampleRecord {
@@ -374,8 +396,8 @@ pub struct SampleRecord {
     pub text: String,
     /// Generated tokens, including the one that ended it.
     pub tokens: Vec<u32>,
-    /// `eog`, `stop_string` or `max_tokens`.
-    pub stop: String,
+    /// Why it stopped.
+    pub stop: Stopped,
     /// Sum of the tokens' log-probabilities under the model.
     pub logprob: f64,
     /// Sum of the tokens' log-probabilities under the sampling distribution.
@@ -526,7 +548,7 @@ mod tests {
             },
             text: "x\u{1F600}\"".into(),
             tokens: vec![1, 2],
-            stop: "eog".into(),
+            stop: Stopped::Eog,
             logprob: -1.25,
             sampling_logprob: -0.5,
             session: 0,
@@ -673,6 +695,10 @@ mod tests {
         let e = RunConfig::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("shard 0/0 is not a shard"), "{e}");
         // Unknown backends and formats are named by serde, with what it expects.
+        assert_eq!(
+            serde_json::to_string(&Stopped::StopString).unwrap(),
+            "\"stop_string\""
+        );
         let e = edit("\"backend\": \"native\"", "\"backend\": \"vllm\"");
         assert!(e.contains("unknown variant `vllm`"), "{e}");
         let e = edit("\"format\": \"jsonl\"", "\"format\": \"csv\"");

@@ -176,7 +176,7 @@ pub fn drive(
                         passed: verdict.passed(),
                         verdict,
                         text: f.text,
-                        stop: f.sample.stop.name().to_owned(),
+                        stop: (&f.sample.stop).into(),
                         logprob: f.sample.logprob,
                         sampling_logprob: f.sample.sampling_logprob,
                         tokens: f.sample.tokens,
