@@ -261,6 +261,39 @@ fn generate_with_a_banned_token_and_penalties() {
 }
 
 #[test]
+fn generate_stops_at_a_stop_string() {
+    // Greedy: " Paris" first. With "aris" as a stop string the sample ends on that token and
+    // its text is cut before the stop string.
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "-p",
+            "The capital of France is",
+            "--max-tokens",
+            "8",
+            "--temp",
+            "0",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, stdout, stderr) = pass_until(&args);
+        assert!(ok, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        v["samples"][0].clone()
+    };
+    let free = run(&[]);
+    assert!(
+        free["text"].as_str().unwrap().starts_with(" Paris"),
+        "{free}"
+    );
+    assert_eq!(free["tokens"].as_array().unwrap().len(), 8);
+    let stopped = run(&["--stop", "aris", "--stop", "never"]);
+    assert_eq!(stopped["stop"], "stop_string", "{stopped}");
+    assert_eq!(stopped["text"], " P", "{stopped}");
+    assert_eq!(stopped["tokens"], serde_json::json!([free["tokens"][0]]));
+}
+
+#[test]
 fn score_and_tokenize() {
     let (ok, stdout, stderr) = pass_until(&["tokenize", "The capital of France is", "--json"]);
     assert!(ok, "{stderr}");

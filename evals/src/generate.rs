@@ -211,6 +211,30 @@ impl GenerateReport {
     }
 }
 
+/// A sample's text as the model's detokenizer gives it, cut before the stop string that
+/// ended it, if one did.
+fn sample_text(
+    backend: &dyn Context,
+    s: &engine::generate::Sample,
+) -> Result<Vec<u8>, BackendError> {
+    let full = backend.detokenize(&s.tokens)?;
+    let (engine::generate::StopReason::Stop(_), Some(cut)) = (&s.stop, &s.text) else {
+        return Ok(full);
+    };
+    // The cut text is the tokens' pieces up to the stop string; the detokenizer may drop a
+    // leading space the pieces have (SentencePiece's prefix), so drop it from the cut too.
+    let mut pieces = Vec::new();
+    for &t in &s.tokens {
+        pieces.extend(backend.token_piece(t)?);
+    }
+    let dropped = if pieces.ends_with(&full) {
+        pieces.len() - full.len()
+    } else {
+        0
+    };
+    Ok(cut[dropped.min(cut.len())..].to_vec())
+}
+
 /// `" Paris" -0.28, " the" -2.69`: a token's likely alternatives for the text tables.
 fn alternatives(top: &[Alternative]) -> String {
     top.iter()
@@ -296,11 +320,7 @@ pub fn run_on(
                 index: s.index,
                 // Cut before the stop string when one ended it; the whole detokenized
                 // continuation otherwise.
-                text: String::from_utf8_lossy(&match (&s.stop, &s.text) {
-                    (engine::generate::StopReason::Stop(_), Some(text)) => text.clone(),
-                    _ => backend.detokenize(&s.tokens)?,
-                })
-                .into_owned(),
+                text: String::from_utf8_lossy(&sample_text(backend, &s)?).into_owned(),
                 logprob: s.logprob,
                 sampling_logprob: s.sampling_logprob,
                 stop: s.stop.name(),
@@ -507,7 +527,14 @@ pub fn open_context(
     n_ctx: u32,
     n_seq: u32,
 ) -> Result<Box<dyn Context>, OpenError> {
-    let model = engine::open(kind, model, &engine::OpenOptions::default())?;
+    // Every layer on the GPU when llama.cpp was built with one (`cuda`, `metal`).
+    let model = engine::open(
+        kind,
+        model,
+        &engine::OpenOptions {
+            gpu_layers: u32::MAX,
+        },
+    )?;
     let n_seq = n_seq.clamp(1, kind.max_sequences().unwrap_or(u32::MAX));
     Ok(model.context(&engine::ContextOptions {
         threads,

@@ -27,6 +27,14 @@ pub trait Chooser {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequantError {
+    /// The chooser did not give one type per tensor.
+    #[error("the chooser gave {got} types for {tensors} tensors")]
+    Chooser {
+        /// Tensors in the file.
+        tensors: usize,
+        /// Types given.
+        got: usize,
+    },
     /// Reading or writing a GGUF file failed.
     #[error(transparent)]
     Gguf(#[from] GgufError),
@@ -108,11 +116,18 @@ fn fallback(ty: GgmlType, row: u64) -> (GgmlType, bool) {
 }
 
 /// Each tensor's type: the chooser's, after the row-length fallback.
-pub fn plan(file: &GgufFile, chooser: &dyn Chooser) -> Plan {
-    let tensors = file
-        .tensor_infos()
+pub fn plan(file: &GgufFile, chooser: &dyn Chooser) -> Result<Plan, RequantError> {
+    let types = chooser.types(file);
+    let infos = file.tensor_infos();
+    if types.len() != infos.len() {
+        return Err(RequantError::Chooser {
+            tensors: infos.len(),
+            got: types.len(),
+        });
+    }
+    let tensors = infos
         .iter()
-        .zip(chooser.types(file))
+        .zip(types)
         .map(|(t, ty)| {
             let (to, fb) = if ty == t.ty {
                 (ty, false)
@@ -128,7 +143,7 @@ pub fn plan(file: &GgufFile, chooser: &dyn Chooser) -> Plan {
             }
         })
         .collect();
-    Plan { tensors }
+    Ok(Plan { tensors })
 }
 
 /// Requantizes `input` into `output` with the types `chooser` picks, on `threads` threads.
@@ -140,7 +155,7 @@ pub fn requantize(
     progress: &mut dyn FnMut(&Planned),
 ) -> Result<Plan, RequantError> {
     let file = GgufFile::open(input)?;
-    let plan = plan(&file, chooser);
+    let plan = plan(&file, chooser)?;
     let mut w = GgufWriter::with_metadata(file.metadata().clone());
     w.set("general.file_type", Value::U32(chooser.file_type()));
     w.set("general.quantization_version", Value::U32(2));

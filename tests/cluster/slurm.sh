@@ -55,6 +55,12 @@ cleanup() {
     local rc=$?
     if [[ $daemons_up == 1 ]]; then
         scancel --quiet --user=root 2>/dev/null || true
+        # Jobs (and their pass-until) end before the daemons and the directory go.
+        for _ in $(seq 50); do
+            [[ -z $(squeue -h 2>/dev/null) ]] && break
+            sleep 0.2
+        done
+        pkill -f "pass-until run .*--out runs/arith/shard-" 2>/dev/null || true
         for d in slurmd slurmctld munged; do
             [[ -f $w/$d.pid ]] && kill "$(cat "$w/$d.pid")" 2>/dev/null || true
         done
@@ -69,8 +75,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A one-node cluster, everything under $w, on ports of its own.
+# A one-node cluster, everything under $w, on ports of its own. `holder` is how pass-until
+# names this machine in its locks.
 host=$(hostname -s)
+holder=$(cat /proc/sys/kernel/hostname)
 mkdir -p "$w/state" "$w/spool" "$w/work/tasks"
 head -c 1024 /dev/urandom >"$w/munge.key"
 chmod 600 "$w/munge.key"
@@ -120,8 +128,9 @@ cd "$w/work"
 cp "$repo/tasks/arithmetic.jsonl" tasks/
 export PATH=$(dirname "$bin"):$PATH
 pass-until models fetch smollm2-135m >/dev/null
-# The recipe with this machine's sizes: 4 shards of 1 CPU, and limits that keep it short.
-shrink=(--max-samples 128 --max-tokens 16 --batch 8)
+# The recipe with this machine's sizes: 4 shards of 1 CPU, and limits that keep it short
+# (small batches, so that each shard runs long enough to be interrupted mid-run).
+shrink=(--max-samples 128 --max-tokens 16 --batch 4)
 submit() { SHARDS=4 sbatch --parsable --cpus-per-task=1 "$@" "$recipe" "${shrink[@]}"; }
 job=$(submit --array=0-3)
 log "submitted array job $job"
@@ -147,7 +156,7 @@ wait_gone() {
 # Task 0 is requeued mid-run (as preemption with PreemptMode=REQUEUE does).
 wait_mid_run 0 "${job}_0"
 log "requeueing ${job}_0 after $(wc -l <runs/arith/shard-0/samples.jsonl) samples"
-scontrol requeue "${job}_0"
+scontrol requeue "${job}_0" || fail "could not requeue ${job}_0 (state '$(state "${job}_0")')"
 
 # Task 1 is cancelled mid-run, then resubmitted on its own.
 wait_mid_run 1 "${job}_1"
@@ -163,7 +172,7 @@ if out=$(pass-until run -m smollm2-135m --task tasks/arithmetic.jsonl --r 2 \
     --shard 2/4 --out runs/arith/shard-2 "${shrink[@]}" 2>&1); then
     fail "a second pass-until in shard-2's directory was let in: $out"
 fi
-grep -q "is in use by another pass-until (pid [0-9]* on $host)" <<<"$out" ||
+grep -qF "on $holder)" <<<"$out" && grep -q "is in use by another pass-until (pid [0-9]* on " <<<"$out" ||
     fail "the refusal does not name the holder: $out"
 log "a second attempt at shard 2 was refused: ${out##*: }"
 
@@ -177,8 +186,9 @@ for t in "${job}_0" "${job}_2" "${job}_3" "${job1}_1"; do
 done
 grep -q "Restarts=1" <<<"$(scontrol show job "${job}_0")" || fail "${job}_0 was not requeued"
 # The requeued attempt found the killed one's lock and said so (its log is appended to).
-grep -q "took over .*shard-0 from an attempt that ended without releasing it (pid [0-9]* on $host)" \
-    "pass-until-${job}_0.out" || fail "the requeued task did not report taking over the lock"
+grep "took over .*shard-0 from an attempt that ended without releasing it (pid [0-9]* on " \
+    "pass-until-${job}_0.out" | grep -qF "on $holder)" ||
+    fail "the requeued task did not report taking over the lock"
 # The resubmitted shard 1 resumed its samples rather than starting again.
 grep -q "samples this session ([1-9][0-9]* before)" "pass-until-${job1}_1.out" ||
     fail "the resubmitted shard 1 did not resume: $(tail -n 3 "pass-until-${job1}_1.out")"

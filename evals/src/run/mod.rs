@@ -418,7 +418,7 @@ pub fn start(opts: &RunOptions, progress: &mut dyn Progress) -> Result<Outcome, 
     } else {
         config.save(dir)?;
     }
-    execute(dir, &lock, &config, problems, &opts.exec, progress)
+    execute(dir, &lock, &config, problems, &opts.exec, progress, false)
 }
 
 /// Continues the run in `dir` with its own settings, once its model and task files are found
@@ -427,10 +427,9 @@ pub fn resume(dir: &Path, exec: &Exec, progress: &mut dyn Progress) -> Result<Ou
     exec.validate()?;
     let lock = lock_dir(dir)?;
     let config = RunConfig::load(dir)?;
-    check_file("model", &config.model)?;
     let task = check_file("task file", &config.task.file)?;
     let problems = crate::tasks::load(&task, config.task.format)?;
-    execute(dir, &lock, &config, problems, exec, progress)
+    execute(dir, &lock, &config, problems, exec, progress, true)
 }
 
 /// The lock on a run directory (`DIR/.lock`): an exclusive `flock`, held until this is
@@ -444,6 +443,9 @@ pub fn resume(dir: &Path, exec: &Exec, progress: &mut dyn Progress) -> Result<Ou
 pub struct RunLock {
     file: std::fs::File,
     taken_over: Option<String>,
+    /// Put the dead holder's name back on release (a reader such as `merge` must not erase
+    /// what the next attempt should be told).
+    restore: bool,
 }
 
 impl RunLock {
@@ -456,9 +458,22 @@ impl RunLock {
 
 impl Drop for RunLock {
     fn drop(&mut self) {
+        use std::io::{Seek, Write};
         // Cleared first: the lock itself goes with the file descriptor, right after.
         let _ = self.file.set_len(0);
+        if let (true, Some(previous)) = (self.restore, &self.taken_over) {
+            let _ = self.file.rewind();
+            let _ = write!(self.file, "{previous}");
+        }
     }
+}
+
+/// Whether `text` is a holder's name as [`holder_name`] writes it (`pid N on HOST`); older
+/// versions wrote a bare pid and never cleared it, which says nothing about how they ended.
+fn is_holder_name(text: &str) -> bool {
+    text.strip_prefix("pid ")
+        .and_then(|t| t.split_once(" on "))
+        .is_some_and(|(pid, host)| pid.parse::<u32>().is_ok() && !host.is_empty())
 }
 
 /// This process as a lock holder: `pid N on HOST` (the host matters on shared file systems).
@@ -475,6 +490,15 @@ fn holder_name() -> String {
 /// Takes the run directory's lock, or says who holds it. A lock left by a process that died is
 /// released by the kernel, so a restarted job takes it over (and learns it did).
 pub fn lock_dir(dir: &Path) -> Result<RunLock, RunError> {
+    lock_dir_as(dir, false)
+}
+
+/// [`lock_dir`] for a reader that must leave a dead holder's name for the next writer.
+fn lock_dir_reading(dir: &Path) -> Result<RunLock, RunError> {
+    lock_dir_as(dir, true)
+}
+
+fn lock_dir_as(dir: &Path, restore: bool) -> Result<RunLock, RunError> {
     use std::io::{Read, Seek, Write};
     let path = dir.join(".lock");
     let io = |source| RunError::Io {
@@ -515,7 +539,8 @@ pub fn lock_dir(dir: &Path) -> Result<RunLock, RunError> {
     f.flush().map_err(io)?;
     Ok(RunLock {
         file: f,
-        taken_over: (!previous.is_empty()).then_some(previous),
+        taken_over: is_holder_name(&previous).then_some(previous),
+        restore,
     })
 }
 
@@ -601,8 +626,9 @@ fn states_from(
     Ok(states)
 }
 
-/// Samples what the run in `dir` still needs; `all` are its task's problems, and its files
-/// were checked by the caller.
+/// Samples what the run in `dir` still needs; `all` are its task's problems (its task file
+/// was checked by the caller). The model file is checked against `run.json` when
+/// `check_model` and there is work left.
 fn execute(
     dir: &Path,
     lock: &RunLock,
@@ -610,6 +636,7 @@ fn execute(
     all: Vec<Problem>,
     exec: &Exec,
     progress: &mut dyn Progress,
+    check_model: bool,
 ) -> Result<Outcome, RunError> {
     if let Some(previous) = lock.taken_over() {
         progress.note(&format!(
@@ -674,7 +701,11 @@ fn execute(
     } else {
         1
     });
-    let model_path = PathBuf::from(&config.model.path);
+    let model_path = if check_model {
+        check_file("model", &config.model)?
+    } else {
+        PathBuf::from(&config.model.path)
+    };
     let (mut ctx, jobs, shape) =
         open_context(config.backend, &model_path, config, &problems, exec)?;
     outcome.stats = scheduler::drive(
@@ -831,6 +862,9 @@ pub struct MergeSummary {
     pub samples: usize,
     /// Problems still undecided in the merged run (0 unless incomplete shards were allowed).
     pub undecided: usize,
+    /// Shards whose completeness could not be told (their task file was not there), merged
+    /// because incomplete shards were allowed.
+    pub unchecked: Vec<Shard>,
 }
 
 impl MergeSummary {
@@ -842,6 +876,18 @@ impl MergeSummary {
             self.samples,
             out.display()
         );
+        if !self.unchecked.is_empty() {
+            text += &format!(
+                "shards {} could not be checked for completeness (their task file is not \
+                 here); `pass-until resume {}` where it is finishes whatever is left\n",
+                self.unchecked
+                    .iter()
+                    .map(Shard::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                out.display()
+            );
+        }
         if self.undecided > 0 {
             text += &format!(
                 "{} problems are not decided yet; `pass-until resume {}` finishes them\n",
@@ -886,6 +932,7 @@ pub fn merge(
     let mut records = Vec::new();
     let mut session_offset = 0;
     let mut undecided = 0;
+    let mut unchecked = Vec::new();
     let mut locks = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for dir in dirs {
@@ -894,7 +941,7 @@ pub fn merge(
         }
         // A shard still being written is refused; one that cannot be locked (a read-only
         // copy) is read as it is.
-        match lock_dir(dir) {
+        match lock_dir_reading(dir) {
             Ok(lock) => locks.push(lock),
             Err(e @ RunError::Locked { .. }) => return Err(e),
             Err(_) => {}
@@ -916,6 +963,13 @@ pub fn merge(
         }
         shards.push(c.shard);
         let loaded = load_samples(&dir.join("samples.jsonl"))?;
+        if let Some(r) = loaded.records.iter().find(|r| !c.shard.holds(r.p as usize)) {
+            return Err(RunError::ForeignSample {
+                dir: dir.clone(),
+                problem: r.problem.clone(),
+                shard: c.shard,
+            });
+        }
         match undecided_in(&c, &loaded.records, dir) {
             Ok(0) => {}
             Ok(n) if allow_incomplete => undecided += n,
@@ -926,7 +980,7 @@ pub fn merge(
                     why: format!("{n} of its problems are not decided yet"),
                 })
             }
-            Err(_) if allow_incomplete => {}
+            Err(_) if allow_incomplete => unchecked.push(c.shard),
             Err(why) => {
                 return Err(RunError::ShardIncomplete {
                     dir: dir.clone(),
@@ -942,13 +996,6 @@ pub fn merge(
             .max()
             .unwrap_or(0);
         for mut r in loaded.records {
-            if !c.shard.holds(r.p as usize) {
-                return Err(RunError::ForeignSample {
-                    dir: dir.clone(),
-                    problem: r.problem,
-                    shard: c.shard,
-                });
-            }
             r.session += session_offset;
             records.push(r);
         }
@@ -988,6 +1035,7 @@ pub fn merge(
         shards,
         samples: records.len(),
         undecided,
+        unchecked,
     })
 }
 
@@ -1169,7 +1217,14 @@ mod tests {
         // the dead process's released one.
         std::fs::remove_file(&lock_file).unwrap();
         std::fs::write(&lock_file, &name).unwrap();
+        // A reader (merge) that takes it leaves the dead holder's name for the next writer.
+        drop(lock_dir_reading(dir.path()).unwrap());
         let after = lock_dir(dir.path()).unwrap();
         assert_eq!(after.taken_over(), Some(name.as_str()));
+        drop(after);
+        // A bare pid, as versions before the holder names wrote and never cleared, is no
+        // sign of a killed attempt.
+        std::fs::write(&lock_file, "12345").unwrap();
+        assert_eq!(lock_dir(dir.path()).unwrap().taken_over(), None);
     }
 }
