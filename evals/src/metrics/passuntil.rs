@@ -68,6 +68,39 @@ impl Instance {
             .then(|| (self.r - 1) as f64 / (self.trials - 1) as f64)
     }
 
+    /// The unbiased estimate of the pass rate under the run's own scheme, which stops at the
+    /// r-th success or at the cap: `(r−1)/(K−1)` at the r-th success, `s/K` for a censored
+    /// record (Girshick, Mosteller and Savage's path-counting estimator: paths to the stopping
+    /// point through a first success over all paths to it). Its mean over problems is an
+    /// unbiased estimate of the task's mean pass rate, censored problems included. `None` for
+    /// r = 1, where the only unbiased estimator, `1[K = 1]`, is useless.
+    pub fn pu_unbiased_capped(&self) -> Option<f64> {
+        if self.r < 2 || self.trials == 0 {
+            return None;
+        }
+        Some(if self.censored() {
+            self.successes as f64 / self.trials as f64
+        } else {
+            (self.r - 1) as f64 / (self.trials - 1) as f64
+        })
+    }
+
+    /// Exact two-sided interval (level `1 − alpha`) on the pass rate of a record that stopped
+    /// at its r-th success in K samples, for inverse-binomial sampling: `p_L` with
+    /// `P(K ≤ k | p_L) = alpha/2` and `p_U` with `P(K ≥ k | p_U) = alpha/2`. Narrower above
+    /// than Clopper–Pearson for a fixed K, which over-covers here. `None` for a censored
+    /// record.
+    pub fn inverse_binomial_interval(&self, alpha: f64) -> Option<(f64, f64)> {
+        if self.censored() || self.trials == 0 {
+            return None;
+        }
+        let (r, k) = (self.r, self.trials);
+        // K ≤ k ⇔ Binomial(k, p) ≥ r; K ≥ k ⇔ Binomial(k − 1, p) ≤ r − 1.
+        let lo = 1.0 - binomial_upper_bound(k - r, k, alpha / 2.0);
+        let hi = binomial_upper_bound(r - 1, k - 1, alpha / 2.0);
+        Some((lo, hi))
+    }
+
     /// One-sided 95% upper bound on the pass rate of a censored record (Clopper–Pearson:
     /// the p at which seeing at most `successes` in `trials` has probability 5%). For 0
     /// successes it is `1 − 0.05^{1/K}`.
@@ -136,6 +169,9 @@ pub struct TaskPassUntil {
     pub pu: f64,
     /// Mean of the unbiased estimates over the instances that have one.
     pub pu_unbiased: Option<f64>,
+    /// Mean of [`Instance::pu_unbiased_capped`] over every instance, censored ones included:
+    /// unbiased for the task's mean pass rate (r ≥ 2).
+    pub pu_unbiased_all: Option<f64>,
     /// Instances.
     pub instances: usize,
     /// Instances that reached the cap.
@@ -149,9 +185,11 @@ pub fn task(instances: &[Instance]) -> Result<TaskPassUntil, MetricError> {
     }
     let mle: Vec<f64> = instances.iter().map(Instance::pu_mle).collect();
     let unbiased: Vec<f64> = instances.iter().filter_map(Instance::pu_unbiased).collect();
+    let all: Option<Vec<f64>> = instances.iter().map(Instance::pu_unbiased_capped).collect();
     Ok(TaskPassUntil {
         pu: mean(&mle),
         pu_unbiased: (!unbiased.is_empty()).then(|| mean(&unbiased)),
+        pu_unbiased_all: all.map(|v| mean(&v)),
         instances: instances.len(),
         censored: instances.iter().filter(|i| i.censored()).count(),
     })
@@ -338,6 +376,36 @@ fn polyfit<const D: usize>(x: &[f64], y: &[f64]) -> Option<[f64; D]> {
     Some(out)
 }
 
+/// A seeded percentile bootstrap over problems: the 2.5th and 97.5th percentiles of the mean
+/// of `values` resampled with replacement `iters` times. The same seed gives the same
+/// interval.
+pub fn bootstrap_mean_ci95(values: &[f64], iters: usize, seed: u64) -> Option<(f64, f64)> {
+    if values.is_empty() || iters == 0 {
+        return None;
+    }
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        // SplitMix64.
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let n = values.len();
+    let mut means: Vec<f64> = (0..iters)
+        .map(|_| {
+            (0..n)
+                .map(|_| values[((next() >> 11) as usize) % n])
+                .sum::<f64>()
+                / n as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * (iters - 1) as f64).round() as usize).min(iters - 1)];
+    Some((at(0.025), at(0.975)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,5 +451,90 @@ mod tests {
         let [a, b, c] = polyfit::<3>(&x, &y).unwrap();
         assert!((a - 1.5).abs() < 1e-10 && (b + 0.25).abs() < 1e-10 && (c - 0.125).abs() < 1e-10);
         assert!(polyfit::<3>(&[1.0, 1.0, 2.0], &[0.0, 1.0, 2.0]).is_none());
+    }
+
+    /// P(Binomial(n, p) ≤ s).
+    fn binom_cdf(s: u64, n: u64, p: f64) -> f64 {
+        let mut total = 0.0;
+        let mut term = (1.0 - p).powi(n as i32);
+        for i in 0..=s {
+            if i > 0 {
+                term *= (n - i + 1) as f64 / i as f64 * p / (1.0 - p);
+            }
+            total += term;
+        }
+        total
+    }
+
+    #[test]
+    fn inverse_binomial_bounds_are_exact_tails() {
+        let i = Instance {
+            successes: 2,
+            trials: 40,
+            r: 2,
+        };
+        let (lo, hi) = i.inverse_binomial_interval(0.05).unwrap();
+        // P(K ≤ 40 | lo) = P(Bin(40, lo) ≥ 2) = 2.5%; P(K ≥ 40 | hi) = P(Bin(39, hi) ≤ 1) = 2.5%.
+        assert!((1.0 - binom_cdf(1, 40, lo) - 0.025).abs() < 1e-6, "{lo}");
+        assert!((binom_cdf(1, 39, hi) - 0.025).abs() < 1e-6, "{hi}");
+        // Narrower above than Clopper–Pearson on 2 of 40.
+        assert!(hi < binomial_upper_bound(2, 40, 0.025));
+        assert_eq!(
+            Instance {
+                successes: 2,
+                trials: 2,
+                r: 2
+            }
+            .inverse_binomial_interval(0.05)
+            .unwrap()
+            .1,
+            1.0
+        );
+    }
+
+    #[test]
+    fn the_capped_estimator_is_unbiased() {
+        // Every outcome of "sample until the r-th success or N samples", with its probability:
+        // the estimator's expectation is p.
+        for (r, cap, p) in [(2u64, 6u64, 0.3f64), (3, 8, 0.15), (2, 5, 0.8)] {
+            let mut expect = 0.0;
+            for k in r..=cap {
+                // r-th success at sample k.
+                let ways = (1..r).fold(1.0, |acc, j| acc * (k - j) as f64 / j as f64);
+                let prob = ways * p.powi(r as i32) * (1.0 - p).powi((k - r) as i32);
+                let inst = Instance {
+                    successes: r,
+                    trials: k,
+                    r,
+                };
+                expect += prob * inst.pu_unbiased_capped().unwrap();
+            }
+            for s in 0..r {
+                // Censored at the cap with s < r successes.
+                let ways = (1..=s).fold(1.0, |acc, j| acc * (cap - j + 1) as f64 / j as f64);
+                let prob = ways * p.powi(s as i32) * (1.0 - p).powi((cap - s) as i32);
+                let inst = Instance {
+                    successes: s,
+                    trials: cap,
+                    r,
+                };
+                expect += prob * inst.pu_unbiased_capped().unwrap();
+            }
+            assert!(
+                (expect - p).abs() < 1e-12,
+                "r {r} cap {cap} p {p}: {expect}"
+            );
+        }
+    }
+
+    #[test]
+    fn bootstrap_is_seeded_and_brackets_the_mean() {
+        let v: Vec<f64> = (0..50).map(|i| (i % 7) as f64 / 7.0).collect();
+        let a = bootstrap_mean_ci95(&v, 2000, 3).unwrap();
+        assert_eq!(a, bootstrap_mean_ci95(&v, 2000, 3).unwrap());
+        let m = mean(&v);
+        assert!(a.0 < m && m < a.1, "{a:?} {m}");
+        assert_eq!(bootstrap_mean_ci95(&[0.5; 5], 100, 1), Some((0.5, 0.5)));
+        assert_eq!(bootstrap_mean_ci95(&[], 100, 1), None);
     }
 }

@@ -2,9 +2,15 @@
 //! plot of per-problem pass rates on a log axis.
 //!
 //! Only samples up to each problem's stopping point count; samples that were in flight when
-//! a problem was decided are listed as `beyond` and change nothing. Intervals are
-//! Clopper–Pearson 95% (two-sided) on the counted samples; a censored problem gets the
-//! one-sided 95% upper bound of EVALS-SPEC.md instead.
+//! a problem was decided are listed as `beyond` and change nothing.
+//!
+//! Per problem, a PassUntil problem that reached its r-th success gets the exact 95% interval
+//! for inverse-binomial sampling ([`Instance::inverse_binomial_interval`]); a censored one the
+//! one-sided 95% upper bound of EVALS-SPEC.md; fixed-n and open problems Clopper–Pearson.
+//! The task's headline PassUntil is the unbiased estimate under the run's own stopping rule
+//! (r ≥ 2: [`Instance::pu_unbiased_capped`], censored problems included); the mean of `r/K`
+//! (the MLE, biased high) is shown beside it. Task intervals, for PassUntil and pass@k, are a
+//! percentile bootstrap over problems seeded with the run's seed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,7 +22,10 @@ use super::record::{load_samples, RunConfig, SampleRecord, StopRule};
 use super::state::ProblemState;
 use super::RunError;
 use crate::metrics::pass_at_k::{pass_at_k, pass_at_k_dataset};
-use crate::metrics::passuntil::{binomial_upper_bound, task, Instance};
+use crate::metrics::passuntil::{binomial_upper_bound, bootstrap_mean_ci95, task, Instance};
+
+/// Bootstrap resamples for the task intervals.
+const BOOTSTRAP_ITERS: usize = 10_000;
 
 /// One problem's line.
 #[derive(Clone, Debug, Serialize)]
@@ -54,8 +63,13 @@ pub struct TaskReport {
     pub decided: usize,
     /// Mean PassUntil over decided problems (MLE).
     pub pu: Option<f64>,
-    /// Mean of the unbiased estimates where defined.
+    /// Mean of the unbiased estimates where defined (problems that reached r successes).
     pub pu_unbiased: Option<f64>,
+    /// The headline: the unbiased estimate of the mean pass rate under the stopping rule,
+    /// censored problems included (r ≥ 2).
+    pub pu_unbiased_all: Option<f64>,
+    /// 95% bootstrap interval over problems of the headline (of the mean `r/K` when r = 1).
+    pub pu_ci95: Option<(f64, f64)>,
     /// Censored problems.
     pub censored: usize,
     /// pass@k with its 95% interval across problems, for fixed-n runs.
@@ -69,7 +83,7 @@ pub struct PassAtKLine {
     pub k: u64,
     /// Mean over problems.
     pub mean: f64,
-    /// 95% interval.
+    /// 95% bootstrap interval over problems.
     pub ci95: (f64, f64),
 }
 
@@ -184,10 +198,12 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
             trials,
             r: r_wanted.unwrap_or(1),
         };
-        let ci95 = if status == "censored" {
-            (0.0, inst.upper95())
-        } else {
-            clopper_pearson(successes, trials)
+        let ci95 = match status {
+            "censored" => (0.0, inst.upper95()),
+            "passed" => inst
+                .inverse_binomial_interval(0.05)
+                .unwrap_or_else(|| clopper_pearson(successes, trials)),
+            _ => clopper_pearson(successes, trials),
         };
         if decision.is_some() {
             if r_wanted.is_some() {
@@ -227,13 +243,22 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
         });
     }
     let tp = task(&instances).ok();
+    let seed = run.seed;
+    let pu_ci95 = {
+        let headline: Option<Vec<f64>> = instances
+            .iter()
+            .map(|i| i.pu_unbiased_capped().or(Some(i.pu_mle())))
+            .collect();
+        headline.and_then(|v| bootstrap_mean_ci95(&v, BOOTSTRAP_ITERS, seed))
+    };
     let pass_at_k = ks
         .iter()
         .filter_map(|&k| {
             pass_at_k_dataset(&fixed, k).ok().map(|d| PassAtKLine {
                 k,
                 mean: d.mean,
-                ci95: d.ci95,
+                ci95: bootstrap_mean_ci95(&d.per_problem, BOOTSTRAP_ITERS, seed ^ k)
+                    .unwrap_or(d.ci95),
             })
         })
         .collect();
@@ -252,6 +277,8 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
             decided: lines.iter().filter(|l| l.status != "open").count(),
             pu: tp.as_ref().map(|t| t.pu),
             pu_unbiased: tp.as_ref().and_then(|t| t.pu_unbiased),
+            pu_unbiased_all: tp.as_ref().and_then(|t| t.pu_unbiased_all),
+            pu_ci95,
             censored: tp.as_ref().map_or(0, |t| t.censored),
             pass_at_k,
         },
@@ -356,14 +383,30 @@ impl Report {
         }
         let t = &self.task;
         let _ = writeln!(s, "\nproblems: {} ({} decided)", t.problems, t.decided);
-        if let Some(pu) = t.pu {
-            let _ = writeln!(
-                s,
-                "PassUntil (mean r/K): {}   unbiased: {}   censored: {}",
-                sci(pu),
-                t.pu_unbiased.map_or("-".into(), sci),
-                t.censored
-            );
+        let ci = |c: Option<(f64, f64)>| {
+            c.map_or(String::new(), |(a, b)| format!(" [{}, {}]", sci(a), sci(b)))
+        };
+        match (t.pu, t.pu_unbiased_all) {
+            (Some(pu), Some(u)) => {
+                let _ = writeln!(
+                    s,
+                    "PassUntil (unbiased): {}{}   mean r/K (MLE, biased high): {}   censored: {}",
+                    sci(u),
+                    ci(t.pu_ci95),
+                    sci(pu),
+                    t.censored
+                );
+            }
+            (Some(pu), None) => {
+                let _ = writeln!(
+                    s,
+                    "PassUntil (mean r/K; r = 1 has no useful unbiased estimate): {}{}   censored: {}",
+                    sci(pu),
+                    ci(t.pu_ci95),
+                    t.censored
+                );
+            }
+            _ => {}
         }
         for l in &t.pass_at_k {
             let _ = writeln!(
