@@ -109,6 +109,15 @@ enum Command {
         /// The engine that runs every model.
         #[arg(long, default_value = "native", value_parser = backend_kind())]
         backend: evals::generate::BackendKind,
+        /// The models' activations: `q8` rounds them to 8 bits before each product, as
+        /// llama.cpp; `exact` keeps them in f32 against the dequantized weight blocks
+        /// (native engine).
+        #[arg(long, default_value = "q8", value_parser = activation_mode())]
+        activations: engine::Activations,
+        /// The reference's activations (the same file as reference and model, `exact`
+        /// against `q8`, measures what 8-bit activations alone do).
+        #[arg(long, default_value = "q8", value_parser = activation_mode())]
+        reference_activations: engine::Activations,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -177,6 +186,10 @@ struct GenerateArgs {
     /// Which engine runs the model.
     #[arg(long, default_value = "native", value_parser = backend_kind())]
     backend: evals::generate::BackendKind,
+    /// Activations: `q8` rounds them to 8 bits before each product, as llama.cpp; `exact`
+    /// keeps them in f32 against the dequantized weight blocks (native engine).
+    #[arg(long, default_value = "q8", value_parser = activation_mode())]
+    activations: engine::Activations,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -202,6 +215,10 @@ struct ScoreArgs {
     /// Which engine runs the model.
     #[arg(long, default_value = "native", value_parser = backend_kind())]
     backend: evals::generate::BackendKind,
+    /// Activations: `q8` rounds them to 8 bits before each product, as llama.cpp; `exact`
+    /// keeps them in f32 against the dequantized weight blocks (native engine).
+    #[arg(long, default_value = "q8", value_parser = activation_mode())]
+    activations: engine::Activations,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -322,6 +339,10 @@ struct RunCommon {
     /// Which engine runs the model.
     #[arg(long, default_value = "native", value_parser = backend_kind())]
     backend: evals::generate::BackendKind,
+    /// Activations: `q8` rounds them to 8 bits before each product, as llama.cpp; `exact`
+    /// keeps them in f32 against the dequantized weight blocks (native engine).
+    #[arg(long, default_value = "q8", value_parser = activation_mode())]
+    activations: engine::Activations,
     #[command(flatten)]
     exec: ExecArgs,
 }
@@ -330,6 +351,7 @@ impl RunCommon {
     fn options(self, model: PathBuf, out: PathBuf) -> evals::run::RunOptions {
         let mut opts = evals::run::RunOptions::new(model, self.task, out);
         opts.backend = self.backend;
+        opts.activations = self.activations;
         opts.format = self.format;
         opts.sampling = self
             .more
@@ -439,6 +461,13 @@ fn backend_kind() -> impl clap::builder::TypedValueParser<Value = engine::Backen
     use clap::builder::TypedValueParser as _;
     clap::builder::PossibleValuesParser::new(["native", "llama-cpp"])
         .map(|s| s.parse().expect("a listed backend"))
+}
+
+/// `--activations`: `q8` or `exact`.
+fn activation_mode() -> impl clap::builder::TypedValueParser<Value = engine::Activations> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(engine::Activations::ALL.map(|a| a.name()))
+        .map(|s| s.parse().expect("a listed mode"))
 }
 
 /// `--format`: a task file format, or `auto`.
@@ -561,6 +590,8 @@ fn run(cli: Cli) -> Result<()> {
             chunks,
             threads,
             backend,
+            activations,
+            reference_activations,
             json,
         } => {
             let reference = resolve_model(&reference)?;
@@ -579,6 +610,8 @@ fn run(cli: Cli) -> Result<()> {
                     chunks,
                     threads,
                     backend,
+                    activations,
+                    reference_activations,
                 },
             )?;
             emit(&mut out, json, &report, || report.render())
@@ -671,6 +704,7 @@ fn generate(out: &mut impl Write, a: GenerateArgs) -> Result<()> {
             stop: a.stop,
         },
         threads: a.threads,
+        activations: a.activations,
         chat: a.chat,
         logprobs: a.logprobs,
         allow_long_context: a.allow_long_context,
@@ -690,6 +724,7 @@ fn score(out: &mut impl Write, a: ScoreArgs) -> Result<()> {
         continuation: a.continuation,
         top: a.top,
         threads: a.threads,
+        activations: a.activations,
     };
     let r = evals::generate::score(a.backend, &path, &req)?;
     emit(out, a.json, &r, || r.render())
@@ -816,7 +851,7 @@ fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
     };
     let threads = a.common.exec.threads;
     let run = a.common.options(base.clone(), a.out.clone());
-    let backend = run.backend;
+    let (backend, activations) = (run.backend, run.activations);
     let opts = evals::study::StudyOptions {
         base,
         reference,
@@ -830,6 +865,8 @@ fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
                     chunks: a.chunks,
                     threads,
                     backend,
+                    activations,
+                    reference_activations: activations,
                 },
             )
         }),

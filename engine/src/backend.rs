@@ -73,6 +73,58 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
+/// How the native engine multiplies activations with weights. Written `q8` and `exact`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Activations {
+    /// As llama.cpp's CPU backend: activations rounded to 8 bits (ggml's `vec_dot_type` of
+    /// each weight format) before every quantized product, bit for bit with ggml where its
+    /// kernels allow. The default.
+    #[default]
+    Q8,
+    /// Activations kept in f32 and multiplied with each weight block dequantized (one block
+    /// at a time, never the whole matrix): the weights are the only quantized thing, so a
+    /// study can tell weight quantization from activation rounding. Native engine only.
+    Exact,
+}
+
+impl Activations {
+    /// Every mode, in the order help texts list them.
+    pub const ALL: [Activations; 2] = [Activations::Q8, Activations::Exact];
+
+    /// The name records and options use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activations::Q8 => "q8",
+            Activations::Exact => "exact",
+        }
+    }
+
+    /// Whether this is the default mode (records leave it out then).
+    pub fn is_default(&self) -> bool {
+        *self == Activations::Q8
+    }
+}
+
+impl std::fmt::Display for Activations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Activations {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "q8" => Ok(Activations::Q8),
+            "exact" => Ok(Activations::Exact),
+            other => Err(format!("unknown activation mode '{other}' (q8, exact)")),
+        }
+    }
+}
+
 /// An error from a backend. Each variant says what and where.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -391,6 +443,9 @@ pub struct ContextOptions {
     pub unified_kv: bool,
     /// llama.cpp: flash attention; `None` lets llama.cpp decide.
     pub flash_attention: Option<bool>,
+    /// Native engine: 8-bit activations as llama.cpp (the default) or exact ones
+    /// ([`Activations`]); llama.cpp refuses `Exact`.
+    pub activations: Activations,
 }
 
 impl Default for ContextOptions {
@@ -403,6 +458,7 @@ impl Default for ContextOptions {
             n_ubatch: 512,
             unified_kv: true,
             flash_attention: None,
+            activations: Activations::Q8,
         }
     }
 }

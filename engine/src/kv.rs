@@ -103,8 +103,18 @@ impl KvCache {
 
     /// `seq`'s cells for positions `0..=pos` in order (`None` for positions it lacks).
     pub fn cells_up_to(&self, seq: SeqId, pos: Pos) -> impl Iterator<Item = Option<u32>> + '_ {
+        self.cells_between(seq, 0, pos)
+    }
+
+    /// `seq`'s cells for positions `from..=pos` in order (`None` for positions it lacks).
+    pub fn cells_between(
+        &self,
+        seq: SeqId,
+        from: Pos,
+        pos: Pos,
+    ) -> impl Iterator<Item = Option<u32>> + '_ {
         let map = &self.maps[seq as usize];
-        (0..=pos as usize).map(move |t| map.get(t).copied().filter(|&c| c != NONE))
+        (from as usize..=pos as usize).map(move |t| map.get(t).copied().filter(|&c| c != NONE))
     }
 
     /// Takes a cell for every row of `batch` (rows already checked against the model), owned

@@ -68,6 +68,6 @@ pub mod sampling;
 pub mod tokenizer;
 
 pub use backend::{
-    open, BackendError, BackendKind, Batch, Context, ContextOptions, Logits, Model, ModelInfo,
-    OpenOptions, Pos, SeqId, Token,
+    open, Activations, BackendError, BackendKind, Batch, Context, ContextOptions, Logits, Model,
+    ModelInfo, OpenOptions, Pos, SeqId, Token,
 };

@@ -23,7 +23,8 @@ use llama_cpp_2::DecodeError;
 
 pub use crate::backend::ContextOptions;
 use crate::backend::{
-    BackendError, Batch, Context, Logits, Model, ModelInfo, Pos, SeqId, Token, TokenizeOptions,
+    Activations, BackendError, Batch, Context, Logits, Model, ModelInfo, Pos, SeqId, Token,
+    TokenizeOptions,
 };
 
 pub use crate::backend::LLAMA_MAX_SEQ;
@@ -212,6 +213,13 @@ impl Model for LlamaCppModel {
         self: Arc<Self>,
         options: &ContextOptions,
     ) -> Result<Box<dyn Context>, BackendError> {
+        if options.activations == Activations::Exact {
+            return Err(BackendError::Context(
+                "llama.cpp rounds activations to 8 bits; exact activations need the native \
+                 backend"
+                    .into(),
+            ));
+        }
         Ok(Box::new(self.new_context(options)?))
     }
 }

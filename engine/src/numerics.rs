@@ -163,6 +163,51 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// GELU's tanh approximation as ggml evaluates it, `0.5·x·(1 + tanh(√(2/π)·x·(1 + a·x²)))`
+/// with `a = 0.044715`, the C library's `tanh`, and `1 + a·x·x` fused as the build contracts
+/// it.
+fn gelu_tanh(x: f32) -> f32 {
+    const COEF_A: f32 = 0.044715;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let inner = (COEF_A * x).mul_add(x, 1.0);
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh())
+}
+
+/// ggml's GELU table: for every f16 bit pattern, GELU of its value rounded to f16.
+fn gelu_table() -> &'static [half::f16] {
+    static TABLE: std::sync::OnceLock<Vec<half::f16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| half::f16::from_f32(gelu_tanh(half::f16::from_bits(bits).to_f32())))
+            .collect()
+    })
+}
+
+/// GeGLU in place: `gate_i ← gelu(gate_i) · up_i` for one row, as ggml's CPU backend computes
+/// it: GELU looked up in a table of f16 values at the gate rounded to f16, 0 at or below −10
+/// and the identity at or above 10.
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_table();
+    for (a, &b) in gate.iter_mut().zip(up) {
+        let x = *a;
+        *a = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * b
+        } else {
+            table[half::f16::from_f32(x).to_bits() as usize].to_f32() * b
+        };
+    }
+}
+
+/// Soft-capping of logits in place: `c · tanh(x / c)`, as ggml's scale, tanh, scale.
+pub fn softcap(logits: &mut [f32], cap: f32) {
+    let inv = 1.0 / cap;
+    for x in logits {
+        *x = (*x * inv).tanh() * cap;
+    }
+}
+
 /// The sum of one vector of values as llama.cpp's softmax adds it: a tree over the lanes,
 /// lane `l` plus lane `l + W/2` first.
 #[inline(always)]
@@ -211,11 +256,24 @@ pub fn softmax(scores: &mut [f32]) {
 /// rounded to f32) summed in f64, the mean rounded to f32, `scale = 1/√(mean + eps)`, then
 /// `(x · scale) · w`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
-    let mean = (sum / x.len() as f64) as f32;
-    let scale = 1.0 / (mean + eps).sqrt();
+    let scale = rms_scale(x, eps);
     for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
         *o = v * scale * g;
+    }
+}
+
+/// RMSNorm's `1/√(mean(x²) + eps)` in llama.cpp's steps.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    1.0 / (mean + eps).sqrt()
+}
+
+/// [`rms_norm`] of a row into itself.
+pub fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let scale = rms_scale(x, eps);
+    for (v, &g) in x.iter_mut().zip(w) {
+        *v = *v * scale * g;
     }
 }
 

@@ -44,6 +44,11 @@ pub struct CompareOptions {
     pub threads: Option<u32>,
     /// The engine that runs every model.
     pub backend: BackendKind,
+    /// The models' activation mode (native engine).
+    pub activations: engine::Activations,
+    /// The reference's activation mode (native engine): `exact` against `q8` on one file
+    /// measures what 8-bit activations alone do.
+    pub reference_activations: engine::Activations,
 }
 
 impl Default for CompareOptions {
@@ -53,6 +58,8 @@ impl Default for CompareOptions {
             chunks: None,
             threads: None,
             backend: BackendKind::Native,
+            activations: engine::Activations::Q8,
+            reference_activations: engine::Activations::Q8,
         }
     }
 }
@@ -231,7 +238,19 @@ pub fn compare(
     };
     let mut contexts = paths
         .iter()
-        .map(|p| engine::open(opts.backend, p, &engine::OpenOptions::default())?.context(&ctx_opts))
+        .enumerate()
+        .map(|(i, p)| {
+            let activations = match i {
+                0 => opts.reference_activations,
+                _ => opts.activations,
+            };
+            engine::open(opts.backend, p, &engine::OpenOptions::default())?.context(
+                &engine::ContextOptions {
+                    activations,
+                    ..ctx_opts.clone()
+                },
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut dyns: Vec<&mut dyn Context> = contexts
         .iter_mut()

@@ -23,6 +23,8 @@ pub struct GenerateRequest {
     pub options: GenerateOptions,
     /// Threads for the backend; `None` uses every core.
     pub threads: Option<u32>,
+    /// The native engine's activation mode.
+    pub activations: engine::Activations,
     /// Send the prompt as a user message through the model's chat template.
     pub chat: bool,
     /// Report each generated token's log-probabilities with this many alternatives.
@@ -348,6 +350,8 @@ pub struct ScoreRequest {
     pub top: usize,
     /// Threads for the backend; `None` uses every core.
     pub threads: Option<u32>,
+    /// The native engine's activation mode.
+    pub activations: engine::Activations,
 }
 
 /// The result of `score`.
@@ -461,7 +465,7 @@ pub fn score(
     req: &ScoreRequest,
 ) -> Result<ScoreReport, OpenError> {
     let n_ctx = (req.prompt.len() + req.continuation.len() + 16) as u32;
-    let mut ctx = open_context(kind, model, req.threads, n_ctx, 1)?;
+    let mut ctx = open_context(kind, model, req.threads, req.activations, n_ctx, 1)?;
     Ok(score_on(&mut *ctx, req)?)
 }
 
@@ -524,6 +528,7 @@ pub fn open_context(
     kind: BackendKind,
     model: &Path,
     threads: Option<u32>,
+    activations: engine::Activations,
     n_ctx: u32,
     n_seq: u32,
 ) -> Result<Box<dyn Context>, OpenError> {
@@ -538,6 +543,7 @@ pub fn open_context(
     let n_seq = n_seq.clamp(1, kind.max_sequences().unwrap_or(u32::MAX));
     Ok(model.context(&engine::ContextOptions {
         threads,
+        activations,
         ..engine::ContextOptions::new(n_ctx, n_seq)
     })?)
 }
@@ -555,6 +561,6 @@ pub fn run(
     let prompt = req.prompt.len() as u64 + 16;
     let per = req.options.max_tokens as u64;
     let n_ctx = (prompt + n_seq as u64 * per).min(1 << 16).max(prompt + per) as u32;
-    let mut ctx = open_context(kind, model, req.threads, n_ctx, n_seq + 1)?;
+    let mut ctx = open_context(kind, model, req.threads, req.activations, n_ctx, n_seq + 1)?;
     Ok(run_on(&mut *ctx, req)?)
 }

@@ -222,6 +222,8 @@ pub fn probe(model: &Path, text: &[u8], opts: &ProbeOptions) -> Result<ProbeRepo
     }
     let m = engine::backend::open_native(model)?;
     let (n_layer, d) = (m.config().n_layer, m.config().n_embd);
+    // The attention output is all query heads wide (wider than the embedding for Gemma 3).
+    let widths = [d, m.config().q_dim(), d];
     let mut b = m.new_context(opts.ctx.max(64) as u32, 1)?;
     if let Some(t) = opts.threads {
         b = b.with_threads(t)?;
@@ -275,7 +277,8 @@ pub fn probe(model: &Path, text: &[u8], opts: &ProbeOptions) -> Result<ProbeRepo
     let outliers = SITES
         .iter()
         .zip(&captured.sites)
-        .map(|(&site, layers)| {
+        .zip(widths)
+        .map(|((&site, layers), d)| {
             let r = outlier_features(layers, n_tokens, d, opts.threshold);
             let per_layer = layers
                 .iter()

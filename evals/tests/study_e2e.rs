@@ -42,6 +42,7 @@ fn a_small_study_is_paired_cached_and_reported() {
                 chunks: Some(2),
                 threads: Some(2),
                 backend: BackendKind::LlamaCpp,
+                ..Default::default()
             },
         )),
         out: tmp.path().join("study"),

@@ -196,6 +196,31 @@ pub fn matmul_many_with(
     let Some(first) = ws.first() else {
         return Ok(());
     };
+    check_shapes(ws, x, outs)?;
+    match first.ty {
+        GgmlType::F32 => run::<f32>(isa, ws, x, outs, scratch),
+        GgmlType::F16 => run::<f16>(isa, ws, x, outs, scratch),
+        GgmlType::BF16 => run::<bf16>(isa, ws, x, outs, scratch),
+        GgmlType::Q4_0 => run::<BlockQ4_0>(isa, ws, x, outs, scratch),
+        GgmlType::Q4_1 => run::<BlockQ4_1>(isa, ws, x, outs, scratch),
+        GgmlType::Q5_0 => run::<BlockQ5_0>(isa, ws, x, outs, scratch),
+        GgmlType::Q5_1 => run::<BlockQ5_1>(isa, ws, x, outs, scratch),
+        GgmlType::Q8_0 => run::<BlockQ8_0>(isa, ws, x, outs, scratch),
+        GgmlType::Q2K => run::<BlockQ2K>(isa, ws, x, outs, scratch),
+        GgmlType::Q3K => run::<BlockQ3K>(isa, ws, x, outs, scratch),
+        GgmlType::Q4K => run::<BlockQ4K>(isa, ws, x, outs, scratch),
+        GgmlType::Q5K => run::<BlockQ5K>(isa, ws, x, outs, scratch),
+        GgmlType::Q6K => run::<BlockQ6K>(isa, ws, x, outs, scratch),
+        _ => Ok(()), // refused by `check_shapes`
+    }
+}
+
+/// Checks that `ws` share a type and width, that `x` is whole rows of it and that each output
+/// fits its matrix; returns the number of activation rows.
+fn check_shapes(ws: &[QMatrix<'_>], x: &[f32], outs: &[&mut [f32]]) -> Result<usize, KernelError> {
+    let Some(first) = ws.first() else {
+        return Ok(0);
+    };
     let shape = |w: &QMatrix<'_>, detail: String| KernelError::Shape {
         ty: w.ty,
         rows: w.rows,
@@ -236,30 +261,44 @@ pub fn matmul_many_with(
             ));
         }
     }
-    match first.ty {
-        GgmlType::F32 => run::<f32>(isa, ws, x, outs, scratch),
-        GgmlType::F16 => run::<f16>(isa, ws, x, outs, scratch),
-        GgmlType::BF16 => run::<bf16>(isa, ws, x, outs, scratch),
-        GgmlType::Q4_0 => run::<BlockQ4_0>(isa, ws, x, outs, scratch),
-        GgmlType::Q4_1 => run::<BlockQ4_1>(isa, ws, x, outs, scratch),
-        GgmlType::Q5_0 => run::<BlockQ5_0>(isa, ws, x, outs, scratch),
-        GgmlType::Q5_1 => run::<BlockQ5_1>(isa, ws, x, outs, scratch),
-        GgmlType::Q8_0 => run::<BlockQ8_0>(isa, ws, x, outs, scratch),
-        GgmlType::Q2K => run::<BlockQ2K>(isa, ws, x, outs, scratch),
-        GgmlType::Q3K => run::<BlockQ3K>(isa, ws, x, outs, scratch),
-        GgmlType::Q4K => run::<BlockQ4K>(isa, ws, x, outs, scratch),
-        GgmlType::Q5K => run::<BlockQ5K>(isa, ws, x, outs, scratch),
-        GgmlType::Q6K => run::<BlockQ6K>(isa, ws, x, outs, scratch),
-        ty => Err(shape(
+    if !WEIGHT_TYPES.contains(&first.ty) {
+        return Err(shape(
             first,
-            format!("{ty} is an activation format, not a weight format"),
-        )),
+            format!("{} is an activation format, not a weight format", first.ty),
+        ));
+    }
+    Ok(batch)
+}
+
+/// Moves each matrix's results from its part of `tmp` (rows × batch) into its output
+/// (batch × rows).
+fn transpose_into(ws: &[QMatrix<'_>], tmp: &[f32], outs: &mut [&mut [f32]], batch: usize) {
+    // Into batch × rows order, eight activation rows per task: each weight row's eight
+    // results are read together and written to eight sequential streams.
+    const GROUP: usize = 8;
+    let mut from = 0;
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        let (tmp, rows) = (&tmp[from..from + w.rows * batch], w.rows);
+        from += w.rows * batch;
+        if rows == 0 {
+            continue;
+        }
+        out.par_chunks_mut(rows * GROUP)
+            .enumerate()
+            .for_each(|(t, o)| {
+                let nb = o.len() / rows;
+                for (r, src) in tmp.chunks_exact(batch).enumerate() {
+                    for (j, &v) in src[t * GROUP..t * GROUP + nb].iter().enumerate() {
+                        o[j * rows + r] = v;
+                    }
+                }
+            });
     }
 }
 
 /// The blocks of `w` (copied out once if its bytes are misaligned, which mapped GGUF data
 /// never is).
-fn weight_blocks<'a, W: VecDot>(w: &QMatrix<'a>, owned: &'a mut Vec<W>) -> &'a [W] {
+fn weight_blocks<'a, W: bytemuck::Pod>(w: &QMatrix<'a>, owned: &'a mut Vec<W>) -> &'a [W] {
     match bytemuck::try_cast_slice(w.data) {
         Ok(b) => b,
         Err(_) => {
@@ -294,7 +333,6 @@ fn run<W: VecDot>(
         .collect();
     let bpr = cols / W::SIZE;
     let apr = cols / W::Act::SIZE;
-    let row_bytes = bpr * std::mem::size_of::<W>();
 
     let Scratch { acts, tmp, packed } = scratch;
     let acts = act_blocks::<W::Act>(acts, batch * apr);
@@ -304,29 +342,7 @@ fn run<W: VecDot>(
         .try_for_each(|(a, x)| Ok(W::Act::quantize_with(isa, x, a)?));
     quantized?;
 
-    let per_thread = total_rows.div_ceil(4 * rayon::current_num_threads());
-    let mut chunk_rows = (CHUNK_BYTES / row_bytes.max(1)).clamp(1, per_thread.max(1));
-    // Each matrix's results go straight to its output for one activation row, or to its part
-    // of `tmp` (rows × batch) to be transposed after.
-    let mut tasks: Vec<(&mut [f32], &[W])> = Vec::new();
-    if batch == 1 {
-        // The paired kernels take weight rows two at a time for one activation row.
-        chunk_rows += chunk_rows % 2;
-        for (out, b) in outs.iter_mut().zip(&blocks) {
-            tasks.extend(out.chunks_mut(chunk_rows).zip(b.chunks(chunk_rows * bpr)));
-        }
-    } else {
-        tmp.resize(total_rows * batch, 0.0);
-        let mut rest = &mut tmp[..];
-        for (w, b) in ws.iter().zip(&blocks) {
-            let (mine, after) = std::mem::take(&mut rest).split_at_mut(w.rows * batch);
-            rest = after;
-            tasks.extend(
-                mine.chunks_mut(chunk_rows * batch)
-                    .zip(b.chunks(chunk_rows * bpr)),
-            );
-        }
-    }
+    let tasks = split_tasks(ws, &blocks, outs, tmp, batch, bpr, 2);
     if W::pack(isa, acts, batch, apr, packed) {
         let packed = &*packed;
         tasks
@@ -339,27 +355,220 @@ fn run<W: VecDot>(
             .for_each(|(o, wc)| W::chunk(isa, wc, bpr, &rows, o));
     }
     if batch > 1 {
-        // Into batch × rows order, eight activation rows per task: each weight row's eight
-        // results are read together and written to eight sequential streams.
-        const GROUP: usize = 8;
-        let mut from = 0;
-        for (w, out) in ws.iter().zip(outs.iter_mut()) {
-            let (tmp, rows) = (&tmp[from..from + w.rows * batch], w.rows);
-            from += w.rows * batch;
-            if rows == 0 {
-                continue;
-            }
-            out.par_chunks_mut(rows * GROUP)
-                .enumerate()
-                .for_each(|(t, o)| {
-                    let nb = o.len() / rows;
-                    for (r, src) in tmp.chunks_exact(batch).enumerate() {
-                        for (j, &v) in src[t * GROUP..t * GROUP + nb].iter().enumerate() {
-                            o[j * rows + r] = v;
-                        }
-                    }
-                });
-        }
+        transpose_into(ws, tmp, outs, batch);
     }
     Ok(())
+}
+
+/// Splits the rows of all matrices into work items of about [`CHUNK_BYTES`] of weights (at
+/// least four per thread, and a multiple of `pair` rows for one activation row): each item's
+/// results go straight to its output for one activation row, or to its part of `tmp`
+/// (rows × batch) to be transposed after.
+fn split_tasks<'t, W>(
+    ws: &[QMatrix<'_>],
+    blocks: &[&'t [W]],
+    outs: &'t mut [&mut [f32]],
+    tmp: &'t mut Vec<f32>,
+    batch: usize,
+    bpr: usize,
+    pair: usize,
+) -> Vec<(&'t mut [f32], &'t [W])> {
+    let total_rows: usize = ws.iter().map(|w| w.rows).sum();
+    let row_bytes = bpr * std::mem::size_of::<W>();
+    let per_thread = total_rows.div_ceil(4 * rayon::current_num_threads());
+    let mut chunk_rows = (CHUNK_BYTES / row_bytes.max(1)).clamp(1, per_thread.max(1));
+    let mut tasks: Vec<(&mut [f32], &[W])> = Vec::new();
+    if batch == 1 {
+        chunk_rows = chunk_rows.next_multiple_of(pair);
+        for (out, b) in outs.iter_mut().zip(blocks) {
+            tasks.extend(out.chunks_mut(chunk_rows).zip(b.chunks(chunk_rows * bpr)));
+        }
+    } else {
+        tmp.resize(total_rows * batch, 0.0);
+        let mut rest = &mut tmp[..];
+        for (w, b) in ws.iter().zip(blocks) {
+            let (mine, after) = std::mem::take(&mut rest).split_at_mut(w.rows * batch);
+            rest = after;
+            tasks.extend(
+                mine.chunks_mut(chunk_rows * batch)
+                    .zip(b.chunks(chunk_rows * bpr)),
+            );
+        }
+    }
+    tasks
+}
+
+/// `out = x · wᵀ` with the activations kept in f32 ([`matmul_many_exact`]).
+pub fn matmul_exact(
+    w: &QMatrix<'_>,
+    x: &[f32],
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    matmul_many_exact(std::slice::from_ref(w), x, &mut [out], scratch)
+}
+
+/// `outs[i] = x · ws[i]ᵀ` without rounding the activations: each weight block is dequantized
+/// (to the values ggml's `dequantize_row` gives, in a small buffer: never the whole matrix)
+/// and multiplied with the f32 activations. The weights are then the only quantized thing in
+/// the product, which separates what weight quantization does from what 8-bit activations
+/// do.
+///
+/// Output `(b, r)` is one fixed sequence whatever the batch, tiling and threads: value `i` of
+/// the row is fused-multiply-added into lane `i mod 16` of the output's own accumulator, in
+/// order, and the 16 lanes are summed pairwise (`l + 8`, then `l + 4`, ...) at the end. Every
+/// target with a fused multiply-add gives the same bits.
+pub fn matmul_many_exact(
+    ws: &[QMatrix<'_>],
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    let Some(first) = ws.first() else {
+        return Ok(());
+    };
+    let batch = check_shapes(ws, x, outs)?;
+    struct Exact<'a, 'b, 'c, 'd> {
+        ws: &'a [QMatrix<'b>],
+        x: &'a [f32],
+        outs: &'a mut [&'c mut [f32]],
+        tmp: &'d mut Vec<f32>,
+        batch: usize,
+    }
+    impl crate::formats::BlockFn for Exact<'_, '_, '_, '_> {
+        type Output = ();
+        fn call<B: Block>(self) {
+            exact::<B>(self.ws, self.x, self.outs, self.tmp, self.batch)
+        }
+    }
+    crate::formats::with_block(
+        first.ty,
+        Exact {
+            ws,
+            x,
+            outs,
+            tmp: &mut scratch.tmp,
+            batch,
+        },
+    );
+    Ok(())
+}
+
+/// Lanes of an exact product's accumulator.
+const LANES: usize = 16;
+/// Weight rows whose blocks meet each activation chunk together.
+const TILE: usize = 4;
+/// Values dequantized per weight row at a time (at least one block).
+const GROUP: usize = 256;
+
+/// One activation row's accumulators for a tile of weight rows.
+type TileAcc = [[f32; LANES]; TILE];
+
+thread_local! {
+    /// Per-thread accumulators (a tile per activation row) and dequantized weights.
+    static EXACT_SCRATCH: std::cell::RefCell<(Vec<TileAcc>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn exact<B: Block>(
+    ws: &[QMatrix<'_>],
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+    tmp: &mut Vec<f32>,
+    batch: usize,
+) {
+    let cols = ws[0].cols;
+    if batch == 0 || ws.iter().all(|w| w.rows == 0) {
+        return;
+    }
+    let mut owned: Vec<Vec<B>> = ws.iter().map(|_| Vec::new()).collect();
+    let blocks: Vec<&[B]> = ws
+        .iter()
+        .zip(owned.iter_mut())
+        .map(|(w, o)| weight_blocks(w, o))
+        .collect();
+    let bpr = cols / B::SIZE;
+    let tasks = split_tasks(ws, &blocks, outs, tmp, batch, bpr, TILE);
+    tasks
+        .into_par_iter()
+        .for_each(|(o, wc)| exact_chunk(wc, bpr, cols, x, batch, o));
+    if batch > 1 {
+        transpose_into(ws, tmp, outs, batch);
+    }
+}
+
+/// The exact products of the weight rows `wc` (`bpr` blocks each) with every activation row
+/// of `x`, into `o` (weight row by weight row, `batch` values each).
+fn exact_chunk<B: Block>(
+    wc: &[B],
+    bpr: usize,
+    cols: usize,
+    x: &[f32],
+    batch: usize,
+    o: &mut [f32],
+) {
+    let rows = wc.len() / bpr;
+    let per_group = (GROUP / B::SIZE).max(1);
+    let stride = per_group * B::SIZE;
+    EXACT_SCRATCH.with_borrow_mut(|(accs, wbuf)| {
+        wbuf.resize(TILE * stride, 0.0);
+        for r0 in (0..rows).step_by(TILE) {
+            let nr = TILE.min(rows - r0);
+            accs.clear();
+            accs.resize(batch, [[0.0; LANES]; TILE]);
+            for g0 in (0..bpr).step_by(per_group) {
+                let nb = per_group.min(bpr - g0);
+                let (n, c0) = (nb * B::SIZE, g0 * B::SIZE);
+                for j in 0..nr {
+                    let row = &wc[(r0 + j) * bpr + g0..][..nb];
+                    let dst = &mut wbuf[j * stride..][..n];
+                    for (blk, out) in row.iter().zip(dst.chunks_exact_mut(B::SIZE)) {
+                        blk.dequantize(out);
+                    }
+                }
+                for (b, acc) in accs.iter_mut().enumerate() {
+                    let xs = &x[b * cols + c0..][..n];
+                    for (j, a) in acc.iter_mut().enumerate().take(nr) {
+                        fma_lanes(a, &wbuf[j * stride..][..n], xs);
+                    }
+                }
+            }
+            for (b, acc) in accs.iter().enumerate() {
+                for (j, a) in acc.iter().enumerate().take(nr) {
+                    o[(r0 + j) * batch + b] = sum_lanes(a);
+                }
+            }
+        }
+    });
+}
+
+/// `acc[i mod 16] += w[i]·x[i]` for `i` in order, fused (chunks start at multiples of 16).
+#[inline(always)]
+fn fma_lanes(acc: &mut [f32; LANES], w: &[f32], x: &[f32]) {
+    let full = w.len() / LANES * LANES;
+    for (wc, xc) in w[..full]
+        .chunks_exact(LANES)
+        .zip(x[..full].chunks_exact(LANES))
+    {
+        for l in 0..LANES {
+            acc[l] = wc[l].mul_add(xc[l], acc[l]);
+        }
+    }
+    for (l, (&a, &b)) in w[full..].iter().zip(&x[full..]).enumerate() {
+        acc[l] = a.mul_add(b, acc[l]);
+    }
+}
+
+/// The 16 lanes summed pairwise: lane `l` plus lane `l + 8`, then `l + 4`, `l + 2`, `l + 1`.
+#[inline(always)]
+fn sum_lanes(acc: &[f32; LANES]) -> f32 {
+    let mut v = *acc;
+    let mut step = LANES / 2;
+    while step > 0 {
+        for l in 0..step {
+            v[l] += v[l + step];
+        }
+        step /= 2;
+    }
+    v[0]
 }

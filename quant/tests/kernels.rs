@@ -593,6 +593,10 @@ fn matrix_products_of_any_blocks_match_the_reference() {
     check_matrix_edges::<BlockQ5_1>(54);
     check_matrix_edges::<BlockQ8_0>(55);
     check_matrix_edges::<BlockQ4K>(56);
+    check_matrix_edges::<BlockQ2K>(57);
+    check_matrix_edges::<BlockQ3K>(58);
+    check_matrix_edges::<BlockQ5K>(59);
+    check_matrix_edges::<BlockQ6K>(60);
 }
 
 /// Attention's gathered products: each instruction set equals the reference bitwise, both
@@ -686,4 +690,83 @@ fn gathered_products_match_the_reference() {
     let none = Gather::new(&data, 16, 0, 16, &[]).unwrap();
     gathered_dots_with(Isa::Scalar, &[0.0; 16], &none, &mut []).unwrap();
     gathered_axpy_with(Isa::Scalar, &[], &none, &mut [0.0; 16]).unwrap();
+}
+
+/// The documented sequence of an exact product, one output at a time: value `i` fused into
+/// lane `i mod 16` in order, then the lanes summed pairwise.
+fn exact_reference(w: &[f32], x: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    for (i, (&a, &b)) in w.iter().zip(x).enumerate() {
+        lanes[i % 16] = a.mul_add(b, lanes[i % 16]);
+    }
+    let mut step = 8;
+    while step > 0 {
+        for l in 0..step {
+            lanes[l] += lanes[l + step];
+        }
+        step /= 2;
+    }
+    lanes[0]
+}
+
+/// Exact-activation products for every weight type: each output is the documented sequence
+/// over the dequantized weights bit for bit (so the same on every target with FMA), whatever
+/// the batch, thread count and number of matrices in the step, and close to the f64 sum.
+#[test]
+fn exact_products_follow_their_sequence_on_any_batch() {
+    use quant::gemm::{matmul_exact, matmul_many_exact};
+    let mut rng = StdRng::seed_from_u64(97);
+    for ty in quant::gemm::WEIGHT_TYPES {
+        // Float rows whose width is not a multiple of 16; four blocks of 256 otherwise.
+        let cols = if ty.block_size() == 1 { 1000 } else { 1024 };
+        for rows in [1, 5, 38] {
+            let wx: Vec<f32> = (0..rows * cols)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
+            let bytes = quant::formats::quantize_to_vec(ty, &wx).unwrap();
+            let deq = quant::formats::dequantize_to_vec(ty, &bytes).unwrap();
+            let m = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+            let batch = 9;
+            let x: Vec<f32> = (0..batch * cols)
+                .map(|i| rng.random_range(-2.0f32..2.0) * 10f32.powi((i / 64 % 5) as i32 - 2))
+                .collect();
+            let mut all = vec![0.0; batch * rows];
+            on_threads(2, || {
+                matmul_exact(&m, &x, &mut all, &mut Scratch::default())
+            })
+            .unwrap();
+            for b in 0..batch {
+                let xb = &x[b * cols..(b + 1) * cols];
+                let mut alone = vec![0.0; rows];
+                on_threads(1, || {
+                    matmul_exact(&m, xb, &mut alone, &mut Scratch::default())
+                })
+                .unwrap();
+                for r in 0..rows {
+                    let wr = &deq[r * cols..(r + 1) * cols];
+                    let want = exact_reference(wr, xb);
+                    let (got, one) = (all[b * rows + r], alone[r]);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{ty} ({b}, {r})");
+                    assert_eq!(one.to_bits(), want.to_bits(), "{ty} ({b}, {r}) alone");
+                    let f64_sum: f64 = wr.iter().zip(xb).map(|(&p, &q)| p as f64 * q as f64).sum();
+                    let mag: f64 = wr
+                        .iter()
+                        .zip(xb)
+                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                        .sum();
+                    assert!(((got as f64) - f64_sum).abs() <= 1e-5 * mag + 1e-30, "{ty}");
+                }
+            }
+            // Two matrices in one step give each its own result.
+            let mut a = vec![0.0; batch * rows];
+            let mut b = vec![0.0; batch * rows];
+            matmul_many_exact(&[m, m], &x, &mut [&mut a, &mut b], &mut Scratch::default()).unwrap();
+            assert!(a.iter().zip(&all).all(|(p, q)| p.to_bits() == q.to_bits()));
+            assert!(b.iter().zip(&all).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+    }
+    // Shapes are checked as for the quantized products.
+    let m = QMatrix::new(GgmlType::Q8_0, 2, 32, &[0u8; 68]).unwrap();
+    assert!(matmul_exact(&m, &[0.0; 31], &mut [0.0; 2], &mut Scratch::default()).is_err());
+    assert!(matmul_exact(&m, &[0.0; 32], &mut [0.0; 3], &mut Scratch::default()).is_err());
 }

@@ -250,108 +250,10 @@ fn teacher_forced_scores_equal_the_generation_logprobs() {
     assert!(score_continuation(&mut b, &prompt, &[u32::MAX], 0, 8).is_err());
 }
 
-/// Ten prompts of different kinds for the parity checks.
 #[cfg(feature = "llama-cpp")]
-const PARITY_PROMPTS: [&str; 10] = [
-    "The capital of France is",
-    "Once upon a time, in a small village,",
-    "def add(a, b):\n    return",
-    "Water boils at a temperature of",
-    "The three primary colors are",
-    "<|im_start|>user\nWhat is 12 times 7?<|im_end|>\n<|im_start|>assistant\n",
-    "import numpy as np\n\nx = np.arange(10)\n",
-    "Les feuilles d'automne tombent",
-    "1, 1, 2, 3, 5, 8, 13,",
-    "Q: Why is the sky blue?\nA:",
-];
-
-/// Layers kept in the files the RoPE-scaling and qwen2 checks write: those settings act in
-/// every layer alike, and a shorter stack keeps each written file near 200 MB (the F32
-/// embedding is most of it) and the checks quick.
-#[cfg(feature = "llama-cpp")]
-const VARIANT_LAYERS: u32 = 8;
-
-/// Writes `dst`: `src`'s tensors of the first `layers` blocks (and every tensor outside the
-/// blocks) under the metadata `md`, with `{arch}.block_count` set to `layers`, plus the 1-D
-/// F32 tensors `extra`.
-#[cfg(feature = "llama-cpp")]
-fn rewrite(
-    src: &quant::gguf::GgufFile,
-    mut md: quant::gguf::Metadata,
-    layers: u32,
-    extra: &[(String, Vec<f32>)],
-    dst: &std::path::Path,
-) {
-    let arch = md.get_str("general.architecture").unwrap().to_owned();
-    md.insert(
-        format!("{arch}.block_count"),
-        quant::gguf::Value::U32(layers),
-    );
-    let mut w = quant::gguf::GgufWriter::with_metadata(md);
-    for t in src.tensors() {
-        let block = t
-            .info
-            .name
-            .strip_prefix("blk.")
-            .and_then(|rest| rest.split('.').next())
-            .map(|n| n.parse::<u32>().unwrap());
-        if block.is_some_and(|b| b >= layers) {
-            continue;
-        }
-        w.add_tensor(t.info.name.clone(), &t.info.shape, t.info.ty, t.data)
-            .unwrap();
-    }
-    for (name, values) in extra {
-        let bytes: Vec<u8> = bytemuck::cast_slice(values).to_vec();
-        w.add_tensor(
-            name.clone(),
-            &[values.len() as u64],
-            quant::GgmlType::F32,
-            bytes,
-        )
-        .unwrap();
-    }
-    w.write_to_path(dst).unwrap();
-}
-
-/// The tests that run llama.cpp take turns: its threads wait for each other by spinning, and
-/// two contexts computing at once on CI's two cores spend most of their time in those waits
-/// (77% of samples in `ggml_barrier` when two ran together here).
-#[cfg(feature = "llama-cpp")]
-fn llama_cpp_turn() -> std::sync::MutexGuard<'static, ()> {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    // A test that failed while holding the turn leaves nothing to clean up.
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-#[cfg(feature = "llama-cpp")]
-fn llama_cpp_context(
-    m: &std::sync::Arc<engine::llama_cpp::LlamaCppModel>,
-) -> engine::llama_cpp::LlamaCppContext {
-    m.new_context(&engine::llama_cpp::ContextOptions {
-        n_ctx: 512,
-        n_seq_max: 1,
-        // Flash attention on the CPU sums values in f16; without it llama.cpp keeps them
-        // in f32, as the native engine does.
-        flash_attention: Some(false),
-        ..Default::default()
-    })
-    .unwrap()
-}
-
-#[cfg(feature = "llama-cpp")]
-fn report(r: &engine::parity::PromptParity) {
-    eprintln!(
-        "{:?}: same tokens {}, greedy {}/{}, mean KL {:.2e}, top-1 {:.3}, max |Δlogit| {:.3}",
-        r.prompt,
-        r.same_tokens,
-        r.greedy_agreement,
-        r.positions,
-        r.mean_kl,
-        r.top1_agreement,
-        r.max_abs_logit_diff
-    );
-}
+use passuntil_tests::parity::{
+    llama_cpp_context, llama_cpp_turn, report, rewrite, PARITY_PROMPTS, VARIANT_LAYERS,
+};
 
 /// The parity check on the default model's weights exactly: its Q4_1 and Q8_0 tensors
 /// dequantized into an F32 file (lossless), which takes the float kernels instead of the
@@ -574,5 +476,104 @@ fn matches_llama_cpp_on_the_default_model() {
         target_feature = "fma"
     )) {
         assert_eq!(max_diff, 0.0, "logits differ from llama.cpp's");
+    }
+}
+
+/// Exact activations (`Activations::Exact`) on the Q4_1 file against llama.cpp on the same
+/// weights dequantized to F32, which llama.cpp multiplies without rounding activations: the
+/// weights are then the only difference left, and there is none (mean KL below 1e-5; only
+/// the order of f32 sums differs). The default 8-bit mode is far from it by comparison.
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn exact_activations_match_llama_cpp_on_dequantized_weights() {
+    let _turn = llama_cpp_turn();
+    use engine::llama_cpp::LlamaCppModel;
+    use engine::Activations;
+
+    let m = model();
+    let mut exact = m
+        .new_context(512, 1)
+        .unwrap()
+        .with_activations(Activations::Exact);
+    let lm = LlamaCppModel::open(passuntil_tests::exact_weights(), 0).unwrap();
+    let mut llama = llama_cpp_context(&lm);
+    let parity = engine::parity::compare(&mut llama, &mut exact, &PARITY_PROMPTS, 64, 64).unwrap();
+    let (mut positions, mut kl) = (0, 0.0);
+    for r in &parity {
+        report(r);
+        positions += r.positions;
+        kl += r.mean_kl * r.positions as f64;
+        assert_eq!(r.greedy_agreement, r.positions, "{}", r.prompt);
+    }
+    let kl = kl / positions as f64;
+    eprintln!("exact activations: {positions} positions, mean KL {kl:.2e}");
+    assert!(kl < 1e-5, "mean KL {kl}");
+    let mut q8 = m.new_context(512, 1).unwrap();
+    let far = engine::parity::compare(&mut llama, &mut q8, &PARITY_PROMPTS[..3], 64, 64).unwrap();
+    let far_kl = far.iter().map(|r| r.mean_kl).sum::<f64>() / 3.0;
+    eprintln!("8-bit activations: mean KL {far_kl:.2e}");
+    assert!(far_kl > 100.0 * kl, "{far_kl} vs {kl}");
+}
+
+/// Exact activations keep the batch invariance: a sample's logits alone and among others, on
+/// one or two threads, are the same bits; and they differ from the 8-bit mode's.
+#[test]
+fn exact_activations_do_not_depend_on_the_batch() {
+    use engine::Activations;
+    let m = model();
+    let opts = TokenizeOptions::default();
+    let mut one = m
+        .new_context(128, 4)
+        .unwrap()
+        .with_threads(1)
+        .unwrap()
+        .with_activations(Activations::Exact);
+    let p0 = one.tokenize(b"Once upon a time", opts).unwrap();
+    let p1 = one.tokenize(b"def fibonacci(n):", opts).unwrap();
+    let mut alone = Logits::new(0);
+    let mut batch = Batch::new();
+    for (i, &t) in p0.iter().enumerate() {
+        batch.add(t, i as u32, &[0], i + 1 == p0.len());
+    }
+    one.decode(&batch, &mut alone).unwrap();
+    let mut two = m
+        .new_context(128, 4)
+        .unwrap()
+        .with_threads(2)
+        .unwrap()
+        .with_activations(Activations::Exact);
+    let mut batch = Batch::new();
+    for (s, p) in [(1u32, &p1), (2, &p0)] {
+        for (i, &t) in p.iter().enumerate() {
+            batch.add(t, i as u32, &[s], i + 1 == p.len());
+        }
+    }
+    let mut mixed = Logits::new(0);
+    two.decode(&batch, &mut mixed).unwrap();
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    assert!(same(alone.row(0), mixed.row(1)));
+    let mut q8 = m.new_context(128, 4).unwrap();
+    let mut batch = Batch::new();
+    for (i, &t) in p0.iter().enumerate() {
+        batch.add(t, i as u32, &[0], i + 1 == p0.len());
+    }
+    let mut rounded = Logits::new(0);
+    q8.decode(&batch, &mut rounded).unwrap();
+    assert!(!same(alone.row(0), rounded.row(0)));
+    // llama.cpp has no such mode, and says so.
+    #[cfg(feature = "llama-cpp")]
+    {
+        let lm =
+            engine::llama_cpp::LlamaCppModel::open(passuntil_tests::default_model(), 0).unwrap();
+        let e = engine::Model::context(
+            lm,
+            &engine::ContextOptions {
+                activations: Activations::Exact,
+                ..engine::ContextOptions::new(64, 1)
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("native"), "{e}");
     }
 }

@@ -1,19 +1,25 @@
-//! A Llama-family model's shape from GGUF metadata ([`Config`]), checked at load, and the
-//! RoPE plan it implies.
+//! A model's shape from GGUF metadata ([`Config`]), checked at load, and the RoPE plans it
+//! implies: Llama-family files (`llama`, `qwen2`) and Gemma 3 (`gemma3`: sliding-window
+//! layers with their own RoPE base, query/key norms, pre- and post-norms, GeGLU).
 
 use quant::gguf::Metadata;
 
 use super::rope::RopePlan;
 
-/// A Llama-family model's shape, read and checked from GGUF metadata.
+/// A model's shape, read and checked from GGUF metadata.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// Which graph the architecture runs.
+    pub family: Family,
     /// Transformer blocks.
     pub n_layer: usize,
     /// Hidden size.
     pub n_embd: usize,
     /// Query heads.
     pub n_head: usize,
+    /// Width of one query, key or value head (`attention.key_length`; `n_embd / n_head` when
+    /// the file does not say).
+    pub head_dim: usize,
     /// Key/value heads (grouped-query attention when fewer than `n_head`).
     pub n_head_kv: usize,
     /// Feed-forward width.
@@ -41,68 +47,186 @@ pub struct Config {
     pub rope_attn_factor: f32,
     /// The architecture (`general.architecture`).
     pub arch: String,
+    /// Queries are multiplied by this before they meet the keys (`1/√head_dim` for Llama;
+    /// Gemma 3 scales its queries by `query_pre_attn_scalar^(−1/2)` before the f16 key
+    /// product, which rounds differently from scaling the scores afterwards).
+    pub attn_scale: f32,
+    /// Token embeddings are multiplied by this (`√n_embd` for Gemma, 1 otherwise).
+    pub embd_scale: f32,
+    /// Local attention layers, for architectures that have them (Gemma 3).
+    pub sliding_window: Option<SlidingWindow>,
+    /// `final_logit_softcapping`: logits become `c · tanh(logit / c)` (none when absent or 0).
+    pub final_softcap: Option<f32>,
+}
+
+/// The graph an architecture runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// `llama`: RMSNorm, SwiGLU, RoPE in Llama's pair order.
+    Llama,
+    /// `qwen2`: Llama with query/key/value biases and NeoX RoPE ordering.
+    Qwen2,
+    /// `gemma3`: embeddings scaled by `√n_embd`; RMSNorm of each query and key head; norms
+    /// before and after attention and the feed-forward block; GeGLU (tanh GELU); NeoX RoPE;
+    /// sliding-window layers with their own RoPE base between global ones.
+    Gemma3,
+}
+
+impl Family {
+    /// Whether the architecture norms each query and key head and norms block outputs
+    /// before the residual add.
+    pub fn gemma(self) -> bool {
+        self == Family::Gemma3
+    }
+}
+
+/// Sliding-window (local) attention: on the layers it marks, a row attends to the `size`
+/// positions ending at its own, and rotates with its own RoPE base, unscaled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlidingWindow {
+    /// Positions a local layer sees (`attention.sliding_window`), its own included.
+    pub size: usize,
+    /// Per layer: whether it is local (`attention.sliding_window_pattern`: 5 local then 1
+    /// global for Gemma 3).
+    pub local: Vec<bool>,
+    /// RoPE base of the local layers (`rope.freq_base_swa`, 10 000 when absent).
+    pub rope_base: f32,
 }
 
 impl Config {
     /// Reads `ARCH.*` metadata for a supported architecture (`llama`; `qwen2`, which adds
-    /// query/key/value biases and rotates with NeoX ordering); any other architecture, or a
-    /// missing or inconsistent key, is an error naming it.
+    /// query/key/value biases and rotates with NeoX ordering; `gemma3`); any other
+    /// architecture, or a missing, mistyped or inconsistent key, is an error naming it.
     pub fn from_metadata(md: &Metadata) -> Result<Config, String> {
         let arch = md.architecture().map_err(|e| e.to_string())?;
-        if !matches!(arch, "llama" | "qwen2") {
-            return Err(format!(
-                "architecture {arch:?} is not supported (llama and qwen2 are)"
-            ));
-        }
+        let family = match arch {
+            "llama" => Family::Llama,
+            "qwen2" => Family::Qwen2,
+            "gemma3" => Family::Gemma3,
+            _ => {
+                return Err(format!(
+                    "architecture {arch:?} is not supported (llama, qwen2 and gemma3 are)"
+                ))
+            }
+        };
+        let key = |k: &str| format!("{arch}.{k}");
         let u = |k: &str| -> Result<usize, String> {
-            md.get_u64(&format!("{arch}.{k}"))
+            md.get_u64(&key(k))
                 .map(|v| v as usize)
                 .map_err(|e| e.to_string())
         };
-        let f =
-            |k: &str, default: f64| md.get_f64(&format!("{arch}.{k}")).unwrap_or(default) as f32;
+        // An optional key: absent gives `None`, present with the wrong type is an error.
+        let opt_u = |k: &str| -> Result<Option<usize>, String> {
+            match md.get(&key(k)) {
+                None => Ok(None),
+                Some(_) => u(k).map(Some),
+            }
+        };
+        let opt_f = |k: &str| -> Result<Option<f32>, String> {
+            match md.get(&key(k)) {
+                None => Ok(None),
+                Some(_) => md
+                    .get_f64(&key(k))
+                    .map(|v| Some(v as f32))
+                    .map_err(|e| e.to_string()),
+            }
+        };
+        let f = |k: &str, default: f32| opt_f(k).map(|v| v.unwrap_or(default));
         let n_head = u("attention.head_count")?;
+        let n_embd = u("embedding_length")?;
+        let n_layer = u("block_count")?;
+        let gemma = family.gemma();
         let c = Config {
-            n_layer: u("block_count")?,
-            n_embd: u("embedding_length")?,
+            family,
+            n_layer,
+            n_embd,
             n_head,
-            n_head_kv: u("attention.head_count_kv").unwrap_or(n_head),
+            head_dim: 0,
+            n_head_kv: opt_u("attention.head_count_kv")?.unwrap_or(n_head),
             n_ff: u("feed_forward_length")?,
             n_vocab: md
                 .get_array("tokenizer.ggml.tokens")
                 .map(|(_, v)| v.len())
                 .map_err(|e| e.to_string())?,
             n_ctx_train: u("context_length")?,
-            rms_eps: f("attention.layer_norm_rms_epsilon", 1e-5),
-            rope_base: f("rope.freq_base", 10_000.0),
+            // Gemma's files carry their epsilon; llama.cpp requires it there.
+            rms_eps: if gemma {
+                md.get_f64(&key("attention.layer_norm_rms_epsilon"))
+                    .map_err(|e| e.to_string())? as f32
+            } else {
+                f("attention.layer_norm_rms_epsilon", 1e-5)?
+            },
+            rope_base: f("rope.freq_base", 10_000.0)?,
             n_rot: 0,
             rope_freq_scale: 1.0,
-            rope_neox: arch == "qwen2",
+            rope_neox: matches!(family, Family::Qwen2 | Family::Gemma3),
             rope_yarn: None,
-            rope_attn_factor: f("rope.scaling.attn_factor", 1.0),
+            rope_attn_factor: f("rope.scaling.attn_factor", 1.0)?,
             arch: arch.to_owned(),
+            attn_scale: 0.0,
+            embd_scale: 1.0,
+            sliding_window: None,
+            final_softcap: None,
         };
+        if !(c.rms_eps.is_finite() && c.rms_eps >= 0.0) {
+            return Err(format!(
+                "{} must be a non-negative number (it is {})",
+                key("attention.layer_norm_rms_epsilon"),
+                c.rms_eps
+            ));
+        }
         if c.n_head == 0 || c.n_head_kv == 0 || !c.n_head.is_multiple_of(c.n_head_kv) {
             return Err(format!(
                 "{} heads cannot share {} key/value heads",
                 c.n_head, c.n_head_kv
             ));
         }
-        if !c.n_embd.is_multiple_of(c.n_head) || !(c.n_embd / c.n_head).is_multiple_of(2) {
+        let mut c = c;
+        let key_length = opt_u("attention.key_length")?;
+        c.head_dim = match key_length {
+            Some(k) => k,
+            None if c.n_embd.is_multiple_of(c.n_head) => c.n_embd / c.n_head,
+            None => {
+                return Err(format!(
+                    "embedding {} does not split into {} heads (and {} is absent)",
+                    c.n_embd,
+                    c.n_head,
+                    key("attention.key_length")
+                ))
+            }
+        };
+        if c.head_dim == 0 || !c.head_dim.is_multiple_of(2) {
             return Err(format!(
-                "embedding {} does not split into {} even heads",
-                c.n_embd, c.n_head
+                "head width {} must be even and positive",
+                c.head_dim
             ));
         }
-        let mut c = c;
-        // Whole heads rotate (llama.cpp refuses anything else for llama).
-        c.n_rot = u("rope.dimension_count").unwrap_or(c.head_dim());
-        if c.n_rot != c.head_dim() {
+        if let Some(v) = opt_u("attention.value_length")? {
+            if v != c.head_dim {
+                return Err(format!(
+                    "{} {v} differs from the key width {} (not supported)",
+                    key("attention.value_length"),
+                    c.head_dim
+                ));
+            }
+        }
+        if !gemma && c.head_dim * c.n_head != c.n_embd {
+            return Err(format!(
+                "{} heads of {} do not make the embedding {}",
+                c.n_head, c.head_dim, c.n_embd
+            ));
+        }
+        // Whole heads rotate (llama.cpp refuses anything else for these architectures).
+        c.n_rot = opt_u("rope.dimension_count")?.unwrap_or(c.head_dim);
+        if c.n_rot != c.head_dim {
             return Err(format!(
                 "rope.dimension_count {} must equal the head width {}",
-                c.n_rot,
-                c.head_dim()
+                c.n_rot, c.head_dim
             ));
+        }
+        c.attn_scale = 1.0 / (c.head_dim as f32).sqrt();
+        if gemma {
+            c.gemma3_settings(md)?;
         }
         let scaling = md
             .get(&format!("{arch}.rope.scaling.type"))
@@ -208,14 +332,103 @@ impl Config {
         }
     }
 
-    /// Width of one head.
-    pub fn head_dim(&self) -> usize {
-        self.n_embd / self.n_head
+    /// Width of all query heads together (the attention's output width).
+    pub fn q_dim(&self) -> usize {
+        self.head_dim * self.n_head
     }
 
     /// Width of all key (or value) heads together.
     pub fn kv_dim(&self) -> usize {
-        self.head_dim() * self.n_head_kv
+        self.head_dim * self.n_head_kv
+    }
+
+    /// Gemma 3's settings beyond Llama's, as llama.cpp reads them: the embedding scale, the
+    /// query scale (`1/√head_dim`, or `1/√(n_embd/n_head)` for the 62-layer 27B model, as
+    /// Gemma's reference configuration has it), the sliding window and its layer pattern
+    /// (every 6th layer global unless the file says otherwise) with the local RoPE base, and
+    /// optional final-logit soft-capping.
+    fn gemma3_settings(&mut self, md: &Metadata) -> Result<(), String> {
+        let key = |k: &str| format!("{}.{k}", self.arch);
+        self.embd_scale = (self.n_embd as f32).sqrt();
+        if self.n_layer == 62 {
+            self.attn_scale = 1.0 / ((self.n_embd / self.n_head) as f32).sqrt();
+        }
+        let number = |k: &str| -> Result<Option<f64>, String> {
+            match md.get(&key(k)) {
+                None => Ok(None),
+                Some(_) => md.get_f64(&key(k)).map(Some).map_err(|e| e.to_string()),
+            }
+        };
+        let window = match md.get(&key("attention.sliding_window")) {
+            None => 0,
+            Some(_) => md
+                .get_u64(&key("attention.sliding_window"))
+                .map_err(|e| e.to_string())? as usize,
+        };
+        if window > 0 {
+            let pattern_key = key("attention.sliding_window_pattern");
+            let local: Vec<bool> = match md.get(&pattern_key) {
+                Some(quant::gguf::Value::Array(_, values)) => {
+                    let flags: Option<Vec<bool>> = values.iter().map(|v| v.as_bool()).collect();
+                    match flags {
+                        Some(f) if f.len() == self.n_layer => f,
+                        _ => {
+                            return Err(format!(
+                                "{pattern_key} must hold {} bools, one per layer",
+                                self.n_layer
+                            ))
+                        }
+                    }
+                }
+                other => {
+                    let n = match other {
+                        None => 6,
+                        Some(v) => v.as_u64().ok_or_else(|| {
+                            format!("{pattern_key} must be a layer period or an array of bools")
+                        })? as usize,
+                    };
+                    (0..self.n_layer).map(|l| n == 0 || l % n < n - 1).collect()
+                }
+            };
+            let rope_base = number("rope.freq_base_swa")?.unwrap_or(10_000.0) as f32;
+            if !(rope_base.is_finite() && rope_base > 0.0) {
+                return Err(format!("{} must be positive", key("rope.freq_base_swa")));
+            }
+            self.sliding_window = Some(SlidingWindow {
+                size: window,
+                local,
+                rope_base,
+            });
+        }
+        match number("final_logit_softcapping")? {
+            None => {}
+            Some(0.0) => {}
+            Some(c) if c.is_finite() && c > 0.0 => self.final_softcap = Some(c as f32),
+            Some(c) => {
+                return Err(format!(
+                    "{} {c} must be positive",
+                    key("final_logit_softcapping")
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether layer `l` attends through a sliding window.
+    pub fn is_local(&self, l: usize) -> bool {
+        self.sliding_window.as_ref().is_some_and(|w| w.local[l])
+    }
+
+    /// The RoPE plan of the local layers: their own base, no linear scaling (llama.cpp's
+    /// `rope_freq_scale_train_swa`), the rest as the global layers'.
+    pub(super) fn local_rope_plan(&self) -> Option<RopePlan> {
+        let w = self.sliding_window.as_ref()?;
+        let local = Config {
+            rope_base: w.rope_base,
+            rope_freq_scale: 1.0,
+            ..self.clone()
+        };
+        Some(local.rope_plan(None))
     }
 }
 
@@ -325,5 +538,113 @@ mod tests {
         assert!(e.contains("attention factor"), "{e}");
         let e = config(&[("rope.scaling.factor", Value::F32(-2.0))]).unwrap_err();
         assert!(e.contains("-2"), "{e}");
+    }
+
+    /// A small Gemma 3 configuration (4 heads of 64 over a 128-wide embedding) with the
+    /// `gemma3.*` keys `extra` added or replaced.
+    fn gemma(extra: &[(&str, Value)]) -> Result<Config, String> {
+        let mut md = Metadata::new();
+        md.insert("general.architecture", Value::String("gemma3".into()));
+        for (k, v) in [
+            ("block_count", 12),
+            ("embedding_length", 128),
+            ("attention.head_count", 4),
+            ("attention.head_count_kv", 1),
+            ("attention.key_length", 64),
+            ("attention.value_length", 64),
+            ("feed_forward_length", 512),
+            ("context_length", 4096),
+            ("attention.sliding_window", 32),
+        ] {
+            md.insert(format!("gemma3.{k}"), Value::U32(v));
+        }
+        md.insert("gemma3.attention.layer_norm_rms_epsilon", Value::F32(1e-6));
+        let tokens = vec![Value::String("a".into()); 8];
+        md.insert(
+            "tokenizer.ggml.tokens",
+            Value::Array(ValueType::String, tokens),
+        );
+        for (k, v) in extra {
+            md.insert(format!("gemma3.{k}"), v.clone());
+        }
+        Config::from_metadata(&md)
+    }
+
+    #[test]
+    fn gemma3_settings_come_from_the_metadata() {
+        let c = gemma(&[]).unwrap();
+        assert_eq!(c.family, Family::Gemma3);
+        assert_eq!((c.head_dim, c.q_dim(), c.kv_dim()), (64, 256, 64));
+        assert!(c.rope_neox);
+        assert_eq!(c.embd_scale, 128f32.sqrt());
+        assert_eq!(c.attn_scale, 0.125);
+        let w = c.sliding_window.as_ref().unwrap();
+        assert_eq!((w.size, w.rope_base), (32, 10_000.0));
+        let global: Vec<usize> = (0..12).filter(|&l| !c.is_local(l)).collect();
+        assert_eq!(global, [5, 11]);
+        assert_eq!(c.final_softcap, None);
+        // The local layers rotate with their own base, unscaled.
+        let local = c.local_rope_plan().unwrap();
+        assert_eq!(local.theta_scale, 10_000f32.powf(-2.0 / 64.0));
+        // A pattern given as a period or per layer, the local base and soft-capping.
+        let c = gemma(&[
+            ("attention.sliding_window_pattern", Value::U32(3)),
+            ("rope.freq_base_swa", Value::F32(500.0)),
+            ("final_logit_softcapping", Value::F32(30.0)),
+        ])
+        .unwrap();
+        let global: Vec<usize> = (0..12).filter(|&l| !c.is_local(l)).collect();
+        assert_eq!(global, [2, 5, 8, 11]);
+        assert_eq!(c.sliding_window.as_ref().unwrap().rope_base, 500.0);
+        assert_eq!(c.final_softcap, Some(30.0));
+        let flags: Vec<Value> = (0..12).map(|l| Value::Bool(l == 0)).collect();
+        let c = gemma(&[(
+            "attention.sliding_window_pattern",
+            Value::Array(ValueType::Bool, flags),
+        )])
+        .unwrap();
+        assert!(c.is_local(0) && !c.is_local(1));
+        // No window: every layer is global.
+        let c = gemma(&[("attention.sliding_window", Value::U32(0))]).unwrap();
+        assert!(c.sliding_window.is_none() && !c.is_local(0));
+    }
+
+    #[test]
+    fn bad_gemma3_metadata_names_the_key() {
+        let e = gemma(&[("attention.value_length", Value::U32(32))]).unwrap_err();
+        assert!(e.contains("gemma3.attention.value_length"), "{e}");
+        let e = gemma(&[("attention.sliding_window", Value::String("x".into()))]).unwrap_err();
+        assert!(e.contains("gemma3.attention.sliding_window"), "{e}");
+        let short = vec![Value::Bool(true); 3];
+        let e = gemma(&[(
+            "attention.sliding_window_pattern",
+            Value::Array(ValueType::Bool, short),
+        )])
+        .unwrap_err();
+        assert!(
+            e.contains("sliding_window_pattern") && e.contains("12"),
+            "{e}"
+        );
+        let e = gemma(&[("final_logit_softcapping", Value::F32(-1.0))]).unwrap_err();
+        assert!(e.contains("final_logit_softcapping"), "{e}");
+        let e = gemma(&[("attention.key_length", Value::U32(63))]).unwrap_err();
+        assert!(e.contains("63"), "{e}");
+        let mut md = Metadata::new();
+        md.insert("general.architecture", Value::String("gemma3".into()));
+        for (k, v) in [
+            ("block_count", 2),
+            ("embedding_length", 128),
+            ("attention.head_count", 4),
+            ("feed_forward_length", 512),
+            ("context_length", 4096),
+        ] {
+            md.insert(format!("gemma3.{k}"), Value::U32(v));
+        }
+        md.insert(
+            "tokenizer.ggml.tokens",
+            Value::Array(ValueType::String, vec![Value::String("a".into()); 8]),
+        );
+        let e = Config::from_metadata(&md).unwrap_err();
+        assert!(e.contains("gemma3.attention.layer_norm_rms_epsilon"), "{e}");
     }
 }

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use quant::gemm::{matmul, matmul_many, Scratch};
+use quant::gemm::{matmul, matmul_exact, matmul_many, matmul_many_exact, Scratch};
 use rayon::prelude::*;
 
 use super::attention::{attend, AttnShape, ATTN_SCRATCH};
 use super::rope::{rope, RopePlan};
 use super::weights::Weight;
 use super::NativeModel;
-use crate::backend::{BackendError, Batch, Context, Logits, Model, Pos, SeqId};
+use crate::backend::{Activations, BackendError, Batch, Context, Logits, Model, Pos, SeqId};
 use crate::hooks::{ForwardHook, HookData, HookPoint};
 use crate::kv::KvCache;
 use crate::numerics;
@@ -25,6 +25,10 @@ pub struct NativeContext<'h> {
     pub(super) scratch: Scratch,
     /// RoPE rotations for any position.
     pub(super) rope: RopePlan,
+    /// The sliding-window layers' own rotations, for models that have such layers.
+    pub(super) rope_local: Option<RopePlan>,
+    /// 8-bit activations as llama.cpp, or exact ones.
+    pub(super) activations: Activations,
     /// Threads of its own, or rayon's global pool.
     pub(super) pool: Option<rayon::ThreadPool>,
     /// Activations and scratch, grown to the largest batch seen.
@@ -34,9 +38,9 @@ pub struct NativeContext<'h> {
 }
 
 /// One forward pass's working memory (`n` rows): hidden states `x` and normed `h` (n × d),
-/// projections `q` (n × d), `k`/`v` (n × kv), attention output `att` and block output `o`
-/// (n × d), FFN gate/up `g`/`u` (n × ff), one head's `scores` (positions), and for the rows
-/// that want logits their final norm `hn` (× d) and `logits` (× vocab).
+/// projections `q` (n × q_dim), `k`/`v` (n × kv), attention output `att` (n × q_dim) and
+/// block output `o` (n × d), FFN gate/up `g`/`u` (n × ff), and for the rows that want logits
+/// their final norm `hn` (× d) and `logits` (× vocab).
 #[derive(Default)]
 pub(super) struct Buffers {
     pub(super) x: Vec<f32>,
@@ -51,6 +55,8 @@ pub(super) struct Buffers {
     pub(super) hn: Vec<f32>,
     /// Each row's RoPE `(sin, cos)` per frequency.
     pub(super) rot: Vec<(f32, f32)>,
+    /// The same for the sliding-window layers' RoPE, when they have their own.
+    pub(super) rot_local: Vec<(f32, f32)>,
     pub(super) all_rows: Vec<usize>,
     pub(super) logits: Vec<f32>,
 }
@@ -62,6 +68,19 @@ fn bufs_rows(all: &mut Vec<usize>, n: usize) -> &[usize] {
         all.extend(from..n);
     }
     &all[..n]
+}
+
+/// `x += o` row by row, with `o` first normed by `norm` where the block norms its outputs
+/// (Gemma's post-norms; `o` is overwritten then).
+fn add_residual(x: &mut [f32], o: &mut [f32], norm: Option<&Vec<f32>>, eps: f32, d: usize) {
+    if let Some(w) = norm {
+        for row in o.chunks_exact_mut(d) {
+            numerics::rms_norm_in_place(row, w, eps);
+        }
+    }
+    for (a, b) in x.iter_mut().zip(o.iter()) {
+        *a += b;
+    }
 }
 
 impl<'h> NativeContext<'h> {
@@ -77,7 +96,7 @@ impl<'h> NativeContext<'h> {
         let model = &*model;
         out.clear(model.info.n_vocab);
         let c = &model.config;
-        let (d, kv, hd) = (c.n_embd, c.kv_dim(), c.head_dim());
+        let (d, kv, hd, qd) = (c.n_embd, c.kv_dim(), c.head_dim, c.q_dim());
         let n = batch.len();
         // One cache cell per row, shared by the row's sequences (positions were checked
         // against the context by `validate`).
@@ -95,6 +114,7 @@ impl<'h> NativeContext<'h> {
             u,
             hn,
             rot,
+            rot_local,
             logits,
             all_rows,
         } = bufs;
@@ -111,23 +131,43 @@ impl<'h> NativeContext<'h> {
                 xr,
             )
             .map_err(|e| BackendError::Decode(e.to_string()))?;
+            if c.embd_scale != 1.0 {
+                for v in xr.iter_mut() {
+                    *v *= c.embd_scale;
+                }
+            }
         }
         h.resize(n * d, 0.0);
-        q.resize(n * d, 0.0);
+        q.resize(n * qd, 0.0);
         k.resize(n * kv, 0.0);
         v.resize(n * kv, 0.0);
-        att.resize(n * d, 0.0);
+        att.resize(n * qd, 0.0);
         o.resize(n * d, 0.0);
         g.resize(n * c.n_ff, 0.0);
         u.resize(n * c.n_ff, 0.0);
         let nf = self.rope.pairs.len();
         rot.clear();
+        rot_local.clear();
         for row in batch.rows() {
             self.rope.rotations(row.pos, rot);
+            if let Some(local) = &self.rope_local {
+                local.rotations(row.pos, rot_local);
+            }
         }
-        let scale = 1.0 / (hd as f32).sqrt();
+        // Llama scales the scores; Gemma its queries, before they are rounded to meet the
+        // f16 keys.
+        let (q_scale, score_scale) = match c.family.gemma() {
+            true => (Some(c.attn_scale), 1.0),
+            false => (None, c.attn_scale),
+        };
         let group = c.n_head / c.n_head_kv;
         for (l, layer) in model.layers.iter().enumerate() {
+            let local = c.is_local(l);
+            let window = c.sliding_window.as_ref().map_or(0, |w| w.size);
+            let rot_l: &[(f32, f32)] = match local {
+                true if self.rope_local.is_some() => rot_local,
+                _ => rot,
+            };
             for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
                 numerics::rms_norm(xr, &layer.attn_norm, c.rms_eps, hr);
             }
@@ -142,14 +182,29 @@ impl<'h> NativeContext<'h> {
                     }
                 }
             }
-            // RoPE, then keys and values into the row's cell.
+            // Per-head query and key norms (Gemma), RoPE, then keys and values into the
+            // row's cell.
             for i in 0..n {
                 let neox = c.rope_neox;
-                let rot = &rot[i * nf..(i + 1) * nf];
-                rope(&mut q[i * d..(i + 1) * d], hd, rot, neox);
-                rope(&mut k[i * kv..(i + 1) * kv], hd, rot, neox);
+                let rot = &rot_l[i * nf..(i + 1) * nf];
+                let qi = &mut q[i * qd..(i + 1) * qd];
+                let ki = &mut k[i * kv..(i + 1) * kv];
+                if let Some([qn, kn]) = &layer.qk_norm {
+                    for (x, w) in [(&mut *qi, qn), (&mut *ki, kn)] {
+                        for head in x.chunks_exact_mut(hd) {
+                            numerics::rms_norm_in_place(head, w, c.rms_eps);
+                        }
+                    }
+                }
+                rope(qi, hd, rot, neox);
+                rope(ki, hd, rot, neox);
+                if let Some(s) = q_scale {
+                    for x in qi.iter_mut() {
+                        *x *= s;
+                    }
+                }
                 // The cache holds f16 values, as llama.cpp's does; queries meet it in f16.
-                for x in q[i * d..(i + 1) * d]
+                for x in q[i * qd..(i + 1) * qd]
                     .iter_mut()
                     .chain(&mut k[i * kv..(i + 1) * kv])
                     .chain(&mut v[i * kv..(i + 1) * kv])
@@ -171,7 +226,7 @@ impl<'h> NativeContext<'h> {
                 n_head: c.n_head,
                 group,
                 head_dim: hd,
-                scale,
+                scale: score_scale,
             };
             let cache = &self.kv;
             let q: &[f32] = q;
@@ -179,32 +234,37 @@ impl<'h> NativeContext<'h> {
                 let row = batch.row(i);
                 ATTN_SCRATCH.with_borrow_mut(|(scores, slots)| {
                     slots.clear();
-                    slots.extend(cache.cells_up_to(row.seqs[0], row.pos).flatten());
-                    attend(cache, &shape, &q[i * d..(i + 1) * d], slots, scores, out)
+                    // A local layer sees the `window` positions ending at the row's own.
+                    let from = match local {
+                        true => (row.pos + 1).saturating_sub(window as u32),
+                        false => 0,
+                    };
+                    slots.extend(cache.cells_between(row.seqs[0], from, row.pos).flatten());
+                    attend(cache, &shape, &q[i * qd..(i + 1) * qd], slots, scores, out)
                 })
             };
-            att.par_chunks_mut(d)
+            att.par_chunks_mut(qd)
                 .enumerate()
                 .try_for_each(work)
                 .map_err(|e| BackendError::Decode(format!("attention of layer {l}: {e}")))?;
-            self.call_hook(HookPoint::AttnOutput(l), batch, rows, d, att);
+            self.call_hook(HookPoint::AttnOutput(l), batch, rows, qd, att);
             self.mm(&layer.wo, att, o)?;
-            for (a, b) in x.iter_mut().zip(o.iter()) {
-                *a += b;
-            }
-            // SwiGLU feed-forward.
+            let post = layer.post_norms.as_ref();
+            add_residual(x, o, post.map(|[a, _]| a), c.rms_eps, d);
+            // The feed-forward block: SwiGLU, or GeGLU for Gemma.
             for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
                 numerics::rms_norm(xr, &layer.ffn_norm, c.rms_eps, hr);
             }
             self.call_hook(HookPoint::FfnInput(l), batch, rows, d, h);
             self.mm_many([&layer.gate, &layer.up], h, [g, u])?;
             for (gr, ur) in g.chunks_exact_mut(c.n_ff).zip(u.chunks_exact(c.n_ff)) {
-                numerics::swiglu(gr, ur);
+                match c.family.gemma() {
+                    true => numerics::geglu(gr, ur),
+                    false => numerics::swiglu(gr, ur),
+                }
             }
             self.mm(&layer.down, g, o)?;
-            for (a, b) in x.iter_mut().zip(o.iter()) {
-                *a += b;
-            }
+            add_residual(x, o, post.map(|[_, f]| f), c.rms_eps, d);
             self.call_hook(HookPoint::Block(l), batch, rows, d, x);
         }
         // Final norm and the output head, for the rows that want logits.
@@ -232,6 +292,9 @@ impl<'h> NativeContext<'h> {
         }
         logits.resize(wanted.len() * c.n_vocab, 0.0);
         self.mm(&model.output, hn, logits)?;
+        if let Some(cap) = c.final_softcap {
+            numerics::softcap(logits, cap);
+        }
         for r in logits.chunks_exact(c.n_vocab) {
             out.push_row(r);
         }
@@ -247,6 +310,17 @@ impl<'h> NativeContext<'h> {
             .map_err(|e| BackendError::Context(e.to_string()))?;
         self.pool = Some(pool);
         Ok(self)
+    }
+
+    /// Multiplies with 8-bit activations as llama.cpp (the default) or exact ones.
+    pub fn with_activations(mut self, activations: Activations) -> Self {
+        self.activations = activations;
+        self
+    }
+
+    /// The activation mode.
+    pub fn activations(&self) -> Activations {
+        self.activations
     }
 
     /// Calls the hook, if any, with the states `hidden` of the rows `rows` at `point`.
@@ -291,8 +365,11 @@ impl<'h> NativeContext<'h> {
     fn mm(&mut self, w: &Weight, x: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
         let m = self.model.matrix(w);
         // `decode` runs the pass inside this backend's pool, if it has one.
-        matmul(&m, x, out, &mut self.scratch)
-            .map_err(|e| BackendError::Decode(format!("{}: {e}", w.name)))
+        match self.activations {
+            Activations::Q8 => matmul(&m, x, out, &mut self.scratch),
+            Activations::Exact => matmul_exact(&m, x, out, &mut self.scratch),
+        }
+        .map_err(|e| BackendError::Decode(format!("{}: {e}", w.name)))
     }
 
     /// `outs[i] = x · ws[i]ᵀ`: in one parallel step where the matrices share a type and width
@@ -313,7 +390,11 @@ impl<'h> NativeContext<'h> {
             return Ok(());
         }
         let ms = ws.map(|w| self.model.matrix(w));
-        matmul_many(&ms, x, &mut outs, &mut self.scratch).map_err(|e| {
+        match self.activations {
+            Activations::Q8 => matmul_many(&ms, x, &mut outs, &mut self.scratch),
+            Activations::Exact => matmul_many_exact(&ms, x, &mut outs, &mut self.scratch),
+        }
+        .map_err(|e| {
             let names: Vec<&str> = ws.iter().map(|w| w.name.as_str()).collect();
             BackendError::Decode(format!("{}: {e}", names.join(", ")))
         })

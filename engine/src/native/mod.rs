@@ -1,6 +1,7 @@
 //! The native engine: Llama-family models (`llama`, and `qwen2`: biases on the query, key and
-//! value projections, NeoX RoPE ordering) run on passuntil's own kernels, as a [`Model`] and
-//! its [`Context`]s.
+//! value projections, NeoX RoPE ordering) and Gemma 3 (`gemma3`: scaled embeddings, query and
+//! key norms, post-norms, GeGLU, sliding-window layers; see [`Family`]) run on passuntil's
+//! own kernels, as a [`Model`] and its [`Context`]s.
 //!
 //! [`NativeModel::load`] maps a GGUF file, checks the architecture's metadata ([`Config`]) and
 //! finds every weight. [`NativeModel::new_context`] creates a context holding an `Arc` of the
@@ -36,13 +37,13 @@ use quant::gemm::{matmul, QMatrix, Scratch};
 use quant::gguf::GgufFile;
 
 use crate::backend::{
-    BackendError, Context, ContextOptions, Model, ModelInfo, Token, TokenizeOptions,
+    Activations, BackendError, Context, ContextOptions, Model, ModelInfo, Token, TokenizeOptions,
 };
 use crate::kv::KvCache;
 use crate::numerics;
 use crate::tokenizer::{TokenType, Tokenizer};
 
-pub use config::{Config, Yarn};
+pub use config::{Config, Family, SlidingWindow, Yarn};
 use forward::Buffers;
 pub use forward::NativeContext;
 use weights::{Layer, Weight};
@@ -117,23 +118,38 @@ impl NativeModel {
             Ok(v)
         };
         let c = &config;
-        let (d, kv) = (c.n_embd, c.kv_dim());
+        let (d, kv, qd) = (c.n_embd, c.kv_dim(), c.q_dim());
+        let gemma = c.family.gemma();
         let layers = (0..c.n_layer)
             .map(|i| {
                 let n = |s: &str| format!("blk.{i}.{s}.weight");
                 Ok(Layer {
                     attn_norm: vector(&n("attn_norm"), d)?,
-                    wq: weight(&n("attn_q"), d, d)?,
+                    wq: weight(&n("attn_q"), qd, d)?,
                     wk: weight(&n("attn_k"), kv, d)?,
                     wv: weight(&n("attn_v"), kv, d)?,
-                    biases: match c.arch.as_str() {
-                        "qwen2" => {
+                    biases: match c.family {
+                        Family::Qwen2 => {
                             let b = |s: &str, len| vector(&format!("blk.{i}.{s}.bias"), len);
-                            Some([b("attn_q", d)?, b("attn_k", kv)?, b("attn_v", kv)?])
+                            Some([b("attn_q", qd)?, b("attn_k", kv)?, b("attn_v", kv)?])
                         }
                         _ => None,
                     },
-                    wo: weight(&n("attn_output"), d, d)?,
+                    qk_norm: match gemma {
+                        true => Some([
+                            vector(&n("attn_q_norm"), c.head_dim)?,
+                            vector(&n("attn_k_norm"), c.head_dim)?,
+                        ]),
+                        false => None,
+                    },
+                    post_norms: match gemma {
+                        true => Some([
+                            vector(&n("post_attention_norm"), d)?,
+                            vector(&n("post_ffw_norm"), d)?,
+                        ]),
+                        false => None,
+                    },
+                    wo: weight(&n("attn_output"), d, qd)?,
                     ffn_norm: vector(&n("ffn_norm"), d)?,
                     gate: weight(&n("ffn_gate"), c.n_ff, d)?,
                     up: weight(&n("ffn_up"), c.n_ff, d)?,
@@ -235,6 +251,9 @@ impl NativeModel {
             &mut Scratch::default(),
         )
         .map_err(|e| BackendError::Decode(format!("{}: {e}", self.output.name)))?;
+        if let Some(cap) = self.config.final_softcap {
+            numerics::softcap(&mut logits, cap);
+        }
         Ok(logits)
     }
 
@@ -252,6 +271,7 @@ impl NativeModel {
             ));
         }
         let rope = self.config.rope_plan(self.rope_factors.as_deref());
+        let rope_local = self.config.local_rope_plan();
         Ok(NativeContext {
             model: Arc::clone(self),
             n_ctx,
@@ -264,6 +284,8 @@ impl NativeModel {
             ),
             scratch: Scratch::default(),
             rope,
+            rope_local,
+            activations: Activations::Q8,
             pool: None,
             bufs: Buffers::default(),
             hook: None,
@@ -319,6 +341,6 @@ impl Model for NativeModel {
         if let Some(t) = options.threads {
             ctx = ctx.with_threads(t as usize)?;
         }
-        Ok(Box::new(ctx))
+        Ok(Box::new(ctx.with_activations(options.activations)))
     }
 }

@@ -216,6 +216,8 @@ pub struct RunOptions {
     pub model: PathBuf,
     /// Which engine runs it.
     pub backend: BackendKind,
+    /// The native engine's activation mode.
+    pub activations: engine::Activations,
     /// The task file.
     pub task: PathBuf,
     /// Its format.
@@ -269,6 +271,7 @@ impl RunOptions {
         RunOptions {
             model,
             backend: BackendKind::Native,
+            activations: engine::Activations::Q8,
             task,
             format: Format::Auto,
             sampling: engine::sampling::SamplingParams::default(),
@@ -359,6 +362,7 @@ impl RunOptions {
             passuntil: env!("CARGO_PKG_VERSION").to_owned(),
             model: FileRef::unhashed(&self.model),
             backend: self.backend,
+            activations: self.activations,
             task: TaskRef {
                 file: FileRef::unhashed(&self.task),
                 format: self.format.resolve(&self.task)?,
@@ -760,6 +764,7 @@ fn open_context(
     };
     let ctx = model.context(&engine::ContextOptions {
         threads: exec.threads,
+        activations: config.activations,
         ..options
     })?;
     Ok((ctx, jobs, shape))
@@ -1062,6 +1067,7 @@ mod tests {
             passuntil: "test".into(),
             model: file.clone(),
             backend: BackendKind::Native,
+            activations: engine::Activations::Q8,
             task: TaskRef {
                 file,
                 format: Format::Jsonl,

@@ -16,6 +16,7 @@ use crate::judges::Verdict;
 use crate::tasks::Format;
 use engine::backend::BackendKind;
 use engine::sampling::SamplingParams;
+use engine::Activations;
 
 /// The `run.json` format version: 2 carries a checksum of its settings. Version 1 files (from
 /// before the checksum) are still read, and get one when next saved.
@@ -189,6 +190,9 @@ pub struct RunConfig {
     pub model: FileRef,
     /// The engine that ran it.
     pub backend: BackendKind,
+    /// The native engine's activation mode (absent: 8-bit, as llama.cpp).
+    #[serde(default, skip_serializing_if = "Activations::is_default")]
+    pub activations: Activations,
     /// The task.
     pub task: TaskRef,
     /// How tokens are drawn.
@@ -233,6 +237,7 @@ impl RunConfig {
         serde_json::json!({
             "model sha256": self.model.sha256,
             "backend": self.backend,
+            "activations": self.activations,
             "task sha256": self.task.file.sha256,
             "task format": self.task.format,
             "sampling": self.sampling,
@@ -648,6 +653,7 @@ mod tests {
             passuntil: "0".into(),
             model: file.clone(),
             backend: BackendKind::Native,
+            activations: Activations::Q8,
             task: TaskRef {
                 file,
                 format: Format::Jsonl,

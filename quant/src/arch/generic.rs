@@ -72,6 +72,8 @@ pub(crate) trait Simd: Copy {
     fn dot_u2(self, acc: Self::Acc, w: Self::V, a: Self::V, s0: i16, s1: i16) -> Self::Acc;
     /// The lanes as an array.
     fn lanes(self, acc: Self::Acc) -> [i32; 8];
+    /// Lanes from an array.
+    fn acc_from(self, lanes: [i32; 8]) -> Self::Acc;
     /// Zero f32 lanes.
     fn f8zero(self) -> Self::F8;
     /// `acc + f32(x)·scale` in each lane, fused.
@@ -125,6 +127,57 @@ pub(crate) trait QFormat: Block {
         scalar: i32,
         h: impl Fn([f16; 2]) -> [f32; 2],
     ) -> (f32, [f32; 2]);
+    /// How llama.cpp's x86 `vec_dot` for this format accumulates ([`Accum`]).
+    const ACCUM: Accum = Accum::Term;
+    /// The integers [`Accum`] takes per lane besides the lane sums (none for
+    /// [`Accum::Term`]).
+    #[inline(always)]
+    fn extra<S: Simd>(_: S, _: &Self::U<S>, _: &Self, _: &Self::Act) -> [i32; 8] {
+        [0; 8]
+    }
+    /// The same integers element by element, for the reference.
+    fn ref_extra(_: &Self, _: &Self::Act) -> [i32; 8] {
+        [0; 8]
+    }
+}
+
+/// How a format's running f32 sums take each block, as llama.cpp's x86 `vec_dot` for it does
+/// (`scale` and `f0, f1` from [`QFormat::combine`], `extra` from [`QFormat::extra`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Accum {
+    /// `acc = fma(lanes, scale, acc)` and `term = fma(f0, f1, term)`; the row's result is the
+    /// 8-lane tree of `acc` plus `term` (the 32-value formats; Q5_K).
+    Term,
+    /// As [`Accum::Term`], with four running terms `term_k = fma(f0, extra_k, term_k)` added
+    /// as `(term_0 + term_2) + (term_1 + term_3)` (Q4_K: its minimums per pair of
+    /// sub-blocks).
+    Quad,
+    /// `acc = fma(extra, f0, acc)` (the minimums, per lane) and then `acc = fma(lanes, scale,
+    /// acc)`; the result is the tree of `acc` (Q2_K).
+    LaneMin,
+    /// `acc = fma(lanes − extra, scale, acc)` (the offset subtracted per lane in integers);
+    /// the result is the tree of `acc` (Q3_K, Q6_K).
+    LaneOffset,
+}
+
+/// One row's running sums ([`Accum`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Running<F8> {
+    pub(crate) acc: F8,
+    pub(crate) terms: [f32; 4],
+}
+
+impl Accum {
+    /// The row's result from its running sums (`tree` reduces the lanes).
+    #[inline(always)]
+    pub(crate) fn finish<F8: Copy>(self, r: &Running<F8>, tree: impl Fn(F8) -> f32) -> f32 {
+        let t = &r.terms;
+        match self {
+            Accum::Term => tree(r.acc) + t[0],
+            Accum::Quad => tree(r.acc) + ((t[0] + t[2]) + (t[1] + t[3])),
+            Accum::LaneMin | Accum::LaneOffset => tree(r.acc),
+        }
+    }
 }
 
 /// A float weight format, multiplied with f32 activations.
@@ -190,11 +243,12 @@ fn qtile_n<S: Simd, F: QFormat, const T: usize>(
     acts: [&&[F::Act]; T],
     out: [&mut f32; T],
 ) {
-    // One running vector and one running term per activation row, block after block: the
-    // sequence of llama.cpp's x86 kernels (`acc = fma(d_w·d_a, lanes, acc)`,
-    // `summs = fma(m_w, s_a, summs)`, then the 8-lane tree plus `summs`).
-    let mut lanes = [s.f8zero(); T];
-    let mut terms = [0f32; T];
+    // Running sums per activation row, block after block, in the sequence of llama.cpp's x86
+    // kernel for the format ([`Accum`]).
+    let mut run = [Running {
+        acc: s.f8zero(),
+        terms: [0f32; 4],
+    }; T];
     for (b, wb) in w.iter().enumerate() {
         let u = F::unpack(s, wb);
         let ws = F::wscales(wb, |h| s.f16x2(h));
@@ -202,12 +256,37 @@ fn qtile_n<S: Simd, F: QFormat, const T: usize>(
             let ab = &acts[t][b];
             let (x, scalar) = F::parts(s, &u, wb, ab);
             let (scale, [f0, f1]) = F::combine(ws, ab, scalar, |h| s.f16x2(h));
-            lanes[t] = s.f8fma(lanes[t], x, scale);
-            terms[t] = f0.mul_add(f1, terms[t]);
+            let r = &mut run[t];
+            match F::ACCUM {
+                Accum::Term => {
+                    r.acc = s.f8fma(r.acc, x, scale);
+                    r.terms[0] = f0.mul_add(f1, r.terms[0]);
+                }
+                Accum::Quad => {
+                    r.acc = s.f8fma(r.acc, x, scale);
+                    let e = F::extra(s, &u, wb, ab);
+                    for (t, e) in r.terms.iter_mut().zip(e) {
+                        *t = f0.mul_add(e as f32, *t);
+                    }
+                }
+                Accum::LaneMin => {
+                    let e = F::extra(s, &u, wb, ab);
+                    r.acc = s.f8fma(r.acc, s.acc_from(e), f0);
+                    r.acc = s.f8fma(r.acc, x, scale);
+                }
+                Accum::LaneOffset => {
+                    let e = F::extra(s, &u, wb, ab);
+                    let mut l = s.lanes(x);
+                    for (l, e) in l.iter_mut().zip(e) {
+                        *l -= e;
+                    }
+                    r.acc = s.f8fma(r.acc, s.acc_from(l), scale);
+                }
+            }
         }
     }
     for (t, o) in out.into_iter().enumerate() {
-        *o = s.f8reduce(lanes[t]) + terms[t];
+        *o = F::ACCUM.finish(&run[t], |a| s.f8reduce(a));
     }
 }
 
@@ -597,6 +676,18 @@ impl QFormat for BlockQ2K {
         let mins = std::array::from_fn(|j| (w.scales[j] >> 4) as i32);
         (acc, bsum_dot16(&mins, a))
     }
+    const ACCUM: Accum = Accum::LaneMin;
+    #[inline(always)]
+    fn extra<S: Simd>(_: S, _: &[S::V; 8], w: &Self, a: &BlockQ8K) -> [i32; 8] {
+        let b = |j: usize| a.bsums[j] as i32;
+        let m = |j: usize| (w.scales[j] >> 4) as i32;
+        std::array::from_fn(|u| m(2 * u) * b(2 * u) + m(2 * u + 1) * b(2 * u + 1))
+    }
+    fn ref_extra(w: &Self, a: &BlockQ8K) -> [i32; 8] {
+        let g = ref_group_sums(a);
+        let m = |j: usize| (w.scales[j] >> 4) as i32;
+        std::array::from_fn(|u| m(2 * u) * g[2 * u] + m(2 * u + 1) * g[2 * u + 1])
+    }
     fn ref_parts(w: &Self, a: &BlockQ8K) -> ([i32; 8], i32) {
         let lanes = ref_lanes(256, |e| {
             (w.scales[e / 16] & 0xf) as i32 * get2(&w.qs, e) * a.qs[e] as i32
@@ -639,6 +730,19 @@ impl QFormat for BlockQ3K {
         let acc = scaled16(s, v, |j| sc[j] as i16, a);
         let offset = std::array::from_fn(|j| 4 * sc[j] as i32);
         (acc, bsum_dot16(&offset, a))
+    }
+    const ACCUM: Accum = Accum::LaneOffset;
+    /// The offset of 4 per element, summed per lane over the lane's own elements (llama.cpp
+    /// subtracts it inside its integer sums).
+    #[inline(always)]
+    fn extra<S: Simd>(s: S, u: &([S::V; 8], [i8; 16]), _: &Self, a: &BlockQ8K) -> [i32; 8] {
+        let fours = [s.splat(4); 8];
+        s.lanes(scaled16(s, &fours, |j| u.1[j] as i16, a))
+    }
+    fn ref_extra(w: &Self, a: &BlockQ8K) -> [i32; 8] {
+        ref_lanes(256, |e| {
+            4 * q3k_scale(e / 16, &w.scales) as i32 * a.qs[e] as i32
+        })
     }
     fn ref_parts(w: &Self, a: &BlockQ8K) -> ([i32; 8], i32) {
         let sc = |j: usize| q3k_scale(j, &w.scales) as i32;
@@ -735,6 +839,27 @@ impl QFormat for BlockQ4K {
     ) -> (f32, [f32; 2]) {
         combine::k_min(ws, a.d, msum)
     }
+    const ACCUM: Accum = Accum::Quad;
+    /// The minimums' sums per pair of 32-value sub-blocks.
+    #[inline(always)]
+    fn extra<S: Simd>(_: S, u: &Self::U<S>, _: &Self, a: &BlockQ8K) -> [i32; 8] {
+        let m = &u.2;
+        let mut e = [0i32; 8];
+        for (k, e) in e.iter_mut().take(4).enumerate() {
+            *e = (4 * k..4 * k + 4).map(|i| m[i] * a.bsums[i] as i32).sum();
+        }
+        e
+    }
+    fn ref_extra(w: &Self, a: &BlockQ8K) -> [i32; 8] {
+        let g = ref_group_sums(a);
+        let mut e = [0i32; 8];
+        for (k, e) in e.iter_mut().take(4).enumerate() {
+            *e = (4 * k..4 * k + 4)
+                .map(|i| get_scale_min_k4(i / 2, &w.scales).1 as i32 * g[i])
+                .sum();
+        }
+        e
+    }
 }
 
 impl QFormat for BlockQ5K {
@@ -800,6 +925,20 @@ impl QFormat for BlockQ6K {
         let acc = scaled16(s, u, |j| w.scales[j] as i16, a);
         let offset = std::array::from_fn(|j| 32 * w.scales[j] as i32);
         (acc, bsum_dot16(&offset, a))
+    }
+    const ACCUM: Accum = Accum::LaneOffset;
+    /// The offset of 32 per element as llama.cpp's kernel subtracts it: lane `u` takes the
+    /// scaled sums of activation groups `2u` and `2u + 1` (not its own elements; the total is
+    /// the same).
+    #[inline(always)]
+    fn extra<S: Simd>(_: S, _: &[S::V; 8], w: &Self, a: &BlockQ8K) -> [i32; 8] {
+        let t = |j: usize| w.scales[j] as i32 * a.bsums[j] as i32;
+        std::array::from_fn(|u| 32 * (t(2 * u) + t(2 * u + 1)))
+    }
+    fn ref_extra(w: &Self, a: &BlockQ8K) -> [i32; 8] {
+        let g = ref_group_sums(a);
+        let t = |j: usize| w.scales[j] as i32 * g[j];
+        std::array::from_fn(|u| 32 * (t(2 * u) + t(2 * u + 1)))
     }
     fn ref_parts(w: &Self, a: &BlockQ8K) -> ([i32; 8], i32) {
         let lanes = ref_lanes(256, |e| {

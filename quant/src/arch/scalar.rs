@@ -5,23 +5,46 @@
 
 use half::f16;
 
-use super::generic::{FFormat, Gathered, QFormat};
+use super::generic::{Accum, FFormat, Gathered, QFormat, Running};
 
 /// [`super::generic::qtile`] on the reference path.
 pub(crate) fn qtile<F: QFormat>(w: &[F], acts: &[&[F::Act]], out: &mut [f32]) {
+    let fma8 = |acc: &mut [f32; 8], x: [i32; 8], scale: f32| {
+        for (l, x) in acc.iter_mut().zip(x) {
+            *l = (x as f32).mul_add(scale, *l);
+        }
+    };
     for (o, a) in out.iter_mut().zip(acts) {
-        let mut lanes = [0f32; 8];
-        let mut terms = 0f32;
+        let mut r = Running {
+            acc: [0f32; 8],
+            terms: [0f32; 4],
+        };
         for (wb, ab) in w.iter().zip(a.iter()) {
             let (x, scalar) = F::ref_parts(wb, ab);
             let ws = F::wscales(wb, |h| h.map(f16::to_f32));
             let (scale, [f0, f1]) = F::combine(ws, ab, scalar, |h| h.map(f16::to_f32));
-            for (l, &x) in lanes.iter_mut().zip(&x) {
-                *l = (x as f32).mul_add(scale, *l);
+            let e = F::ref_extra(wb, ab);
+            match F::ACCUM {
+                Accum::Term => {
+                    fma8(&mut r.acc, x, scale);
+                    r.terms[0] = f0.mul_add(f1, r.terms[0]);
+                }
+                Accum::Quad => {
+                    fma8(&mut r.acc, x, scale);
+                    for (t, e) in r.terms.iter_mut().zip(e) {
+                        *t = f0.mul_add(e as f32, *t);
+                    }
+                }
+                Accum::LaneMin => {
+                    fma8(&mut r.acc, e, f0);
+                    fma8(&mut r.acc, x, scale);
+                }
+                Accum::LaneOffset => {
+                    fma8(&mut r.acc, std::array::from_fn(|l| x[l] - e[l]), scale);
+                }
             }
-            terms = f0.mul_add(f1, terms);
         }
-        *o = reduce8(lanes) + terms;
+        *o = F::ACCUM.finish(&r, reduce8);
     }
 }
 

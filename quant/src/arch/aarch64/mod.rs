@@ -203,6 +203,11 @@ macro_rules! neon_simd {
                 out
             }
             #[inline(always)]
+            fn acc_from(self, lanes: [i32; 8]) -> Self::Acc {
+                // SAFETY: NEON is present (token); `lanes` is 8 readable i32.
+                unsafe { (vld1q_s32(lanes.as_ptr()), vld1q_s32(lanes.as_ptr().add(4))) }
+            }
+            #[inline(always)]
             fn f8zero(self) -> Self::F8 {
                 // SAFETY: NEON is present (token).
                 unsafe { (vdupq_n_f32(0.0), vdupq_n_f32(0.0)) }

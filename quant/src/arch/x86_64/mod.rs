@@ -195,6 +195,11 @@ impl Simd for Avx2 {
         out
     }
     #[inline(always)]
+    fn acc_from(self, lanes: [i32; 8]) -> __m256i {
+        // SAFETY: AVX is present (token); `lanes` is 32 readable bytes.
+        unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) }
+    }
+    #[inline(always)]
     fn f8zero(self) -> __m256 {
         // SAFETY: AVX is present (token).
         unsafe { _mm256_setzero_ps() }
@@ -388,6 +393,10 @@ impl Simd for Avx512 {
     #[inline(always)]
     fn lanes(self, acc: __m256i) -> [i32; 8] {
         self.0.lanes(acc)
+    }
+    #[inline(always)]
+    fn acc_from(self, lanes: [i32; 8]) -> __m256i {
+        self.0.acc_from(lanes)
     }
     #[inline(always)]
     fn f8zero(self) -> __m256 {
