@@ -382,6 +382,10 @@ struct StudyArgs {
     /// The reference: `base` (the model file itself) or a type to requantize it to (`f32`).
     #[arg(long, default_value = "base")]
     reference: String,
+    /// Split each type's shift into its weights' part and its 8-bit activations' part:
+    /// every type also runs with exact activations, the reference only so (native engine).
+    #[arg(long)]
+    split_activations: bool,
     /// A text for perplexity and KL divergence against the reference.
     #[arg(long)]
     text: Option<PathBuf>,
@@ -871,6 +875,7 @@ fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
             )
         }),
         out: a.out.clone(),
+        split: a.split_activations,
     };
     let mut bar = RunProgress::new();
     let report = evals::study::study(&opts, &mut |m| eprintln!("{m}"), &mut bar);

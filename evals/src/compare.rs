@@ -95,8 +95,14 @@ impl FileFacts {
 pub struct ModelComparison {
     /// The model.
     pub model: FileFacts,
+    /// The activation mode it ran with.
+    pub activations: engine::Activations,
     /// llama.cpp's statistics block.
     pub summary: KlSummary,
+    /// KL divergence from the reference at each scored position, in order (for paired
+    /// differences between models).
+    #[serde(skip)]
+    pub kld_per_token: Vec<f64>,
 }
 
 /// The whole comparison.
@@ -203,7 +209,9 @@ pub fn compare_on(
         .map(|(model, toks)| {
             Ok(ModelComparison {
                 model,
+                activations: engine::Activations::Q8,
                 summary: summarize(&toks).map_err(|e| CompareError::Settings(e.to_string()))?,
+                kld_per_token: toks.iter().map(|t| t.kld).collect(),
             })
         })
         .collect::<Result<Vec<_>, CompareError>>()?;
@@ -216,15 +224,33 @@ pub fn compare_on(
     })
 }
 
-/// Loads every model on `opts.backend` and compares them.
+/// Loads every model on `opts.backend` and compares them (the reference with
+/// `opts.reference_activations`, the models with `opts.activations`).
 pub fn compare(
     reference: &Path,
     models: &[PathBuf],
     text: &[u8],
     opts: &CompareOptions,
 ) -> Result<CompareReport, CompareError> {
+    let models: Vec<(PathBuf, engine::Activations)> = models
+        .iter()
+        .map(|m| (m.clone(), opts.activations))
+        .collect();
+    compare_modes((reference, opts.reference_activations), &models, text, opts)
+}
+
+/// [`compare`] with each model's own activation mode (the same file may come twice).
+pub fn compare_modes(
+    (reference, reference_activations): (&Path, engine::Activations),
+    models: &[(PathBuf, engine::Activations)],
+    text: &[u8],
+    opts: &CompareOptions,
+) -> Result<CompareReport, CompareError> {
     let paths: Vec<&Path> = std::iter::once(reference)
-        .chain(models.iter().map(PathBuf::as_path))
+        .chain(models.iter().map(|(p, _)| p.as_path()))
+        .collect();
+    let modes: Vec<engine::Activations> = std::iter::once(reference_activations)
+        .chain(models.iter().map(|&(_, a)| a))
         .collect();
     let facts = paths
         .iter()
@@ -240,10 +266,7 @@ pub fn compare(
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let activations = match i {
-                0 => opts.reference_activations,
-                _ => opts.activations,
-            };
+            let activations = modes[i];
             engine::open(opts.backend, p, &engine::OpenOptions::default())?.context(
                 &engine::ContextOptions {
                     activations,
@@ -256,7 +279,11 @@ pub fn compare(
         .iter_mut()
         .map(|c| c.as_mut() as &mut dyn Context)
         .collect();
-    compare_on(&mut dyns, facts, text, opts)
+    let mut report = compare_on(&mut dyns, facts, text, opts)?;
+    for (m, &a) in report.models.iter_mut().zip(&modes[1..]) {
+        m.activations = a;
+    }
+    Ok(report)
 }
 
 fn est(e: (f64, f64), digits: usize) -> String {
@@ -280,9 +307,13 @@ impl CompareReport {
         );
         for m in &self.models {
             let k = &m.summary;
+            let mode = match m.activations {
+                engine::Activations::Q8 => "",
+                engine::Activations::Exact => ", exact activations",
+            };
             let _ = writeln!(
                 s,
-                "\n{} ({:.2} bpw, {:.1} MB)",
+                "\n{} ({:.2} bpw, {:.1} MB{mode})",
                 m.model.path,
                 m.model.bits_per_weight,
                 m.model.bytes as f64 / 1e6

@@ -8,6 +8,12 @@
 //! the reference with a 95% interval, and which problems flip; per problem, every type's
 //! pass rate. The reference is the base file itself or a requantization of it (e.g. F32
 //! dequantized from a Q4_1 model), and the report says which.
+//!
+//! With [`StudyOptions::split`] (native engine) each type also runs with exact activations
+//! (`DIR/runs/NAME-exact/`) and the reference runs only so: the model as its weights define
+//! it. Each type's score shift and KL divergence then split into a weight part (exact
+//! activations against the reference) and an activation part (8-bit against exact
+//! activations, same weights), each with a paired 95% interval; the two add up to the total.
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +38,9 @@ pub enum StudyError {
     /// The comparison failed.
     #[error(transparent)]
     Compare(#[from] crate::compare::CompareError),
+    /// Settings that cannot work together.
+    #[error("{0}")]
+    Settings(String),
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -57,6 +66,9 @@ pub struct StudyOptions {
     pub text: Option<(PathBuf, CompareOptions)>,
     /// The study directory.
     pub out: PathBuf,
+    /// Split each shift into its weight and activation parts (native engine): every type
+    /// runs with 8-bit and with exact activations, the reference with exact ones.
+    pub split: bool,
 }
 
 /// One type's line.
@@ -87,6 +99,25 @@ pub struct TypeLine {
     pub kld: Option<f64>,
     /// Share of text positions where the top token agrees with the reference's.
     pub same_top: Option<f64>,
+    /// The shift split into weights and activations ([`StudyOptions::split`]; not for the
+    /// reference).
+    pub split: Option<SplitLine>,
+}
+
+/// One type's shifts split into what its weights do and what 8-bit activations add. Each is
+/// `(mean, lo, hi)`, a 95% interval paired over problems (scores) or text positions (KL).
+#[derive(Clone, Debug, Serialize)]
+pub struct SplitLine {
+    /// Task score with exact activations.
+    pub score_exact: f64,
+    /// Score shift of the weights alone: exact activations against the reference.
+    pub weight_shift: Option<(f64, f64, f64)>,
+    /// Score shift of the 8-bit activations: the same weights, 8-bit against exact.
+    pub activation_shift: Option<(f64, f64, f64)>,
+    /// Mean KL divergence from the reference with exact activations: the weights' part.
+    pub kld_weight: Option<(f64, f64, f64)>,
+    /// What 8-bit activations add to it: KL(8-bit) − KL(exact), per position.
+    pub kld_activation: Option<(f64, f64, f64)>,
 }
 
 /// A paired pass@k shift.
@@ -191,12 +222,22 @@ pub fn study(
     progress: &mut dyn FnMut(&str),
     run_progress: &mut dyn crate::run::Progress,
 ) -> Result<StudyReport, StudyError> {
+    if opts.split && opts.run.backend != engine::BackendKind::Native {
+        return Err(StudyError::Settings(
+            "splitting weights from activations needs the native backend (llama.cpp has no \
+             exact-activation mode)"
+                .into(),
+        ));
+    }
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     let base_sha = crate::run::FileRef::of(&opts.base)?.sha256;
-    let reference_name = match opts.reference {
+    let mut reference_name = match opts.reference {
         None => format!("the base file {}", opts.base.display()),
         Some(t) => format!("{t} requantized from {}", opts.base.display()),
     };
+    if opts.split {
+        reference_name.push_str(", exact activations");
+    }
     let mut models: Vec<(String, PathBuf)> = vec![(
         "reference".into(),
         match opts.reference {
@@ -207,22 +248,55 @@ pub fn study(
     for &t in &opts.types {
         models.push((t.to_string(), requantized(opts, &base_sha, t, progress)?));
     }
+    use engine::Activations;
+    // The reference with exact activations when splitting; each type with 8-bit ones (the
+    // run's own mode otherwise), then, when splitting, with exact ones.
     let mut reports = Vec::new();
-    for (name, model) in &models {
-        progress(&format!("running {name}"));
-        let mut run = opts.run.clone();
-        run.model = model.clone();
-        run.out = opts.out.join("runs").join(name);
-        crate::run::start(&run, run_progress)?;
-        reports.push(report(&run.out)?);
+    let mut exact_reports = Vec::new();
+    for (i, (name, model)) in models.iter().enumerate() {
+        let modes: &[Activations] = match (opts.split, i) {
+            (false, _) => &[opts.run.activations],
+            (true, 0) => &[Activations::Exact],
+            (true, _) => &[Activations::Q8, Activations::Exact],
+        };
+        for &mode in modes {
+            let dir_name = match (opts.split && i > 0, mode) {
+                (true, Activations::Exact) => format!("{name}-exact"),
+                _ => name.clone(),
+            };
+            progress(&format!("running {dir_name}"));
+            let mut run = opts.run.clone();
+            run.model = model.clone();
+            run.activations = mode;
+            run.out = opts.out.join("runs").join(&dir_name);
+            crate::run::start(&run, run_progress)?;
+            let r = report(&run.out)?;
+            match (opts.split && i > 0, mode) {
+                (true, Activations::Exact) => exact_reports.push(r),
+                _ => reports.push(r),
+            }
+        }
     }
     let compare = match &opts.text {
         Some((path, copts)) => {
             progress("comparing on the text");
             let text = std::fs::read(path).map_err(io(path))?;
-            let others: Vec<PathBuf> = models[1..].iter().map(|(_, m)| m.clone()).collect();
-            Some(crate::compare::compare(
-                &models[0].1,
+            let mut others: Vec<(PathBuf, Activations)> = Vec::new();
+            for (_, m) in &models[1..] {
+                match opts.split {
+                    false => others.push((m.clone(), copts.activations)),
+                    true => {
+                        others.push((m.clone(), Activations::Q8));
+                        others.push((m.clone(), Activations::Exact));
+                    }
+                }
+            }
+            let reference_mode = match opts.split {
+                true => Activations::Exact,
+                false => copts.reference_activations,
+            };
+            Some(crate::compare::compare_modes(
+                (&models[0].1, reference_mode),
                 &others,
                 &text,
                 copts,
@@ -230,6 +304,8 @@ pub fn study(
         }
         None => None,
     };
+    // Type i's comparisons (8-bit, then exact when splitting) in `compare.models`.
+    let per_type = if opts.split { 2 } else { 1 };
     let base_rates: Vec<f64> = reports[0].problems.iter().map(|p| p.pu).collect();
     let base_solved = solved(&reports[0]);
     let problems: Vec<String> = reports[0]
@@ -258,9 +334,25 @@ pub fn study(
         let pick = |f: &dyn Fn(&crate::metrics::perplexity::KlSummary) -> f64| {
             compare.as_ref().map(|c| match i {
                 0 => c.models.first().map_or(f64::NAN, |m| m.summary.ppl_base.0),
-                _ => f(&c.models[i - 1].summary),
+                _ => f(&c.models[per_type * (i - 1)].summary),
             })
         };
+        let split = (opts.split && i > 0).then(|| {
+            let exact = &exact_reports[i - 1];
+            let exact_rates: Vec<f64> = exact.problems.iter().map(|p| p.pu).collect();
+            let kl = |j: usize| {
+                compare
+                    .as_ref()
+                    .map(|c| c.models[per_type * (i - 1) + j].kld_per_token.as_slice())
+            };
+            SplitLine {
+                score_exact: score(exact),
+                weight_shift: paired_shift(&exact_rates, &base_rates),
+                activation_shift: paired_shift(&rates, &exact_rates),
+                kld_weight: kl(1).and_then(|e| paired_shift(e, &vec![0.0; e.len()])),
+                kld_activation: kl(0).zip(kl(1)).and_then(|(q, e)| paired_shift(q, e)),
+            }
+        });
         types.push(TypeLine {
             name: name.clone(),
             model: model.display().to_string(),
@@ -292,6 +384,7 @@ pub fn study(
             } else {
                 pick(&|k| k.same_top.0)
             },
+            split,
         });
     }
     let rates = reports
@@ -311,7 +404,7 @@ pub fn study(
     Ok(report)
 }
 
-/// Mean of `a − b` over problems with a 95% interval (normal, `sd/√n`).
+/// Mean of `a − b` over paired items with a 95% interval (normal, `sd/√n`).
 fn paired_shift(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
     let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
     let n = d.len();
@@ -399,6 +492,42 @@ impl StudyReport {
                 let _ = writeln!(s, "{:<10} {}", t.name, cells.join("   "));
             }
         }
+        if self.types.iter().any(|t| t.split.is_some()) {
+            let iv = |v: Option<(f64, f64, f64)>, d: usize| {
+                v.map_or("-".into(), |(m, lo, hi)| {
+                    format!("{m:+.d$} [{lo:+.d$}, {hi:+.d$}]")
+                })
+            };
+            let _ = writeln!(
+                s,
+                "\nshift split into weights (exact activations vs reference) and 8-bit \
+                 activations (same weights) [95%]"
+            );
+            let _ = writeln!(
+                s,
+                "{:<10} {:>8} {:>26} {:>26} {:>28} {:>28}",
+                "type",
+                "exact",
+                "score: weights",
+                "score: activations",
+                "KLD: weights",
+                "KLD: activations"
+            );
+            for t in &self.types[1..] {
+                if let Some(sp) = &t.split {
+                    let _ = writeln!(
+                        s,
+                        "{:<10} {:>8.4} {:>26} {:>26} {:>28} {:>28}",
+                        t.name,
+                        sp.score_exact,
+                        iv(sp.weight_shift, 4),
+                        iv(sp.activation_shift, 4),
+                        iv(sp.kld_weight, 5),
+                        iv(sp.kld_activation, 5),
+                    );
+                }
+            }
+        }
         for t in &self.types[1..] {
             if !t.lost.is_empty() || !t.gained.is_empty() {
                 let _ = writeln!(s, "{}: lost {:?}, gained {:?}", t.name, t.lost, t.gained);
@@ -420,12 +549,23 @@ impl StudyReport {
             .filter_map(|t| t.kld.map(|k| (t.bits_per_weight, k, t.name.as_str())))
             .filter(|&(_, k, _)| k > 0.0 && k.is_finite())
             .collect();
+        // With the split: the weights' part (exact activations) beside the total.
+        let weights: Vec<(f64, f64)> = self
+            .types
+            .iter()
+            .skip(1)
+            .filter_map(|t| {
+                let w = t.split.as_ref()?.kld_weight?.0;
+                Some((t.bits_per_weight, w))
+            })
+            .filter(|&(_, k)| k > 0.0 && k.is_finite())
+            .collect();
         if !points.is_empty() {
             let stem = path
                 .file_stem()
                 .map_or("study".into(), |s| s.to_string_lossy());
             let kld_path = path.with_file_name(format!("{stem}-kld.svg"));
-            plot_kld(&points, &kld_path)?;
+            plot_kld(&points, &weights, &kld_path)?;
             written.push(kld_path);
         }
         Ok(written)
@@ -488,13 +628,30 @@ impl StudyReport {
                     + Text::new(t.name.clone(), (6, -14), ("sans-serif", 13))
             }))
             .map_err(|e| err(e.to_string()))?;
+        // With the split: each type's score with exact activations (its weights alone).
+        chart
+            .draw_series(self.types.iter().filter_map(|t| {
+                let sp = t.split.as_ref()?;
+                Some(
+                    EmptyElement::at((t.bits_per_weight, sp.score_exact))
+                        + Circle::new((0, 0), 5, GREEN.stroke_width(2))
+                        + Text::new("exact", (8, 4), ("sans-serif", 11)),
+                )
+            }))
+            .map_err(|e| err(e.to_string()))?;
         root.present().map_err(|e| err(e.to_string()))?;
         Ok(())
     }
 }
 
-/// Mean KL divergence from the reference against bits per weight, log scale.
-fn plot_kld(points: &[(f64, f64, &str)], path: &Path) -> Result<(), StudyError> {
+/// Mean KL divergence from the reference against bits per weight, log scale: the total (8-bit
+/// activations, red) and, when the study split them, the weights' part (exact activations,
+/// blue); the gap between the two is what 8-bit activations add.
+fn plot_kld(
+    points: &[(f64, f64, &str)],
+    weights: &[(f64, f64)],
+    path: &Path,
+) -> Result<(), StudyError> {
     use plotters::prelude::*;
     let err = |e: String| StudyError::Io {
         path: path.to_path_buf(),
@@ -509,6 +666,9 @@ fn plot_kld(points: &[(f64, f64, &str)], path: &Path) -> Result<(), StudyError> 
         ),
         |(a, b, c, d), &(x, y, _)| (a.min(x), b.max(x), c.min(y), d.max(y)),
     );
+    let (y0, y1) = weights
+        .iter()
+        .fold((y0, y1), |(c, d), &(_, y)| (c.min(y), d.max(y)));
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
@@ -531,7 +691,30 @@ fn plot_kld(points: &[(f64, f64, &str)], path: &Path) -> Result<(), StudyError> 
     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
     chart
         .draw_series(LineSeries::new(sorted, RED.stroke_width(1)))
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(e.to_string()))?
+        .label("8-bit activations (total)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+    if !weights.is_empty() {
+        let mut w = weights.to_vec();
+        w.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(w.clone(), BLUE.stroke_width(1)))
+            .map_err(|e| err(e.to_string()))?
+            .label("exact activations (weights alone)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+        chart
+            .draw_series(
+                w.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 4, BLUE.filled())),
+            )
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+    }
     chart
         .draw_series(points.iter().map(|&(x, y, name)| {
             EmptyElement::at((x, y))

@@ -46,6 +46,7 @@ fn a_small_study_is_paired_cached_and_reported() {
             },
         )),
         out: tmp.path().join("study"),
+        split: false,
     };
     let mut log = Vec::new();
     let r = study(
