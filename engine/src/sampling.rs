@@ -369,67 +369,9 @@ fn adjusted<'a>(
     Ok(Cow::Owned(work))
 }
 
-/// Draws a token from `logits` with `params`, using the uniform number `u` in `[0, 1)`.
-/// `prev` holds the tokens before this one, oldest first, in pieces (a prompt, then what
-/// was generated after it); only the penalties read it.
-pub fn sample(
-    logits: &[f32],
-    params: &SamplingParams,
-    prev: &[&[Token]],
-    u: f64,
-) -> Result<Sampled, SamplingError> {
-    let lse = log_sum_exp(logits)?;
-    let work = adjusted(logits, params, prev)?;
-    let logits_raw = logits;
-    let logits: &[f32] = &work;
-    let best = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    if best == f64::NEG_INFINITY {
-        return Err(SamplingError::AllMasked);
-    }
-    let raw = |t: usize| logits_raw[t] as f64 - lse;
-    if params.temperature == 0.0 {
-        let token = argmax(logits)?;
-        return Ok(Sampled {
-            token,
-            logprob: raw(token),
-            sampling_logprob: 0.0,
-        });
-    }
-    let inv_t = 1.0 / params.temperature as f64;
-    let truncates =
-        params.top_k > 0 || params.top_p < 1.0 || params.min_p > 0.0 || params.typical_p < 1.0;
-    if !truncates {
-        // The whole vocabulary, drawn in index order: no sort needed.
-        let max = best;
-        let z: f64 = logits
-            .iter()
-            .map(|&l| ((l as f64 - max) * inv_t).exp())
-            .sum();
-        let target = u * z;
-        let mut acc = 0.0;
-        let mut pick = (logits.len() - 1, 0.0);
-        for (i, &l) in logits.iter().enumerate() {
-            let w = ((l as f64 - max) * inv_t).exp();
-            acc += w;
-            if target < acc && w > 0.0 {
-                pick = (i, w);
-                break;
-            }
-        }
-        if pick.1 == 0.0 {
-            // u·z rounded past the total: the last token with any weight.
-            let i = logits
-                .iter()
-                .rposition(|&l| ((l as f64 - max) * inv_t).exp() > 0.0)
-                .unwrap_or(logits.len() - 1);
-            pick = (i, ((logits[i] as f64 - max) * inv_t).exp());
-        }
-        return Ok(Sampled {
-            token: pick.0,
-            logprob: raw(pick.0),
-            sampling_logprob: (pick.1 / z).ln(),
-        });
-    }
+/// The candidates llama.cpp's chain keeps (top-k, typical, top-p, min-p; before temperature)
+/// from `logits` (already penalized and biased, best logit `best`), most likely first.
+fn truncated(logits: &[f32], params: &SamplingParams, best: f64) -> Vec<(usize, f32)> {
     // llama.cpp's chain: top-k, typical, top-p, min-p, then temperature. Top-p normalizes over
     // what top-k (and typical) left, so min-p must not cut before it. Without typical, min-p's
     // survivors are still a prefix of the sorted candidates (the tokens within ln(min_p) of
@@ -520,6 +462,105 @@ pub fn sample(
         let floor = cand[0].1 as f64 + (params.min_p as f64).ln();
         cand.retain(|c| c.1 as f64 >= floor);
     }
+    cand
+}
+
+/// The distribution a draw takes at temperature > 0: the tokens llama.cpp's sampler chain
+/// keeps from `logits` (penalties over `prev`, logit biases, then top-k, typical, top-p,
+/// min-p), each with its probability after temperature, most likely first. What [`sample`]
+/// draws from, for checks against other samplers.
+pub fn distribution(
+    logits: &[f32],
+    params: &SamplingParams,
+    prev: &[&[Token]],
+) -> Result<Vec<(Token, f64)>, SamplingError> {
+    log_sum_exp(logits)?;
+    let work = adjusted(logits, params, prev)?;
+    let best = work.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    if best == f64::NEG_INFINITY {
+        return Err(SamplingError::AllMasked);
+    }
+    if params.temperature == 0.0 {
+        return Ok(vec![(argmax(&work)? as Token, 1.0)]);
+    }
+    let cand = truncated(&work, params, best);
+    let inv_t = 1.0 / params.temperature as f64;
+    let max = cand[0].1 as f64;
+    let w: Vec<f64> = cand
+        .iter()
+        .map(|c| ((c.1 as f64 - max) * inv_t).exp())
+        .collect();
+    let z: f64 = w.iter().sum();
+    Ok(cand
+        .iter()
+        .zip(w)
+        .filter(|(_, w)| *w > 0.0)
+        .map(|(c, w)| (c.0 as Token, w / z))
+        .collect())
+}
+
+/// Draws a token from `logits` with `params`, using the uniform number `u` in `[0, 1)`.
+/// `prev` holds the tokens before this one, oldest first, in pieces (a prompt, then what
+/// was generated after it); only the penalties read it.
+pub fn sample(
+    logits: &[f32],
+    params: &SamplingParams,
+    prev: &[&[Token]],
+    u: f64,
+) -> Result<Sampled, SamplingError> {
+    let lse = log_sum_exp(logits)?;
+    let work = adjusted(logits, params, prev)?;
+    let logits_raw = logits;
+    let logits: &[f32] = &work;
+    let best = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    if best == f64::NEG_INFINITY {
+        return Err(SamplingError::AllMasked);
+    }
+    let raw = |t: usize| logits_raw[t] as f64 - lse;
+    if params.temperature == 0.0 {
+        let token = argmax(logits)?;
+        return Ok(Sampled {
+            token,
+            logprob: raw(token),
+            sampling_logprob: 0.0,
+        });
+    }
+    let inv_t = 1.0 / params.temperature as f64;
+    let truncates =
+        params.top_k > 0 || params.top_p < 1.0 || params.min_p > 0.0 || params.typical_p < 1.0;
+    if !truncates {
+        // The whole vocabulary, drawn in index order: no sort needed.
+        let max = best;
+        let z: f64 = logits
+            .iter()
+            .map(|&l| ((l as f64 - max) * inv_t).exp())
+            .sum();
+        let target = u * z;
+        let mut acc = 0.0;
+        let mut pick = (logits.len() - 1, 0.0);
+        for (i, &l) in logits.iter().enumerate() {
+            let w = ((l as f64 - max) * inv_t).exp();
+            acc += w;
+            if target < acc && w > 0.0 {
+                pick = (i, w);
+                break;
+            }
+        }
+        if pick.1 == 0.0 {
+            // u·z rounded past the total: the last token with any weight.
+            let i = logits
+                .iter()
+                .rposition(|&l| ((l as f64 - max) * inv_t).exp() > 0.0)
+                .unwrap_or(logits.len() - 1);
+            pick = (i, ((logits[i] as f64 - max) * inv_t).exp());
+        }
+        return Ok(Sampled {
+            token: pick.0,
+            logprob: raw(pick.0),
+            sampling_logprob: (pick.1 / z).ln(),
+        });
+    }
+    let cand = truncated(logits, params, best);
     // Temperature, then the draw.
     let max = cand[0].1 as f64;
     let scaled: Vec<f64> = cand
@@ -594,6 +635,49 @@ mod tests {
             .map(|i| sample(&logits, &m, &[], i as f64 / 100.0).unwrap().token)
             .collect();
         assert_eq!(drawn, [1, 2].into());
+    }
+
+    /// `distribution` is what `sample` draws from: walking u over [0, 1) picks each kept
+    /// token for a share of u equal to its probability, and nothing else.
+    #[test]
+    fn draws_follow_the_distribution() {
+        let logits: Vec<f32> = (0..200).map(|i| ((i * 37 % 101) as f32) / 9.0).collect();
+        for params in [
+            SamplingParams {
+                temperature: 0.8,
+                top_k: 40,
+                top_p: 0.95,
+                min_p: 0.05,
+                ..Default::default()
+            },
+            SamplingParams {
+                temperature: 1.3,
+                top_p: 0.7,
+                ..Default::default()
+            },
+            SamplingParams {
+                temperature: 1.0,
+                ..Default::default()
+            },
+        ] {
+            let d = distribution(&logits, &params, &[]).unwrap();
+            assert!((d.iter().map(|x| x.1).sum::<f64>() - 1.0).abs() < 1e-12);
+            let n = 100_000;
+            let mut counts = std::collections::HashMap::new();
+            for i in 0..n {
+                let u = (i as f64 + 0.5) / n as f64;
+                let t = sample(&logits, &params, &[], u).unwrap().token;
+                *counts.entry(t as Token).or_insert(0usize) += 1;
+            }
+            assert!(
+                counts.keys().all(|t| d.iter().any(|x| x.0 == *t)),
+                "{params:?}"
+            );
+            for (t, p) in &d {
+                let got = counts.get(t).copied().unwrap_or(0) as f64 / n as f64;
+                assert!((got - p).abs() < 2.0 / n as f64, "{t}: {got} vs {p}");
+            }
+        }
     }
 
     #[test]

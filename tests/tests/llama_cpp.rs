@@ -398,3 +398,103 @@ fn requantized_models_load_in_llama_cpp_and_keep_their_answer() {
         assert!(said.contains("Paris"), "{target}: {said:?}");
     }
 }
+
+/// The sampler's truncation against llama.cpp's own chain on real logits: for each prompt and
+/// setting, `engine::sampling::distribution` keeps exactly the tokens that llama.cpp's
+/// top-k → top-p → min-p → temperature samplers leave, with the same probabilities (to float
+/// rounding: llama.cpp computes them in f32).
+#[test]
+fn truncation_matches_llama_cpp_s_sampler_chain() {
+    use llama_cpp_2::sampling::LlamaSampler;
+    use llama_cpp_2::token::data::LlamaTokenData;
+    use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+    use llama_cpp_2::token::LlamaToken;
+
+    let _one = serial();
+    let m = model();
+    let mut ctx = m
+        .new_context(&ContextOptions {
+            n_ctx: 256,
+            n_seq_max: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    let settings = [
+        // `generate`'s defaults.
+        (0.8, 40, 0.95, 0.05),
+        (0.7, 5, 0.8, 0.1),
+        (1.0, 0, 0.9, 0.1),
+        (1.5, 0, 0.5, 0.0),
+        (0.6, 100, 1.0, 0.2),
+    ];
+    let mut compared = 0;
+    for prompt in [
+        "The capital of France is",
+        "Once upon a time,",
+        "def fibonacci(n):\n   ",
+    ] {
+        let tokens = ctx
+            .tokenize(prompt.as_bytes(), TokenizeOptions::default())
+            .unwrap();
+        let mut batch = Batch::new();
+        for (i, &t) in tokens.iter().enumerate() {
+            batch.add(t, i as u32, &[0], i + 1 == tokens.len());
+        }
+        let mut logits = Logits::new(0);
+        ctx.clear().unwrap();
+        ctx.decode(&batch, &mut logits).unwrap();
+        let row = logits.row(0);
+        for &(temp, top_k, top_p, min_p) in &settings {
+            let params = SamplingParams {
+                temperature: temp,
+                top_k,
+                top_p,
+                min_p,
+                ..Default::default()
+            };
+            let ours = engine::sampling::distribution(row, &params, &[]).unwrap();
+            let mut chain = vec![];
+            if top_k > 0 {
+                chain.push(LlamaSampler::top_k(top_k as i32));
+            }
+            chain.push(LlamaSampler::top_p(top_p, 1));
+            chain.push(LlamaSampler::min_p(min_p, 1));
+            chain.push(LlamaSampler::temp(temp));
+            let mut sampler = LlamaSampler::chain_simple(chain);
+            let mut data = LlamaTokenDataArray::from_iter(
+                row.iter()
+                    .enumerate()
+                    .map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0)),
+                false,
+            );
+            data.apply_sampler(&mut sampler);
+            let max = data
+                .data
+                .iter()
+                .fold(f64::NEG_INFINITY, |a, d| a.max(d.logit() as f64));
+            let z: f64 = data
+                .data
+                .iter()
+                .map(|d| (d.logit() as f64 - max).exp())
+                .sum();
+            let mut theirs: Vec<(u32, f64)> = data
+                .data
+                .iter()
+                .map(|d| (d.id().0 as u32, (d.logit() as f64 - max).exp() / z))
+                .collect();
+            theirs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let ids = |v: &[(u32, f64)]| v.iter().map(|x| x.0).collect::<BTreeSet<u32>>();
+            assert_eq!(
+                ids(&ours),
+                ids(&theirs),
+                "{prompt:?}, T {temp}, top-k {top_k}, top-p {top_p}, min-p {min_p}"
+            );
+            for (t, p) in &ours {
+                let q = theirs.iter().find(|x| x.0 == *t).unwrap().1;
+                assert!((p - q).abs() < 1e-5, "token {t}: {p} vs {q}");
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 15);
+}
