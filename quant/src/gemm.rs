@@ -562,13 +562,5 @@ fn fma_lanes(acc: &mut [f32; LANES], w: &[f32], x: &[f32]) {
 /// The 16 lanes summed pairwise: lane `l` plus lane `l + 8`, then `l + 4`, `l + 2`, `l + 1`.
 #[inline(always)]
 fn sum_lanes(acc: &[f32; LANES]) -> f32 {
-    let mut v = *acc;
-    let mut step = LANES / 2;
-    while step > 0 {
-        for l in 0..step {
-            v[l] += v[l + step];
-        }
-        step /= 2;
-    }
-    v[0]
+    crate::arch::scalar::reduce16(*acc)
 }

@@ -172,4 +172,33 @@ pub mod parity {
             r.max_abs_logit_diff
         );
     }
+
+    /// Whether this build follows llama.cpp's CPU float sequence step by step (x86-64 with
+    /// AVX2 and FMA, as llama.cpp's native build there), so that logits must be equal bit for
+    /// bit where both run the same kernels.
+    pub const BITWISE: bool = cfg!(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ));
+
+    /// Prints each prompt's parity and the totals, checks that both engines tokenized alike,
+    /// and returns positions, greedy agreement, mean KL and max |Δlogit| over all prompts.
+    pub fn totals(parity: &[engine::parity::PromptParity]) -> (usize, f64, f64, f32) {
+        let (mut positions, mut agree, mut kl, mut max_diff) = (0, 0.0, 0.0, 0f32);
+        for r in parity {
+            report(r);
+            assert!(r.same_tokens, "{}: tokenized differently", r.prompt);
+            positions += r.positions;
+            agree += r.top1_agreement * r.positions as f64;
+            kl += r.mean_kl * r.positions as f64;
+            max_diff = max_diff.max(r.max_abs_logit_diff);
+        }
+        let (agree, kl) = (agree / positions as f64, kl / positions as f64);
+        eprintln!(
+            "{positions} positions: greedy tokens identical at {agree:.4}, mean KL {kl:.2e}, \
+             max |Δlogit| {max_diff:e}"
+        );
+        (positions, agree, kl, max_diff)
+    }
 }

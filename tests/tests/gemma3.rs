@@ -69,27 +69,7 @@ fn logits_do_not_depend_on_the_batch() {
 }
 
 #[cfg(feature = "llama-cpp")]
-use passuntil_tests::parity::{llama_cpp_context, llama_cpp_turn, report, PARITY_PROMPTS};
-
-/// Sums of a parity run: positions, greedy agreement, mean KL and max |Δlogit|.
-#[cfg(feature = "llama-cpp")]
-fn totals(parity: &[engine::parity::PromptParity]) -> (usize, f64, f64, f32) {
-    let (mut positions, mut agree, mut kl, mut max_diff) = (0, 0.0, 0.0, 0f32);
-    for r in parity {
-        report(r);
-        assert!(r.same_tokens, "{}: tokenized differently", r.prompt);
-        positions += r.positions;
-        agree += r.top1_agreement * r.positions as f64;
-        kl += r.mean_kl * r.positions as f64;
-        max_diff = max_diff.max(r.max_abs_logit_diff);
-    }
-    let (agree, kl) = (agree / positions as f64, kl / positions as f64);
-    eprintln!(
-        "{positions} positions: greedy tokens identical at {agree:.4}, mean KL {kl:.2e}, \
-         max |Δlogit| {max_diff:e}"
-    );
-    (positions, agree, kl, max_diff)
-}
+use passuntil_tests::parity::{llama_cpp_context, llama_cpp_turn, totals, BITWISE, PARITY_PROMPTS};
 
 /// Issue 21's parity check: Gemma 3's weights dequantized to F32 (lossless), 10 prompts ×
 /// 128 greedy tokens from llama.cpp scored by both engines: mean KL below 1e-5 and every
@@ -193,11 +173,7 @@ fn matches_llama_cpp_bitwise_where_it_does_not_repack() {
     let (_, agree, kl, max_diff) = totals(&parity);
     assert!(agree >= 0.99, "greedy agreement {agree}");
     assert!(kl < 1e-3, "mean KL {kl}");
-    if cfg!(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )) {
+    if BITWISE {
         assert_eq!(max_diff, 0.0, "logits differ from llama.cpp's");
     }
 }

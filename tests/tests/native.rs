@@ -252,7 +252,8 @@ fn teacher_forced_scores_equal_the_generation_logprobs() {
 
 #[cfg(feature = "llama-cpp")]
 use passuntil_tests::parity::{
-    llama_cpp_context, llama_cpp_turn, report, rewrite, PARITY_PROMPTS, VARIANT_LAYERS,
+    llama_cpp_context, llama_cpp_turn, report, rewrite, totals, BITWISE, PARITY_PROMPTS,
+    VARIANT_LAYERS,
 };
 
 /// The parity check on the default model's weights exactly: its Q4_1 and Q8_0 tensors
@@ -453,28 +454,11 @@ fn matches_llama_cpp_on_the_default_model() {
     let mut llama = llama_cpp_context(&lm);
     let parity =
         engine::parity::compare(&mut llama, &mut native, &PARITY_PROMPTS, 128, 64).unwrap();
-    let (mut positions, mut agree, mut kl, mut max_diff) = (0, 0.0, 0.0, 0f32);
-    for r in &parity {
-        report(r);
-        assert!(r.same_tokens, "{}: tokenized differently", r.prompt);
-        positions += r.positions;
-        agree += r.top1_agreement * r.positions as f64;
-        kl += r.mean_kl * r.positions as f64;
-        max_diff = max_diff.max(r.max_abs_logit_diff);
-    }
-    let (agree, kl) = (agree / positions as f64, kl / positions as f64);
-    eprintln!(
-        "{positions} positions: greedy tokens identical at {agree:.4}, mean KL {kl:.2e}, \
-         max |Δlogit| {max_diff:e}"
-    );
+    let (positions, agree, kl, max_diff) = totals(&parity);
     assert!(positions >= 1000, "{positions} positions");
     assert!(agree >= 0.99, "greedy agreement {agree}");
     assert!(kl < 1e-3, "mean KL {kl}");
-    if cfg!(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )) {
+    if BITWISE {
         assert_eq!(max_diff, 0.0, "logits differ from llama.cpp's");
     }
 }
