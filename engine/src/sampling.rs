@@ -474,6 +474,12 @@ pub fn distribution(
     params: &SamplingParams,
     prev: &[&[Token]],
 ) -> Result<Vec<(Token, f64)>, SamplingError> {
+    params.validate()?;
+    if let Some(t) = logits.iter().position(|l| l.is_infinite() && *l > 0.0) {
+        return Err(SamplingError::InvalidParameter(format!(
+            "logit of token {t} is +inf: no distribution"
+        )));
+    }
     log_sum_exp(logits)?;
     let work = adjusted(logits, params, prev)?;
     let best = work.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
@@ -678,6 +684,21 @@ mod tests {
                 assert!((got - p).abs() < 2.0 / n as f64, "{t}: {got} vs {p}");
             }
         }
+    }
+
+    #[test]
+    fn distribution_refuses_what_has_none() {
+        let logits = [1.0f32, 2.0, 3.0];
+        let bad = SamplingParams {
+            min_p: 2.0,
+            ..Default::default()
+        };
+        assert!(distribution(&logits, &bad, &[]).is_err());
+        let inf = [1.0f32, f32::INFINITY, 3.0];
+        let e = distribution(&inf, &SamplingParams::default(), &[]).unwrap_err();
+        assert!(e.to_string().contains("token 1"), "{e}");
+        let greedy = SamplingParams::greedy();
+        assert_eq!(distribution(&logits, &greedy, &[]).unwrap(), vec![(2, 1.0)]);
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub struct ModelComparison {
 pub struct CompareReport {
     /// The reference.
     pub reference: FileFacts,
+    /// The reference's activation mode.
+    pub reference_activations: engine::Activations,
     /// Tokens per chunk.
     pub ctx: usize,
     /// Chunks evaluated.
@@ -143,13 +145,23 @@ fn chunk_logits(
     backend.decode(&batch, out)
 }
 
-/// Compares `models` with `reference` on `backends`: index 0 is the reference.
+/// Compares `models` with `reference` on `backends`: index 0 is the reference. `modes` says
+/// each backend's activation mode (for the report), in the same order.
 pub fn compare_on(
     backends: &mut [&mut dyn Context],
     facts: Vec<FileFacts>,
+    modes: &[engine::Activations],
     text: &[u8],
     opts: &CompareOptions,
 ) -> Result<CompareReport, CompareError> {
+    if modes.len() != backends.len() || facts.len() != backends.len() {
+        return Err(CompareError::Settings(format!(
+            "{} contexts, {} file facts and {} activation modes",
+            backends.len(),
+            facts.len(),
+            modes.len()
+        )));
+    }
     if backends.len() < 2 {
         return Err(CompareError::Settings(
             "compare needs a reference and at least one model".into(),
@@ -206,10 +218,11 @@ pub fn compare_on(
     let reference = facts.next().expect("checked");
     let models = facts
         .zip(per_model)
-        .map(|(model, toks)| {
+        .zip(&modes[1..])
+        .map(|((model, toks), &activations)| {
             Ok(ModelComparison {
                 model,
-                activations: engine::Activations::Q8,
+                activations,
                 summary: summarize(&toks).map_err(|e| CompareError::Settings(e.to_string()))?,
                 kld_per_token: toks.iter().map(|t| t.kld).collect(),
             })
@@ -217,6 +230,7 @@ pub fn compare_on(
         .collect::<Result<Vec<_>, CompareError>>()?;
     Ok(CompareReport {
         reference,
+        reference_activations: modes[0],
         ctx: opts.ctx,
         chunks,
         scored: chunks * scored.len(),
@@ -279,11 +293,7 @@ pub fn compare_modes(
         .iter_mut()
         .map(|c| c.as_mut() as &mut dyn Context)
         .collect();
-    let mut report = compare_on(&mut dyns, facts, text, opts)?;
-    for (m, &a) in report.models.iter_mut().zip(&modes[1..]) {
-        m.activations = a;
-    }
-    Ok(report)
+    compare_on(&mut dyns, facts, &modes, text, opts)
 }
 
 fn est(e: (f64, f64), digits: usize) -> String {
@@ -295,28 +305,30 @@ impl CompareReport {
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
+        let mode = |a: engine::Activations| match a {
+            engine::Activations::Q8 => "",
+            engine::Activations::Exact => ", exact activations",
+        };
         let _ = writeln!(
             s,
-            "reference {} ({:.2} bpw, {:.1} MB); {} chunks of {} tokens, {} scored per model",
+            "reference {} ({:.2} bpw, {:.1} MB{}); {} chunks of {} tokens, {} scored per model",
             self.reference.path,
             self.reference.bits_per_weight,
             self.reference.bytes as f64 / 1e6,
+            mode(self.reference_activations),
             self.chunks,
             self.ctx,
             self.scored
         );
         for m in &self.models {
             let k = &m.summary;
-            let mode = match m.activations {
-                engine::Activations::Q8 => "",
-                engine::Activations::Exact => ", exact activations",
-            };
             let _ = writeln!(
                 s,
-                "\n{} ({:.2} bpw, {:.1} MB{mode})",
+                "\n{} ({:.2} bpw, {:.1} MB{})",
                 m.model.path,
                 m.model.bits_per_weight,
-                m.model.bytes as f64 / 1e6
+                m.model.bytes as f64 / 1e6,
+                mode(m.activations)
             );
             let _ = writeln!(s, "  Mean PPL(Q)                   : {}", est(k.ppl_q, 6));
             let _ = writeln!(

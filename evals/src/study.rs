@@ -10,7 +10,7 @@
 //! dequantized from a Q4_1 model), and the report says which.
 //!
 //! With [`StudyOptions::split`] (native engine) each type also runs with exact activations
-//! (`DIR/runs/NAME-exact/`) and the reference runs only so: the model as its weights define
+//! (`DIR/runs/NAME-exact/`) and the reference runs only so (`DIR/runs/reference-exact/`): the model as its weights define
 //! it. Each type's score shift and KL divergence then split into a weight part (exact
 //! activations against the reference) and an activation part (8-bit against exact
 //! activations, same weights), each with a paired 95% interval; the two add up to the total.
@@ -67,7 +67,8 @@ pub struct StudyOptions {
     /// The study directory.
     pub out: PathBuf,
     /// Split each shift into its weight and activation parts (native engine): every type
-    /// runs with 8-bit and with exact activations, the reference with exact ones.
+    /// runs with 8-bit and with exact activations, the reference with exact ones (the run's
+    /// and the text comparison's own activation settings are then not used).
     pub split: bool,
 }
 
@@ -260,7 +261,9 @@ pub fn study(
             (true, _) => &[Activations::Q8, Activations::Exact],
         };
         for &mode in modes {
-            let dir_name = match (opts.split && i > 0, mode) {
+            // Exact runs get their own directories, so a study directory that ran without the
+            // split keeps its runs (and refuses none) when it runs with it.
+            let dir_name = match (opts.split, mode) {
                 (true, Activations::Exact) => format!("{name}-exact"),
                 _ => name.clone(),
             };

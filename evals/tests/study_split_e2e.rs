@@ -48,7 +48,7 @@ fn a_split_study_separates_weights_from_activations() {
     )
     .unwrap();
     assert!(r.reference.contains("exact activations"), "{}", r.reference);
-    for dir in ["reference", "q4_0", "q4_0-exact"] {
+    for dir in ["reference-exact", "q4_0", "q4_0-exact"] {
         assert!(
             opts.out.join("runs").join(dir).join("run.json").is_file(),
             "{dir}"

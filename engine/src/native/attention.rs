@@ -12,7 +12,8 @@ pub(super) struct AttnShape {
     /// Query heads per key/value head.
     pub(super) group: usize,
     pub(super) head_dim: usize,
-    /// `1/√head_dim`.
+    /// What the scores are multiplied by: `1/√head_dim` (Llama), or 1 where the queries were
+    /// scaled before (Gemma).
     pub(super) scale: f32,
 }
 

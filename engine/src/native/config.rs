@@ -201,6 +201,14 @@ impl Config {
                 c.head_dim
             ));
         }
+        if c.head_dim.checked_mul(c.n_head).is_none_or(|q| q > 1 << 24) {
+            return Err(format!(
+                "{} heads of {} ({}) are too wide",
+                c.n_head,
+                c.head_dim,
+                key("attention.key_length")
+            ));
+        }
         if let Some(v) = opt_u("attention.value_length")? {
             if v != c.head_dim {
                 return Err(format!(
@@ -629,6 +637,8 @@ mod tests {
         assert!(e.contains("final_logit_softcapping"), "{e}");
         let e = gemma(&[("attention.key_length", Value::U32(63))]).unwrap_err();
         assert!(e.contains("63"), "{e}");
+        let e = gemma(&[("attention.key_length", Value::U64(1 << 62))]).unwrap_err();
+        assert!(e.contains("too wide"), "{e}");
         let mut md = Metadata::new();
         md.insert("general.architecture", Value::String("gemma3".into()));
         for (k, v) in [

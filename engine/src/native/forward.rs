@@ -236,7 +236,8 @@ impl<'h> NativeContext<'h> {
                     slots.clear();
                     // A local layer sees the `window` positions ending at the row's own.
                     let from = match local {
-                        true => (row.pos + 1).saturating_sub(window as u32),
+                        // A window wider than any position sees everything.
+                        true => (row.pos + 1).saturating_sub(window.try_into().unwrap_or(u32::MAX)),
                         false => 0,
                     };
                     slots.extend(cache.cells_between(row.seqs[0], from, row.pos).flatten());

@@ -7,11 +7,12 @@
 //! each 32-byte vector, the grouping of `vpmaddwd`, `vpdpbusd` and `sdot`) plus one scalar
 //! integer (the minimum's or offset's sum). `combine`, shared with the scalar reference, gives
 //! the lanes' scale and the two factors of the scalar's f32 term. Each row accumulates, block
-//! after block, lanes with a fused multiply-add into one running vector and terms with a fused
-//! multiply-add into one running float; the result is the fixed 8-lane tree of the vector plus
-//! the float. That is the sequence of llama.cpp's x86 kernels for the 32-value formats (its
-//! `acc`, `summs` and `hsum_float_8`), so given the same activation bytes they agree bit for
-//! bit.
+//! after block, as the format's [`Accum`] says: for the 32-value formats and Q5_K, lanes with
+//! a fused multiply-add into one running vector and terms into one running float, the result
+//! the fixed 8-lane tree of the vector plus the float (llama.cpp's `acc`, `summs` and
+//! `hsum_float_8`); for Q2_K, Q3_K, Q4_K and Q6_K the per-lane minimums or offsets or the four
+//! running minimum sums of their own x86 kernels. Given the same activation bytes every format
+//! agrees with ggml's x86 `vec_dot` bit for bit.
 //! Float formats implement [`FFormat`]: rows are reduced in 16 lanes with a fused
 //! multiply-add, then summed by one fixed tree, then the tail is added element by element.
 //!
