@@ -1,6 +1,7 @@
 //! Sampling-based uncertainty (Lin, Trivedi and Sun, "Generating with Confidence"; used by
 //! Dhole for dynamic RAG), on the Jaccard similarity of sampled responses (EVALS-SPEC §6):
-//! EigV, the degree-matrix measures and eccentricity, following UQ-NLG.
+//! EigV, the degree-matrix measures and eccentricity, following UQ-NLG; and [`auroc`], how well
+//! a score separates failures from successes.
 
 use super::linalg::symmetric_eigen;
 use super::MetricError;
@@ -98,4 +99,67 @@ pub fn uncertainty(w: &[f64], m: usize, threshold: f64) -> Result<Uncertainty, M
         degree_uqnlg: d.iter().map(|x| mf - x).sum::<f64>() / mf,
         eigenvalues: vals,
     })
+}
+
+/// Area under the ROC curve of `scores` for telling `positive` items from the rest: the
+/// probability that a random positive scores above a random negative, ties counting one half
+/// (the Mann–Whitney statistic over average ranks). `None` without both classes or with a
+/// score that is NaN.
+pub fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
+    if scores.len() != positive.len() || scores.iter().any(|s| s.is_nan()) {
+        return None;
+    }
+    let n_pos = positive.iter().filter(|&&p| p).count();
+    let n_neg = positive.len() - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Average ranks (1-based) over runs of equal scores.
+    let mut rank_sum_pos = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum_pos += avg * order[i..=j].iter().filter(|&&k| positive[k]).count() as f64;
+        i = j + 1;
+    }
+    let u = rank_sum_pos - (n_pos * (n_pos + 1)) as f64 / 2.0;
+    Some(u / (n_pos * n_neg) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auroc;
+
+    #[test]
+    fn auroc_counts_ordered_pairs_and_halves_ties() {
+        assert_eq!(
+            auroc(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]),
+            Some(1.0)
+        );
+        assert_eq!(
+            auroc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]),
+            Some(0.0)
+        );
+        assert_eq!(auroc(&[0.5; 4], &[false, true, false, true]), Some(0.5));
+        // Positives 0.8, 0.4 against negatives 0.1, 0.9, 0.4: 0.8 beats 0.1 and 0.4, 0.4
+        // beats 0.1 and ties 0.4 (½): 3.5 of 6 pairs.
+        let a = auroc(
+            &[0.8, 0.1, 0.4, 0.9, 0.4],
+            &[true, false, true, false, false],
+        )
+        .unwrap();
+        assert!(
+            (a - (1.0 + 0.0 + 1.0 + 0.0 + 1.0 + 0.5) / 6.0).abs() < 1e-12,
+            "{a}"
+        );
+        assert_eq!(auroc(&[1.0, 2.0], &[true, true]), None);
+        assert_eq!(auroc(&[f64::NAN, 2.0], &[true, false]), None);
+        assert_eq!(auroc(&[1.0], &[true, false]), None);
+    }
 }

@@ -11,6 +11,12 @@
 //! (r ≥ 2: [`Instance::pu_unbiased_capped`], censored problems included); the mean of `r/K`
 //! (the MLE, biased high) is shown beside it. Task intervals, for PassUntil and pass@k, are a
 //! percentile bootstrap over problems seeded with the run's seed.
+//!
+//! Sample-based uncertainty (EVALS-SPEC §6): per problem with at least two counted samples,
+//! EigV, the degree measure and eccentricity over the Jaccard similarity of its first
+//! [`UQ_SAMPLES`] counted samples' texts; and how well each predicts failure, as AUROC: per
+//! problem (a problem fails when most of those samples fail) for the three, and per sample
+//! (the sample failed) for the per-response degree and eccentricity confidences.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,9 +29,51 @@ use super::state::ProblemState;
 use super::RunError;
 use crate::metrics::pass_at_k::{pass_at_k, pass_at_k_dataset};
 use crate::metrics::passuntil::{binomial_upper_bound, bootstrap_mean_ci95, task, Instance};
+use crate::metrics::uncertainty::{auroc, jaccard_matrix, uncertainty};
 
 /// Bootstrap resamples for the task intervals.
 const BOOTSTRAP_ITERS: usize = 10_000;
+
+/// Samples per problem the uncertainty measures look at (the first counted ones).
+pub const UQ_SAMPLES: usize = 20;
+
+/// A problem's sample-based uncertainty over its first counted samples.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProblemUncertainty {
+    /// Samples looked at.
+    pub samples: usize,
+    /// Share of them that failed.
+    pub failure_rate: f64,
+    /// U_EigV.
+    pub eigv: f64,
+    /// U_Deg.
+    pub degree: f64,
+    /// U_Ecc.
+    pub eccentricity: f64,
+}
+
+/// How well sample-based uncertainty predicts failure, over the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct UncertaintyReport {
+    /// Problems with a measure (two or more counted samples).
+    pub problems: usize,
+    /// Of them, problems where most samples looked at failed.
+    pub failing: usize,
+    /// Samples looked at.
+    pub samples: usize,
+    /// Of them, samples that failed.
+    pub failed: usize,
+    /// Problem-level AUROC of U_EigV for "most samples fail" (`None` with one class only).
+    pub auroc_eigv: Option<f64>,
+    /// The same for U_Deg.
+    pub auroc_degree: Option<f64>,
+    /// The same for U_Ecc.
+    pub auroc_eccentricity: Option<f64>,
+    /// Sample-level AUROC of `1 − C_Deg(s_j)` for "the sample failed".
+    pub sample_auroc_degree: Option<f64>,
+    /// Sample-level AUROC of the eccentricity norm `‖v'_j‖` for "the sample failed".
+    pub sample_auroc_eccentricity: Option<f64>,
+}
 
 /// One problem's line.
 #[derive(Clone, Debug, Serialize)]
@@ -52,6 +100,8 @@ pub struct ProblemReport {
     pub pass_at_k: Vec<(u64, f64)>,
     /// Mean generated tokens per counted sample.
     pub mean_tokens: f64,
+    /// Sample-based uncertainty, with two or more counted samples.
+    pub uncertainty: Option<ProblemUncertainty>,
 }
 
 /// Task-level numbers.
@@ -74,6 +124,8 @@ pub struct TaskReport {
     pub censored: usize,
     /// pass@k with its 95% interval across problems, for fixed-n runs.
     pub pass_at_k: Vec<PassAtKLine>,
+    /// How well sample-based uncertainty predicts failure.
+    pub uncertainty: Option<UncertaintyReport>,
 }
 
 /// pass@k over the problems.
@@ -167,6 +219,8 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
     let mut lines = Vec::new();
     let mut instances = Vec::new();
     let mut fixed = Vec::new();
+    // Per-sample (1 − C_Deg, ‖v'_j‖, failed) for the sample-level AUROCs.
+    let mut per_sample: Vec<(f64, f64, bool)> = Vec::new();
     for (p, id) in &problems {
         let mut recs = by_p.remove(p).unwrap_or_default();
         recs.sort_by_key(|r| r.index);
@@ -220,6 +274,30 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
             Vec::new()
         };
         let tokens: usize = counted.iter().map(|r| r.tokens.len()).sum();
+        let looked: Vec<&&&SampleRecord> = counted.iter().take(UQ_SAMPLES).collect();
+        let uncertainty = if looked.len() >= 2 {
+            let texts: Vec<&str> = looked.iter().map(|r| r.text.as_str()).collect();
+            let w = jaccard_matrix(&texts);
+            uncertainty(&w, texts.len(), 0.9).ok().map(|u| {
+                for (j, r) in looked.iter().enumerate() {
+                    per_sample.push((
+                        1.0 - u.degree_confidence[j],
+                        u.eccentricity_norms[j],
+                        !r.passed,
+                    ));
+                }
+                ProblemUncertainty {
+                    samples: looked.len(),
+                    failure_rate: looked.iter().filter(|r| !r.passed).count() as f64
+                        / looked.len() as f64,
+                    eigv: u.eigv,
+                    degree: u.degree,
+                    eccentricity: u.eccentricity,
+                }
+            })
+        } else {
+            None
+        };
         lines.push(ProblemReport {
             problem: id.clone(),
             p: *p,
@@ -240,6 +318,7 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
             } else {
                 0.0
             },
+            uncertainty,
         });
     }
     let tp = task(&instances).ok();
@@ -281,6 +360,7 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
             pu_ci95,
             censored: tp.as_ref().map_or(0, |t| t.censored),
             pass_at_k,
+            uncertainty: uncertainty_report(&lines, &per_sample),
         },
         throughput: Throughput {
             sessions: wall.len() as u32,
@@ -294,6 +374,41 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
         problems: lines,
         skipped,
         run,
+    })
+}
+
+/// The run's uncertainty AUROCs from the problems' measures and the per-sample confidences.
+fn uncertainty_report(
+    lines: &[ProblemReport],
+    per_sample: &[(f64, f64, bool)],
+) -> Option<UncertaintyReport> {
+    let measured: Vec<&ProblemUncertainty> = lines
+        .iter()
+        .filter_map(|l| l.uncertainty.as_ref())
+        .collect();
+    if measured.is_empty() {
+        return None;
+    }
+    let failing: Vec<bool> = measured.iter().map(|u| u.failure_rate > 0.5).collect();
+    let by = |f: fn(&ProblemUncertainty) -> f64| {
+        let scores: Vec<f64> = measured.iter().map(|u| f(u)).collect();
+        auroc(&scores, &failing)
+    };
+    let failed: Vec<bool> = per_sample.iter().map(|s| s.2).collect();
+    let sample_scores = |f: fn(&(f64, f64, bool)) -> f64| {
+        let scores: Vec<f64> = per_sample.iter().map(f).collect();
+        auroc(&scores, &failed)
+    };
+    Some(UncertaintyReport {
+        problems: measured.len(),
+        failing: failing.iter().filter(|&&f| f).count(),
+        samples: per_sample.len(),
+        failed: failed.iter().filter(|&&f| f).count(),
+        auroc_eigv: by(|u| u.eigv),
+        auroc_degree: by(|u| u.degree),
+        auroc_eccentricity: by(|u| u.eccentricity),
+        sample_auroc_degree: sample_scores(|s| s.0),
+        sample_auroc_eccentricity: sample_scores(|s| s.1),
     })
 }
 
@@ -418,6 +533,24 @@ impl Report {
                 sci(l.ci95.1)
             );
         }
+        if let Some(u) = &t.uncertainty {
+            let a = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+            let _ = writeln!(
+                s,
+                "sample-based uncertainty (Jaccard over the first {UQ_SAMPLES} samples): \
+                 AUROC for failure, {} problems ({} mostly failing): EigV {}, degree {}, \
+                 eccentricity {}; {} samples ({} failed): degree {}, eccentricity {}",
+                u.problems,
+                u.failing,
+                a(u.auroc_eigv),
+                a(u.auroc_degree),
+                a(u.auroc_eccentricity),
+                u.samples,
+                u.failed,
+                a(u.sample_auroc_degree),
+                a(u.sample_auroc_eccentricity)
+            );
+        }
         let h = &self.throughput;
         let _ = writeln!(
             s,
@@ -527,7 +660,103 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    use super::clopper_pearson;
+    use super::{clopper_pearson, report};
+    use crate::run::record::{
+        FileRef, RunConfig, SampleRecord, SampleWriter, StopRule, Stopped, TaskRef, FORMAT_VERSION,
+    };
+
+    /// Three problems with known texts: one always right with one answer, one always wrong
+    /// with four different answers, one mostly right with one odd answer out. EigV ranks the
+    /// failing problem highest, and every failed sample has a lower degree confidence than
+    /// every passed one: both AUROCs are 1.
+    #[test]
+    fn uncertainty_predicts_the_failures_it_should() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = FileRef {
+            path: "/nonexistent/task.jsonl".into(),
+            sha256: "ab".into(),
+            bytes: 1,
+        };
+        RunConfig {
+            format: FORMAT_VERSION,
+            passuntil: "0".into(),
+            model: file.clone(),
+            backend: engine::BackendKind::Native,
+            activations: engine::Activations::Q8,
+            task: TaskRef {
+                file,
+                format: crate::tasks::Format::Jsonl,
+            },
+            sampling: Default::default(),
+            max_tokens: 8,
+            stop: Vec::new(),
+            rule: StopRule::Fixed { n: 4, k: vec![1] },
+            seed: 1,
+            shard: Default::default(),
+            merged_from: Vec::new(),
+            judge_isolation: None,
+            checksum: String::new(),
+        }
+        .save(dir.path())
+        .unwrap();
+        let problems: [(&str, [(&str, bool); 4]); 3] = [
+            ("easy", [("it is 4", true); 4]),
+            (
+                "hard",
+                [
+                    ("a b", false),
+                    ("c d", false),
+                    ("e f", false),
+                    ("g h", false),
+                ],
+            ),
+            (
+                "mid",
+                [("x 1", true), ("x 1", true), ("y", false), ("x 1", true)],
+            ),
+        ];
+        let mut w = SampleWriter::open(&dir.path().join("samples.jsonl"), 0).unwrap();
+        for (p, (id, samples)) in problems.iter().enumerate() {
+            for (i, (text, passed)) in samples.iter().enumerate() {
+                w.append(&SampleRecord {
+                    problem: id.to_string(),
+                    p: p as u64,
+                    index: i as u64,
+                    passed: *passed,
+                    verdict: match passed {
+                        true => crate::judges::Verdict::Pass,
+                        false => crate::judges::Verdict::Fail {
+                            detail: String::new(),
+                        },
+                    },
+                    text: text.to_string(),
+                    tokens: vec![1, 2],
+                    stop: Stopped::Eog,
+                    logprob: -1.0,
+                    sampling_logprob: -1.0,
+                    session: 0,
+                    elapsed_s: 0.0,
+                    judge_ms: 0.0,
+                })
+                .unwrap();
+            }
+        }
+        drop(w);
+        let r = report(dir.path()).unwrap();
+        let u = r
+            .task
+            .uncertainty
+            .as_ref()
+            .expect("the uncertainty section");
+        assert_eq!((u.problems, u.failing, u.samples, u.failed), (3, 1, 12, 5));
+        assert_eq!(u.auroc_eigv, Some(1.0));
+        assert_eq!(u.auroc_degree, Some(1.0));
+        assert_eq!(u.sample_auroc_degree, Some(1.0));
+        let easy = r.problems[0].uncertainty.as_ref().unwrap();
+        let hard = r.problems[1].uncertainty.as_ref().unwrap();
+        assert!((easy.eigv - 1.0).abs() < 1e-9 && (hard.eigv - 4.0).abs() < 1e-9);
+        assert!(r.render().contains("sample-based uncertainty"));
+    }
 
     #[test]
     fn clopper_pearson_bounds() {
