@@ -29,7 +29,7 @@ use super::state::ProblemState;
 use super::RunError;
 use crate::metrics::pass_at_k::{pass_at_k, pass_at_k_dataset};
 use crate::metrics::passuntil::{binomial_upper_bound, bootstrap_mean_ci95, task, Instance};
-use crate::metrics::uncertainty::{auroc, jaccard_matrix, uncertainty};
+use crate::metrics::uncertainty::{auroc, jaccard_matrix, spearman, uncertainty};
 
 /// Bootstrap resamples for the task intervals.
 const BOOTSTRAP_ITERS: usize = 10_000;
@@ -69,6 +69,14 @@ pub struct UncertaintyReport {
     pub auroc_degree: Option<f64>,
     /// The same for U_Ecc.
     pub auroc_eccentricity: Option<f64>,
+    /// Spearman's rank correlation of U_EigV with the problems' pass rates (`r/K`), over
+    /// problems with a measure: negative when more uncertain problems pass less. Useful where
+    /// the problem-level AUROC has one class only (PassUntil runs stop at few successes).
+    pub spearman_eigv: Option<f64>,
+    /// The same for U_Deg.
+    pub spearman_degree: Option<f64>,
+    /// The same for U_Ecc.
+    pub spearman_eccentricity: Option<f64>,
     /// Sample-level AUROC of `1 − C_Deg(s_j)` for "the sample failed".
     pub sample_auroc_degree: Option<f64>,
     /// Sample-level AUROC of the eccentricity norm `‖v'_j‖` for "the sample failed".
@@ -389,6 +397,15 @@ fn uncertainty_report(
     if measured.is_empty() {
         return None;
     }
+    let rates: Vec<f64> = lines
+        .iter()
+        .filter(|l| l.uncertainty.is_some())
+        .map(|l| l.pu)
+        .collect();
+    let rho = |f: fn(&ProblemUncertainty) -> f64| {
+        let scores: Vec<f64> = measured.iter().map(|u| f(u)).collect();
+        spearman(&scores, &rates)
+    };
     let failing: Vec<bool> = measured.iter().map(|u| u.failure_rate > 0.5).collect();
     let by = |f: fn(&ProblemUncertainty) -> f64| {
         let scores: Vec<f64> = measured.iter().map(|u| f(u)).collect();
@@ -407,6 +424,9 @@ fn uncertainty_report(
         auroc_eigv: by(|u| u.eigv),
         auroc_degree: by(|u| u.degree),
         auroc_eccentricity: by(|u| u.eccentricity),
+        spearman_eigv: rho(|u| u.eigv),
+        spearman_degree: rho(|u| u.degree),
+        spearman_eccentricity: rho(|u| u.eccentricity),
         sample_auroc_degree: sample_scores(|s| s.0),
         sample_auroc_eccentricity: sample_scores(|s| s.1),
     })
@@ -539,12 +559,16 @@ impl Report {
                 s,
                 "sample-based uncertainty (Jaccard over the first {UQ_SAMPLES} samples): \
                  AUROC for failure, {} problems ({} mostly failing): EigV {}, degree {}, \
+                 eccentricity {}; rank correlation with the pass rate: EigV {}, degree {}, \
                  eccentricity {}; {} samples ({} failed): degree {}, eccentricity {}",
                 u.problems,
                 u.failing,
                 a(u.auroc_eigv),
                 a(u.auroc_degree),
                 a(u.auroc_eccentricity),
+                a(u.spearman_eigv),
+                a(u.spearman_degree),
+                a(u.spearman_eccentricity),
                 u.samples,
                 u.failed,
                 a(u.sample_auroc_degree),
@@ -752,6 +776,8 @@ mod tests {
         assert_eq!(u.auroc_eigv, Some(1.0));
         assert_eq!(u.auroc_degree, Some(1.0));
         assert_eq!(u.sample_auroc_degree, Some(1.0));
+        // Pass rates 1, 0, 0.75 against EigV 1, 4, between: ranks exactly reversed.
+        assert_eq!(u.spearman_eigv, Some(-1.0));
         let easy = r.problems[0].uncertainty.as_ref().unwrap();
         let hard = r.problems[1].uncertainty.as_ref().unwrap();
         assert!((easy.eigv - 1.0).abs() < 1e-9 && (hard.eigv - 4.0).abs() < 1e-9);
