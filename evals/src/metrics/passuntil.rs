@@ -380,7 +380,23 @@ fn polyfit<const D: usize>(x: &[f64], y: &[f64]) -> Option<[f64; D]> {
 /// of `values` resampled with replacement `iters` times. The same seed gives the same
 /// interval.
 pub fn bootstrap_mean_ci95(values: &[f64], iters: usize, seed: u64) -> Option<(f64, f64)> {
-    if values.is_empty() || iters == 0 {
+    let n = values.len();
+    bootstrap_ci95(n, iters, seed, |idx| {
+        Some(idx.iter().map(|&i| values[i]).sum::<f64>() / n as f64)
+    })
+}
+
+/// The percentile bootstrap's 95% interval of any statistic of `n` items: `iters` resamples
+/// of `n` indices drawn with replacement (SplitMix64 from `seed`, so the interval is
+/// reproducible), `stat` of each. Resamples where the statistic is undefined (`None`: one
+/// class only, ...) are skipped; `None` when more than half are, or with no items.
+pub fn bootstrap_ci95(
+    n: usize,
+    iters: usize,
+    seed: u64,
+    mut stat: impl FnMut(&[usize]) -> Option<f64>,
+) -> Option<(f64, f64)> {
+    if n == 0 || iters == 0 {
         return None;
     }
     let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
@@ -392,17 +408,22 @@ pub fn bootstrap_mean_ci95(values: &[f64], iters: usize, seed: u64) -> Option<(f
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     };
-    let n = values.len();
-    let mut means: Vec<f64> = (0..iters)
-        .map(|_| {
-            (0..n)
-                .map(|_| values[((next() >> 11) as usize) % n])
-                .sum::<f64>()
-                / n as f64
-        })
-        .collect();
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((q * (iters - 1) as f64).round() as usize).min(iters - 1)];
+    let mut idx = vec![0usize; n];
+    let mut stats: Vec<f64> = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        for i in idx.iter_mut() {
+            *i = ((next() >> 11) as usize) % n;
+        }
+        if let Some(v) = stat(&idx).filter(|v| !v.is_nan()) {
+            stats.push(v);
+        }
+    }
+    if stats.len() * 2 < iters {
+        return None;
+    }
+    stats.sort_by(f64::total_cmp);
+    let m = stats.len();
+    let at = |q: f64| stats[((q * (m - 1) as f64).round() as usize).min(m - 1)];
     Some((at(0.025), at(0.975)))
 }
 

@@ -28,7 +28,9 @@ use super::record::{load_samples, RunConfig, SampleRecord, StopRule};
 use super::state::ProblemState;
 use super::RunError;
 use crate::metrics::pass_at_k::{pass_at_k, pass_at_k_dataset};
-use crate::metrics::passuntil::{binomial_upper_bound, bootstrap_mean_ci95, task, Instance};
+use crate::metrics::passuntil::{
+    binomial_upper_bound, bootstrap_ci95, bootstrap_mean_ci95, task, Instance,
+};
 use crate::metrics::uncertainty::{auroc, jaccard_matrix, spearman, uncertainty};
 
 /// Bootstrap resamples for the task intervals.
@@ -52,7 +54,21 @@ pub struct ProblemUncertainty {
     pub eccentricity: f64,
 }
 
-/// How well sample-based uncertainty predicts failure, over the run.
+/// A statistic with its 95% percentile-bootstrap interval (seeded with the run's seed), when
+/// enough resamples define it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Estimate {
+    /// The statistic on the data.
+    pub value: f64,
+    /// Its 95% interval.
+    pub ci95: Option<(f64, f64)>,
+}
+
+/// Bootstrap resamples for the uncertainty statistics (each resample sorts its items).
+const UQ_BOOTSTRAP_ITERS: usize = 1_000;
+
+/// How well sample-based uncertainty predicts failure, over the run. Problem-level statistics
+/// resample problems, sample-level ones samples.
 #[derive(Clone, Debug, Serialize)]
 pub struct UncertaintyReport {
     /// Problems with a measure (two or more counted samples).
@@ -64,23 +80,23 @@ pub struct UncertaintyReport {
     /// Of them, samples that failed.
     pub failed: usize,
     /// Problem-level AUROC of U_EigV for "most samples fail" (`None` with one class only).
-    pub auroc_eigv: Option<f64>,
+    pub auroc_eigv: Option<Estimate>,
     /// The same for U_Deg.
-    pub auroc_degree: Option<f64>,
+    pub auroc_degree: Option<Estimate>,
     /// The same for U_Ecc.
-    pub auroc_eccentricity: Option<f64>,
+    pub auroc_eccentricity: Option<Estimate>,
     /// Spearman's rank correlation of U_EigV with the problems' pass rates (`r/K`), over
     /// problems with a measure: negative when more uncertain problems pass less. Useful where
     /// the problem-level AUROC has one class only (PassUntil runs stop at few successes).
-    pub spearman_eigv: Option<f64>,
+    pub spearman_eigv: Option<Estimate>,
     /// The same for U_Deg.
-    pub spearman_degree: Option<f64>,
+    pub spearman_degree: Option<Estimate>,
     /// The same for U_Ecc.
-    pub spearman_eccentricity: Option<f64>,
+    pub spearman_eccentricity: Option<Estimate>,
     /// Sample-level AUROC of `1 − C_Deg(s_j)` for "the sample failed".
-    pub sample_auroc_degree: Option<f64>,
+    pub sample_auroc_degree: Option<Estimate>,
     /// Sample-level AUROC of the eccentricity norm `‖v'_j‖` for "the sample failed".
-    pub sample_auroc_eccentricity: Option<f64>,
+    pub sample_auroc_eccentricity: Option<Estimate>,
 }
 
 /// One problem's line.
@@ -368,7 +384,7 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
             pu_ci95,
             censored: tp.as_ref().map_or(0, |t| t.censored),
             pass_at_k,
-            uncertainty: uncertainty_report(&lines, &per_sample),
+            uncertainty: uncertainty_report(&lines, &per_sample, seed),
         },
         throughput: Throughput {
             sessions: wall.len() as u32,
@@ -385,10 +401,15 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
     })
 }
 
-/// The run's uncertainty AUROCs from the problems' measures and the per-sample confidences.
+/// A statistic of item scores over a (re)sample of item indices.
+type Stat<'a> = &'a dyn Fn(&[f64], &[usize]) -> Option<f64>;
+
+/// The run's uncertainty statistics from the problems' measures and the per-sample
+/// confidences, each with a bootstrap interval seeded by `seed`.
 fn uncertainty_report(
     lines: &[ProblemReport],
     per_sample: &[(f64, f64, bool)],
+    seed: u64,
 ) -> Option<UncertaintyReport> {
     let measured: Vec<&ProblemUncertainty> = lines
         .iter()
@@ -402,33 +423,43 @@ fn uncertainty_report(
         .filter(|l| l.uncertainty.is_some())
         .map(|l| l.pu)
         .collect();
-    let rho = |f: fn(&ProblemUncertainty) -> f64| {
-        let scores: Vec<f64> = measured.iter().map(|u| f(u)).collect();
-        spearman(&scores, &rates)
-    };
     let failing: Vec<bool> = measured.iter().map(|u| u.failure_rate > 0.5).collect();
-    let by = |f: fn(&ProblemUncertainty) -> f64| {
-        let scores: Vec<f64> = measured.iter().map(|u| f(u)).collect();
-        auroc(&scores, &failing)
-    };
     let failed: Vec<bool> = per_sample.iter().map(|s| s.2).collect();
-    let sample_scores = |f: fn(&(f64, f64, bool)) -> f64| {
-        let scores: Vec<f64> = per_sample.iter().map(f).collect();
-        auroc(&scores, &failed)
+    // A statistic of the items' scores over all items, with its bootstrap interval.
+    let estimate = |scores: &[f64], stat: Stat<'_>, salt: u64| -> Option<Estimate> {
+        let all: Vec<usize> = (0..scores.len()).collect();
+        let value = stat(scores, &all)?;
+        let ci95 = bootstrap_ci95(scores.len(), UQ_BOOTSTRAP_ITERS, seed ^ salt, |idx| {
+            stat(scores, idx)
+        });
+        Some(Estimate { value, ci95 })
     };
+    let pick = |v: &[f64], idx: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    let labels_at =
+        |labels: &[bool], idx: &[usize]| idx.iter().map(|&i| labels[i]).collect::<Vec<bool>>();
+    let problem_auroc =
+        |scores: &[f64], idx: &[usize]| auroc(&pick(scores, idx), &labels_at(&failing, idx));
+    let sample_auroc =
+        |scores: &[f64], idx: &[usize]| auroc(&pick(scores, idx), &labels_at(&failed, idx));
+    let rho = |scores: &[f64], idx: &[usize]| spearman(&pick(scores, idx), &pick(&rates, idx));
+    let of =
+        |f: fn(&ProblemUncertainty) -> f64| measured.iter().map(|u| f(u)).collect::<Vec<f64>>();
+    let (eigv, degree, ecc) = (of(|u| u.eigv), of(|u| u.degree), of(|u| u.eccentricity));
+    let sample_degree: Vec<f64> = per_sample.iter().map(|s| s.0).collect();
+    let sample_ecc: Vec<f64> = per_sample.iter().map(|s| s.1).collect();
     Some(UncertaintyReport {
         problems: measured.len(),
         failing: failing.iter().filter(|&&f| f).count(),
         samples: per_sample.len(),
         failed: failed.iter().filter(|&&f| f).count(),
-        auroc_eigv: by(|u| u.eigv),
-        auroc_degree: by(|u| u.degree),
-        auroc_eccentricity: by(|u| u.eccentricity),
-        spearman_eigv: rho(|u| u.eigv),
-        spearman_degree: rho(|u| u.degree),
-        spearman_eccentricity: rho(|u| u.eccentricity),
-        sample_auroc_degree: sample_scores(|s| s.0),
-        sample_auroc_eccentricity: sample_scores(|s| s.1),
+        auroc_eigv: estimate(&eigv, &problem_auroc, 1),
+        auroc_degree: estimate(&degree, &problem_auroc, 2),
+        auroc_eccentricity: estimate(&ecc, &problem_auroc, 3),
+        spearman_eigv: estimate(&eigv, &rho, 4),
+        spearman_degree: estimate(&degree, &rho, 5),
+        spearman_eccentricity: estimate(&ecc, &rho, 6),
+        sample_auroc_degree: estimate(&sample_degree, &sample_auroc, 7),
+        sample_auroc_eccentricity: estimate(&sample_ecc, &sample_auroc, 8),
     })
 }
 
@@ -554,7 +585,12 @@ impl Report {
             );
         }
         if let Some(u) = &t.uncertainty {
-            let a = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+            let a = |v: Option<Estimate>| {
+                v.map_or("-".into(), |e| match e.ci95 {
+                    Some((lo, hi)) => format!("{:.3} [{lo:.3}, {hi:.3}]", e.value),
+                    None => format!("{:.3}", e.value),
+                })
+            };
             let _ = writeln!(
                 s,
                 "sample-based uncertainty (Jaccard over the first {UQ_SAMPLES} samples): \
@@ -773,11 +809,14 @@ mod tests {
             .as_ref()
             .expect("the uncertainty section");
         assert_eq!((u.problems, u.failing, u.samples, u.failed), (3, 1, 12, 5));
-        assert_eq!(u.auroc_eigv, Some(1.0));
-        assert_eq!(u.auroc_degree, Some(1.0));
-        assert_eq!(u.sample_auroc_degree, Some(1.0));
+        let value = |e: Option<super::Estimate>| e.map(|e| e.value);
+        assert_eq!(value(u.auroc_eigv), Some(1.0));
+        assert_eq!(value(u.auroc_degree), Some(1.0));
+        assert_eq!(value(u.sample_auroc_degree), Some(1.0));
         // Pass rates 1, 0, 0.75 against EigV 1, 4, between: ranks exactly reversed.
-        assert_eq!(u.spearman_eigv, Some(-1.0));
+        assert_eq!(value(u.spearman_eigv), Some(-1.0));
+        // Perfect separation stays perfect in every resample that has both classes.
+        assert_eq!(u.sample_auroc_degree.unwrap().ci95, Some((1.0, 1.0)));
         let easy = r.problems[0].uncertainty.as_ref().unwrap();
         let hard = r.problems[1].uncertainty.as_ref().unwrap();
         assert!((easy.eigv - 1.0).abs() < 1e-9 && (hard.eigv - 4.0).abs() < 1e-9);
