@@ -128,9 +128,10 @@ def target_dir():
     return Path(json.loads(out.stdout)["target_directory"])
 
 
-def engine_round(args, crit):
+def engine_round(args, crit, model):
     env = dict(os.environ, PASSUNTIL_BENCH_THREADS=str(args.threads),
-               PASSUNTIL_BENCH_NEW_TOKENS=str(args.new_tokens))
+               PASSUNTIL_BENCH_NEW_TOKENS=str(args.new_tokens),
+               PASSUNTIL_BENCH_MODEL=str(model))
     cmd = ["cargo", "bench", "-q", "-p", "passuntil-benches", "--bench", "engine"]
     if args.backend:
         cmd += ["--features", "llama-cpp"]
@@ -179,7 +180,7 @@ def main():
                     t, build = tools_round(bindir, model, args)
                     row.update({f"tools/{k}": v for k, v in t.items()})
                 else:
-                    row.update(engine_round(args, crit))
+                    row.update(engine_round(args, crit, model))
             rounds.append(row)
     finally:
         if busy:

@@ -10,7 +10,8 @@
 //!   generates 8192 tokens; `PASSUNTIL_BENCH_NEW_TOKENS=N` sets the new tokens of both
 //!   cases (`benches/yardstick.py` uses 32, beside llama.cpp's tools on the same shapes).
 //!
-//! `PASSUNTIL_BENCH_THREADS` sets the threads of both engines (default 2, the targets' setting).
+//! `PASSUNTIL_BENCH_THREADS` sets the threads of both engines (default 2, the targets' setting);
+//! `PASSUNTIL_BENCH_MODEL` another model (a GGUF path or a known name, such as `gemma3-270m`).
 //!
 //! ```sh
 //! cargo bench -p passuntil-benches --features llama-cpp --bench engine
@@ -38,8 +39,10 @@ fn new_tokens() -> usize {
 }
 
 fn model_path() -> std::path::PathBuf {
-    engine::models::resolve(engine::models::DEFAULT_MODEL, &mut |m| eprintln!("{m}"))
-        .expect("the default model is fetched")
+    let name = std::env::var("PASSUNTIL_BENCH_MODEL")
+        .unwrap_or_else(|_| engine::models::DEFAULT_MODEL.to_owned());
+    engine::models::resolve(&name, &mut |m| eprintln!("{m}"))
+        .unwrap_or_else(|e| panic!("cannot resolve the bench model {name}: {e}"))
 }
 
 /// A deterministic prompt of `n` ordinary tokens (ids from the middle of the vocabulary).

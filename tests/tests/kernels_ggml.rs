@@ -95,17 +95,6 @@ fn ggml_matmul(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> V
     out
 }
 
-/// Whether ggml's kernel for `ty` is, in this build, the x86 AVX2 one whose float sequence
-/// the native kernels follow: every quantized format's `vec_dot` (the K-quants' too; what
-/// llama.cpp runs for matrices it does not repack).
-fn bitwise(_ty: GgmlType) -> bool {
-    cfg!(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))
-}
-
 /// Compares the native GEMM with ggml's: bitwise where [`bitwise`] says so, otherwise each
 /// result within 2e-6 of Σ|w·x| (what reordering f32 additions can change).
 fn check(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], what: &str) {
@@ -128,7 +117,9 @@ fn check(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], what: &str
     let wf = quant::formats::dequantize_to_vec(ty, w).unwrap();
     for (i, (&o, &t)) in ours.iter().zip(&theirs).enumerate() {
         let (b, r) = (i / rows, i % rows);
-        if bitwise(ty) {
+        // Every format's `vec_dot` (the K-quants' too; what llama.cpp runs for matrices it does
+        // not repack) where this build follows llama.cpp's x86 float sequence.
+        if passuntil_tests::parity::BITWISE {
             assert!(
                 o.to_bits() == t.to_bits(),
                 "{what} ({ty:?}): row {r}, batch {b}: ours {o:e}, ggml {t:e}"

@@ -535,7 +535,7 @@ impl SampleWriter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn record(p: u64, index: u64) -> SampleRecord {
@@ -642,7 +642,8 @@ mod tests {
         }
     }
 
-    fn config() -> RunConfig {
+    /// A valid run configuration (PassUntil r = 2, shard 1/4) for tests.
+    pub(crate) fn config() -> RunConfig {
         let file = FileRef {
             path: "/m.gguf".into(),
             sha256: "ab".into(),

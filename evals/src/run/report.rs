@@ -721,9 +721,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::{clopper_pearson, report};
-    use crate::run::record::{
-        FileRef, RunConfig, SampleRecord, SampleWriter, StopRule, Stopped, TaskRef, FORMAT_VERSION,
-    };
+    use crate::run::record::{RunConfig, SampleRecord, SampleWriter, StopRule, Stopped};
 
     /// Three problems with known texts: one always right with one answer, one always wrong
     /// with four different answers, one mostly right with one odd answer out. EigV ranks the
@@ -732,30 +730,11 @@ mod tests {
     #[test]
     fn uncertainty_predicts_the_failures_it_should() {
         let dir = tempfile::tempdir().unwrap();
-        let file = FileRef {
-            path: "/nonexistent/task.jsonl".into(),
-            sha256: "ab".into(),
-            bytes: 1,
-        };
+        // The task file does not exist: the report takes its problems from the samples.
         RunConfig {
-            format: FORMAT_VERSION,
-            passuntil: "0".into(),
-            model: file.clone(),
-            backend: engine::BackendKind::Native,
-            activations: engine::Activations::Q8,
-            task: TaskRef {
-                file,
-                format: crate::tasks::Format::Jsonl,
-            },
-            sampling: Default::default(),
-            max_tokens: 8,
-            stop: Vec::new(),
             rule: StopRule::Fixed { n: 4, k: vec![1] },
-            seed: 1,
             shard: Default::default(),
-            merged_from: Vec::new(),
-            judge_isolation: None,
-            checksum: String::new(),
+            ..crate::run::record::tests::config()
         }
         .save(dir.path())
         .unwrap();
