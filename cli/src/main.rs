@@ -71,6 +71,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// PassUntil across model sizes: fit the scaling law over runs of one task, predict a
+    /// held-out run, test for emergence, and compare pass@k at equal compute.
+    Scale(ScaleArgs),
     /// Requantize a model into one type or a llama.cpp K-quant mix (Q4_K_M, ...).
     Quantize {
         /// The input: a GGUF path or a known model name.
@@ -468,6 +471,34 @@ fn backend_kind() -> impl clap::builder::TypedValueParser<Value = engine::Backen
 }
 
 /// `--activations`: `q8` or `exact`.
+/// `pass-until scale`.
+#[derive(clap::Args)]
+struct ScaleArgs {
+    /// Run directories of one task to fit the law on; a study directory stands for its runs.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// A held-out run to predict from the others and compare with what it measured.
+    #[arg(long)]
+    predict: Option<PathBuf>,
+    /// Each run's size, comma-separated in the order given (the held-out run last), instead
+    /// of reading it from the model files.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    x: Option<Vec<f64>>,
+    /// The size read from the model files: `params` (billions) or `bpw` (bits per weight).
+    /// Default: params, or bpw when every file has the same parameter count.
+    #[arg(long, value_parser = ["params", "bpw"])]
+    axis: Option<String>,
+    /// The bootstrap's seed (default: the first run's seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write the SVG plot here (and pass@k against compute beside it, STEM-budget.svg).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 fn activation_mode() -> impl clap::builder::TypedValueParser<Value = engine::Activations> {
     use clap::builder::TypedValueParser as _;
     clap::builder::PossibleValuesParser::new(engine::Activations::ALL.map(|a| a.name()))
@@ -676,6 +707,24 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("plot written to {}", plot.display());
             }
             emit(&mut out, json, &report, || report.render())
+        }
+        Command::Scale(a) => {
+            let report = evals::scale::scale(&evals::scale::ScaleOptions {
+                runs: a.runs,
+                predict: a.predict,
+                x: a.x,
+                axis: a.axis.map(|a| match a.as_str() {
+                    "bpw" => evals::scale::Axis::BitsPerWeight,
+                    _ => evals::scale::Axis::Params,
+                }),
+                seed: a.seed,
+            })?;
+            if let Some(plot) = &a.plot {
+                for f in report.plot(plot)? {
+                    eprintln!("plot written to {}", f.display());
+                }
+            }
+            emit(&mut out, a.json, &report, || report.render())
         }
         Command::Inspect { model, json } => {
             let path = resolve_model(&model)?;

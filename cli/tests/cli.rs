@@ -126,6 +126,21 @@ fn bad_arguments_and_files_give_clear_errors() {
     let (ok, _, stderr) = pass_until(&["report", dir.path().to_str().unwrap()]);
     assert!(!ok);
     assert!(stderr.contains("run.json"), "{stderr}");
+
+    // `scale` on something that is not a run, with sizes that are not sizes.
+    let d = dir.path().to_str().unwrap();
+    let (ok, _, stderr) = pass_until(&["scale", d, "--x", "1"]);
+    assert!(!ok);
+    assert!(stderr.contains("run.json"), "{stderr}");
+    let (ok, _, stderr) = pass_until(&["scale", d, "--x", "one"]);
+    assert!(!ok);
+    assert!(stderr.contains("'one'"), "{stderr}");
+    let (ok, _, stderr) = pass_until(&["scale", d, "--axis", "flops"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("params") && stderr.contains("bpw"),
+        "{stderr}"
+    );
 }
 
 #[test]

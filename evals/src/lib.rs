@@ -8,6 +8,8 @@
 //! - [`generate`]: samples of one prompt on a chosen backend.
 //! - [`run`]: `pass-until run`, `resume`, `merge` and `report`: massive sampling.
 //! - [`compare`]: perplexity and KL divergence against a reference, as llama.cpp's tool.
+//! - [`scale`]: PassUntil across model sizes: the scaling-law fit, a held-out prediction,
+//!   the emergence test and pass@k against compute.
 //! - [`metrics`]: pass@k and PassUntil as pure functions, checked against EVALS-SPEC.md.
 //! - [`probe`]: matrix entropy, outlier features and the logit lens through the native
 //!   engine's hooks.
@@ -32,5 +34,6 @@ pub mod metrics;
 pub mod probe;
 pub mod run;
 pub mod sandbox;
+pub mod scale;
 pub mod study;
 pub mod tasks;

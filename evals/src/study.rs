@@ -83,8 +83,11 @@ pub struct TypeLine {
     pub bits_per_weight: f64,
     /// File size.
     pub bytes: u64,
-    /// Task score: mean PassUntil r/K, or mean pass@k for the smallest k.
+    /// Task score: the run's headline (PassUntil's unbiased mean pass rate, `r/K` for r = 1),
+    /// or mean pass@k for the smallest k.
     pub score: f64,
+    /// Its 95% interval (bootstrap over problems, seeded with the run's seed).
+    pub score_ci95: Option<(f64, f64)>,
     /// Mean per-problem difference from the reference, with a 95% interval (paired).
     pub shift: Option<(f64, f64, f64)>,
     /// Fixed-n runs: per k, the mean per-problem difference of the unbiased pass@k from the
@@ -111,6 +114,8 @@ pub struct TypeLine {
 pub struct SplitLine {
     /// Task score with exact activations.
     pub score_exact: f64,
+    /// Its 95% interval.
+    pub score_exact_ci95: Option<(f64, f64)>,
     /// Score shift of the weights alone: exact activations against the reference.
     pub weight_shift: Option<(f64, f64, f64)>,
     /// Score shift of the 8-bit activations: the same weights, 8-bit against exact.
@@ -167,7 +172,8 @@ pub struct StudyReport {
     pub types: Vec<TypeLine>,
     /// Problem ids, in task order.
     pub problems: Vec<String>,
-    /// Per type (same order as `types`), each problem's pass rate.
+    /// Per type (same order as `types`), each problem's pass rate as the score averages it
+    /// ([`crate::run::report::ProblemReport::pass_rate`]).
     pub rates: Vec<Vec<f64>>,
     /// The comparison on the text, if one was made.
     pub compare: Option<CompareReport>,
@@ -210,11 +216,21 @@ fn solved(r: &Report) -> Vec<bool> {
         .collect()
 }
 
-fn score(r: &Report) -> f64 {
-    r.task
-        .pu
-        .or_else(|| r.task.pass_at_k.first().map(|l| l.mean))
-        .unwrap_or(0.0)
+/// The run's headline with its interval: PassUntil's, or pass@k's for the smallest k.
+fn score(r: &Report) -> (f64, Option<(f64, f64)>) {
+    match (
+        r.task.pu_unbiased_all.or(r.task.pu),
+        r.task.pass_at_k.first(),
+    ) {
+        (Some(pu), _) => (pu, r.task.pu_ci95),
+        (None, Some(l)) => (l.mean, Some(l.ci95)),
+        (None, None) => (0.0, None),
+    }
+}
+
+/// Each problem's pass rate, as the headline averages it.
+fn rates(r: &Report) -> Vec<f64> {
+    r.problems.iter().map(|p| p.pass_rate()).collect()
 }
 
 /// Runs the study, and writes its report to `OUT/study.json`.
@@ -309,7 +325,7 @@ pub fn study(
     };
     // Type i's comparisons (8-bit, then exact when splitting) in `compare.models`.
     let per_type = if opts.split { 2 } else { 1 };
-    let base_rates: Vec<f64> = reports[0].problems.iter().map(|p| p.pu).collect();
+    let base_rates = rates(&reports[0]);
     let base_solved = solved(&reports[0]);
     let problems: Vec<String> = reports[0]
         .problems
@@ -319,9 +335,9 @@ pub fn study(
     let mut types = Vec::new();
     for (i, ((name, model), r)) in models.iter().zip(&reports).enumerate() {
         let facts = crate::compare::FileFacts::of(model)?;
-        let rates: Vec<f64> = r.problems.iter().map(|p| p.pu).collect();
+        let own = rates(r);
         let sv = solved(r);
-        let shift = (i > 0).then(|| paired_shift(&rates, &base_rates)).flatten();
+        let shift = (i > 0).then(|| paired_shift(&own, &base_rates)).flatten();
         let pass_at_k_shift = if i == 0 {
             Vec::new()
         } else {
@@ -342,16 +358,17 @@ pub fn study(
         };
         let split = (opts.split && i > 0).then(|| {
             let exact = &exact_reports[i - 1];
-            let exact_rates: Vec<f64> = exact.problems.iter().map(|p| p.pu).collect();
+            let exact_rates = rates(exact);
             let kl = |j: usize| {
                 compare
                     .as_ref()
                     .map(|c| c.models[per_type * (i - 1) + j].kld_per_token.as_slice())
             };
             SplitLine {
-                score_exact: score(exact),
+                score_exact: score(exact).0,
+                score_exact_ci95: score(exact).1,
                 weight_shift: paired_shift(&exact_rates, &base_rates),
-                activation_shift: paired_shift(&rates, &exact_rates),
+                activation_shift: paired_shift(&own, &exact_rates),
                 kld_weight: kl(1).and_then(|e| paired_shift(e, &vec![0.0; e.len()])),
                 kld_activation: kl(0).zip(kl(1)).and_then(|(q, e)| paired_shift(q, e)),
             }
@@ -361,7 +378,8 @@ pub fn study(
             model: model.display().to_string(),
             bits_per_weight: facts.bits_per_weight,
             bytes: facts.bytes,
-            score: score(r),
+            score: score(r).0,
+            score_ci95: score(r).1,
             shift,
             pass_at_k_shift,
             lost: problems
@@ -390,10 +408,7 @@ pub fn study(
             split,
         });
     }
-    let rates = reports
-        .iter()
-        .map(|r| r.problems.iter().map(|p| p.pu).collect())
-        .collect();
+    let rates = reports.iter().map(rates).collect();
     let report = StudyReport {
         reference: reference_name,
         types,
@@ -423,6 +438,14 @@ fn paired_shift(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
     Some((mean, mean - half, mean + half))
 }
 
+/// `0.1234 [0.1000, 0.1500]`, or the value alone without an interval.
+fn with_ci(v: f64, ci: Option<(f64, f64)>) -> String {
+    match ci {
+        Some((lo, hi)) => format!("{v:.4} [{lo:.4}, {hi:.4}]"),
+        None => format!("{v:.4}"),
+    }
+}
+
 impl StudyReport {
     /// Text tables.
     pub fn render(&self) -> String {
@@ -431,11 +454,11 @@ impl StudyReport {
         let _ = writeln!(s, "reference: {}\n", self.reference);
         let _ = writeln!(
             s,
-            "{:<10} {:>6} {:>8} {:>8} {:>26} {:>5} {:>6} {:>9} {:>9} {:>7}",
+            "{:<10} {:>6} {:>8} {:>26} {:>26} {:>5} {:>6} {:>9} {:>9} {:>7}",
             "type",
             "bpw",
             "MB",
-            "score",
+            "score [95%]",
             "shift vs ref [95%]",
             "lost",
             "gained",
@@ -450,11 +473,11 @@ impl StudyReport {
             let opt = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
             let _ = writeln!(
                 s,
-                "{:<10} {:>6.3} {:>8.1} {:>8.4} {:>26} {:>5} {:>6} {:>9} {:>9} {:>7}",
+                "{:<10} {:>6.3} {:>8.1} {:>26} {:>26} {:>5} {:>6} {:>9} {:>9} {:>7}",
                 t.name,
                 t.bits_per_weight,
                 t.bytes as f64 / 1e6,
-                t.score,
+                with_ci(t.score, t.score_ci95),
                 shift,
                 t.lost.len(),
                 t.gained.len(),
@@ -508,9 +531,9 @@ impl StudyReport {
             );
             let _ = writeln!(
                 s,
-                "{:<10} {:>8} {:>26} {:>26} {:>28} {:>28}",
+                "{:<10} {:>26} {:>26} {:>26} {:>28} {:>28}",
                 "type",
-                "exact",
+                "exact [95%]",
                 "score: weights",
                 "score: activations",
                 "KLD: weights",
@@ -520,9 +543,9 @@ impl StudyReport {
                 if let Some(sp) = &t.split {
                     let _ = writeln!(
                         s,
-                        "{:<10} {:>8.4} {:>26} {:>26} {:>28} {:>28}",
+                        "{:<10} {:>26} {:>26} {:>26} {:>28} {:>28}",
                         t.name,
-                        sp.score_exact,
+                        with_ci(sp.score_exact, sp.score_exact_ci95),
                         iv(sp.weight_shift, 4),
                         iv(sp.activation_shift, 4),
                         iv(sp.kld_weight, 5),

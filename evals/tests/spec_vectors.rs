@@ -164,6 +164,8 @@ fn passuntil_vectors() {
     ] {
         let pu: Vec<f64> = e[key]["PU"].as_array().unwrap().iter().map(f).collect();
         let got = emergence(&n, &pu, 2000, 7).unwrap();
+        let q = evals::metrics::passuntil::curvature(&n, &pu).unwrap();
+        assert!(close(q, f(&e[key]["quad_coef"]), 1e-6), "{key}: {q}");
         assert!(
             close(got.q, f(&e[key]["quad_coef"]), 1e-6),
             "{key}: {got:?}"

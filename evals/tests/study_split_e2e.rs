@@ -76,6 +76,32 @@ fn a_split_study_separates_weights_from_activations() {
     let written = r.plot(&tmp.path().join("study.svg")).unwrap();
     let kld_svg = std::fs::read_to_string(&written[1]).unwrap();
     assert!(kld_svg.contains("exact activations"));
+    // Every score carries its interval.
+    for t in &r.types {
+        let (lo, hi) = t.score_ci95.expect("an interval");
+        assert!(lo <= t.score && t.score <= hi, "{t:?}");
+    }
+    assert!(sp.score_exact_ci95.is_some());
+    // The study feeds `scale`: its directory stands for its runs, on the bits-per-weight axis
+    // (one model, requantized), the reference's exact-activation run standing for it.
+    let s = evals::scale::scale(&evals::scale::ScaleOptions {
+        runs: vec![opts.out.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(s.axis, evals::scale::Axis::BitsPerWeight);
+    let dirs: Vec<&str> = s
+        .runs
+        .iter()
+        .map(|p| p.dir.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(dirs, ["reference-exact", "q4_0"]);
+    assert!(
+        s.runs[0].x > 4.5 && s.runs[1].x < s.runs[0].x,
+        "{:?}",
+        s.runs
+    );
+    assert_eq!(s.budget.len(), 2);
     // llama.cpp has no exact mode: the split is refused before anything runs.
     opts.run.backend = engine::BackendKind::LlamaCpp;
     opts.out = tmp.path().join("refused");

@@ -310,6 +310,22 @@ pub fn emergence(
     })
 }
 
+/// The quadratic coefficient q of `ln(−ln PU) = a + b·ln N + q·(ln N)²`, fitted by least
+/// squares over the points with `0 < PU < 1` (at least three distinct N): the emergence
+/// test's statistic, for callers that bootstrap it their own way (over problems, say).
+pub fn curvature(n: &[f64], pu: &[f64]) -> Result<f64, MetricError> {
+    let (x, y) = transform(n, pu)?;
+    if x.len() < 3 {
+        return Err(MetricError::TooFewPoints {
+            needed: 3,
+            got: x.len(),
+        });
+    }
+    let [_, _, q] =
+        polyfit::<3>(&x, &y).ok_or(MetricError::Domain("fewer than 3 distinct N".into()))?;
+    Ok(q)
+}
+
 fn transform(n: &[f64], pu: &[f64]) -> Result<(Vec<f64>, Vec<f64>), MetricError> {
     if n.len() != pu.len() {
         return Err(MetricError::Domain(format!(

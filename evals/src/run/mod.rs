@@ -579,6 +579,27 @@ pub fn shard_problems(config: &RunConfig, path: &Path) -> Result<ShardProblems, 
     ))
 }
 
+/// The prompt length in tokens of each problem of a run's shard, keyed by its index in the
+/// task file, tokenized as the run tokenized it (the model at `model`, the task file at
+/// `task`; both must be the files the run is pinned to, which the caller checks).
+pub fn prompt_lengths(
+    config: &RunConfig,
+    model: &Path,
+    task: &Path,
+) -> Result<std::collections::BTreeMap<u64, usize>, RunError> {
+    let problems = shard_problems(config, task)?.sampled;
+    // Tokenization is the same on both engines (tested); the native one needs no library.
+    let backend = engine::open(BackendKind::Native, model, &engine::OpenOptions::default())?;
+    let exec = Exec {
+        allow_long_context: true,
+        ..Exec::default()
+    };
+    Ok(jobs_for(&*backend, config, &exec, &problems)?
+        .into_iter()
+        .map(|j| (j.p, j.prompt.len()))
+        .collect())
+}
+
 /// The problems of a run's shard among all of its task's.
 fn shard_of(config: &RunConfig, all: Vec<Problem>) -> ShardProblems {
     let mut skipped = Vec::new();

@@ -128,6 +128,15 @@ pub struct ProblemReport {
     pub uncertainty: Option<ProblemUncertainty>,
 }
 
+impl ProblemReport {
+    /// The problem's pass-rate estimate that the task's headline averages: the unbiased
+    /// PassUntil estimate under the run's stopping rule (`(r−1)/(K−1)`, or `s/K` for a censored
+    /// record) for r ≥ 2, `r/K` for r = 1, `c/n` for a fixed-n run.
+    pub fn pass_rate(&self) -> f64 {
+        self.pu_unbiased.unwrap_or(self.pu)
+    }
+}
+
 /// Task-level numbers.
 #[derive(Clone, Debug, Serialize)]
 pub struct TaskReport {
