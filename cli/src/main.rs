@@ -64,7 +64,8 @@ enum Command {
     Report {
         /// The run directory.
         dir: PathBuf,
-        /// Also write an SVG plot of per-problem pass rates.
+        /// Also write an SVG plot of per-problem pass rates (and, with multiple-choice
+        /// problems, their reliability diagram beside it, STEM-reliability.svg).
         #[arg(long)]
         plot: Option<PathBuf>,
         /// Print JSON instead of text.
@@ -705,6 +706,14 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(plot) = &plot {
                 report.plot(plot)?;
                 eprintln!("plot written to {}", plot.display());
+                if report.choices.is_some() {
+                    let stem = plot
+                        .file_stem()
+                        .map_or_else(|| "report".into(), |s| s.to_string_lossy().into_owned());
+                    let path = plot.with_file_name(format!("{stem}-reliability.svg"));
+                    report.plot_reliability(&path)?;
+                    eprintln!("reliability diagram written to {}", path.display());
+                }
             }
             emit(&mut out, json, &report, || report.render())
         }
@@ -943,6 +952,12 @@ fn finish_run(out: &mut impl Write, o: evals::run::Outcome) -> Result<()> {
         eprintln!("warning: {w}");
     }
     eprintln!("{}", o.summary());
+    if o.choices_scored > 0 {
+        eprintln!(
+            "scored {} multiple-choice problems ({} in the run)",
+            o.choices_scored, o.choices
+        );
+    }
     let report = evals::run::report::report(&o.dir)?;
     out.write_all(report.render().as_bytes())?;
     Ok(())

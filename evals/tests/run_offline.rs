@@ -95,8 +95,35 @@ fn reports_count_only_samples_up_to_the_stopping_point() {
     }
     text += &line(2, "c", 0, false);
     std::fs::write(opts.out.join("samples.jsonl"), &text).unwrap();
+    // Problem b is multiple choice: scored, not sampled. Its record, as a run writes it.
+    let lls = [-1.0f64, -2.5];
+    std::fs::write(
+        opts.out.join("choices.jsonl"),
+        serde_json::json!({
+            "problem": "b", "p": 1, "choices": ["blue", "red"], "scores": [1.0, 0.0],
+            "loglikelihoods": lls, "tokens": [1, 1], "greedy": [true, false], "session": 0
+        })
+        .to_string()
+            + "\n",
+    )
+    .unwrap();
     let r = report(&opts.out).unwrap();
-    assert_eq!(r.skipped, vec!["b".to_string()]);
+    let c = r.choices.as_ref().expect("the multiple-choice section");
+    assert_eq!((c.problems, c.scored), (1, 1));
+    assert_eq!(
+        (c.acc.value, c.acc_norm.value, c.exact_match.value),
+        (1.0, 1.0, 1.0)
+    );
+    // The same numbers as the metric functions on the same log-likelihoods.
+    use evals::metrics::{calibration, continuous};
+    let probs = continuous::option_probabilities(&lls);
+    assert_eq!(c.brier.value, continuous::brier_score(&lls, 0).unwrap());
+    let cal = calibration::calibration(&[probs[0]], &[true], 10).unwrap();
+    assert_eq!((c.ece.value, c.mce), (cal.ece, cal.mce));
+    assert_eq!(c.lines[0].confidence, probs[0]);
+    assert!(r
+        .render()
+        .contains("multiple choice, 1 of 1 problems scored"));
     let a = &r.problems[0];
     assert_eq!(
         (a.status.as_str(), a.trials, a.successes, a.beyond),

@@ -1,8 +1,9 @@
 //! `pass-until run`, `resume` and `merge`: massive sampling until problems pass.
 //!
 //! A run directory holds `run.json` (what defines the run: model and task hashes, sampling,
-//! stopping rule, seed, shard) and `samples.jsonl` (every judged sample, appended as it is
-//! judged). Sample `i` of problem `p` draws its randomness from (seed, p, i) alone, so a run
+//! stopping rule, seed, shard), `samples.jsonl` (every judged sample, appended as it is
+//! judged) and, when the task has multiple-choice problems, `choices.jsonl` (each scored by
+//! the log-likelihood of its choices, see [`ChoiceRecord`]). Sample `i` of problem `p` draws its randomness from (seed, p, i) alone, so a run
 //! gives the same samples whatever the batch size, thread count, shard split or
 //! interruptions, up to the backend's batch invariance. Resuming reads `samples.jsonl`, drops
 //! a torn last line, and samples only what is still missing.
@@ -17,6 +18,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod choices;
 mod record;
 pub mod report;
 mod scheduler;
@@ -25,6 +27,7 @@ mod state;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use choices::{load_choices, ChoiceRecord};
 pub use record::{
     load_samples, FileRef, Loaded, RunConfig, SampleRecord, SampleWriter, Shard, StopRule, Stopped,
     TaskRef, FORMAT_VERSION,
@@ -197,6 +200,19 @@ pub enum PromptError {
     /// The prompt tokenizes to nothing.
     #[error("the prompt is empty")]
     Empty,
+    /// A multiple-choice problem's choice tokenizes to nothing.
+    #[error("choice {0} tokenizes to nothing")]
+    EmptyChoice(usize),
+    /// Prompt and choice exceed the trained context.
+    #[error("{prompt} prompt tokens + a choice of {choice} tokens exceed the model's trained context of {n_ctx_train} (--allow-long-context to go on anyway)")]
+    ChoiceTooLong {
+        /// Prompt tokens.
+        prompt: usize,
+        /// The longest choice's tokens.
+        choice: usize,
+        /// The trained context.
+        n_ctx_train: usize,
+    },
     /// Prompt and new tokens exceed the trained context.
     #[error("{prompt} prompt tokens + {max_tokens} new tokens exceed the model's trained context of {n_ctx_train} (--allow-long-context to go on anyway)")]
     TooLong {
@@ -300,8 +316,10 @@ pub struct Outcome {
     pub earlier: usize,
     /// Bytes of a torn last line dropped from `samples.jsonl`.
     pub torn_bytes: usize,
-    /// Multiple-choice problems left out (they are scored, not sampled).
-    pub skipped: Vec<String>,
+    /// Multiple-choice problems of the run (scored, not sampled).
+    pub choices: usize,
+    /// Of them, those scored in this session.
+    pub choices_scored: usize,
     /// Why programs were judged with less than the strongest isolation, if they were.
     pub sandbox_downgrades: Vec<String>,
     /// The holder of a lock this session took over from an attempt that ended without
@@ -324,12 +342,6 @@ impl Outcome {
             w.push(format!(
                 "dropped a torn last line ({} bytes) from samples.jsonl",
                 self.torn_bytes
-            ));
-        }
-        if !self.skipped.is_empty() {
-            w.push(format!(
-                "left out {} multiple-choice problems (scored, not sampled)",
-                self.skipped.len()
             ));
         }
         w
@@ -567,8 +579,9 @@ fn check_file(what: &'static str, recorded: &FileRef) -> Result<PathBuf, RunErro
 pub struct ShardProblems {
     /// The problems sampled, with their index in the task file.
     pub sampled: Vec<(u64, Problem)>,
-    /// Ids of the multiple-choice problems left out.
-    pub skipped: Vec<String>,
+    /// The multiple-choice problems (scored, not sampled), with their index in the task
+    /// file.
+    pub choice: Vec<(u64, Problem)>,
 }
 
 /// The problems of a run's shard, read from the task file at `path`.
@@ -602,21 +615,21 @@ pub fn prompt_lengths(
 
 /// The problems of a run's shard among all of its task's.
 fn shard_of(config: &RunConfig, all: Vec<Problem>) -> ShardProblems {
-    let mut skipped = Vec::new();
+    let mut choice = Vec::new();
     let mut out = Vec::new();
     for (p, problem) in all.into_iter().enumerate() {
         if !config.shard.holds(p) {
             continue;
         }
         if matches!(problem.check, Check::MultipleChoice { .. }) {
-            skipped.push(problem.id);
+            choice.push((p as u64, problem));
         } else {
             out.push((p as u64, problem));
         }
     }
     ShardProblems {
         sampled: out,
-        skipped,
+        choice,
     }
 }
 
@@ -672,15 +685,35 @@ fn execute(
     }
     let ShardProblems {
         sampled: problems,
-        skipped,
+        choice,
     } = shard_of(config, all);
     let samples_path = dir.join("samples.jsonl");
     let loaded = load_samples(&samples_path)?;
     let mut states = states_from(&problems, &loaded.records, &config.rule, &samples_path)?;
+    let choices_path = dir.join("choices.jsonl");
+    let (scored, choices_len) = load_choices(&choices_path)?;
+    let ids: std::collections::HashMap<u64, &str> =
+        choice.iter().map(|(p, pr)| (*p, pr.id.as_str())).collect();
+    if let Some(r) = scored
+        .iter()
+        .find(|r| ids.get(&r.p) != Some(&r.problem.as_str()))
+    {
+        return Err(RunError::Malformed {
+            path: choices_path,
+            line: 1 + scored.iter().position(|x| x.p == r.p).unwrap_or(0),
+            message: format!(
+                "problem '{}' (index {}) is not a multiple-choice problem of this run",
+                r.problem, r.p
+            ),
+        });
+    }
+    let done: std::collections::HashSet<u64> = scored.iter().map(|r| r.p).collect();
+    let todo: Vec<&(u64, Problem)> = choice.iter().filter(|(p, _)| !done.contains(p)).collect();
     let session = loaded
         .records
         .iter()
         .map(|r| r.session + 1)
+        .chain(scored.iter().map(|r| r.session + 1))
         .max()
         .unwrap_or(0);
     let mut outcome = Outcome {
@@ -692,17 +725,21 @@ fn execute(
         },
         earlier: loaded.records.len(),
         torn_bytes: loaded.torn_bytes,
-        skipped,
+        choices: choice.len(),
+        choices_scored: 0,
         sandbox_downgrades: Vec::new(),
         taken_over: lock.taken_over().map(str::to_owned),
     };
     let mut writer = SampleWriter::open(&samples_path, loaded.good_len)?;
-    if outcome.stats.decided == problems.len() {
+    let mut choice_writer = choices::ChoiceWriter::open(&choices_path, choices_len)?;
+    let sampling_left = outcome.stats.decided < problems.len();
+    if !sampling_left && todo.is_empty() {
         return Ok(outcome);
     }
-    let needs_sandbox = problems
-        .iter()
-        .any(|(_, p)| matches!(p.check, Check::Program { .. }));
+    let needs_sandbox = sampling_left
+        && problems
+            .iter()
+            .any(|(_, p)| matches!(p.check, Check::Program { .. }));
     let sandbox = if needs_sandbox {
         let sandbox = crate::judges::Sandbox::new(crate::judges::Limits::default())
             .map_err(RunError::Sandbox)?;
@@ -731,8 +768,23 @@ fn execute(
     } else {
         PathBuf::from(&config.model.path)
     };
-    let (mut ctx, jobs, shape) =
-        open_context(config.backend, &model_path, config, &problems, exec)?;
+    let model = engine::open(config.backend, &model_path, &engine::OpenOptions::default())?;
+    if !todo.is_empty() {
+        choices::score_all(
+            model.clone(),
+            config,
+            exec,
+            &todo,
+            &mut choice_writer,
+            session,
+            progress,
+        )?;
+        outcome.choices_scored = todo.len();
+    }
+    if !sampling_left {
+        return Ok(outcome);
+    }
+    let (mut ctx, jobs, shape) = open_context(config.backend, model, config, &problems, exec)?;
     outcome.stats = scheduler::drive(
         &mut *ctx,
         config,
@@ -756,12 +808,11 @@ type Opened = (Box<dyn Context>, Vec<scheduler::Job>, scheduler::Shape);
 /// Opens the model, tokenizes the prompts on it, and sizes a context for them.
 fn open_context(
     kind: BackendKind,
-    model: &Path,
+    model: Arc<dyn Model>,
     config: &RunConfig,
     problems: &[(u64, Problem)],
     exec: &Exec,
 ) -> Result<Opened, RunError> {
-    let model = engine::open(kind, model, &engine::OpenOptions::default())?;
     let jobs = jobs_for(&*model, config, exec, problems)?;
     let max_prompt = check_context(&jobs, config, exec, model.info().n_ctx_train as usize)?;
     let shape = shape_for(exec.batch, kind.max_sequences().unwrap_or(1024) as usize);
@@ -926,19 +977,29 @@ impl MergeSummary {
 }
 
 /// Problems of a shard directory's run that are not decided yet, or why that cannot be told.
-fn undecided_in(config: &RunConfig, records: &[SampleRecord], dir: &Path) -> Result<usize, String> {
+fn undecided_in(
+    config: &RunConfig,
+    records: &[SampleRecord],
+    scored: &[ChoiceRecord],
+    dir: &Path,
+) -> Result<usize, String> {
     let path = Path::new(&config.task.file.path);
     match FileRef::of(path) {
         Ok(now) if now.sha256 == config.task.file.sha256 => {}
         Ok(_) => return Err(format!("the task file {} has changed", path.display())),
         Err(e) => return Err(format!("the task file cannot be read ({e})")),
     }
-    let problems = shard_problems(config, path)
-        .map_err(|e| e.to_string())?
-        .sampled;
+    let ShardProblems {
+        sampled: problems,
+        choice,
+    } = shard_problems(config, path).map_err(|e| e.to_string())?;
     let states = states_from(&problems, records, &config.rule, &dir.join("samples.jsonl"))
         .map_err(|e| e.to_string())?;
-    Ok(states.iter().filter(|s| s.decision().is_none()).count())
+    let unscored = choice
+        .iter()
+        .filter(|(p, _)| !scored.iter().any(|r| r.p == *p))
+        .count();
+    Ok(states.iter().filter(|s| s.decision().is_none()).count() + unscored)
 }
 
 /// Combines shard directories of one run into `out` (a run of the whole task that `report`
@@ -956,6 +1017,7 @@ pub fn merge(
     let base = RunConfig::load(first)?;
     let mut shards = Vec::new();
     let mut records = Vec::new();
+    let mut choice_records = Vec::new();
     let mut session_offset = 0;
     let mut undecided = 0;
     let mut unchecked = Vec::new();
@@ -996,7 +1058,15 @@ pub fn merge(
                 shard: c.shard,
             });
         }
-        match undecided_in(&c, &loaded.records, dir) {
+        let (scored, _) = load_choices(&dir.join("choices.jsonl"))?;
+        if let Some(r) = scored.iter().find(|r| !c.shard.holds(r.p as usize)) {
+            return Err(RunError::ForeignSample {
+                dir: dir.clone(),
+                problem: r.problem.clone(),
+                shard: c.shard,
+            });
+        }
+        match undecided_in(&c, &loaded.records, &scored, dir) {
             Ok(0) => {}
             Ok(n) if allow_incomplete => undecided += n,
             Ok(n) => {
@@ -1019,11 +1089,16 @@ pub fn merge(
             .records
             .iter()
             .map(|r| r.session + 1)
+            .chain(scored.iter().map(|r| r.session + 1))
             .max()
             .unwrap_or(0);
         for mut r in loaded.records {
             r.session += session_offset;
             records.push(r);
+        }
+        for mut r in scored {
+            r.session += session_offset;
+            choice_records.push(r);
         }
         session_offset += sessions;
     }
@@ -1035,6 +1110,7 @@ pub fn merge(
         return Err(RunError::ShardsMissing { missing });
     }
     records.sort_by_key(|r| (r.p, r.index));
+    choice_records.sort_by_key(|r| r.p);
     std::fs::create_dir_all(out).map_err(|source| RunError::Io {
         path: out.to_path_buf(),
         source,
@@ -1055,6 +1131,12 @@ pub fn merge(
         w.append(r)?;
     }
     w.sync()?;
+    if !choice_records.is_empty() {
+        let mut w = choices::ChoiceWriter::open(&out.join("choices.jsonl"), 0)?;
+        for r in &choice_records {
+            w.append(r)?;
+        }
+    }
     merged.save(out)?;
     drop(locks);
     Ok(MergeSummary {
@@ -1134,6 +1216,64 @@ mod tests {
             .unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn merge_combines_scored_multiple_choice_problems() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        // Problems 2 and 3 are multiple choice: shard 0 holds a and c, shard 1 b and d.
+        std::fs::write(
+            root.join("task.jsonl"),
+            "{\"id\": \"a\", \"prompt\": \"1+1=\", \"target\": \"2\"}\n\
+             {\"id\": \"b\", \"prompt\": \"2+2=\", \"target\": \"4\"}\n\
+             {\"id\": \"c\", \"prompt\": \"Sky?\", \"choices\": [\" blue\", \" red\"], \"answer\": 0}\n\
+             {\"id\": \"d\", \"prompt\": \"Grass?\", \"choices\": [\" blue\", \" green\"], \"answer\": 1}\n",
+        )
+        .unwrap();
+        let s0 = shard_dir(root, Shard::new(0, 2).unwrap(), &[(0, 0, true)]);
+        let s1 = shard_dir(root, Shard::new(1, 2).unwrap(), &[(1, 0, true)]);
+        let record = |id: &str, p: u64| ChoiceRecord {
+            problem: id.into(),
+            p,
+            choices: vec![" blue".into(), " x".into()],
+            scores: vec![1.0, 0.0],
+            loglikelihoods: vec![-1.0, -2.0],
+            tokens: vec![1, 1],
+            greedy: vec![true, false],
+            session: 0,
+        };
+        let write = |dir: &Path, records: &[ChoiceRecord]| {
+            let path = dir.join("choices.jsonl");
+            let _ = std::fs::remove_file(&path);
+            let mut w = choices::ChoiceWriter::open(&path, 0).unwrap();
+            for r in records {
+                w.append(r).unwrap();
+            }
+        };
+        write(&s0, &[record("c", 2)]);
+        // d is not scored yet: shard 1 is incomplete.
+        match merge(&[s0.clone(), s1.clone()], &root.join("m1"), false) {
+            Err(e @ RunError::ShardIncomplete { .. }) => {
+                assert!(e.to_string().contains("shard 1/2 is incomplete"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A record of a problem another shard holds is refused, naming the shard.
+        write(&s1, &[record("c", 2)]);
+        match merge(&[s0.clone(), s1.clone()], &root.join("m2"), false) {
+            Err(e @ RunError::ForeignSample { .. }) => {
+                assert!(e.to_string().contains("shard-1"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        write(&s1, &[record("d", 3)]);
+        merge(&[s1.clone(), s0.clone()], &root.join("m3"), false).unwrap();
+        let (merged, _) = load_choices(&root.join("m3").join("choices.jsonl")).unwrap();
+        let got: Vec<(&str, u64)> = merged.iter().map(|r| (r.problem.as_str(), r.p)).collect();
+        assert_eq!(got, [("c", 2), ("d", 3)]);
+        let r = report::report(&root.join("m3")).unwrap();
+        assert_eq!(r.choices.unwrap().scored, 2);
     }
 
     #[test]

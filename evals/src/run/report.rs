@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use super::record::{load_samples, RunConfig, SampleRecord, StopRule};
 use super::state::ProblemState;
+use super::ChoiceRecord;
 use super::RunError;
 use crate::metrics::pass_at_k::{pass_at_k, pass_at_k_dataset};
 use crate::metrics::passuntil::{
@@ -202,8 +203,80 @@ pub struct Report {
     pub task: TaskReport,
     /// Speed.
     pub throughput: Throughput,
-    /// Multiple-choice problems that were not sampled.
-    pub skipped: Vec<String>,
+    /// Multiple-choice problems, scored by log-likelihood, when the run has any.
+    pub choices: Option<ChoiceReport>,
+}
+
+/// A multiple-choice problem's line: the choices' log-likelihoods after the prompt, read as
+/// lm-eval reads them.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChoiceLine {
+    /// Its id.
+    pub problem: String,
+    /// Its index in the task file.
+    pub p: u64,
+    /// The choice with the highest log-likelihood (the first on ties).
+    pub chosen: usize,
+    /// Whether it is a correct answer (acc).
+    pub correct: bool,
+    /// Whether the best log-likelihood per character is (acc_norm).
+    pub correct_norm: bool,
+    /// Whether the best log-likelihood per UTF-8 byte is (acc_bytes).
+    pub correct_bytes: bool,
+    /// Whether greedy decoding produces the gold choice (exact_match).
+    pub greedy_gold: bool,
+    /// The chosen choice's probability under the softmax over the choices.
+    pub confidence: f64,
+    /// The gold choice's probability.
+    pub p_gold: f64,
+    /// `Σ_j (p_j − 1[j = gold])²`.
+    pub brier: f64,
+}
+
+/// One bin of the reliability diagram.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReliabilityBin {
+    /// Lower edge (inclusive).
+    pub lo: f64,
+    /// Upper edge (exclusive; 1 belongs to the last bin).
+    pub hi: f64,
+    /// Problems whose confidence falls in it.
+    pub count: usize,
+    /// Their mean confidence.
+    pub confidence: f64,
+    /// Their accuracy.
+    pub accuracy: f64,
+}
+
+/// The multiple-choice section: acc, acc_norm, acc_bytes, exact_match, Brier and ECE with
+/// 95% bootstrap intervals over problems (seeded with the run's seed), and the reliability
+/// diagram's bins. A problem is correct when its chosen choice has the highest score in the
+/// task (BIG-bench's `target_scores` may give several).
+#[derive(Clone, Debug, Serialize)]
+pub struct ChoiceReport {
+    /// Multiple-choice problems in the run.
+    pub problems: usize,
+    /// Of them, scored so far.
+    pub scored: usize,
+    /// Accuracy of the highest log-likelihood.
+    pub acc: Estimate,
+    /// Accuracy of the highest log-likelihood per character (lm-eval's acc_norm).
+    pub acc_norm: Estimate,
+    /// Accuracy of the highest log-likelihood per byte.
+    pub acc_bytes: Estimate,
+    /// Share of problems whose gold choice greedy decoding produces.
+    pub exact_match: Estimate,
+    /// Mean multi-class Brier score (lm-eval's form, 0 to 2).
+    pub brier: Estimate,
+    /// Expected calibration error of the chosen choice's probability, [`ECE_BINS`]
+    /// equal-width bins `[lo, hi)`.
+    pub ece: Estimate,
+    /// Maximum calibration error over non-empty bins.
+    pub mce: f64,
+    /// The reliability diagram.
+    pub bins: Vec<ReliabilityBin>,
+    /// Per problem, in task order.
+    pub lines: Vec<ChoiceLine>,
 }
 
 fn clopper_pearson(s: u64, n: u64) -> (f64, f64) {
@@ -228,17 +301,18 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
         .ok()
         .filter(|f| f.sha256 == run.task.file.sha256)
         .and_then(|_| super::shard_problems(&run, task_path).ok());
-    let (problems, skipped): (Vec<(u64, String)>, Vec<String>) = match from_task {
+    let (scored, _) = super::load_choices(&dir.join("choices.jsonl"))?;
+    let (problems, choice_problems): (Vec<(u64, String)>, usize) = match from_task {
         Some(sp) => (
             sp.sampled.into_iter().map(|(p, pr)| (p, pr.id)).collect(),
-            sp.skipped,
+            sp.choice.len(),
         ),
         None => {
             let mut m = BTreeMap::new();
             for r in &loaded.records {
                 m.insert(r.p, r.problem.clone());
             }
-            (m.into_iter().collect(), Vec::new())
+            (m.into_iter().collect(), scored.len())
         }
     };
     let mut by_p: BTreeMap<u64, Vec<&SampleRecord>> = BTreeMap::new();
@@ -405,8 +479,92 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
             judge_s: loaded.records.iter().map(|r| r.judge_ms).sum::<f64>() / 1e3,
         },
         problems: lines,
-        skipped,
+        choices: choice_report(&scored, choice_problems, seed),
         run,
+    })
+}
+
+/// Equal-width bins of the reliability diagram and the ECE (EVALS-SPEC §7).
+pub const ECE_BINS: usize = 10;
+
+/// The multiple-choice section from the scored problems (of `total` in the run).
+fn choice_report(scored: &[ChoiceRecord], total: usize, seed: u64) -> Option<ChoiceReport> {
+    use crate::metrics::calibration::{calibration, predict};
+    use crate::metrics::continuous::{brier_score, option_probabilities};
+    if scored.is_empty() {
+        return None;
+    }
+    let lines: Vec<ChoiceLine> = scored
+        .iter()
+        .map(|r| {
+            let choices: Vec<&str> = r.choices.iter().map(String::as_str).collect();
+            // Records are checked on load: as many log-likelihoods as choices, at least one.
+            let pred = predict(&r.loglikelihoods, &choices).unwrap_or(
+                crate::metrics::calibration::ChoicePredictions {
+                    acc: 0,
+                    acc_norm: 0,
+                    acc_bytes: 0,
+                },
+            );
+            let probs = option_probabilities(&r.loglikelihoods);
+            let gold = r.gold();
+            ChoiceLine {
+                problem: r.problem.clone(),
+                p: r.p,
+                chosen: pred.acc,
+                correct: r.correct(pred.acc),
+                correct_norm: r.correct(pred.acc_norm),
+                correct_bytes: r.correct(pred.acc_bytes),
+                greedy_gold: r.greedy[gold],
+                confidence: probs[pred.acc],
+                p_gold: probs[gold],
+                brier: brier_score(&r.loglikelihoods, gold).unwrap_or(f64::NAN),
+            }
+        })
+        .collect();
+    let n = lines.len();
+    let mean_of = |f: &dyn Fn(&ChoiceLine) -> f64, salt: u64| -> Estimate {
+        let v: Vec<f64> = lines.iter().map(f).collect();
+        Estimate {
+            value: v.iter().sum::<f64>() / n as f64,
+            ci95: bootstrap_mean_ci95(&v, BOOTSTRAP_ITERS, seed ^ salt),
+        }
+    };
+    let flag = |b: bool| f64::from(u8::from(b));
+    let conf: Vec<f64> = lines.iter().map(|l| l.confidence).collect();
+    let correct: Vec<bool> = lines.iter().map(|l| l.correct).collect();
+    let cal = calibration(&conf, &correct, ECE_BINS).ok()?;
+    let ece_ci = bootstrap_ci95(n, UQ_BOOTSTRAP_ITERS, seed ^ 0xec, |idx| {
+        let c: Vec<f64> = idx.iter().map(|&i| conf[i]).collect();
+        let k: Vec<bool> = idx.iter().map(|&i| correct[i]).collect();
+        calibration(&c, &k, ECE_BINS).ok().map(|x| x.ece)
+    });
+    Some(ChoiceReport {
+        problems: total.max(n),
+        scored: n,
+        acc: mean_of(&|l| flag(l.correct), 0xa1),
+        acc_norm: mean_of(&|l| flag(l.correct_norm), 0xa2),
+        acc_bytes: mean_of(&|l| flag(l.correct_bytes), 0xa3),
+        exact_match: mean_of(&|l| flag(l.greedy_gold), 0xa4),
+        brier: mean_of(&|l| l.brier, 0xb1),
+        ece: Estimate {
+            value: cal.ece,
+            ci95: ece_ci,
+        },
+        mce: cal.mce,
+        bins: cal
+            .bins
+            .iter()
+            .enumerate()
+            .map(|(b, &(count, confidence, accuracy))| ReliabilityBin {
+                lo: b as f64 / ECE_BINS as f64,
+                hi: (b + 1) as f64 / ECE_BINS as f64,
+                count,
+                confidence,
+                accuracy,
+            })
+            .collect(),
+        lines,
     })
 }
 
@@ -626,14 +784,113 @@ impl Report {
             "samples: {}   tokens: {}   wall: {:.1} s over {} session(s)   {:.1} samples/s   {:.1} tokens/s   judging {:.2} s",
             h.samples, h.tokens, h.wall_s, h.sessions, h.samples_per_s, h.tokens_per_s, h.judge_s
         );
-        if !self.skipped.is_empty() {
+        if let Some(c) = &self.choices {
+            let e = |e: &Estimate| match e.ci95 {
+                Some((lo, hi)) => format!("{:.4} [{lo:.4}, {hi:.4}]", e.value),
+                None => format!("{:.4}", e.value),
+            };
             let _ = writeln!(
                 s,
-                "not sampled (multiple choice): {}",
-                self.skipped.join(", ")
+                "\nmultiple choice, {} of {} problems scored (each choice's log-likelihood after \
+                 the prompt):\n  acc {}   acc_norm {}   acc_bytes {}   exact_match {}\n  Brier {}   \
+                 ECE ({ECE_BINS} bins) {}   MCE {:.4}",
+                c.scored,
+                c.problems,
+                e(&c.acc),
+                e(&c.acc_norm),
+                e(&c.acc_bytes),
+                e(&c.exact_match),
+                e(&c.brier),
+                e(&c.ece),
+                c.mce
             );
+            let w = c
+                .lines
+                .iter()
+                .map(|l| l.problem.chars().count())
+                .max()
+                .unwrap_or(7)
+                .max(7);
+            let _ = writeln!(
+                s,
+                "  {:<w$}  {:>6}  {:>7}  {:>8}  {:>10}  {:>6}",
+                "problem", "chosen", "correct", "p(chosen)", "p(gold)", "Brier"
+            );
+            for l in &c.lines {
+                let _ = writeln!(
+                    s,
+                    "  {:<w$}  {:>6}  {:>7}  {:>8.4}  {:>10.4}  {:>6.4}",
+                    l.problem,
+                    l.chosen,
+                    if l.correct { "yes" } else { "no" },
+                    l.confidence,
+                    l.p_gold,
+                    l.brier
+                );
+            }
         }
         s
+    }
+
+    /// Writes the reliability diagram of the multiple-choice problems at `path`: accuracy
+    /// against mean confidence per bin, with the diagonal and each bin's count.
+    pub fn plot_reliability(&self, path: &Path) -> Result<(), RunError> {
+        use plotters::prelude::*;
+        let err = |e: String| RunError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        };
+        let Some(c) = &self.choices else {
+            return Err(err("the run has no multiple-choice problem".into()));
+        };
+        let root = SVGBackend::new(path, (640, 600)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("reliability: {} problems, ECE {:.3}", c.scored, c.ece.value),
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0f64..1.0, 0.0f64..1.0)
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("confidence (probability of the chosen choice)")
+            .y_desc("accuracy")
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4)))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(c.bins.iter().filter(|b| b.count > 0).map(|b| {
+                Rectangle::new(
+                    [(b.lo + 0.005, 0.0), (b.hi - 0.005, b.accuracy)],
+                    BLUE.mix(0.5).filled(),
+                )
+            }))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(
+                c.bins
+                    .iter()
+                    .filter(|b| b.count > 0)
+                    .map(|b| Circle::new((b.confidence, b.accuracy), 4, RED.filled())),
+            )
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(c.bins.iter().filter(|b| b.count > 0).map(|b| {
+                Text::new(
+                    format!("{}", b.count),
+                    ((b.lo + b.hi) / 2.0 - 0.01, (b.accuracy + 0.03).min(0.97)),
+                    ("sans-serif", 12),
+                )
+            }))
+            .map_err(|e| err(e.to_string()))?;
+        root.present().map_err(|e| err(e.to_string()))?;
+        Ok(())
     }
 
     /// Writes an SVG plot of per-problem pass rates (log axis, 95% intervals; censored

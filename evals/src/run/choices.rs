@@ -1,0 +1,368 @@
+//! Multiple-choice problems in a run: scored, not sampled. Each problem's prompt is evaluated
+//! once; each choice is then teacher-forced after it on a fork of the prompt's cells, giving
+//! its log-likelihood (the sum of its tokens' log-probabilities) and whether greedy decoding
+//! would produce it. One line per problem goes to `DIR/choices.jsonl`, appended and flushed
+//! as the problem is scored, so a killed run keeps what it scored and a resumed one scores
+//! only the rest.
+//!
+//! Tokenization follows lm-eval: `prompt + choice` is tokenized whole and the choice is what
+//! follows the prompt's own tokens (a merge across the boundary goes to the choice); where the
+//! prompt's tokens are not a prefix of the whole's, the two are tokenized apart. Chat prompts
+//! are rendered with the model's template and the choice tokenized apart. Prompts are
+//! tokenized as the sampled problems' are (BOS as the model wants, special-token text kept as
+//! text).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use std::sync::Arc;
+
+use super::{Exec, Progress, PromptError, RunConfig, RunError};
+use crate::generate::BackendKind;
+use crate::tasks::{Check, Problem, Prompt};
+use engine::backend::{
+    BackendError, Batch, Context, ContextOptions, Logits, Model, Token, TokenizeOptions,
+};
+
+/// One multiple-choice problem scored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChoiceRecord {
+    /// The problem's id.
+    pub problem: String,
+    /// Its index in the task file.
+    pub p: u64,
+    /// The choices, as continuations of the prompt.
+    pub choices: Vec<String>,
+    /// Each choice's score from the task (1 correct, 0 wrong; BIG-bench allows fractions).
+    pub scores: Vec<f64>,
+    /// Each choice's log-likelihood after the prompt.
+    pub loglikelihoods: Vec<f64>,
+    /// Each choice's length in tokens.
+    pub tokens: Vec<usize>,
+    /// Whether greedy decoding after the prompt produces each choice.
+    pub greedy: Vec<bool>,
+    /// Which session (0 for the first, +1 per resume) scored it.
+    pub session: u32,
+}
+
+impl ChoiceRecord {
+    /// Whether choice `j` is a correct answer: it has the highest score of the problem, and
+    /// that score is positive.
+    pub fn correct(&self, j: usize) -> bool {
+        let top = self
+            .scores
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        top > 0.0 && self.scores.get(j) == Some(&top)
+    }
+
+    /// The first correct choice (the highest score), for the Brier score's one-hot target.
+    pub fn gold(&self) -> usize {
+        crate::metrics::calibration::argmax_first(&self.scores).unwrap_or(0)
+    }
+}
+
+/// `DIR/choices.jsonl` read back: the records in file order, and the length of the file up to
+/// its last complete line (a torn last line, from a kill in the middle of a write, is
+/// dropped). A missing file is an empty one; anything else malformed is an error naming its
+/// line.
+pub fn load_choices(path: &Path) -> Result<(Vec<ChoiceRecord>, u64), RunError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(RunError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let good = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut records: Vec<ChoiceRecord> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in bytes[..good].split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |message: String| RunError::Malformed {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message,
+        };
+        let r: ChoiceRecord = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+        let n = r.choices.len();
+        if n == 0
+            || [
+                r.scores.len(),
+                r.loglikelihoods.len(),
+                r.tokens.len(),
+                r.greedy.len(),
+            ]
+            .iter()
+            .any(|&m| m != n)
+        {
+            return Err(bad(format!(
+                "problem '{}': choices, scores, log-likelihoods, token counts and greedy flags \
+                 must be as many, and at least one",
+                r.problem
+            )));
+        }
+        if r.loglikelihoods.iter().any(|v| v.is_nan() || *v > 0.0) {
+            return Err(bad(format!(
+                "problem '{}': a log-likelihood that is not a log-probability",
+                r.problem
+            )));
+        }
+        if !seen.insert(r.p) {
+            return Err(bad(format!("problem '{}' appears twice", r.problem)));
+        }
+        records.push(r);
+    }
+    Ok((records, good as u64))
+}
+
+/// Appends records to `DIR/choices.jsonl`, each in one write of one line.
+pub(crate) struct ChoiceWriter {
+    file: File,
+    path: PathBuf,
+}
+
+impl ChoiceWriter {
+    /// Opens `path` for appending after cutting it to `good_len` (dropping a torn line).
+    pub(crate) fn open(path: &Path, good_len: u64) -> Result<Self, RunError> {
+        let io = |source| RunError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        if file.metadata().map_err(io)?.len() != good_len {
+            file.set_len(good_len).map_err(io)?;
+        }
+        Ok(ChoiceWriter {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Appends one record and syncs it: problems are few and each costs a forward pass.
+    pub(crate) fn append(&mut self, r: &ChoiceRecord) -> Result<(), RunError> {
+        let io = |source| RunError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(r).map_err(|e| io(e.into()))?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+}
+
+/// A multiple-choice problem tokenized: the prompt's tokens and each choice's.
+pub(crate) struct Tokenized {
+    /// The prompt.
+    pub(crate) context: Vec<Token>,
+    /// Each choice, as it follows the prompt.
+    pub(crate) choices: Vec<Vec<Token>>,
+}
+
+/// How run prompts are tokenized.
+const PROMPT: TokenizeOptions = TokenizeOptions {
+    add_special: true,
+    parse_special: false,
+};
+
+/// Tokenizes a multiple-choice problem as described in the module docs.
+pub(crate) fn tokenize(
+    model: &dyn Model,
+    problem: &Problem,
+    choices: &[String],
+) -> Result<Tokenized, RunError> {
+    let apart = |choice: &str| {
+        model.tokenize(
+            choice.as_bytes(),
+            TokenizeOptions {
+                add_special: false,
+                parse_special: false,
+            },
+        )
+    };
+    let refuse = |reason| RunError::Prompt {
+        problem: problem.id.clone(),
+        reason,
+    };
+    let (context, choices) = match &problem.prompt {
+        Prompt::Text(text) => {
+            let context = model.tokenize(text.as_bytes(), PROMPT)?;
+            let choices = choices
+                .iter()
+                .map(|c| {
+                    let whole = model.tokenize(format!("{text}{c}").as_bytes(), PROMPT)?;
+                    if whole.len() > context.len() && whole.starts_with(&context) {
+                        Ok(whole[context.len()..].to_vec())
+                    } else {
+                        apart(c)
+                    }
+                })
+                .collect::<Result<Vec<_>, BackendError>>()?;
+            (context, choices)
+        }
+        Prompt::Chat(messages) => {
+            let context = crate::generate::chat_tokens(model, messages)
+                .map_err(|e| refuse(PromptError::Chat(e)))?;
+            let choices = choices
+                .iter()
+                .map(|c| apart(c))
+                .collect::<Result<Vec<_>, BackendError>>()?;
+            (context, choices)
+        }
+    };
+    if context.is_empty() {
+        return Err(refuse(PromptError::Empty));
+    }
+    if let Some(j) = choices.iter().position(Vec::is_empty) {
+        return Err(refuse(PromptError::EmptyChoice(j)));
+    }
+    Ok(Tokenized { context, choices })
+}
+
+/// Rows of a prompt evaluated per call.
+const CHUNK: usize = 512;
+
+/// Each choice's (log-likelihood, greedy) after the context: the context evaluated once as
+/// sequence 0 on an emptied cache, each choice on sequence 1, a fork of it, then dropped.
+pub(crate) fn score(
+    ctx: &mut dyn Context,
+    t: &Tokenized,
+) -> Result<Vec<(f64, bool)>, BackendError> {
+    ctx.clear()?;
+    let n_vocab = ctx.info().n_vocab;
+    if let Some(&token) = t.choices.iter().flatten().find(|&&t| t as usize >= n_vocab) {
+        return Err(BackendError::InvalidToken {
+            token,
+            what: "a choice".into(),
+            n_vocab,
+        });
+    }
+    let mut batch = Batch::new();
+    let mut logits = Logits::new(n_vocab);
+    for (c, piece) in t.context.chunks(CHUNK).enumerate() {
+        batch.clear();
+        batch.add_sequence(piece, (c * CHUNK) as u32, 0, false);
+        ctx.decode(&batch, &mut logits)?;
+    }
+    // The last prompt row predicts every choice's first token.
+    let first = logits.row(logits.len() - 1).to_vec();
+    let first_lse = engine::sampling::log_sum_exp(&first)?;
+    let start = t.context.len() as u32;
+    let mut out = Vec::with_capacity(t.choices.len());
+    for choice in &t.choices {
+        let mut ll = first[choice[0] as usize] as f64 - first_lse;
+        let mut greedy = argmax(&first) == choice[0] as usize;
+        if choice.len() > 1 {
+            ctx.copy_sequence(0, 1)?;
+            batch.clear();
+            batch.add_sequence(&choice[..choice.len() - 1], start, 1, true);
+            ctx.decode(&batch, &mut logits)?;
+            for (i, &tok) in choice[1..].iter().enumerate() {
+                let row = logits.row(i);
+                ll += row[tok as usize] as f64 - engine::sampling::log_sum_exp(row)?;
+                greedy &= argmax(row) == tok as usize;
+            }
+            ctx.remove_sequence(1, 0, None)?;
+        }
+        out.push((ll, greedy));
+    }
+    Ok(out)
+}
+
+/// Index of the largest logit, the first on ties.
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Scores the multiple-choice problems `todo` of a run on `model`, appending a record per
+/// problem to `writer` as it is scored. `session` is the session's number.
+pub(crate) fn score_all(
+    model: Arc<dyn Model>,
+    config: &RunConfig,
+    exec: &Exec,
+    todo: &[&(u64, Problem)],
+    writer: &mut ChoiceWriter,
+    session: u32,
+    progress: &mut dyn Progress,
+) -> Result<(), RunError> {
+    let n_ctx_train = model.info().n_ctx_train as usize;
+    let mut work = Vec::with_capacity(todo.len());
+    for (p, problem) in todo {
+        let Check::MultipleChoice { choices, scores } = &problem.check else {
+            continue;
+        };
+        let t = tokenize(&*model, problem, choices)?;
+        let longest = t.choices.iter().map(Vec::len).max().unwrap_or(0);
+        if !exec.allow_long_context && t.context.len() + longest > n_ctx_train {
+            return Err(RunError::Prompt {
+                problem: problem.id.clone(),
+                reason: PromptError::ChoiceTooLong {
+                    prompt: t.context.len(),
+                    choice: longest,
+                    n_ctx_train,
+                },
+            });
+        }
+        work.push((*p, problem, choices, scores, t));
+    }
+    let cells = work
+        .iter()
+        .map(|w| w.4.context.len() + w.4.choices.iter().map(Vec::len).max().unwrap_or(0))
+        .max()
+        .unwrap_or(1);
+    let options = match config.backend {
+        // The native cache shares the prompt's cells with the fork.
+        BackendKind::Native => ContextOptions::new(cells as u32 + 16, 2),
+        // A stream of cells per sequence (see `open_context`).
+        BackendKind::LlamaCpp => {
+            let per_seq = (cells + 1).next_multiple_of(256);
+            ContextOptions {
+                unified_kv: false,
+                ..ContextOptions::new((per_seq * 2) as u32, 2)
+            }
+        }
+    };
+    let mut ctx = model.context(&ContextOptions {
+        threads: exec.threads,
+        activations: config.activations,
+        ..options
+    })?;
+    progress.note(&format!(
+        "scoring {} multiple-choice problems (each choice teacher-forced after the prompt)",
+        work.len()
+    ));
+    for (p, problem, choices, scores, t) in work {
+        let scored = score(&mut *ctx, &t)?;
+        writer.append(&ChoiceRecord {
+            problem: problem.id.clone(),
+            p,
+            choices: choices.clone(),
+            scores: scores.clone(),
+            loglikelihoods: scored.iter().map(|s| s.0).collect(),
+            tokens: t.choices.iter().map(Vec::len).collect(),
+            greedy: scored.iter().map(|s| s.1).collect(),
+            session,
+        })?;
+    }
+    Ok(())
+}
