@@ -81,11 +81,43 @@ fn a_mixed_task_samples_and_scores() {
         let (lo, hi) = e.ci95.expect("an interval");
         assert!(lo <= e.value && e.value <= hi, "{e:?}");
     }
+    // The generative problem's reference answer is teacher-forced too: " 4" after "A:", the
+    // log-probability `score` gives it, and the samples' edit distance to it.
+    let (refs, _) = load_choices(&opts.out.join("references.jsonl")).unwrap();
+    assert_eq!(refs.len(), 1);
+    assert_eq!(refs[0].choices, [" 4"]);
+    let alone = evals::generate::score(
+        BackendKind::Native,
+        &model,
+        &evals::generate::ScoreRequest {
+            prompt: "Q: What is 2 + 2?\nA:".into(),
+            continuation: " 4".into(),
+            top: 0,
+            threads: Some(2),
+            activations: engine::Activations::Q8,
+        },
+    )
+    .unwrap();
+    let line = rep.problems[0]
+        .reference
+        .as_ref()
+        .expect("a reference line");
+    assert_eq!(line.logprob, alone.logprob);
+    assert_eq!(line.probability, alone.logprob.exp());
+    assert!(line.edit_distance.is_some());
+    let cont = rep
+        .task
+        .continuous
+        .as_ref()
+        .expect("the continuous section");
+    assert_eq!((cont.problems, cont.logprob.value), (1, alone.logprob));
+    assert!(cont.edit_distance_note.is_none(), "{cont:?}");
     let text = rep.render();
     assert!(
         text.contains("pass@1") && text.contains("acc_norm"),
         "{text}"
     );
+    assert!(text.contains("continuous metrics"), "{text}");
     let svg = tmp.path().join("reliability.svg");
     rep.plot_reliability(&svg).unwrap();
     assert!(std::fs::read_to_string(&svg).unwrap().contains("ECE"));
@@ -132,4 +164,47 @@ fn bigbench_multiple_choice_runs_out_of_the_box() {
     for l in &c.lines {
         assert!(l.confidence > 0.0 && l.confidence <= 1.0 && l.p_gold <= l.confidence + 1e-12);
     }
+}
+
+/// The same problems through llama.cpp: the prompt's cells forked across its per-sequence
+/// streams, each choice's log-likelihood close to `score`'s for it alone (llama.cpp's rows
+/// depend on the batch they are computed in, so not bit for bit).
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn llama_cpp_scores_the_choices_too() {
+    let model = engine::models::resolve("smollm2-135m", &mut |m| eprintln!("{m}")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let task = tmp.path().join("task.jsonl");
+    std::fs::write(&task, TASK).unwrap();
+    let mut opts = options(&model, &task, &tmp.path().join("run"));
+    opts.backend = BackendKind::LlamaCpp;
+    start(&opts, &mut |_: &evals::run::Stats| {}).unwrap();
+    let (records, _) = load_choices(&opts.out.join("choices.jsonl")).unwrap();
+    assert_eq!(records.len(), 3);
+    let r = &records[0];
+    for (j, choice) in r.choices.iter().enumerate() {
+        let alone = evals::generate::score(
+            BackendKind::LlamaCpp,
+            &model,
+            &evals::generate::ScoreRequest {
+                prompt: "The capital of France is".into(),
+                continuation: choice.clone(),
+                top: 0,
+                threads: Some(2),
+                activations: engine::Activations::Q8,
+            },
+        )
+        .unwrap();
+        assert!(
+            (r.loglikelihoods[j] - alone.logprob).abs() < 0.05,
+            "{choice:?}: {} vs {}",
+            r.loglikelihoods[j],
+            alone.logprob
+        );
+    }
+    // " Paris" is the model's answer on either engine.
+    assert_eq!(
+        evals::metrics::calibration::argmax_first(&r.loglikelihoods),
+        Some(0)
+    );
 }

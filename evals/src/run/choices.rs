@@ -294,28 +294,92 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// Scores the multiple-choice problems `todo` of a run on `model`, appending a record per
-/// problem to `writer` as it is scored. `session` is the session's number.
+/// What one problem has scored: its choices (one, the reference, for a generative problem).
+pub(crate) struct Scoring<'a> {
+    /// Its index in the task file.
+    pub(crate) p: u64,
+    /// The problem.
+    pub(crate) problem: &'a Problem,
+    /// The continuations to score.
+    pub(crate) choices: Vec<String>,
+    /// Their scores in the task.
+    pub(crate) scores: Vec<f64>,
+    /// Where its record goes: 0 for `choices.jsonl`, 1 for `references.jsonl`.
+    pub(crate) file: usize,
+}
+
+impl<'a> Scoring<'a> {
+    /// A multiple-choice problem's choices.
+    pub(crate) fn choices(p: u64, problem: &'a Problem) -> Option<Self> {
+        let Check::MultipleChoice { choices, scores } = &problem.check else {
+            return None;
+        };
+        Some(Scoring {
+            p,
+            problem,
+            choices: choices.clone(),
+            scores: scores.clone(),
+            file: 0,
+        })
+    }
+
+    /// A generative problem's reference answer ([`reference_of`]).
+    pub(crate) fn reference(p: u64, problem: &'a Problem) -> Option<Self> {
+        Some(Scoring {
+            p,
+            problem,
+            choices: vec![reference_of(problem)?],
+            scores: vec![1.0],
+            file: 1,
+        })
+    }
+}
+
+/// The reference answer of a generative problem as a continuation of its prompt, for the
+/// continuous metrics: the first target of an exact, normalized or contains check, or a
+/// numeric check's number; `None` for regular expressions and programs, which have none.
+/// Like lm-eval's target delimiter, a space goes between a text prompt and a reference when
+/// neither has whitespace at the join ("A:" + "7" is scored as "A: 7", as models write it).
+pub fn reference_of(problem: &Problem) -> Option<String> {
+    let answer = match &problem.check {
+        Check::Exact { targets } | Check::Contains { targets } => targets.first()?.clone(),
+        Check::Normalized { targets, .. } => targets.first()?.clone(),
+        Check::Numeric { target, .. } => format!("{target}"),
+        _ => return None,
+    };
+    if answer.is_empty() {
+        return None;
+    }
+    let joined = match &problem.prompt {
+        Prompt::Text(text) => text.ends_with(char::is_whitespace),
+        Prompt::Chat(_) => true,
+    };
+    Some(if joined || answer.starts_with(char::is_whitespace) {
+        answer
+    } else {
+        format!(" {answer}")
+    })
+}
+
+/// Scores `work` on `model`, appending a record per problem to `writers[file]` as it is
+/// scored. `session` is the session's number.
 pub(crate) fn score_all(
     model: Arc<dyn Model>,
     config: &RunConfig,
     exec: &Exec,
-    todo: &[&(u64, Problem)],
-    writer: &mut ChoiceWriter,
+    work: &[Scoring<'_>],
+    writers: &mut [ChoiceWriter; 2],
     session: u32,
     progress: &mut dyn Progress,
 ) -> Result<(), RunError> {
     let n_ctx_train = model.info().n_ctx_train as usize;
-    let mut work = Vec::with_capacity(todo.len());
-    for (p, problem) in todo {
-        let Check::MultipleChoice { choices, scores } = &problem.check else {
-            continue;
-        };
-        let t = tokenize(&*model, problem, choices)?;
+    let mut tokenized = Vec::with_capacity(work.len());
+    for w in work {
+        let t = tokenize(&*model, w.problem, &w.choices)?;
         let longest = t.choices.iter().map(Vec::len).max().unwrap_or(0);
         if !exec.allow_long_context && t.context.len() + longest > n_ctx_train {
             return Err(RunError::Prompt {
-                problem: problem.id.clone(),
+                problem: w.problem.id.clone(),
                 reason: PromptError::ChoiceTooLong {
                     prompt: t.context.len(),
                     choice: longest,
@@ -323,11 +387,11 @@ pub(crate) fn score_all(
                 },
             });
         }
-        work.push((*p, problem, choices, scores, t));
+        tokenized.push(t);
     }
-    let cells = work
+    let cells = tokenized
         .iter()
-        .map(|w| w.4.context.len() + w.4.choices.iter().map(Vec::len).max().unwrap_or(0))
+        .map(|t| t.context.len() + t.choices.iter().map(Vec::len).max().unwrap_or(0))
         .max()
         .unwrap_or(1);
     let options = match config.backend {
@@ -347,17 +411,19 @@ pub(crate) fn score_all(
         activations: config.activations,
         ..options
     })?;
+    let mc = work.iter().filter(|w| w.file == 0).count();
     progress.note(&format!(
-        "scoring {} multiple-choice problems (each choice teacher-forced after the prompt)",
-        work.len()
+        "scoring {mc} multiple-choice problems and {} reference answers (teacher-forced after \
+         the prompt)",
+        work.len() - mc
     ));
-    for (p, problem, choices, scores, t) in work {
-        let scored = score(&mut *ctx, &t)?;
-        writer.append(&ChoiceRecord {
-            problem: problem.id.clone(),
-            p,
-            choices: choices.clone(),
-            scores: scores.clone(),
+    for (w, t) in work.iter().zip(&tokenized) {
+        let scored = score(&mut *ctx, t)?;
+        writers[w.file].append(&ChoiceRecord {
+            problem: w.problem.id.clone(),
+            p: w.p,
+            choices: w.choices.clone(),
+            scores: w.scores.clone(),
             loglikelihoods: scored.iter().map(|s| s.0).collect(),
             tokens: t.choices.iter().map(Vec::len).collect(),
             greedy: scored.iter().map(|s| s.1).collect(),
@@ -365,4 +431,48 @@ pub(crate) fn score_all(
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(prompt: &str, check: Check) -> Problem {
+        Problem {
+            id: "x".into(),
+            prompt: Prompt::Text(prompt.into()),
+            check,
+            stop: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn references_follow_the_prompt_as_models_write_them() {
+        let exact = |t: &str| Check::Exact {
+            targets: vec![t.into(), "other".into()],
+        };
+        assert_eq!(
+            reference_of(&problem("A:", exact("7"))).as_deref(),
+            Some(" 7")
+        );
+        assert_eq!(
+            reference_of(&problem("A: ", exact("7"))).as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            reference_of(&problem("A:", exact(" 7"))).as_deref(),
+            Some(" 7")
+        );
+        assert_eq!(reference_of(&problem("A:", exact(""))), None);
+        let numeric = Check::Numeric {
+            target: 4.0,
+            abs_tol: 0.0,
+            rel_tol: 0.0,
+        };
+        assert_eq!(reference_of(&problem("A:", numeric)).as_deref(), Some(" 4"));
+        let regex = Check::Regex {
+            pattern: crate::tasks::Pattern::new("7").unwrap(),
+        };
+        assert_eq!(reference_of(&problem("A:", regex)), None);
+    }
 }

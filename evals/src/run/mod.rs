@@ -27,7 +27,7 @@ mod state;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use choices::{load_choices, ChoiceRecord};
+pub use choices::{load_choices, reference_of, ChoiceRecord};
 pub use record::{
     load_samples, FileRef, Loaded, RunConfig, SampleRecord, SampleWriter, Shard, StopRule, Stopped,
     TaskRef, FORMAT_VERSION,
@@ -613,6 +613,10 @@ pub fn prompt_lengths(
         .collect())
 }
 
+/// The files of what a run scores rather than samples: multiple-choice problems' choices,
+/// then generative problems' reference answers.
+pub const SCORED_FILES: [&str; 2] = ["choices.jsonl", "references.jsonl"];
+
 /// The problems of a run's shard among all of its task's.
 fn shard_of(config: &RunConfig, all: Vec<Problem>) -> ShardProblems {
     let mut choice = Vec::new();
@@ -690,30 +694,53 @@ fn execute(
     let samples_path = dir.join("samples.jsonl");
     let loaded = load_samples(&samples_path)?;
     let mut states = states_from(&problems, &loaded.records, &config.rule, &samples_path)?;
-    let choices_path = dir.join("choices.jsonl");
-    let (scored, choices_len) = load_choices(&choices_path)?;
-    let ids: std::collections::HashMap<u64, &str> =
-        choice.iter().map(|(p, pr)| (*p, pr.id.as_str())).collect();
-    if let Some(r) = scored
-        .iter()
-        .find(|r| ids.get(&r.p) != Some(&r.problem.as_str()))
-    {
-        return Err(RunError::Malformed {
-            path: choices_path,
-            line: 1 + scored.iter().position(|x| x.p == r.p).unwrap_or(0),
-            message: format!(
-                "problem '{}' (index {}) is not a multiple-choice problem of this run",
-                r.problem, r.p
-            ),
-        });
+    // What is scored rather than sampled: multiple-choice problems' choices, and generative
+    // problems' reference answers (for the continuous metrics).
+    let wanted: [Vec<choices::Scoring>; 2] = [
+        choice
+            .iter()
+            .filter_map(|(p, pr)| choices::Scoring::choices(*p, pr))
+            .collect(),
+        problems
+            .iter()
+            .filter_map(|(p, pr)| choices::Scoring::reference(*p, pr))
+            .collect(),
+    ];
+    let mut scored_before = Vec::new();
+    let mut writers = Vec::new();
+    let mut todo = Vec::new();
+    for (file, want) in wanted.into_iter().enumerate() {
+        let path = dir.join(SCORED_FILES[file]);
+        let (scored, good_len) = load_choices(&path)?;
+        if let Some((line, r)) = scored.iter().enumerate().find(|(_, r)| {
+            !want
+                .iter()
+                .any(|w| w.p == r.p && w.problem.id == r.problem && w.choices == r.choices)
+        }) {
+            return Err(RunError::Malformed {
+                path,
+                line: line + 1,
+                message: format!(
+                    "problem '{}' (index {}) with these choices is not one this run scores",
+                    r.problem, r.p
+                ),
+            });
+        }
+        todo.extend(
+            want.into_iter()
+                .filter(|w| !scored.iter().any(|r| r.p == w.p)),
+        );
+        scored_before.extend(scored.iter().map(|r| r.session + 1));
+        writers.push(choices::ChoiceWriter::open(&path, good_len)?);
     }
-    let done: std::collections::HashSet<u64> = scored.iter().map(|r| r.p).collect();
-    let todo: Vec<&(u64, Problem)> = choice.iter().filter(|(p, _)| !done.contains(p)).collect();
+    let mut writers: [choices::ChoiceWriter; 2] = writers
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one writer per scored file"));
     let session = loaded
         .records
         .iter()
         .map(|r| r.session + 1)
-        .chain(scored.iter().map(|r| r.session + 1))
+        .chain(scored_before)
         .max()
         .unwrap_or(0);
     let mut outcome = Outcome {
@@ -731,7 +758,6 @@ fn execute(
         taken_over: lock.taken_over().map(str::to_owned),
     };
     let mut writer = SampleWriter::open(&samples_path, loaded.good_len)?;
-    let mut choice_writer = choices::ChoiceWriter::open(&choices_path, choices_len)?;
     let sampling_left = outcome.stats.decided < problems.len();
     if !sampling_left && todo.is_empty() {
         return Ok(outcome);
@@ -775,11 +801,11 @@ fn execute(
             config,
             exec,
             &todo,
-            &mut choice_writer,
+            &mut writers,
             session,
             progress,
         )?;
-        outcome.choices_scored = todo.len();
+        outcome.choices_scored = todo.iter().filter(|w| w.file == 0).count();
     }
     if !sampling_left {
         return Ok(outcome);
@@ -1017,7 +1043,7 @@ pub fn merge(
     let base = RunConfig::load(first)?;
     let mut shards = Vec::new();
     let mut records = Vec::new();
-    let mut choice_records = Vec::new();
+    let mut scored_records: [Vec<ChoiceRecord>; 2] = [Vec::new(), Vec::new()];
     let mut session_offset = 0;
     let mut undecided = 0;
     let mut unchecked = Vec::new();
@@ -1058,15 +1084,18 @@ pub fn merge(
                 shard: c.shard,
             });
         }
-        let (scored, _) = load_choices(&dir.join("choices.jsonl"))?;
-        if let Some(r) = scored.iter().find(|r| !c.shard.holds(r.p as usize)) {
-            return Err(RunError::ForeignSample {
-                dir: dir.clone(),
-                problem: r.problem.clone(),
-                shard: c.shard,
-            });
+        let mut scored = [Vec::new(), Vec::new()];
+        for (file, name) in SCORED_FILES.iter().enumerate() {
+            scored[file] = load_choices(&dir.join(name))?.0;
+            if let Some(r) = scored[file].iter().find(|r| !c.shard.holds(r.p as usize)) {
+                return Err(RunError::ForeignSample {
+                    dir: dir.clone(),
+                    problem: r.problem.clone(),
+                    shard: c.shard,
+                });
+            }
         }
-        match undecided_in(&c, &loaded.records, &scored, dir) {
+        match undecided_in(&c, &loaded.records, &scored[0], dir) {
             Ok(0) => {}
             Ok(n) if allow_incomplete => undecided += n,
             Ok(n) => {
@@ -1089,16 +1118,18 @@ pub fn merge(
             .records
             .iter()
             .map(|r| r.session + 1)
-            .chain(scored.iter().map(|r| r.session + 1))
+            .chain(scored.iter().flatten().map(|r| r.session + 1))
             .max()
             .unwrap_or(0);
         for mut r in loaded.records {
             r.session += session_offset;
             records.push(r);
         }
-        for mut r in scored {
-            r.session += session_offset;
-            choice_records.push(r);
+        for (file, list) in scored.into_iter().enumerate() {
+            for mut r in list {
+                r.session += session_offset;
+                scored_records[file].push(r);
+            }
         }
         session_offset += sessions;
     }
@@ -1110,7 +1141,9 @@ pub fn merge(
         return Err(RunError::ShardsMissing { missing });
     }
     records.sort_by_key(|r| (r.p, r.index));
-    choice_records.sort_by_key(|r| r.p);
+    for list in &mut scored_records {
+        list.sort_by_key(|r| r.p);
+    }
     std::fs::create_dir_all(out).map_err(|source| RunError::Io {
         path: out.to_path_buf(),
         source,
@@ -1131,10 +1164,12 @@ pub fn merge(
         w.append(r)?;
     }
     w.sync()?;
-    if !choice_records.is_empty() {
-        let mut w = choices::ChoiceWriter::open(&out.join("choices.jsonl"), 0)?;
-        for r in &choice_records {
-            w.append(r)?;
+    for (list, name) in scored_records.iter().zip(SCORED_FILES) {
+        if !list.is_empty() {
+            let mut w = choices::ChoiceWriter::open(&out.join(name), 0)?;
+            for r in list {
+                w.append(r)?;
+            }
         }
     }
     merged.save(out)?;

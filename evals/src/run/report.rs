@@ -28,6 +28,7 @@ use super::record::{load_samples, RunConfig, SampleRecord, StopRule};
 use super::state::ProblemState;
 use super::ChoiceRecord;
 use super::RunError;
+use crate::metrics::continuous::token_edit_distance;
 use crate::metrics::pass_at_k::{pass_at_k, pass_at_k_dataset};
 use crate::metrics::passuntil::{
     binomial_upper_bound, bootstrap_ci95, bootstrap_mean_ci95, task, Instance,
@@ -127,6 +128,30 @@ pub struct ProblemReport {
     pub mean_tokens: f64,
     /// Sample-based uncertainty, with two or more counted samples.
     pub uncertainty: Option<ProblemUncertainty>,
+    /// The reference answer teacher-forced, where the problem has one.
+    pub reference: Option<ReferenceLine>,
+}
+
+/// A generative problem's reference answer teacher-forced after its prompt, and how far the
+/// samples were from it (the Mirage paper's continuous metrics, EVALS-SPEC §3).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReferenceLine {
+    /// The continuation scored ([`super::reference_of`]).
+    pub text: String,
+    /// Its log-probability after the prompt.
+    pub logprob: f64,
+    /// Its length in tokens.
+    pub tokens: usize,
+    /// `exp(logprob)`: the probability of the whole reference.
+    pub probability: f64,
+    /// `exp(logprob / tokens)`: the geometric-mean per-token probability.
+    pub per_token: f64,
+    /// Whether greedy decoding produces it.
+    pub greedy: bool,
+    /// Mean token edit distance of the counted samples (trimmed) to the reference (trimmed),
+    /// tokenized without special tokens by the model's tokenizer; `None` without the model
+    /// file or without counted samples.
+    pub edit_distance: Option<f64>,
 }
 
 impl ProblemReport {
@@ -160,6 +185,28 @@ pub struct TaskReport {
     pub pass_at_k: Vec<PassAtKLine>,
     /// How well sample-based uncertainty predicts failure.
     pub uncertainty: Option<UncertaintyReport>,
+    /// The continuous metrics over the problems with a scored reference answer.
+    pub continuous: Option<ContinuousReport>,
+}
+
+/// Task-level continuous metrics: means over the problems with a scored reference answer, each
+/// with a 95% bootstrap interval over problems (seeded with the run's seed).
+#[derive(Clone, Debug, Serialize)]
+pub struct ContinuousReport {
+    /// Problems with a scored reference.
+    pub problems: usize,
+    /// Mean log-probability of the reference.
+    pub logprob: Estimate,
+    /// Mean probability of the whole reference.
+    pub probability: Estimate,
+    /// Mean geometric-mean per-token probability.
+    pub per_token: Estimate,
+    /// Share of problems whose reference greedy decoding produces.
+    pub greedy: Estimate,
+    /// Mean over problems of the mean token edit distance of samples to the reference.
+    pub edit_distance: Option<Estimate>,
+    /// Why the edit distance is missing, when it is.
+    pub edit_distance_note: Option<String>,
 }
 
 /// pass@k over the problems.
@@ -301,7 +348,20 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
         .ok()
         .filter(|f| f.sha256 == run.task.file.sha256)
         .and_then(|_| super::shard_problems(&run, task_path).ok());
-    let (scored, _) = super::load_choices(&dir.join("choices.jsonl"))?;
+    let (scored, _) = super::load_choices(&dir.join(super::SCORED_FILES[0]))?;
+    let references: BTreeMap<u64, ChoiceRecord> =
+        super::load_choices(&dir.join(super::SCORED_FILES[1]))?
+            .0
+            .into_iter()
+            .map(|r| (r.p, r))
+            .collect();
+    // The edit distance needs the model's tokenizer: from the file the run used, if it is
+    // still there unchanged.
+    let tokenizer = if references.is_empty() {
+        Err(String::new())
+    } else {
+        run_tokenizer(&run)
+    };
     let (problems, choice_problems): (Vec<(u64, String)>, usize) = match from_task {
         Some(sp) => (
             sp.sampled.into_iter().map(|(p, pr)| (p, pr.id)).collect(),
@@ -405,6 +465,30 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
         } else {
             None
         };
+        let reference = references.get(p).map(|r| {
+            let (logprob, tokens) = (r.loglikelihoods[0], r.tokens[0]);
+            let edit_distance = match &tokenizer {
+                Ok(tok) if !counted.is_empty() => {
+                    let encode = |t: &str| tok.encode(t.trim().as_bytes(), false, false);
+                    let target = encode(&r.choices[0]);
+                    let total: usize = counted
+                        .iter()
+                        .map(|s| token_edit_distance(&encode(&s.text), &target))
+                        .sum();
+                    Some(total as f64 / counted.len() as f64)
+                }
+                _ => None,
+            };
+            ReferenceLine {
+                text: r.choices[0].clone(),
+                logprob,
+                tokens,
+                probability: logprob.exp(),
+                per_token: (logprob / tokens.max(1) as f64).exp(),
+                greedy: r.greedy[0],
+                edit_distance,
+            }
+        });
         lines.push(ProblemReport {
             problem: id.clone(),
             p: *p,
@@ -426,6 +510,7 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
                 0.0
             },
             uncertainty,
+            reference,
         });
     }
     let tp = task(&instances).ok();
@@ -468,6 +553,7 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
             censored: tp.as_ref().map_or(0, |t| t.censored),
             pass_at_k,
             uncertainty: uncertainty_report(&lines, &per_sample, seed),
+            continuous: continuous_report(&lines, tokenizer.err(), seed),
         },
         throughput: Throughput {
             sessions: wall.len() as u32,
@@ -481,6 +567,57 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
         problems: lines,
         choices: choice_report(&scored, choice_problems, seed),
         run,
+    })
+}
+
+/// The tokenizer of the model file a run used, if the file is there unchanged; else why not.
+fn run_tokenizer(run: &RunConfig) -> Result<engine::tokenizer::Tokenizer, String> {
+    let path = Path::new(&run.model.path);
+    let now = super::FileRef::of(path).map_err(|e| format!("the model file: {e}"))?;
+    if now.sha256 != run.model.sha256 {
+        return Err(format!("the model file {} has changed", path.display()));
+    }
+    let file = quant::gguf::GgufFile::open(path).map_err(|e| e.to_string())?;
+    engine::tokenizer::Tokenizer::from_metadata(file.metadata()).map_err(|e| e.to_string())
+}
+
+/// The task-level continuous metrics from the problems' reference lines.
+fn continuous_report(
+    lines: &[ProblemReport],
+    tokenizer_error: Option<String>,
+    seed: u64,
+) -> Option<ContinuousReport> {
+    let refs: Vec<&ReferenceLine> = lines.iter().filter_map(|l| l.reference.as_ref()).collect();
+    if refs.is_empty() {
+        return None;
+    }
+    let mean_of = |v: Vec<f64>, salt: u64| -> Estimate {
+        Estimate {
+            value: v.iter().sum::<f64>() / v.len() as f64,
+            ci95: bootstrap_mean_ci95(&v, BOOTSTRAP_ITERS, seed ^ salt),
+        }
+    };
+    let edits: Vec<f64> = refs.iter().filter_map(|r| r.edit_distance).collect();
+    let edit_distance_note = match tokenizer_error {
+        Some(e) => Some(format!("no edit distance: {e}")),
+        None if edits.len() < refs.len() => Some(format!(
+            "edit distance over the {} of {} problems with counted samples",
+            edits.len(),
+            refs.len()
+        )),
+        None => None,
+    };
+    Some(ContinuousReport {
+        problems: refs.len(),
+        logprob: mean_of(refs.iter().map(|r| r.logprob).collect(), 0xc1),
+        probability: mean_of(refs.iter().map(|r| r.probability).collect(), 0xc2),
+        per_token: mean_of(refs.iter().map(|r| r.per_token).collect(), 0xc3),
+        greedy: mean_of(
+            refs.iter().map(|r| f64::from(u8::from(r.greedy))).collect(),
+            0xc4,
+        ),
+        edit_distance: (!edits.is_empty()).then(|| mean_of(edits, 0xc5)),
+        edit_distance_note,
     })
 }
 
@@ -712,6 +849,12 @@ impl Report {
             for (k, v) in &p.pass_at_k {
                 let _ = write!(s, "  pass@{k} {}", sci(*v));
             }
+            if let Some(r) = &p.reference {
+                let _ = write!(s, "  ref log p {:.3}", r.logprob);
+                if let Some(d) = r.edit_distance {
+                    let _ = write!(s, ", edit {d:.2}");
+                }
+            }
             s.push('\n');
         }
         let t = &self.task;
@@ -777,6 +920,26 @@ impl Report {
                 a(u.sample_auroc_degree),
                 a(u.sample_auroc_eccentricity)
             );
+        }
+        if let Some(c) = &self.task.continuous {
+            let e = |e: &Estimate| match e.ci95 {
+                Some((lo, hi)) => format!("{} [{}, {}]", sci(e.value), sci(lo), sci(hi)),
+                None => sci(e.value),
+            };
+            let _ = writeln!(
+                s,
+                "continuous metrics (the reference answer teacher-forced, {} problems): log p {}, \
+                 p {}, per-token p {}, greedy {}, token edit distance of samples {}",
+                c.problems,
+                e(&c.logprob),
+                e(&c.probability),
+                e(&c.per_token),
+                e(&c.greedy),
+                c.edit_distance.as_ref().map_or("-".into(), e)
+            );
+            if let Some(n) = &c.edit_distance_note {
+                let _ = writeln!(s, "  ({n})");
+            }
         }
         let h = &self.throughput;
         let _ = writeln!(
