@@ -45,6 +45,24 @@ pub struct StopRules<'a> {
     /// Keep the generated text (pieces of the tokens, end-of-generation excluded) even with
     /// no stop strings to watch.
     pub keep_text: bool,
+    /// Where a stop string counts.
+    pub stop_where: StopWhere,
+}
+
+/// Where in the text a stop string ends a sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StopWhere {
+    /// Anywhere.
+    #[default]
+    Anywhere,
+    /// Anywhere but at the very start, and a text that opens with a stop string then runs to
+    /// its limit: BIG-bench's `stop_string`, which cuts the output at its first occurrence
+    /// only when that occurrence is not at the start.
+    NotFirst,
+    /// Only after some text that is not itself made of stop strings: leading stop strings
+    /// are passed over (BIG-bench's default `output_regex`, the first run of characters
+    /// other than `.?!;` and newlines, which skips leading ones).
+    AfterText,
 }
 
 /// One sample being generated: its random stream, its tokens and text so far, and their
@@ -56,6 +74,8 @@ pub struct Sequence {
     tokens: Vec<Token>,
     bytes: Vec<u8>,
     cut: Option<usize>,
+    /// Stop strings no longer count ([`StopWhere::NotFirst`] after an opening one).
+    stops_off: bool,
     logprob: f64,
     sampling_logprob: f64,
     per_token: Vec<TokenLogprobs>,
@@ -70,6 +90,7 @@ impl Sequence {
             tokens: Vec::new(),
             bytes: Vec::new(),
             cut: None,
+            stops_off: false,
             logprob: 0.0,
             sampling_logprob: 0.0,
             per_token: Vec::new(),
@@ -142,7 +163,21 @@ impl Sequence {
         if rules.keep_text || !rules.stop.is_empty() {
             let before = self.bytes.len();
             self.bytes.extend(piece(token)?);
-            if let Some((at, which)) = find_stop(&self.bytes, before, rules.stop) {
+            let from = match rules.stop_where {
+                StopWhere::Anywhere => 0,
+                StopWhere::NotFirst => 1,
+                StopWhere::AfterText => leading_stops(&self.bytes, rules.stop),
+            };
+            let found = if self.stops_off {
+                None
+            } else {
+                find_stop(&self.bytes, before, from, rules.stop)
+            };
+            if rules.stop_where == StopWhere::NotFirst
+                && find_stop(&self.bytes, before, 0, rules.stop).is_some_and(|(at, _)| at == 0)
+            {
+                self.stops_off = true;
+            } else if let Some((at, which)) = found {
                 self.cut = Some(at);
                 self.stop = Some(StopReason::Stop(
                     String::from_utf8_lossy(&rules.stop[which]).into_owned(),
@@ -191,15 +226,20 @@ impl Sequence {
     }
 }
 
-/// The earliest stop string that ends after byte `new_from` (older bytes were searched
-/// before): where it starts, and which one it is.
-fn find_stop(bytes: &[u8], new_from: usize, stops: &[Vec<u8>]) -> Option<(usize, usize)> {
+/// The earliest stop string that starts at or after byte `min_start` and ends after byte
+/// `new_from` (older bytes were searched before): where it starts, and which one it is.
+fn find_stop(
+    bytes: &[u8],
+    new_from: usize,
+    min_start: usize,
+    stops: &[Vec<u8>],
+) -> Option<(usize, usize)> {
     stops
         .iter()
         .enumerate()
         .filter(|(_, st)| !st.is_empty())
         .filter_map(|(k, st)| {
-            let from = new_from.saturating_sub(st.len() - 1);
+            let from = new_from.saturating_sub(st.len() - 1).max(min_start);
             bytes
                 .get(from..)?
                 .windows(st.len())
@@ -207,6 +247,18 @@ fn find_stop(bytes: &[u8], new_from: usize, stops: &[Vec<u8>]) -> Option<(usize,
                 .map(|i| (from + i, k))
         })
         .min()
+}
+
+/// Where the text's leading run of stop strings ends (0 when it opens with none).
+fn leading_stops(bytes: &[u8], stops: &[Vec<u8>]) -> usize {
+    let mut at = 0;
+    while let Some(st) = stops
+        .iter()
+        .find(|st| !st.is_empty() && bytes[at..].starts_with(st))
+    {
+        at += st.len();
+    }
+    at
 }
 
 /// One generated continuation.
@@ -428,6 +480,7 @@ fn run_wave(
         stop_at_eog: opts.stop_at_eog,
         stop: &stop,
         keep_text: false,
+        stop_where: StopWhere::Anywhere,
     };
     let mut seqs: Vec<Sequence> = (0..w)
         .map(|i| {
@@ -506,11 +559,15 @@ mod tests {
     #[test]
     fn stop_strings_across_token_boundaries() {
         let stops = vec![b"\n\n".to_vec(), b"END".to_vec(), Vec::new()];
-        assert_eq!(find_stop(b"abc\n", 3, &stops), None);
-        assert_eq!(find_stop(b"abc\n\n", 4, &stops), Some((3, 0)));
-        assert_eq!(find_stop(b"xEN", 1, &stops), None);
-        assert_eq!(find_stop(b"xEND and\n\n", 3, &stops), Some((1, 1)));
-        assert_eq!(find_stop(b"", 0, &stops), None);
+        assert_eq!(find_stop(b"abc\n", 3, 0, &stops), None);
+        assert_eq!(find_stop(b"abc\n\n", 4, 0, &stops), Some((3, 0)));
+        assert_eq!(find_stop(b"xEN", 1, 0, &stops), None);
+        assert_eq!(find_stop(b"xEND and\n\n", 3, 0, &stops), Some((1, 1)));
+        assert_eq!(find_stop(b"xEND and\n\n", 3, 2, &stops), Some((8, 0)));
+        assert_eq!(find_stop(b"", 0, 0, &stops), None);
+        assert_eq!(leading_stops(b"\n\nEND4\n\n", &stops), 5);
+        assert_eq!(leading_stops(b"\n\n\nEND4", &stops), 2);
+        assert_eq!(leading_stops(b"4\n\n", &stops), 0);
     }
 
     fn info() -> ModelInfo {
@@ -557,6 +614,7 @@ mod tests {
             stop_at_eog: true,
             stop,
             keep_text: true,
+            stop_where: StopWhere::Anywhere,
         };
         let s = run(&[1, 2, 3, 1], &rules(&[], 10));
         assert_eq!(
@@ -571,5 +629,29 @@ mod tests {
         assert_eq!(s.stop, StopReason::Stop("21".into()));
         assert_eq!((s.tokens, s.text), (vec![1, 2, 1], Some(b"1".to_vec())));
         assert_eq!(s.index, 7);
+        // BIG-bench's stop string: one at the very start turns stop strings off.
+        let not_first = |stop, max_tokens| StopRules {
+            stop_where: StopWhere::NotFirst,
+            ..rules(stop, max_tokens)
+        };
+        let stops = [b"1".to_vec()];
+        let s = run(&[1, 2, 1, 2], &not_first(&stops, 4));
+        assert_eq!(
+            (s.stop, s.text),
+            (StopReason::MaxTokens, Some(b"1212".to_vec()))
+        );
+        let s = run(&[2, 1, 2], &not_first(&stops, 4));
+        assert_eq!(
+            (s.stop, s.text),
+            (StopReason::Stop("1".into()), Some(b"2".to_vec()))
+        );
+        // BIG-bench's default regex: leading stop strings are passed over.
+        let after_text = |stop, max_tokens| StopRules {
+            stop_where: StopWhere::AfterText,
+            ..rules(stop, max_tokens)
+        };
+        let s = run(&[1, 1, 2, 2, 1, 2], &after_text(&stops, 10));
+        assert_eq!(s.stop, StopReason::Stop("1".into()));
+        assert_eq!((s.tokens.len(), s.text), (5, Some(b"1122".to_vec())));
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use crate::sandbox::{Isolation, Limits, Sandbox};
-use crate::tasks::{Check, Normalize, Problem, Prompt};
+use crate::tasks::{BigBenchMetric, Check, Normalize, Problem, Prompt};
 
 /// The outcome of judging one completion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +86,92 @@ pub fn first_number(s: &str) -> Option<f64> {
         .and_then(|m| m.as_str().replace(',', "").parse().ok())
 }
 
+/// BIG-bench's default `output_regex`, for tasks that give neither it nor a stop string: the
+/// first run of characters other than `.?!;` and newlines.
+pub const BIGBENCH_DEFAULT_REGEX: &str = r"[^\.\?\!\;\n]+";
+
+/// What BIG-bench's `postprocess_output` makes of `text` (max length aside): cut after the
+/// first `stop_string` unless it opens the text, then the first match of `output_regex`
+/// (its group, when it has one), or the empty string without a match.
+pub fn bigbench_response(
+    text: &str,
+    stop_string: Option<&str>,
+    output_regex: Option<&crate::tasks::Pattern>,
+) -> String {
+    let mut text = text;
+    if let Some(stop) = stop_string.filter(|s| !s.is_empty()) {
+        if let Some(at) = text.find(stop).filter(|&at| at > 0) {
+            text = &text[..at + stop.len()];
+        }
+    }
+    match output_regex {
+        Some(re) => re.first_found(text).unwrap_or("").to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+/// Python's `str.strip()`: Unicode whitespace and the separators U+001C..U+001F.
+fn py_strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
+/// Python's `float(s)`: surrounding whitespace allowed, underscores only between digits,
+/// `inf`, `infinity` and `nan` in any case with an optional sign.
+pub fn py_float(s: &str) -> Option<f64> {
+    let s = py_strip(s);
+    let b = s.as_bytes();
+    let mut clean = String::with_capacity(s.len());
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'_' {
+            let digit = |j: Option<&u8>| j.is_some_and(u8::is_ascii_digit);
+            if !(i > 0 && digit(b.get(i - 1)) && digit(b.get(i + 1))) {
+                return None;
+            }
+            continue;
+        }
+        if !c.is_ascii() {
+            return None;
+        }
+        clean.push(c as char);
+    }
+    let lower = clean.to_ascii_lowercase();
+    let unsigned = lower.trim_start_matches(['+', '-']);
+    if lower.len() - unsigned.len() > 1 {
+        return None;
+    }
+    match unsigned {
+        "inf" | "infinity" | "nan" => clean.parse().ok(),
+        // Rust reads "infinity"-like words and hex floats Python does not; digits only here.
+        u if u
+            .bytes()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'+' | b'-')) =>
+        {
+            clean.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// Whether a BIG-bench response meets the targets under `metric` (see [`BigBenchMetric`]).
+pub fn bigbench_metric(metric: BigBenchMetric, targets: &[String], response: &str) -> bool {
+    match metric {
+        BigBenchMetric::ExactStrMatch => targets.iter().any(|t| t == response),
+        BigBenchMetric::CaseInsensitiveStrMatch => {
+            let r = py_strip(response).to_lowercase();
+            targets.iter().any(|t| py_strip(t).to_lowercase() == r)
+        }
+        BigBenchMetric::NumericRelativeError { rel_error } => {
+            let Some(v) = py_float(response) else {
+                return false;
+            };
+            targets.iter().filter_map(|t| py_float(t)).any(|t| {
+                let denom = if t != 0.0 { t.abs() } else { 1.0 };
+                (v - t).abs() / denom <= rel_error
+            })
+        }
+    }
+}
+
 /// Judges a completion against a text check. Multiple choice and programs are judged by
 /// [`judge_choices`] and [`Sandbox`]; passing them here is a [`Verdict::SandboxError`].
 pub fn judge_text(check: &Check, completion: &str) -> Verdict {
@@ -127,6 +213,19 @@ pub fn judge_text(check: &Check, completion: &str) -> Verdict {
             ),
             None => Verdict::fail("no number in the completion"),
         },
+        Check::BigBench {
+            targets,
+            metric,
+            stop_string,
+            output_regex,
+        } => {
+            let response =
+                bigbench_response(completion, stop_string.as_deref(), output_regex.as_ref());
+            ok(
+                bigbench_metric(*metric, targets, &response),
+                &format!("{} fails on {response:?}", metric.name()),
+            )
+        }
         Check::MultipleChoice { .. } | Check::Program { .. } => Verdict::SandboxError {
             detail: "multiple-choice and program checks are not text checks".into(),
         },
@@ -250,6 +349,53 @@ impl VerdictCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bigbench_post_processing_and_numbers_as_python_reads_them() {
+        let re = crate::tasks::Pattern::new(BIGBENCH_DEFAULT_REGEX).unwrap();
+        // The default pattern skips leading separators and stops at the next one.
+        assert_eq!(
+            bigbench_response("\n\n 7 apples. 8", None, Some(&re)),
+            " 7 apples"
+        );
+        assert_eq!(bigbench_response("...", None, Some(&re)), "");
+        // A stop string is kept, and does not cut where it opens the text.
+        assert_eq!(bigbench_response("7. 8.", Some("."), None), "7.");
+        assert_eq!(bigbench_response(".7. 8", Some("."), None), ".7. 8");
+        let group = crate::tasks::Pattern::new(r"(\d+)\.").unwrap();
+        assert_eq!(bigbench_response("x 42. y", None, Some(&group)), "42");
+        for (s, v) in [
+            (" 12 ", Some(12.0)),
+            ("1_000", Some(1000.0)),
+            ("1__0", None),
+            ("_1", None),
+            ("-1e3", Some(-1000.0)),
+            ("+.5", Some(0.5)),
+            ("0x10", None),
+            ("--1", None),
+            ("\u{1f}3", Some(3.0)),
+            ("", None),
+        ] {
+            assert_eq!(py_float(s), v, "{s:?}");
+        }
+        assert!(py_float("-inf").is_some_and(|v| v == f64::NEG_INFINITY));
+        assert!(py_float("NaN").is_some_and(f64::is_nan));
+        let num = BigBenchMetric::NumericRelativeError { rel_error: 0.1 };
+        let t = |v: &str| vec![v.to_string()];
+        assert!(bigbench_metric(num, &t("100"), "109"));
+        assert!(!bigbench_metric(num, &t("100"), "111"));
+        assert!(bigbench_metric(num, &t("0"), "0.05"));
+        // |t| in the denominator: a negative target is not met by any number.
+        assert!(!bigbench_metric(num, &t("-100"), "50"));
+        assert!(bigbench_metric(num, &t("-100"), "-95"));
+        let ci = BigBenchMetric::CaseInsensitiveStrMatch;
+        assert!(bigbench_metric(ci, &t(" Paris "), "PARIS\n"));
+        assert!(!bigbench_metric(
+            BigBenchMetric::ExactStrMatch,
+            &t("7"),
+            " 7"
+        ));
+    }
 
     #[test]
     fn text_judges() {

@@ -9,9 +9,24 @@ use evals::tasks::{load, Check, Format};
 
 mod common;
 
-/// (examples, multiple-choice examples, total choices) per file, as Python reads them.
+/// (problems, multiple-choice problems, total choices) per file, as Python reads them under
+/// BIG-bench's rule: every example is queried once per kind of metric the task lists
+/// (`JsonTask`'s `max_queries`, log-likelihood scoring aside), multiple choice on its
+/// `target_scores`.
 fn python_counts(files: &[PathBuf]) -> Vec<(u64, u64, u64)> {
-    let script = "import json, sys\nfor f in sys.argv[1:]:\n    ex = json.load(open(f))['examples']\n    mc = [e for e in ex if 'target_scores' in e]\n    print(len(ex), len(mc), sum(len(e['target_scores']) for e in mc))\n";
+    let script = r#"import json, sys
+GEN = {'bleu', 'bleurt', 'exact_str_match', 'case_insensitive_str_match', 'sequence_f1',
+       'numeric_match_with_0_1_relative_error', 'rouge'}
+MC = {'multiple_choice_grade', 'calibration_multiple_choice_brier_score',
+      'expected_calibration_error', 'weighted_log_probabilities', 'weighted_probabilities',
+      'macro_f1'}
+for f in sys.argv[1:]:
+    d = json.load(open(f))
+    ex, metrics = d['examples'], set(d['metrics'])
+    mc = [e for e in ex if 'target_scores' in e] if metrics & MC else []
+    gen = ex if metrics & GEN else []
+    print(len(gen) + len(mc), len(mc), sum(len(e['target_scores']) for e in mc))
+"#;
     let out = Command::new("python3")
         .args(["-c", script])
         .args(files)
@@ -92,16 +107,37 @@ fn bigbench_tasks_load_with_the_right_counts() {
     // date_understanding is multiple choice throughout.
     let (_, n, n_mc) = seen.iter().find(|s| s.0 == "date_understanding").unwrap();
     assert!(*n > 100 && n == n_mc);
-    // The top-level arithmetic file only lists subtasks: a clear error, not an empty task.
+    // arithmetic runs both ways: each example is a multiple-choice and a generative problem.
+    let (_, n, n_mc) = seen.iter().find(|s| s.0 == "arithmetic").unwrap();
+    assert_eq!(*n, 2 * n_mc);
+    // The top-level arithmetic file only lists subtasks: it stands for all of them.
     let top = root.join("arithmetic").join("task.json");
-    if top.is_file()
-        && !std::fs::read_to_string(&top)
-            .unwrap()
-            .contains("\"examples\"")
-    {
-        let err = load(&top, Format::Bigbench).unwrap_err().to_string();
-        assert!(err.contains("examples"), "{err}");
+    let all = load(&top, Format::Bigbench).unwrap_or_else(|e| panic!("{e}"));
+    let by_subtask: usize = seen
+        .iter()
+        .filter(|s| s.0 == "arithmetic")
+        .map(|s| s.1)
+        .sum();
+    assert_eq!(all.len(), by_subtask);
+    assert!(all[0].id.starts_with("arithmetic:"), "{}", all[0].id);
+    // The generative half is scored as BIG-bench scores it: the task's pattern, exact match.
+    let generative = all
+        .iter()
+        .find(|p| p.id.ends_with("/gen"))
+        .expect("a generative problem");
+    match &generative.check {
+        Check::BigBench {
+            metric,
+            output_regex: Some(p),
+            stop_string: None,
+            ..
+        } => {
+            assert_eq!(metric.name(), "exact_str_match");
+            assert_eq!(p.as_str(), r"[-+]?\d+");
+        }
+        other => panic!("{other:?}"),
     }
+    assert!(generative.stop.is_empty());
 }
 
 #[test]

@@ -397,7 +397,8 @@ pub struct SampleRecord {
     /// The judge's verdict.
     #[serde(flatten)]
     pub verdict: Verdict,
-    /// The completion as judged (cut before a stop string; lossy UTF-8).
+    /// The completion as judged (cut before a stop string, except that a BIG-bench problem's
+    /// own stop string is kept, as BIG-bench keeps it; lossy UTF-8).
     pub text: String,
     /// Generated tokens, including the one that ended it.
     pub tokens: Vec<u32>,

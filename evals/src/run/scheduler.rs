@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use engine::backend::{Batch, Context, Logits, SeqId, Token};
-use engine::generate::{Sample, Sequence, StopRules};
+use engine::generate::{Sample, Sequence, StopRules, StopWhere};
 use engine::sampling::{SampleKey, SamplingParams};
 
 use super::record::{RunConfig, SampleRecord, SampleWriter};
@@ -34,6 +34,41 @@ pub struct Job {
     pub prompt: Vec<Token>,
     /// Stop strings (the problem's and the run's).
     pub stop: Vec<Vec<u8>>,
+}
+
+impl Job {
+    /// Where its stop strings count: as BIG-bench post-processes outputs for its problems
+    /// (a `stop_string` that opens the text does not cut it; the default pattern passes over
+    /// leading separators), anywhere otherwise.
+    fn stop_where(&self) -> StopWhere {
+        match &self.problem.check {
+            Check::BigBench {
+                stop_string: Some(_),
+                ..
+            } => StopWhere::NotFirst,
+            Check::BigBench {
+                stop_string: None,
+                output_regex: Some(p),
+                ..
+            } if p.as_str() == crate::judges::BIGBENCH_DEFAULT_REGEX => StopWhere::AfterText,
+            _ => StopWhere::Anywhere,
+        }
+    }
+
+    /// The text a finished sample is judged on: its text, and for a BIG-bench problem that
+    /// ended at the task's stop string, the stop string too (BIG-bench keeps it).
+    fn judged_text(&self, text: String, stop: &engine::generate::StopReason) -> String {
+        match (&self.problem.check, stop) {
+            (
+                Check::BigBench {
+                    stop_string: Some(s),
+                    ..
+                },
+                engine::generate::StopReason::Stop(at),
+            ) if s == at => text + s,
+            _ => text,
+        }
+    }
 }
 
 /// Live numbers for a progress display.
@@ -452,6 +487,7 @@ impl Loop<'_> {
             stop_at_eog: true,
             stop: &job.stop,
             keep_text: true,
+            stop_where: job.stop_where(),
         };
         let stopped = slot
             .seq
@@ -466,9 +502,10 @@ impl Loop<'_> {
             a.generating -= 1;
         }
         let sample = slot.seq.finish();
+        let text = String::from_utf8_lossy(sample.text.as_deref().unwrap_or_default()).into_owned();
         let f = Finished {
             job: slot.job,
-            text: String::from_utf8_lossy(sample.text.as_deref().unwrap_or_default()).into_owned(),
+            text: self.jobs[slot.job].judged_text(text, &sample.stop),
             sample,
         };
         self.judging += 1;

@@ -71,6 +71,22 @@ impl Pattern {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+
+    /// Capture groups, the whole match not counted.
+    pub fn groups(&self) -> usize {
+        self.0.captures_len() - 1
+    }
+
+    /// What Python's `re.findall(pattern, text)[0]` gives for a pattern with at most one
+    /// group: the first match, or its group when it has one (empty when the group took no
+    /// part); `None` without a match.
+    pub fn first_found<'t>(&self, text: &'t str) -> Option<&'t str> {
+        let c = self.0.captures(text)?;
+        Some(match self.groups() {
+            0 => c.get(0).map_or("", |m| m.as_str()),
+            _ => c.get(1).map_or("", |m| m.as_str()),
+        })
+    }
 }
 
 impl PartialEq for Pattern {
@@ -127,6 +143,20 @@ pub enum Check {
         /// Accepted difference relative to |target|.
         rel_tol: f64,
     },
+    /// BIG-bench's generative scoring: the completion post-processed as BIG-bench's
+    /// `postprocess_output` does (cut after the task's stop string, then the first match of
+    /// its `output_regex`, or of the default `[^.?!;\n]+` when it names neither), then
+    /// compared with the targets by the task's metric.
+    BigBench {
+        /// Accepted answers.
+        targets: Vec<String>,
+        /// How a response meets them.
+        metric: BigBenchMetric,
+        /// The task's `stop_string` (the completion is judged with it, as BIG-bench keeps it).
+        stop_string: Option<String>,
+        /// The pattern whose first match is the response.
+        output_regex: Option<Pattern>,
+    },
     /// Choices scored by log-likelihood; the best-scoring choice must be a correct one.
     MultipleChoice {
         /// The choices as continuations of the prompt.
@@ -141,6 +171,36 @@ pub enum Check {
         /// The function the test checks.
         entry_point: String,
     },
+}
+
+/// BIG-bench's generative metrics that give a pass or a fail per sample.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BigBenchMetric {
+    /// The response is one of the targets, exactly (`exact_str_match`).
+    ExactStrMatch,
+    /// The response, trimmed and lower-cased, is one of the targets trimmed and lower-cased
+    /// (`case_insensitive_str_match`).
+    CaseInsensitiveStrMatch,
+    /// The response read as a number is within a relative error of the target
+    /// (`numeric_match_with_0_1_relative_error`: 0.1), `|v − t| / |t|`, or the absolute error
+    /// for `t = 0`. BIG-bench divides by `t` itself, so for a negative target any number
+    /// passes there; passuntil divides by `|t|`.
+    NumericRelativeError {
+        /// The largest relative error that passes.
+        rel_error: f64,
+    },
+}
+
+impl BigBenchMetric {
+    /// BIG-bench's name for it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BigBenchMetric::ExactStrMatch => "exact_str_match",
+            BigBenchMetric::CaseInsensitiveStrMatch => "case_insensitive_str_match",
+            BigBenchMetric::NumericRelativeError { .. } => "numeric_match_with_0_1_relative_error",
+        }
+    }
 }
 
 /// One problem of a task.

