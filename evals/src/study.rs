@@ -103,6 +103,9 @@ pub struct TypeLine {
     pub kld: Option<f64>,
     /// Share of text positions where the top token agrees with the reference's.
     pub same_top: Option<f64>,
+    /// 95% intervals of the three, `value ± 1.96 ×` the uncertainty llama.cpp's perplexity
+    /// tool gives (none for the reference's own KL and agreement, which are exact).
+    pub text_ci95: TextIntervals,
     /// The shift split into weights and activations ([`StudyOptions::split`]; not for the
     /// reference).
     pub split: Option<SplitLine>,
@@ -124,6 +127,17 @@ pub struct SplitLine {
     pub kld_weight: Option<(f64, f64, f64)>,
     /// What 8-bit activations add to it: KL(8-bit) − KL(exact), per position.
     pub kld_activation: Option<(f64, f64, f64)>,
+}
+
+/// 95% intervals of a type's numbers on the text.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TextIntervals {
+    /// Perplexity.
+    pub ppl: Option<(f64, f64)>,
+    /// Mean KL divergence.
+    pub kld: Option<(f64, f64)>,
+    /// Top-token agreement.
+    pub same_top: Option<(f64, f64)>,
 }
 
 /// A paired pass@k shift.
@@ -395,6 +409,25 @@ pub fn study(
                 .map(|(p, _)| p.clone())
                 .collect(),
             ppl: pick(&|k| k.ppl_q.0),
+            text_ci95: {
+                let ci = |e: (f64, f64)| Some((e.0 - 1.96 * e.1, e.0 + 1.96 * e.1));
+                let summary = compare.as_ref().and_then(|c| match i {
+                    0 => c.models.first().map(|m| (&m.summary, true)),
+                    _ => Some((&c.models[per_type * (i - 1)].summary, false)),
+                });
+                match summary {
+                    None => TextIntervals::default(),
+                    Some((k, true)) => TextIntervals {
+                        ppl: ci(k.ppl_base),
+                        ..TextIntervals::default()
+                    },
+                    Some((k, false)) => TextIntervals {
+                        ppl: ci(k.ppl_q),
+                        kld: ci(k.kld),
+                        same_top: ci(k.same_top),
+                    },
+                }
+            },
             kld: if i == 0 {
                 compare.as_ref().map(|_| 0.0)
             } else {
@@ -486,6 +519,22 @@ impl StudyReport {
                 t.same_top
                     .map_or("-".into(), |v| format!("{:.1}%", 100.0 * v)),
             );
+        }
+        if self.compare.is_some() {
+            let _ = writeln!(s, "\non the text, 95% intervals:");
+            let iv = |v: Option<(f64, f64)>, d: usize| {
+                v.map_or("-".into(), |(lo, hi)| format!("[{lo:.d$}, {hi:.d$}]"))
+            };
+            for t in &self.types {
+                let _ = writeln!(
+                    s,
+                    "{:<10} PPL {:>22}  KLD {:>22}  top-1 {:>18}",
+                    t.name,
+                    iv(t.text_ci95.ppl, 3),
+                    iv(t.text_ci95.kld, 5),
+                    iv(t.text_ci95.same_top, 4)
+                );
+            }
         }
         let w = self
             .problems

@@ -134,6 +134,9 @@ fn reports_count_only_samples_up_to_the_stopping_point() {
     assert!(a.ci95.0 < 0.5 && a.ci95.1 > 0.5);
     assert_eq!(r.problems[1].status, "open");
     assert_eq!(r.task.decided, 1);
+    // One decided problem: every interval is that problem's value.
+    assert_eq!(r.task.pu_mle_ci95, Some((0.5, 0.5)));
+    assert_eq!(r.task.pu_unbiased_ci95, Some((1.0 / 3.0, 1.0 / 3.0)));
     assert_eq!(r.throughput.samples, 6);
     assert!(r.render().contains("passed"));
 

@@ -82,6 +82,10 @@ fn a_split_study_separates_weights_from_activations() {
         assert!(lo <= t.score && t.score <= hi, "{t:?}");
     }
     assert!(sp.score_exact_ci95.is_some());
+    let (lo, hi) = t.text_ci95.kld.expect("the KL interval");
+    assert!(lo < kld && kld < hi, "{lo} {kld} {hi}");
+    assert!(r.types[0].text_ci95.ppl.is_some() && r.types[0].text_ci95.kld.is_none());
+    assert!(text.contains("on the text, 95% intervals"), "{text}");
     // The study feeds `scale`: its directory stands for its runs, on the bits-per-weight axis
     // (one model, requantized), the reference's exact-activation run standing for it.
     let s = evals::scale::scale(&evals::scale::ScaleOptions {

@@ -179,6 +179,10 @@ pub struct TaskReport {
     pub pu_unbiased_all: Option<f64>,
     /// 95% bootstrap interval over problems of the headline (of the mean `r/K` when r = 1).
     pub pu_ci95: Option<(f64, f64)>,
+    /// 95% bootstrap interval of the mean `r/K`.
+    pub pu_mle_ci95: Option<(f64, f64)>,
+    /// 95% bootstrap interval of the mean of the unbiased estimates where defined.
+    pub pu_unbiased_ci95: Option<(f64, f64)>,
     /// Censored problems.
     pub censored: usize,
     /// pass@k with its 95% interval across problems, for fixed-n runs.
@@ -522,6 +526,10 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
             .collect();
         headline.and_then(|v| bootstrap_mean_ci95(&v, BOOTSTRAP_ITERS, seed))
     };
+    let mle: Vec<f64> = instances.iter().map(Instance::pu_mle).collect();
+    let pu_mle_ci95 = bootstrap_mean_ci95(&mle, BOOTSTRAP_ITERS, seed ^ 0x4d);
+    let unbiased: Vec<f64> = instances.iter().filter_map(Instance::pu_unbiased).collect();
+    let pu_unbiased_ci95 = bootstrap_mean_ci95(&unbiased, BOOTSTRAP_ITERS, seed ^ 0x55);
     let pass_at_k = ks
         .iter()
         .filter_map(|&k| {
@@ -550,6 +558,8 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
             pu_unbiased: tp.as_ref().and_then(|t| t.pu_unbiased),
             pu_unbiased_all: tp.as_ref().and_then(|t| t.pu_unbiased_all),
             pu_ci95,
+            pu_mle_ci95,
+            pu_unbiased_ci95,
             censored: tp.as_ref().map_or(0, |t| t.censored),
             pass_at_k,
             uncertainty: uncertainty_report(&lines, &per_sample, seed),
@@ -866,10 +876,11 @@ impl Report {
             (Some(pu), Some(u)) => {
                 let _ = writeln!(
                     s,
-                    "PassUntil (unbiased): {}{}   mean r/K (MLE, biased high): {}   censored: {}",
+                    "PassUntil (unbiased): {}{}   mean r/K (MLE, biased high): {}{}   censored: {}",
                     sci(u),
                     ci(t.pu_ci95),
                     sci(pu),
+                    ci(t.pu_mle_ci95),
                     t.censored
                 );
             }
