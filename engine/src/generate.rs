@@ -45,8 +45,11 @@ pub struct StopRules<'a> {
     /// Keep the generated text (pieces of the tokens, end-of-generation excluded) even with
     /// no stop strings to watch.
     pub keep_text: bool,
-    /// Where a stop string counts.
+    /// Where a stop string of `stop` counts.
     pub stop_where: StopWhere,
+    /// More stop strings, which count anywhere whatever `stop_where` says (a run's own,
+    /// beside a task's).
+    pub anywhere: &'a [Vec<u8>],
 }
 
 /// Where in the text a stop string ends a sample.
@@ -168,19 +171,26 @@ impl Sequence {
                 StopWhere::NotFirst => 1,
                 StopWhere::AfterText => leading_stops(&self.bytes, rules.stop),
             };
-            let found = if self.stops_off {
-                None
-            } else {
-                find_stop(&self.bytes, before, from, rules.stop)
-            };
             if rules.stop_where == StopWhere::NotFirst
                 && find_stop(&self.bytes, before, 0, rules.stop).is_some_and(|(at, _)| at == 0)
             {
                 self.stops_off = true;
-            } else if let Some((at, which)) = found {
+            }
+            let own = if self.stops_off {
+                None
+            } else {
+                find_stop(&self.bytes, before, from, rules.stop).map(|(at, k)| (at, &rules.stop[k]))
+            };
+            let other = find_stop(&self.bytes, before, 0, rules.anywhere)
+                .map(|(at, k)| (at, &rules.anywhere[k]));
+            let found = match (own, other) {
+                (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+                (a, b) => a.or(b),
+            };
+            if let Some((at, which)) = found {
                 self.cut = Some(at);
                 self.stop = Some(StopReason::Stop(
-                    String::from_utf8_lossy(&rules.stop[which]).into_owned(),
+                    String::from_utf8_lossy(which).into_owned(),
                 ));
                 return Ok(self.stop.as_ref());
             }
@@ -481,6 +491,7 @@ fn run_wave(
         stop: &stop,
         keep_text: false,
         stop_where: StopWhere::Anywhere,
+        anywhere: &[],
     };
     let mut seqs: Vec<Sequence> = (0..w)
         .map(|i| {
@@ -615,6 +626,7 @@ mod tests {
             stop,
             keep_text: true,
             stop_where: StopWhere::Anywhere,
+            anywhere: &[],
         };
         let s = run(&[1, 2, 3, 1], &rules(&[], 10));
         assert_eq!(
@@ -653,5 +665,18 @@ mod tests {
         let s = run(&[1, 1, 2, 2, 1, 2], &after_text(&stops, 10));
         assert_eq!(s.stop, StopReason::Stop("1".into()));
         assert_eq!((s.tokens.len(), s.text), (5, Some(b"1122".to_vec())));
+        // A run's own stop strings count anywhere, beside the task's.
+        let run_stops = [b"2".to_vec()];
+        let s = run(
+            &[1, 2, 1],
+            &StopRules {
+                anywhere: &run_stops,
+                ..not_first(&stops, 4)
+            },
+        );
+        assert_eq!(
+            (s.stop, s.text),
+            (StopReason::Stop("2".into()), Some(b"1".to_vec()))
+        );
     }
 }

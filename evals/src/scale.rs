@@ -356,6 +356,15 @@ fn measure(rule: &StopRule) -> &'static str {
     }
 }
 
+/// The verdict's words.
+fn curvature_name(c: Curvature) -> &'static str {
+    match c {
+        Curvature::Linear => "linear (the law holds)",
+        Curvature::Convex => "convex (sub-scaling)",
+        Curvature::Concave => "concave (accelerated emergence)",
+    }
+}
+
 /// Mean of `v` over the indices `idx`.
 fn mean_at(v: &[f64], idx: &[usize]) -> f64 {
     idx.iter().map(|&i| v[i]).sum::<f64>() / idx.len() as f64
@@ -468,25 +477,27 @@ pub fn scale(opts: &ScaleOptions) -> Result<ScaleReport, ScaleError> {
         points: l.points,
     });
 
+    let usable = |v: &[f64]| v.iter().filter(|&&p| p > 0.0 && p < 1.0).count();
     let emergence = match curvature(fit_x, &point_means) {
         Ok(q) => {
+            let points = usable(&point_means);
+            // Resamples that lose or gain a usable point fit another design: left out.
             let ci = bootstrap_ci95(m, BOOTSTRAP_ITERS, seed ^ 0x51, |idx| {
-                curvature(fit_x, &means(idx)).ok()
+                let v = means(idx);
+                (usable(&v) == points)
+                    .then(|| curvature(fit_x, &v).ok())
+                    .flatten()
             });
             // Points exactly on a law leave a q of rounding size; that is no curvature.
             let class = match ci {
-                Some((lo, _)) if lo > CURVATURE_ZERO => Curvature::Convex,
-                Some((_, hi)) if hi < -CURVATURE_ZERO => Curvature::Concave,
-                _ => Curvature::Linear,
+                None => "undetermined (too few resamples keep the design)",
+                Some((lo, _)) if lo > CURVATURE_ZERO => curvature_name(Curvature::Convex),
+                Some((_, hi)) if hi < -CURVATURE_ZERO => curvature_name(Curvature::Concave),
+                Some(_) => curvature_name(Curvature::Linear),
             };
             Some(EmergenceLine {
                 q: Estimate { value: q, ci95: ci },
-                class: match class {
-                    Curvature::Linear => "linear (the law holds)",
-                    Curvature::Convex => "convex (sub-scaling)",
-                    Curvature::Concave => "concave (accelerated emergence)",
-                }
-                .into(),
+                class: class.into(),
             })
         }
         Err(e) => {
@@ -676,10 +687,23 @@ fn budget(
                 continue;
             }
         };
+        let task = Path::new(&l.report.run.task.file.path);
+        match FileRef::of_task(task, l.report.run.task.format) {
+            Ok(now) if now.sha256 == l.report.run.task.file.sha256 => {}
+            _ => {
+                notes.push(format!(
+                    "no budget curve for {}: its task file {} is gone or changed (the prompts \
+                     are tokenized from it)",
+                    l.dir.display(),
+                    task.display()
+                ));
+                continue;
+            }
+        }
         let lengths = match crate::run::prompt_lengths(
             &l.report.run,
             Path::new(&l.report.run.model.path),
-            Path::new(&l.report.run.task.file.path),
+            task,
         ) {
             Ok(p) => p,
             Err(e) => {
@@ -696,17 +720,23 @@ fn budget(
             .iter()
             .map(|p| (p.problem.as_str(), p.p))
             .collect();
-        let prompt: f64 = shared
+        let Some(prompt) = shared
             .iter()
             .map(|id| {
                 by_id
                     .get(id.as_str())
                     .and_then(|p| lengths.get(p))
-                    .copied()
-                    .unwrap_or(0) as f64
+                    .map(|&n| n as f64)
             })
-            .sum::<f64>()
-            / shared.len() as f64;
+            .sum::<Option<f64>>()
+        else {
+            notes.push(format!(
+                "no budget curve for {}: a problem of its report is not in its task file",
+                l.dir.display()
+            ));
+            continue;
+        };
+        let prompt = prompt / shared.len() as f64;
         let nc: Vec<(u64, u64)> = shared
             .iter()
             .map(|id| {
@@ -1009,8 +1039,11 @@ impl ScaleReport {
                 [p.predicted.value, lo, hi]
             }))
             .filter(|&y| y > 0.0);
-        let (y_lo, y_hi) = ys.fold((1.0f64, 0.0f64), |(a, b), y| (a.min(y), b.max(y)));
-        let (y_lo, y_hi) = ((y_lo / 2.0).max(1e-9), (y_hi * 2.0).clamp(y_lo * 4.0, 1.0));
+        let (y_lo, y_hi) = ys.fold((f64::MAX, 0.0f64), |(a, b), y| (a.min(y), b.max(y)));
+        // No positive value at all: a decade below 1.
+        let (y_lo, y_hi) = if y_hi > 0.0 { (y_lo, y_hi) } else { (0.1, 1.0) };
+        let y_lo = (y_lo / 2.0).max(1e-9);
+        let y_hi = (y_hi * 2.0).min(1.0).max((y_lo * 4.0).min(1.0));
         let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
         let mut chart = ChartBuilder::on(&root)

@@ -275,6 +275,19 @@ fn a_run_stops_and_judges_as_bigbench() {
             .unwrap()
             .records;
         assert_eq!(records.len(), 16);
+        if name == "stop" {
+            // A run from before BIG-bench's own rules is not continued under them.
+            let mut old = evals::run::RunConfig::load(&opts.out).unwrap();
+            assert_eq!(old.bigbench_scoring, 1);
+            old.bigbench_scoring = 0;
+            old.save(&opts.out).unwrap();
+            match evals::run::resume(&opts.out, &opts.exec, &mut |_: &evals::run::Stats| {}) {
+                Err(e @ evals::run::RunError::OldRules(_)) => {
+                    assert!(e.to_string().contains("new run directory"), "{e}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         for r in &records {
             let p = problems.iter().find(|p| p.id == r.problem).unwrap();
             assert_eq!(

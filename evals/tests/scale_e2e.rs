@@ -115,6 +115,15 @@ fn a_planted_law_is_recovered_and_the_held_out_run_predicted() {
     assert_eq!(r.plot(&svg).unwrap(), vec![svg.clone()]);
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
 
+    // High pass rates plot too (the axis floor stays below the ceiling).
+    let m3 = run_dir(tmp.path(), "m3", RULE, &passuntil_samples(3));
+    let high = scale(&ScaleOptions {
+        runs: vec![m3, held.clone()],
+        x: Some(vec![at(3.0), at(2.0)]),
+        ..Default::default()
+    })
+    .unwrap();
+    high.plot(&tmp.path().join("high.svg")).unwrap();
     // One problem left undecided in one run: the points are the other problems.
     let mut partial = passuntil_samples(10);
     partial = partial

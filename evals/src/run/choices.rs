@@ -342,7 +342,9 @@ impl<'a> Scoring<'a> {
 /// neither has whitespace at the join ("A:" + "7" is scored as "A: 7", as models write it).
 pub fn reference_of(problem: &Problem) -> Option<String> {
     let answer = match &problem.check {
-        Check::Exact { targets } | Check::Contains { targets } => targets.first()?.clone(),
+        Check::Exact { targets }
+        | Check::Contains { targets }
+        | Check::BigBench { targets, .. } => targets.first()?.clone(),
         Check::Normalized { targets, .. } => targets.first()?.clone(),
         Check::Numeric { target, .. } => format!("{target}"),
         _ => return None,
@@ -361,8 +363,40 @@ pub fn reference_of(problem: &Problem) -> Option<String> {
     })
 }
 
+/// Tokenizes one problem's scoring work and checks that it fits the trained context (unless
+/// the run allows more): the prompt's bytes before it is tokenized, then prompt and longest
+/// choice.
+fn prepare(model: &dyn Model, exec: &Exec, w: &Scoring<'_>) -> Result<Tokenized, RunError> {
+    let n_ctx_train = model.info().n_ctx_train;
+    let refuse = |reason| RunError::Prompt {
+        problem: w.problem.id.clone(),
+        reason,
+    };
+    if !exec.allow_long_context {
+        let bytes = match &w.problem.prompt {
+            Prompt::Text(text) => text.len(),
+            Prompt::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+        } + w.choices.iter().map(String::len).max().unwrap_or(0);
+        crate::generate::check_prompt_bytes(bytes, n_ctx_train)
+            .map_err(|e| refuse(PromptError::TooManyBytes(e)))?;
+    }
+    let t = tokenize(model, w.problem, &w.choices)?;
+    let longest = t.choices.iter().map(Vec::len).max().unwrap_or(0);
+    if !exec.allow_long_context && t.context.len() + longest > n_ctx_train as usize {
+        return Err(refuse(PromptError::ChoiceTooLong {
+            prompt: t.context.len(),
+            choice: longest,
+            n_ctx_train: n_ctx_train as usize,
+        }));
+    }
+    Ok(t)
+}
+
 /// Scores `work` on `model`, appending a record per problem to `writers[file]` as it is
-/// scored. `session` is the session's number.
+/// scored. `session` is the session's number. A multiple-choice problem that cannot be
+/// scored stops the run, as a sampled prompt that cannot be sampled does; a reference answer
+/// that cannot be (too long, tokenizing to nothing, a log-likelihood of −∞) is left out, and
+/// returned as `(problem, why)`: the continuous metrics are a by-product of the run.
 pub(crate) fn score_all(
     model: Arc<dyn Model>,
     config: &RunConfig,
@@ -371,24 +405,20 @@ pub(crate) fn score_all(
     writers: &mut [ChoiceWriter; 2],
     session: u32,
     progress: &mut dyn Progress,
-) -> Result<(), RunError> {
-    let n_ctx_train = model.info().n_ctx_train as usize;
-    let mut tokenized = Vec::with_capacity(work.len());
+) -> Result<Vec<(String, String)>, RunError> {
+    let mut skipped = Vec::new();
+    let mut ready = Vec::with_capacity(work.len());
     for w in work {
-        let t = tokenize(&*model, w.problem, &w.choices)?;
-        let longest = t.choices.iter().map(Vec::len).max().unwrap_or(0);
-        if !exec.allow_long_context && t.context.len() + longest > n_ctx_train {
-            return Err(RunError::Prompt {
-                problem: w.problem.id.clone(),
-                reason: PromptError::ChoiceTooLong {
-                    prompt: t.context.len(),
-                    choice: longest,
-                    n_ctx_train,
-                },
-            });
+        match prepare(&*model, exec, w) {
+            Ok(t) => ready.push((w, t)),
+            Err(e) if w.file == 1 => skipped.push((w.problem.id.clone(), e.to_string())),
+            Err(e) => return Err(e),
         }
-        tokenized.push(t);
     }
+    if ready.is_empty() {
+        return Ok(skipped);
+    }
+    let tokenized: Vec<&Tokenized> = ready.iter().map(|(_, t)| t).collect();
     let cells = tokenized
         .iter()
         .map(|t| t.context.len() + t.choices.iter().map(Vec::len).max().unwrap_or(0))
@@ -411,14 +441,25 @@ pub(crate) fn score_all(
         activations: config.activations,
         ..options
     })?;
-    let mc = work.iter().filter(|w| w.file == 0).count();
+    let mc = ready.iter().filter(|(w, _)| w.file == 0).count();
     progress.note(&format!(
         "scoring {mc} multiple-choice problems and {} reference answers (teacher-forced after \
          the prompt)",
-        work.len() - mc
+        ready.len() - mc
     ));
-    for (w, t) in work.iter().zip(&tokenized) {
+    for (w, t) in &ready {
         let scored = score(&mut *ctx, t)?;
+        if let Some(j) = scored.iter().position(|s| !s.0.is_finite()) {
+            let why = format!("choice {j} has a log-likelihood of {}", scored[j].0);
+            if w.file == 1 {
+                skipped.push((w.problem.id.clone(), why));
+                continue;
+            }
+            return Err(RunError::Prompt {
+                problem: w.problem.id.clone(),
+                reason: PromptError::Unscorable(why),
+            });
+        }
         writers[w.file].append(&ChoiceRecord {
             problem: w.problem.id.clone(),
             p: w.p,
@@ -430,7 +471,7 @@ pub(crate) fn score_all(
             session,
         })?;
     }
-    Ok(())
+    Ok(skipped)
 }
 
 #[cfg(test)]

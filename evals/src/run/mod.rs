@@ -104,6 +104,10 @@ pub enum RunError {
         /// Why.
         reason: PromptError,
     },
+    /// A BIG-bench run started before BIG-bench's own scoring rules, which cannot be continued
+    /// under them.
+    #[error("{}: this BIG-bench run judged its samples by exact match after trimming, before passuntil scored BIG-bench as BIG-bench does; its report still reads, but continue it in a new run directory", .0.display())]
+    OldRules(PathBuf),
     /// A problem was left undecided when the scheduler ran out of work (a bug).
     #[error("problem '{0}' was left undecided (a scheduler bug)")]
     Undecided(String),
@@ -200,6 +204,9 @@ pub enum PromptError {
     /// The prompt tokenizes to nothing.
     #[error("the prompt is empty")]
     Empty,
+    /// A choice cannot be scored (a log-likelihood of −∞).
+    #[error("{0}")]
+    Unscorable(String),
     /// A multiple-choice problem's choice tokenizes to nothing.
     #[error("choice {0} tokenizes to nothing")]
     EmptyChoice(usize),
@@ -320,6 +327,9 @@ pub struct Outcome {
     pub choices: usize,
     /// Of them, those scored in this session.
     pub choices_scored: usize,
+    /// Reference answers that could not be scored this session, with why (their problems
+    /// are sampled all the same; only the continuous metrics lack them).
+    pub unscored_references: Vec<(String, String)>,
     /// Why programs were judged with less than the strongest isolation, if they were.
     pub sandbox_downgrades: Vec<String>,
     /// The holder of a lock this session took over from an attempt that ended without
@@ -336,6 +346,13 @@ impl Outcome {
             w.push(format!(
                 "programs were judged with weaker isolation than this tool can give; {}",
                 self.sandbox_downgrades.join("; ")
+            ));
+        }
+        if let Some((problem, why)) = self.unscored_references.first() {
+            w.push(format!(
+                "{} reference answers could not be scored for the continuous metrics (problem \
+                 '{problem}': {why})",
+                self.unscored_references.len()
             ));
         }
         if self.torn_bytes > 0 {
@@ -369,6 +386,7 @@ impl RunOptions {
     /// The run these options define, with the model and task files hashed (each read once).
     /// Checks every setting ([`RunConfig::validate`], [`Exec::validate`]) before hashing.
     pub fn config(&self) -> Result<RunConfig, RunError> {
+        let format = self.format.resolve(&self.task)?;
         let mut config = RunConfig {
             format: FORMAT_VERSION,
             passuntil: env!("CARGO_PKG_VERSION").to_owned(),
@@ -377,7 +395,11 @@ impl RunOptions {
             activations: self.activations,
             task: TaskRef {
                 file: FileRef::unhashed(&self.task),
-                format: self.format.resolve(&self.task)?,
+                format,
+            },
+            bigbench_scoring: match format {
+                Format::Bigbench => record::BIGBENCH_SCORING,
+                _ => 0,
             },
             sampling: self.sampling.clone(),
             max_tokens: self.max_tokens,
@@ -392,7 +414,7 @@ impl RunOptions {
         config.validate()?;
         self.exec.validate()?;
         config.model = FileRef::of(&self.model)?;
-        config.task.file = FileRef::of(&self.task)?;
+        config.task.file = FileRef::of_task(&self.task, config.task.format)?;
         Ok(config)
     }
 }
@@ -443,7 +465,7 @@ pub fn resume(dir: &Path, exec: &Exec, progress: &mut dyn Progress) -> Result<Ou
     exec.validate()?;
     let lock = lock_dir(dir)?;
     let config = RunConfig::load(dir)?;
-    let task = check_file("task file", &config.task.file)?;
+    let task = check_task(&config)?;
     let problems = crate::tasks::load(&task, config.task.format)?;
     execute(dir, &lock, &config, problems, exec, progress, true)
 }
@@ -563,6 +585,25 @@ fn lock_dir_as(dir: &Path, restore: bool) -> Result<RunLock, RunError> {
 fn check_file(what: &'static str, recorded: &FileRef) -> Result<PathBuf, RunError> {
     let path = PathBuf::from(&recorded.path);
     let now = FileRef::of(&path)?;
+    check_same(what, recorded, now)?;
+    Ok(path)
+}
+
+/// The run's task file, checked against `run.json` with its BIG-bench subtasks
+/// ([`FileRef::of_task`]).
+fn check_task(config: &RunConfig) -> Result<PathBuf, RunError> {
+    let recorded = &config.task.file;
+    let path = PathBuf::from(&recorded.path);
+    check_same(
+        "task file",
+        recorded,
+        FileRef::of_task(&path, config.task.format)?,
+    )?;
+    Ok(path)
+}
+
+/// A changed file is an error naming it.
+fn check_same(what: &'static str, recorded: &FileRef, now: FileRef) -> Result<(), RunError> {
     if now.sha256 != recorded.sha256 {
         return Err(RunError::FileChanged {
             what,
@@ -571,7 +612,7 @@ fn check_file(what: &'static str, recorded: &FileRef) -> Result<PathBuf, RunErro
             now: now.sha256,
         });
     }
-    Ok(path)
+    Ok(())
 }
 
 /// A shard's problems, as a run sees them.
@@ -687,6 +728,10 @@ fn execute(
             dir.display()
         ));
     }
+    if config.task.format == Format::Bigbench && config.bigbench_scoring != record::BIGBENCH_SCORING
+    {
+        return Err(RunError::OldRules(dir.to_path_buf()));
+    }
     let ShardProblems {
         sampled: problems,
         choice,
@@ -754,6 +799,7 @@ fn execute(
         torn_bytes: loaded.torn_bytes,
         choices: choice.len(),
         choices_scored: 0,
+        unscored_references: Vec::new(),
         sandbox_downgrades: Vec::new(),
         taken_over: lock.taken_over().map(str::to_owned),
     };
@@ -795,8 +841,16 @@ fn execute(
         PathBuf::from(&config.model.path)
     };
     let model = engine::open(config.backend, &model_path, &engine::OpenOptions::default())?;
+    // The sampled problems' prompts are checked (and refused) before anything is scored.
+    let jobs = if sampling_left {
+        let jobs = jobs_for(&*model, config, exec, &problems)?;
+        check_context(&jobs, config, exec, model.info().n_ctx_train as usize)?;
+        jobs
+    } else {
+        Vec::new()
+    };
     if !todo.is_empty() {
-        choices::score_all(
+        outcome.unscored_references = choices::score_all(
             model.clone(),
             config,
             exec,
@@ -810,7 +864,7 @@ fn execute(
     if !sampling_left {
         return Ok(outcome);
     }
-    let (mut ctx, jobs, shape) = open_context(config.backend, model, config, &problems, exec)?;
+    let (mut ctx, jobs, shape) = open_context(config.backend, model, config, jobs, exec)?;
     outcome.stats = scheduler::drive(
         &mut *ctx,
         config,
@@ -831,15 +885,14 @@ fn execute(
 /// A context sized for a session's jobs, the jobs, and the sampling loop's shape.
 type Opened = (Box<dyn Context>, Vec<scheduler::Job>, scheduler::Shape);
 
-/// Opens the model, tokenizes the prompts on it, and sizes a context for them.
+/// A context on `model` sized for the tokenized problems `jobs`.
 fn open_context(
     kind: BackendKind,
     model: Arc<dyn Model>,
     config: &RunConfig,
-    problems: &[(u64, Problem)],
+    jobs: Vec<scheduler::Job>,
     exec: &Exec,
 ) -> Result<Opened, RunError> {
-    let jobs = jobs_for(&*model, config, exec, problems)?;
     let max_prompt = check_context(&jobs, config, exec, model.info().n_ctx_train as usize)?;
     let shape = shape_for(exec.batch, kind.max_sequences().unwrap_or(1024) as usize);
     let n_seq = shape.batch + shape.prompt_seqs;
@@ -904,18 +957,18 @@ fn jobs_for(
             if prompt.is_empty() {
                 return Err(refuse(PromptError::Empty));
             }
-            let stop = problem
-                .stop
-                .iter()
-                .chain(&config.stop)
-                .filter(|s| !s.is_empty())
-                .map(|s| s.as_bytes().to_vec())
-                .collect();
+            let bytes = |list: &[String]| -> Vec<Vec<u8>> {
+                list.iter()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect()
+            };
             Ok(scheduler::Job {
                 p: *p,
                 problem: Arc::new(problem.clone()),
                 prompt,
-                stop,
+                stop: bytes(&problem.stop),
+                run_stop: bytes(&config.stop),
             })
         })
         .collect()
@@ -1010,7 +1063,7 @@ fn undecided_in(
     dir: &Path,
 ) -> Result<usize, String> {
     let path = Path::new(&config.task.file.path);
-    match FileRef::of(path) {
+    match FileRef::of_task(path, config.task.format) {
         Ok(now) if now.sha256 == config.task.file.sha256 => {}
         Ok(_) => return Err(format!("the task file {} has changed", path.display())),
         Err(e) => return Err(format!("the task file cannot be read ({e})")),
@@ -1210,6 +1263,7 @@ mod tests {
                 file,
                 format: Format::Jsonl,
             },
+            bigbench_scoring: 0,
             sampling: engine::sampling::SamplingParams::default(),
             max_tokens: 4,
             stop: Vec::new(),

@@ -1,9 +1,10 @@
 //! What a run writes: `run.json` (the settings that define it) and `samples.jsonl` (one line
 //! per finished sample, appended and flushed as it finishes).
 //!
-//! `samples.jsonl` is the only state. Reading it back drops a torn last line (a kill in the
-//! middle of a write leaves a line without its newline) and rejects anything else that is
-//! malformed, naming the line.
+//! `samples.jsonl` (with `choices.jsonl` and `references.jsonl`, written the same way by
+//! [`super::ChoiceRecord`]'s scoring) is the only state. Reading it back drops a torn last
+//! line (a kill in the middle of a write leaves a line without its newline) and rejects
+//! anything else that is malformed, naming the line.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -21,6 +22,15 @@ use engine::Activations;
 /// The `run.json` format version: 2 carries a checksum of its settings. Version 1 files (from
 /// before the checksum) are still read, and get one when next saved.
 pub const FORMAT_VERSION: u32 = 2;
+
+/// The rules BIG-bench generative samples are judged by: 1 is BIG-bench's own post-processing
+/// and metrics ([`crate::tasks::Check::BigBench`]); runs from before them (0, absent) judged
+/// by exact match after trimming, and cannot be continued under the new rules.
+pub const BIGBENCH_SCORING: u32 = 1;
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
 
 /// A file a run depends on, pinned by content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +69,49 @@ impl FileRef {
             path: path.display().to_string(),
             sha256: format!("{:x}", h.finalize()),
             bytes,
+        })
+    }
+}
+
+impl FileRef {
+    /// A task file pinned by content: [`FileRef::of`], except that a BIG-bench task that only
+    /// names subtask folders (no `examples` of its own; [`crate::tasks::load_bigbench`] reads
+    /// every `*/task.json` beside it) is pinned with them: the sha256 runs over the file and
+    /// then each subtask's folder name, size and bytes in name order, and the size is the
+    /// total. A subtask edited, added or removed then changes the task as any edit does.
+    pub fn of_task(path: &Path, format: Format) -> Result<Self, RunError> {
+        let top = FileRef::of(path)?;
+        if format != Format::Bigbench {
+            return Ok(top);
+        }
+        let subtasks = crate::tasks::bigbench_subtasks(path)?;
+        if subtasks.is_empty() {
+            return Ok(top);
+        }
+        use sha2::{Digest, Sha256};
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| RunError::Io { path: p, source }
+        };
+        let mut h = Sha256::new();
+        h.update(std::fs::read(path).map_err(io(path))?);
+        let mut bytes = top.bytes;
+        for sub in &subtasks {
+            let data = std::fs::read(sub).map_err(io(sub))?;
+            let name = sub
+                .parent()
+                .and_then(Path::file_name)
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update((data.len() as u64).to_le_bytes());
+            h.update(&data);
+            bytes += data.len() as u64;
+        }
+        Ok(FileRef {
+            sha256: format!("{:x}", h.finalize()),
+            bytes,
+            ..top
         })
     }
 }
@@ -195,6 +248,10 @@ pub struct RunConfig {
     pub activations: Activations,
     /// The task.
     pub task: TaskRef,
+    /// For BIG-bench tasks, the judging rules' version ([`BIGBENCH_SCORING`]); absent for
+    /// other tasks and for runs from before it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bigbench_scoring: u32,
     /// How tokens are drawn.
     pub sampling: SamplingParams,
     /// Most generated tokens per sample.
@@ -240,6 +297,7 @@ impl RunConfig {
             "activations": self.activations,
             "task sha256": self.task.file.sha256,
             "task format": self.task.format,
+            "BIG-bench scoring": self.bigbench_scoring,
             "sampling": self.sampling,
             "max tokens": self.max_tokens,
             "stop strings": self.stop,
@@ -539,6 +597,38 @@ impl SampleWriter {
 pub(crate) mod tests {
     use super::*;
 
+    #[test]
+    fn a_bigbench_container_is_pinned_with_its_subtasks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let top = tmp.path().join("task.json");
+        std::fs::write(&top, r#"{"name": "t", "description": "d"}"#).unwrap();
+        let sub = tmp.path().join("a");
+        std::fs::create_dir(&sub).unwrap();
+        let example = |t: &str| {
+            format!(
+                r#"{{"name": "a", "metrics": ["exact_str_match"], "examples": [{{"input": "q", "target": "{t}"}}]}}"#
+            )
+        };
+        std::fs::write(sub.join("task.json"), example("1")).unwrap();
+        let plain = FileRef::of(&top).unwrap();
+        let pinned = FileRef::of_task(&top, Format::Bigbench).unwrap();
+        assert_ne!(plain.sha256, pinned.sha256);
+        assert!(pinned.bytes > plain.bytes);
+        // Editing a subtask changes the task; other formats pin the file alone.
+        std::fs::write(sub.join("task.json"), example("2")).unwrap();
+        assert_ne!(
+            FileRef::of_task(&top, Format::Bigbench).unwrap().sha256,
+            pinned.sha256
+        );
+        assert_eq!(FileRef::of_task(&top, Format::Jsonl).unwrap(), plain);
+        // A task with examples of its own is its file.
+        std::fs::write(&top, example("3")).unwrap();
+        assert_eq!(
+            FileRef::of_task(&top, Format::Bigbench).unwrap(),
+            FileRef::of(&top).unwrap()
+        );
+    }
+
     fn record(p: u64, index: u64) -> SampleRecord {
         SampleRecord {
             problem: format!("q{p}"),
@@ -660,6 +750,7 @@ pub(crate) mod tests {
                 file,
                 format: Format::Jsonl,
             },
+            bigbench_scoring: 0,
             sampling: SamplingParams::default(),
             max_tokens: 8,
             stop: Vec::new(),

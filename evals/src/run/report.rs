@@ -348,7 +348,7 @@ pub fn report(dir: &Path) -> Result<Report, RunError> {
     let loaded = load_samples(&dir.join("samples.jsonl"))?;
     // Problems from the task file when it is still there and unchanged, else from the samples.
     let task_path = Path::new(&run.task.file.path);
-    let from_task = super::FileRef::of(task_path)
+    let from_task = super::FileRef::of_task(task_path, run.task.format)
         .ok()
         .filter(|f| f.sha256 == run.task.file.sha256)
         .and_then(|_| super::shard_problems(&run, task_path).ok());

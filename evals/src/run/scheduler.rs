@@ -32,8 +32,10 @@ pub struct Job {
     pub problem: Arc<Problem>,
     /// Prompt tokens.
     pub prompt: Vec<Token>,
-    /// Stop strings (the problem's and the run's).
+    /// The problem's stop strings (counted where its check says, see [`Job::stop_where`]).
     pub stop: Vec<Vec<u8>>,
+    /// The run's own stop strings, counted anywhere.
+    pub run_stop: Vec<Vec<u8>>,
 }
 
 impl Job {
@@ -290,9 +292,7 @@ pub fn drive(
             let t0 = Instant::now();
             lp.backend.decode(&batch, &mut logits)?;
             stats.decode_s += t0.elapsed().as_secs_f64();
-            for (row, &s) in order.iter().enumerate() {
-                lp.step(s, logits.row(row))?;
-            }
+            lp.step_all(&order, &logits)?;
             stats.elapsed = started.elapsed().as_secs_f64();
             progress.update(&stats);
         }
@@ -480,6 +480,41 @@ impl Loop<'_> {
 
     /// Draws slot `s`'s next token from `logits` and finishes the sample if it ends here.
     fn step(&mut self, s: usize, logits: &[f32]) -> Result<(), RunError> {
+        let slot = self.slots[s].as_ref().expect("step on a busy slot");
+        let d = slot
+            .seq
+            .draw(logits, self.params, &self.jobs[slot.job].prompt, 0)?;
+        self.accept(s, d)
+    }
+
+    /// Draws the next token of each slot in `order` from its row of `logits` (row `i` for
+    /// `order[i]`), the draws in parallel over the vocabulary-sized rows: a draw is a pure
+    /// function of the logits, the history and the sample's key, so it is the same however
+    /// the work is spread. Then applies them in order.
+    fn step_all(&mut self, order: &[usize], logits: &Logits) -> Result<(), RunError> {
+        use rayon::prelude::*;
+        let (slots, params, jobs) = (&self.slots, self.params, self.jobs);
+        let draws: Vec<_> = order
+            .par_iter()
+            .enumerate()
+            .map(|(row, &s)| {
+                let slot = slots[s].as_ref().expect("a generating slot");
+                slot.seq
+                    .draw(logits.row(row), params, &jobs[slot.job].prompt, 0)
+            })
+            .collect();
+        for (&s, d) in order.iter().zip(draws) {
+            self.accept(s, d?)?;
+        }
+        Ok(())
+    }
+
+    /// Applies slot `s`'s drawn token and finishes the sample if it ends here.
+    fn accept(
+        &mut self,
+        s: usize,
+        d: (engine::sampling::Sampled, Vec<(Token, f64)>),
+    ) -> Result<(), RunError> {
         let slot = self.slots[s].as_mut().expect("step on a busy slot");
         let job = &self.jobs[slot.job];
         let rules = StopRules {
@@ -488,10 +523,12 @@ impl Loop<'_> {
             stop: &job.stop,
             keep_text: true,
             stop_where: job.stop_where(),
+            anywhere: &job.run_stop,
         };
+        let backend = &*self.backend;
         let stopped = slot
             .seq
-            .step(logits, self.params, &job.prompt, &*self.backend, &rules)?
+            .accept(d, backend.info(), &rules, &mut |t| backend.token_piece(t))?
             .is_some();
         if !stopped {
             return Ok(());

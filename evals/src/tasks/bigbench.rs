@@ -72,6 +72,37 @@ pub fn load_bigbench(path: &Path) -> Result<Vec<Problem>, TaskError> {
         return finish(&file, parse_task(&file, &task, None)?);
     }
     let parent = task_name(&task);
+    let subtasks = bigbench_subtasks(path)?;
+    if subtasks.is_empty() {
+        return Err(malformed(
+            &file,
+            0,
+            "examples",
+            "missing, and no subtask folder with a task.json beside it",
+        ));
+    }
+    let mut out = Vec::new();
+    for sub in subtasks {
+        let sub_file = sub.display().to_string();
+        let sub_text = read_text(&sub)?;
+        let sub_task: Value = serde_json::from_str(&sub_text)
+            .map_err(|e| malformed(&sub_file, e.line(), "-", e.to_string()))?;
+        out.extend(parse_task(&sub_file, &sub_task, Some(&parent))?);
+    }
+    finish(&file, out)
+}
+
+/// The subtask files of a BIG-bench task at `path` that only names subtask folders (no
+/// `examples` of its own): every `*/task.json` beside it, in path order; empty for a task
+/// with examples (or a file that is not task JSON, which loading reports).
+pub fn bigbench_subtasks(path: &Path) -> Result<Vec<std::path::PathBuf>, TaskError> {
+    let text = read_text(path)?;
+    let has_examples = serde_json::from_str::<Value>(&text)
+        .map(|t| t.get("examples").is_some())
+        .unwrap_or(true);
+    if has_examples {
+        return Ok(Vec::new());
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut subtasks: Vec<_> = std::fs::read_dir(dir)
         .map_err(|source| TaskError::Io {
@@ -82,24 +113,8 @@ pub fn load_bigbench(path: &Path) -> Result<Vec<Problem>, TaskError> {
         .map(|e| e.path().join("task.json"))
         .filter(|p| p.is_file())
         .collect();
-    if subtasks.is_empty() {
-        return Err(malformed(
-            &file,
-            0,
-            "examples",
-            "missing, and no subtask folder with a task.json beside it",
-        ));
-    }
     subtasks.sort();
-    let mut out = Vec::new();
-    for sub in subtasks {
-        let sub_file = sub.display().to_string();
-        let sub_text = read_text(&sub)?;
-        let sub_task: Value = serde_json::from_str(&sub_text)
-            .map_err(|e| malformed(&sub_file, e.line(), "-", e.to_string()))?;
-        out.extend(parse_task(&sub_file, &sub_task, Some(&parent))?);
-    }
-    finish(&file, out)
+    Ok(subtasks)
 }
 
 /// Parses BIG-bench task JSON; `file` names it in errors (line numbers are example numbers).

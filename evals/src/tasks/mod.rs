@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use bigbench::{load_bigbench, parse_bigbench};
+pub use bigbench::{bigbench_subtasks, load_bigbench, parse_bigbench};
 pub use humaneval::{load_humaneval, parse_humaneval};
 pub use jsonl::{load_jsonl, parse_jsonl};
 
