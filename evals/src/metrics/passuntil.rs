@@ -260,15 +260,8 @@ pub fn emergence(
     replicates: usize,
     seed: u64,
 ) -> Result<Emergence, MetricError> {
+    let q = curvature(n, pu)?;
     let (x, y) = transform(n, pu)?;
-    if x.len() < 3 {
-        return Err(MetricError::TooFewPoints {
-            needed: 3,
-            got: x.len(),
-        });
-    }
-    let [_, _, q] =
-        polyfit::<3>(&x, &y).ok_or(MetricError::Domain("fewer than 3 distinct N".into()))?;
     let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
     let mut next = |m: usize| {
         state = state

@@ -12,9 +12,7 @@
 //! tokenized as the sampled problems' are (BOS as the model wants, special-token text kept as
 //! text).
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -71,29 +69,8 @@ impl ChoiceRecord {
 /// dropped). A missing file is an empty one; anything else malformed is an error naming its
 /// line.
 pub fn load_choices(path: &Path) -> Result<(Vec<ChoiceRecord>, u64), RunError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(source) => {
-            return Err(RunError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let good = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let mut records: Vec<ChoiceRecord> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (i, line) in bytes[..good].split(|&b| b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let bad = |message: String| RunError::Malformed {
-            path: path.to_path_buf(),
-            line: i + 1,
-            message,
-        };
-        let r: ChoiceRecord = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+    let (records, _, good_len) = super::record::read_jsonl(path, |r: &ChoiceRecord| {
         let n = r.choices.len();
         if n == 0
             || [
@@ -105,65 +82,29 @@ pub fn load_choices(path: &Path) -> Result<(Vec<ChoiceRecord>, u64), RunError> {
             .iter()
             .any(|&m| m != n)
         {
-            return Err(bad(format!(
+            return Err(format!(
                 "problem '{}': choices, scores, log-likelihoods, token counts and greedy flags \
                  must be as many, and at least one",
                 r.problem
-            )));
+            ));
         }
         if r.loglikelihoods.iter().any(|v| v.is_nan() || *v > 0.0) {
-            return Err(bad(format!(
+            return Err(format!(
                 "problem '{}': a log-likelihood that is not a log-probability",
                 r.problem
-            )));
+            ));
         }
-        if !seen.insert(r.p) {
-            return Err(bad(format!("problem '{}' appears twice", r.problem)));
+        match seen.insert(r.p) {
+            true => Ok(()),
+            false => Err(format!("problem '{}' appears twice", r.problem)),
         }
-        records.push(r);
-    }
-    Ok((records, good as u64))
+    })?;
+    Ok((records, good_len))
 }
 
-/// Appends records to `DIR/choices.jsonl`, each in one write of one line.
-pub(crate) struct ChoiceWriter {
-    file: File,
-    path: PathBuf,
-}
-
-impl ChoiceWriter {
-    /// Opens `path` for appending after cutting it to `good_len` (dropping a torn line).
-    pub(crate) fn open(path: &Path, good_len: u64) -> Result<Self, RunError> {
-        let io = |source| RunError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
-        if file.metadata().map_err(io)?.len() != good_len {
-            file.set_len(good_len).map_err(io)?;
-        }
-        Ok(ChoiceWriter {
-            file,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Appends one record and syncs it: problems are few and each costs a forward pass.
-    pub(crate) fn append(&mut self, r: &ChoiceRecord) -> Result<(), RunError> {
-        let io = |source| RunError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let mut line = serde_json::to_vec(r).map_err(|e| io(e.into()))?;
-        line.push(b'\n');
-        self.file.write_all(&line).map_err(io)?;
-        self.file.sync_data().map_err(io)
-    }
-}
+/// Appends records to `choices.jsonl` or `references.jsonl` as the samples file's writer
+/// does, each synced as it is written (problems are few, and each costs a forward pass).
+pub(crate) type ChoiceWriter = super::SampleWriter;
 
 /// A multiple-choice problem tokenized: the prompt's tokens and each choice's.
 pub(crate) struct Tokenized {
@@ -460,7 +401,8 @@ pub(crate) fn score_all(
                 reason: PromptError::Unscorable(why),
             });
         }
-        writers[w.file].append(&ChoiceRecord {
+        let writer = &mut writers[w.file];
+        writer.append(&ChoiceRecord {
             problem: w.problem.id.clone(),
             p: w.p,
             choices: w.choices.clone(),
@@ -470,6 +412,7 @@ pub(crate) fn score_all(
             greedy: scored.iter().map(|s| s.1).collect(),
             session,
         })?;
+        writer.sync()?;
     }
     Ok(skipped)
 }

@@ -497,8 +497,14 @@ pub struct Loaded {
     pub good_len: u64,
 }
 
-/// Reads a samples file; a missing file is an empty one.
-pub fn load_samples(path: &Path) -> Result<Loaded, RunError> {
+/// Reads a file of JSON lines; a missing file is an empty one. A torn last line (no newline:
+/// a kill in the middle of a write) is dropped; anything else malformed, or refused by
+/// `check`, is an error naming its line. Returns the records, the torn bytes and the length
+/// up to the last complete line.
+pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    mut check: impl FnMut(&T) -> Result<(), String>,
+) -> Result<(Vec<T>, usize, u64), RunError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -511,7 +517,6 @@ pub fn load_samples(path: &Path) -> Result<Loaded, RunError> {
     };
     let good = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let mut records = Vec::new();
-    let mut seen = std::collections::HashSet::new();
     for (i, line) in bytes[..good].split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
@@ -521,19 +526,28 @@ pub fn load_samples(path: &Path) -> Result<Loaded, RunError> {
             line: i + 1,
             message,
         };
-        let r: SampleRecord = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
-        if !seen.insert((r.p, r.index)) {
-            return Err(bad(format!(
-                "sample {} of problem '{}' appears twice",
-                r.index, r.problem
-            )));
-        }
+        let r: T = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+        check(&r).map_err(bad)?;
         records.push(r);
     }
+    Ok((records, bytes.len() - good, good as u64))
+}
+
+/// Reads a samples file; a missing file is an empty one.
+pub fn load_samples(path: &Path) -> Result<Loaded, RunError> {
+    let mut seen = std::collections::HashSet::new();
+    let (records, torn_bytes, good_len) =
+        read_jsonl(path, |r: &SampleRecord| match seen.insert((r.p, r.index)) {
+            true => Ok(()),
+            false => Err(format!(
+                "sample {} of problem '{}' appears twice",
+                r.index, r.problem
+            )),
+        })?;
     Ok(Loaded {
         records,
-        torn_bytes: bytes.len() - good,
-        good_len: good as u64,
+        torn_bytes,
+        good_len,
     })
 }
 
@@ -567,9 +581,10 @@ impl SampleWriter {
         })
     }
 
-    /// Appends one record as a single write of one line, synced to disk at most once a
-    /// second (the OS has it at once, so a killed process loses nothing).
-    pub fn append(&mut self, r: &SampleRecord) -> Result<(), RunError> {
+    /// Appends one record (a [`SampleRecord`], or any line of the run's other record files)
+    /// as a single write of one line, synced to disk at most once a second (the OS has it at
+    /// once, so a killed process loses nothing).
+    pub fn append<T: Serialize>(&mut self, r: &T) -> Result<(), RunError> {
         let io = |source| RunError::Io {
             path: self.path.clone(),
             source,
