@@ -839,14 +839,6 @@ fn budget(
     (curves.into_iter().map(|(c, _)| c).collect(), matches)
 }
 
-/// `value [lo, hi]` with `digits` significant digits.
-fn show(e: &Estimate) -> String {
-    match e.ci95 {
-        Some((lo, hi)) => format!("{} [{}, {}]", sig(e.value), sig(lo), sig(hi)),
-        None => sig(e.value),
-    }
-}
-
 /// Four significant digits, scientific below 1e-3.
 fn sig(v: f64) -> String {
     if v != 0.0 && v.abs() < 1e-3 {
@@ -897,7 +889,7 @@ impl ScaleReport {
                 dir,
                 sig(r.x),
                 r.measure,
-                show(&r.pass_rate),
+                r.pass_rate.show(sig),
                 r.fitted.map_or("-".into(), sig)
             );
         }
@@ -905,8 +897,8 @@ impl ScaleReport {
             let _ = writeln!(
                 s,
                 "\nlaw: PU(x) = exp(-c * x^-alpha), c = {}, alpha = {} ({} runs)",
-                show(&f.c),
-                show(&f.alpha),
+                f.c.show(sig),
+                f.alpha.show(sig),
                 f.points
             );
         }
@@ -914,7 +906,7 @@ impl ScaleReport {
             let _ = writeln!(
                 s,
                 "emergence: q = {} in ln(-ln PU) = a + b ln x + q (ln x)^2: {}",
-                show(&e.q),
+                e.q.show(sig),
                 e.class
             );
         }
@@ -926,12 +918,12 @@ impl ScaleReport {
                  measured {}",
                 p.dir,
                 sig(p.x),
-                show(&p.predicted),
+                p.predicted.show(sig),
                 sig(p.predicted_by_instances),
                 p.instance_laws,
                 self.problems,
-                show(&p.measured),
-                show(&p.error)
+                p.measured.show(sig),
+                p.error.show(sig)
             );
         }
         if !self.budget.is_empty() {
@@ -953,7 +945,7 @@ impl ScaleReport {
                         c.dir,
                         p.k,
                         p.flops / 1e9,
-                        show(&p.pass_at_k)
+                        p.pass_at_k.show(sig)
                     );
                 }
             }
@@ -976,7 +968,7 @@ impl ScaleReport {
                     m.cheap,
                     format!("{}{}", m.k_cheap, if m.capped { "*" } else { "" }),
                     m.pass_cheap,
-                    show(&m.gain)
+                    m.gain.show(sig)
                 );
             }
             if self.matches.iter().any(|m| m.capped) {

@@ -66,6 +66,16 @@ pub struct Estimate {
     pub ci95: Option<(f64, f64)>,
 }
 
+impl Estimate {
+    /// `value [lo, hi]`, or the value alone without an interval, each number written by `fmt`.
+    pub fn show(&self, fmt: impl Fn(f64) -> String) -> String {
+        match self.ci95 {
+            Some((lo, hi)) => format!("{} [{}, {}]", fmt(self.value), fmt(lo), fmt(hi)),
+            None => fmt(self.value),
+        }
+    }
+}
+
 /// Bootstrap resamples for the uncertainty statistics (each resample sorts its items).
 const UQ_BOOTSTRAP_ITERS: usize = 1_000;
 
@@ -906,12 +916,7 @@ impl Report {
             );
         }
         if let Some(u) = &t.uncertainty {
-            let a = |v: Option<Estimate>| {
-                v.map_or("-".into(), |e| match e.ci95 {
-                    Some((lo, hi)) => format!("{:.3} [{lo:.3}, {hi:.3}]", e.value),
-                    None => format!("{:.3}", e.value),
-                })
-            };
+            let a = |v: Option<Estimate>| v.map_or("-".into(), |e| e.show(|x| format!("{x:.3}")));
             let _ = writeln!(
                 s,
                 "sample-based uncertainty (Jaccard over the first {UQ_SAMPLES} samples): \
@@ -933,10 +938,7 @@ impl Report {
             );
         }
         if let Some(c) = &self.task.continuous {
-            let e = |e: &Estimate| match e.ci95 {
-                Some((lo, hi)) => format!("{} [{}, {}]", sci(e.value), sci(lo), sci(hi)),
-                None => sci(e.value),
-            };
+            let e = |e: &Estimate| e.show(sci);
             let _ = writeln!(
                 s,
                 "continuous metrics (the reference answer teacher-forced, {} problems): log p {}, \
@@ -959,10 +961,7 @@ impl Report {
             h.samples, h.tokens, h.wall_s, h.sessions, h.samples_per_s, h.tokens_per_s, h.judge_s
         );
         if let Some(c) = &self.choices {
-            let e = |e: &Estimate| match e.ci95 {
-                Some((lo, hi)) => format!("{:.4} [{lo:.4}, {hi:.4}]", e.value),
-                None => format!("{:.4}", e.value),
-            };
+            let e = |e: &Estimate| e.show(|x| format!("{x:.4}"));
             let _ = writeln!(
                 s,
                 "\nmultiple choice, {} of {} problems scored (each choice's log-likelihood after \
