@@ -299,12 +299,19 @@ struct RunArgs {
 /// What a run samples and how; shared by `run` and `study`.
 #[derive(clap::Args)]
 struct RunCommon {
-    /// The task file.
+    /// The task: a file, or a known benchmark fetched on first use (`humaneval`,
+    /// `bigbench:NAME` for a JSON task of bigbench==1.0.0).
     #[arg(long)]
-    task: PathBuf,
+    task: String,
     /// The task file's format.
     #[arg(long, default_value = "auto", value_parser = task_format())]
     format: evals::tasks::Format,
+    /// Put text prompts to the model through its chat template, as a user message (an
+    /// instruction-tuned model's own format). HumanEval asks for the function in a Python
+    /// code block and opens the reply with the function's stub, so samples are judged as
+    /// plain completions are.
+    #[arg(long)]
+    chat: bool,
     /// PassUntil: stop a problem at its r-th success (in sample-index order).
     #[arg(long, default_value_t = 2, conflicts_with = "n")]
     r: u64,
@@ -352,11 +359,14 @@ struct RunCommon {
 }
 
 impl RunCommon {
-    fn options(self, model: PathBuf, out: PathBuf) -> evals::run::RunOptions {
-        let mut opts = evals::run::RunOptions::new(model, self.task, out);
+    fn options(self, model: PathBuf, out: PathBuf) -> Result<evals::run::RunOptions> {
+        let task = evals::tasks::fetch::resolve(&self.task, &mut progress_line)
+            .with_context(|| format!("cannot load task '{}'", self.task))?;
+        let mut opts = evals::run::RunOptions::new(model, task, out);
         opts.backend = self.backend;
         opts.activations = self.activations;
         opts.format = self.format;
+        opts.chat = self.chat;
         opts.sampling = self
             .more
             .params(self.temp, self.top_k, self.top_p, self.min_p);
@@ -371,7 +381,7 @@ impl RunCommon {
         };
         opts.seed = self.seed;
         opts.exec = self.exec.exec();
-        opts
+        Ok(opts)
     }
 }
 
@@ -894,7 +904,7 @@ impl evals::run::Progress for RunProgress {
 
 fn run_task(out: &mut impl Write, a: RunArgs) -> Result<()> {
     let model = resolve_model(&a.model)?;
-    let mut opts = a.common.options(model, a.out);
+    let mut opts = a.common.options(model, a.out)?;
     opts.shard = a.shard;
     let mut bar = RunProgress::new();
     let outcome = evals::run::start(&opts, &mut bar);
@@ -912,7 +922,7 @@ fn study(out: &mut impl Write, a: StudyArgs) -> Result<()> {
         ),
     };
     let threads = a.common.exec.threads;
-    let run = a.common.options(base.clone(), a.out.clone());
+    let run = a.common.options(base.clone(), a.out.clone())?;
     let (backend, activations) = (run.backend, run.activations);
     let opts = evals::study::StudyOptions {
         base,

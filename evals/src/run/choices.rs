@@ -125,6 +125,7 @@ pub(crate) fn tokenize(
     model: &dyn Model,
     problem: &Problem,
     choices: &[String],
+    chat: bool,
 ) -> Result<Tokenized, RunError> {
     let apart = |choice: &str| {
         model.tokenize(
@@ -140,7 +141,7 @@ pub(crate) fn tokenize(
         reason,
     };
     let (context, choices) = match &problem.prompt {
-        Prompt::Text(text) => {
+        Prompt::Text(text) if !chat => {
             let context = model.tokenize(text.as_bytes(), PROMPT)?;
             let choices = choices
                 .iter()
@@ -155,9 +156,10 @@ pub(crate) fn tokenize(
                 .collect::<Result<Vec<_>, BackendError>>()?;
             (context, choices)
         }
-        Prompt::Chat(messages) => {
-            let context = crate::generate::chat_tokens(model, messages)
-                .map_err(|e| refuse(PromptError::Chat(e)))?;
+        _ => {
+            // The reply starts after the template's assistant header: choices are
+            // tokenized on their own.
+            let context = super::prompt_tokens(model, problem, chat)?;
             let choices = choices
                 .iter()
                 .map(|c| apart(c))
@@ -265,11 +267,11 @@ impl<'a> Scoring<'a> {
     }
 
     /// A generative problem's reference answer ([`reference_of`]).
-    pub(crate) fn reference(p: u64, problem: &'a Problem) -> Option<Self> {
+    pub(crate) fn reference(p: u64, problem: &'a Problem, chat: bool) -> Option<Self> {
         Some(Scoring {
             p,
             problem,
-            choices: vec![reference_of(problem)?],
+            choices: vec![reference_of(problem, chat)?],
             scores: vec![1.0],
             file: 1,
         })
@@ -280,8 +282,9 @@ impl<'a> Scoring<'a> {
 /// continuous metrics: the first target of an exact, normalized or contains check, or a
 /// numeric check's number; `None` for regular expressions and programs, which have none.
 /// Like lm-eval's target delimiter, a space goes between a text prompt and a reference when
-/// neither has whitespace at the join ("A:" + "7" is scored as "A: 7", as models write it).
-pub fn reference_of(problem: &Problem) -> Option<String> {
+/// neither has whitespace at the join ("A:" + "7" is scored as "A: 7", as models write it);
+/// none when the prompt goes through a chat template (`chat`), where the reply starts fresh.
+pub fn reference_of(problem: &Problem, chat: bool) -> Option<String> {
     let answer = match &problem.check {
         Check::Exact { targets }
         | Check::Contains { targets }
@@ -294,7 +297,7 @@ pub fn reference_of(problem: &Problem) -> Option<String> {
         return None;
     }
     let joined = match &problem.prompt {
-        Prompt::Text(text) => text.ends_with(char::is_whitespace),
+        Prompt::Text(text) => chat || text.ends_with(char::is_whitespace),
         Prompt::Chat(_) => true,
     };
     Some(if joined || answer.starts_with(char::is_whitespace) {
@@ -307,7 +310,12 @@ pub fn reference_of(problem: &Problem) -> Option<String> {
 /// Tokenizes one problem's scoring work and checks that it fits the trained context (unless
 /// the run allows more): the prompt's bytes before it is tokenized, then prompt and longest
 /// choice.
-fn prepare(model: &dyn Model, exec: &Exec, w: &Scoring<'_>) -> Result<Tokenized, RunError> {
+fn prepare(
+    model: &dyn Model,
+    exec: &Exec,
+    chat: bool,
+    w: &Scoring<'_>,
+) -> Result<Tokenized, RunError> {
     let n_ctx_train = model.info().n_ctx_train;
     let refuse = |reason| RunError::Prompt {
         problem: w.problem.id.clone(),
@@ -321,7 +329,7 @@ fn prepare(model: &dyn Model, exec: &Exec, w: &Scoring<'_>) -> Result<Tokenized,
         crate::generate::check_prompt_bytes(bytes, n_ctx_train)
             .map_err(|e| refuse(PromptError::TooManyBytes(e)))?;
     }
-    let t = tokenize(model, w.problem, &w.choices)?;
+    let t = tokenize(model, w.problem, &w.choices, chat)?;
     let longest = t.choices.iter().map(Vec::len).max().unwrap_or(0);
     if !exec.allow_long_context && t.context.len() + longest > n_ctx_train as usize {
         return Err(refuse(PromptError::ChoiceTooLong {
@@ -350,7 +358,7 @@ pub(crate) fn score_all(
     let mut skipped = Vec::new();
     let mut ready = Vec::with_capacity(work.len());
     for w in work {
-        match prepare(&*model, exec, w) {
+        match prepare(&*model, exec, config.chat, w) {
             Ok(t) => ready.push((w, t)),
             Err(e) if w.file == 1 => skipped.push((w.problem.id.clone(), e.to_string())),
             Err(e) => return Err(e),
@@ -436,27 +444,35 @@ mod tests {
             targets: vec![t.into(), "other".into()],
         };
         assert_eq!(
-            reference_of(&problem("A:", exact("7"))).as_deref(),
+            reference_of(&problem("A:", exact("7")), false).as_deref(),
             Some(" 7")
         );
         assert_eq!(
-            reference_of(&problem("A: ", exact("7"))).as_deref(),
+            reference_of(&problem("A: ", exact("7")), false).as_deref(),
             Some("7")
         );
         assert_eq!(
-            reference_of(&problem("A:", exact(" 7"))).as_deref(),
+            reference_of(&problem("A:", exact(" 7")), false).as_deref(),
             Some(" 7")
         );
-        assert_eq!(reference_of(&problem("A:", exact(""))), None);
+        assert_eq!(reference_of(&problem("A:", exact("")), false), None);
         let numeric = Check::Numeric {
             target: 4.0,
             abs_tol: 0.0,
             rel_tol: 0.0,
         };
-        assert_eq!(reference_of(&problem("A:", numeric)).as_deref(), Some(" 4"));
+        assert_eq!(
+            reference_of(&problem("A:", numeric), false).as_deref(),
+            Some(" 4")
+        );
         let regex = Check::Regex {
             pattern: crate::tasks::Pattern::new("7").unwrap(),
         };
-        assert_eq!(reference_of(&problem("A:", regex)), None);
+        assert_eq!(reference_of(&problem("A:", regex), false), None);
+        // Through a chat template the reply starts fresh: no delimiter.
+        assert_eq!(
+            reference_of(&problem("A:", exact("7")), true).as_deref(),
+            Some("7")
+        );
     }
 }

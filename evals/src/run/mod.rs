@@ -245,6 +245,8 @@ pub struct RunOptions {
     pub task: PathBuf,
     /// Its format.
     pub format: Format,
+    /// Send text prompts through the model's chat template ([`chat_form`]).
+    pub chat: bool,
     /// How tokens are drawn.
     pub sampling: engine::sampling::SamplingParams,
     /// Most generated tokens per sample.
@@ -297,6 +299,7 @@ impl RunOptions {
             activations: engine::Activations::Q8,
             task,
             format: Format::Auto,
+            chat: false,
             sampling: engine::sampling::SamplingParams::default(),
             max_tokens: 256,
             stop: Vec::new(),
@@ -401,6 +404,7 @@ impl RunOptions {
                 Format::Bigbench => record::BIGBENCH_SCORING,
                 _ => 0,
             },
+            chat: self.chat,
             sampling: self.sampling.clone(),
             max_tokens: self.max_tokens,
             stop: self.stop.clone(),
@@ -748,7 +752,7 @@ fn execute(
             .collect(),
         problems
             .iter()
-            .filter_map(|(p, pr)| choices::Scoring::reference(*p, pr))
+            .filter_map(|(p, pr)| choices::Scoring::reference(*p, pr, config.chat))
             .collect(),
     ];
     let mut scored_before = Vec::new();
@@ -921,6 +925,84 @@ fn open_context(
     Ok((ctx, jobs, shape))
 }
 
+/// Where the code block a chat run opens for a program problem ends.
+pub const CHAT_CODE_END: &str = "\n```";
+
+/// How a text prompt is put to an instruction-tuned model (`run --chat`): the user's message
+/// and the start of the assistant's reply, which the model continues. Most prompts are the
+/// message as they are, the reply opened empty. A program problem (HumanEval) asks for the
+/// function in a Python code block and opens the reply with the block (as EvalPlus prompts
+/// instruction-tuned models); the sample is the code up to where the model closes the block
+/// ([`CHAT_CODE_END`], the run's only stop for it besides `--stop`) and is judged as
+/// [`chat_judged`] says. Chat prompts are left as they are.
+pub fn chat_form(problem: &Problem) -> Option<(Vec<crate::tasks::Message>, String)> {
+    let Prompt::Text(text) = &problem.prompt else {
+        return None;
+    };
+    let user = |content: String| crate::tasks::Message::new("user", &content);
+    Some(match &problem.check {
+        Check::Program { .. } => {
+            let stub = if text.ends_with('\n') {
+                text.clone()
+            } else {
+                format!("{text}\n")
+            };
+            (
+                vec![user(format!(
+                    "Complete the following Python function. Reply with the whole function \
+                     in one Python code block.\n\n```python\n{stub}```"
+                ))],
+                "```python\n".to_owned(),
+            )
+        }
+        _ => (vec![user(text.clone())], String::new()),
+    })
+}
+
+/// The problem a chat run judges a program sample against: the stub closed with `pass`, then
+/// the sample (the whole function, which replaces the stub's), then the tests, so the stub's
+/// imports and helpers stay in scope and a sample that never defines the function fails.
+/// Other problems are judged as they are.
+pub fn chat_judged(problem: &Problem) -> Problem {
+    let mut judged = problem.clone();
+    if let (Prompt::Text(text), Check::Program { .. }) = (&problem.prompt, &problem.check) {
+        let nl = if text.ends_with('\n') { "" } else { "\n" };
+        judged.prompt = Prompt::Text(format!("{text}{nl}    pass\n\n\n"));
+        judged.stop = vec![CHAT_CODE_END.to_owned()];
+    }
+    judged
+}
+
+/// A problem's prompt as the run gives it to the model: a text prompt tokenized as it is
+/// (BOS added, special tokens as text) or, in a chat run, in its [`chat_form`]; chat prompts
+/// through the template.
+pub(crate) fn prompt_tokens(
+    backend: &dyn Model,
+    problem: &Problem,
+    chat: bool,
+) -> Result<Vec<u32>, RunError> {
+    let refuse = |e| RunError::Prompt {
+        problem: problem.id.clone(),
+        reason: PromptError::Chat(e),
+    };
+    match (&problem.prompt, chat) {
+        (Prompt::Text(text), false) => Ok(backend.tokenize(
+            text.as_bytes(),
+            TokenizeOptions {
+                add_special: true,
+                parse_special: false,
+            },
+        )?),
+        (Prompt::Chat(messages), _) => {
+            crate::generate::chat_tokens(backend, messages).map_err(refuse)
+        }
+        (Prompt::Text(_), true) => {
+            let (messages, prefill) = chat_form(problem).expect("a text prompt");
+            crate::generate::chat_tokens_with(backend, &messages, &prefill).map_err(refuse)
+        }
+    }
+}
+
 /// Tokenizes every problem's prompt and gathers its stop strings.
 fn jobs_for(
     backend: &dyn Model,
@@ -943,17 +1025,7 @@ fn jobs_for(
                 crate::generate::check_prompt_bytes(bytes, backend.info().n_ctx_train)
                     .map_err(|e| refuse(PromptError::TooManyBytes(e)))?;
             }
-            let prompt = match &problem.prompt {
-                Prompt::Text(text) => backend.tokenize(
-                    text.as_bytes(),
-                    TokenizeOptions {
-                        add_special: true,
-                        parse_special: false,
-                    },
-                )?,
-                Prompt::Chat(messages) => crate::generate::chat_tokens(backend, messages)
-                    .map_err(|e| refuse(PromptError::Chat(e)))?,
-            };
+            let prompt = prompt_tokens(backend, problem, config.chat)?;
             if prompt.is_empty() {
                 return Err(refuse(PromptError::Empty));
             }
@@ -963,11 +1035,16 @@ fn jobs_for(
                     .map(|s| s.as_bytes().to_vec())
                     .collect()
             };
+            let judged = if config.chat {
+                chat_judged(problem)
+            } else {
+                problem.clone()
+            };
             Ok(scheduler::Job {
                 p: *p,
-                problem: Arc::new(problem.clone()),
                 prompt,
-                stop: bytes(&problem.stop),
+                stop: bytes(&judged.stop),
+                problem: Arc::new(judged),
                 run_stop: bytes(&config.stop),
             })
         })
@@ -1264,6 +1341,7 @@ mod tests {
                 format: Format::Jsonl,
             },
             bigbench_scoring: 0,
+            chat: false,
             sampling: engine::sampling::SamplingParams::default(),
             max_tokens: 4,
             stop: Vec::new(),

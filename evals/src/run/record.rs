@@ -32,6 +32,10 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
 /// A file a run depends on, pinned by content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRef {
@@ -252,6 +256,10 @@ pub struct RunConfig {
     /// other tasks and for runs from before it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub bigbench_scoring: u32,
+    /// Text prompts go through the model's chat template (`run --chat`; see
+    /// [`crate::run::chat_form`]). Absent from run.json when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub chat: bool,
     /// How tokens are drawn.
     pub sampling: SamplingParams,
     /// Most generated tokens per sample.
@@ -298,6 +306,7 @@ impl RunConfig {
             "task sha256": self.task.file.sha256,
             "task format": self.task.format,
             "BIG-bench scoring": self.bigbench_scoring,
+            "chat template": self.chat,
             "sampling": self.sampling,
             "max tokens": self.max_tokens,
             "stop strings": self.stop,
@@ -766,6 +775,7 @@ pub(crate) mod tests {
                 format: Format::Jsonl,
             },
             bigbench_scoring: 0,
+            chat: false,
             sampling: SamplingParams::default(),
             max_tokens: 8,
             stop: Vec::new(),

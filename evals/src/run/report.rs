@@ -787,6 +787,21 @@ fn uncertainty_report(
     })
 }
 
+/// `id` in at most `w` characters: as it is, or with its middle elided (`…`), since a long
+/// id's end (subtask, index, `/mc` or `/gen`) tells it from its neighbours.
+pub(crate) fn fit_id(id: &str, w: usize) -> String {
+    let n = id.chars().count();
+    if n <= w {
+        return id.to_owned();
+    }
+    let head = w * 2 / 5;
+    let tail = w.saturating_sub(head + 1);
+    let mut out: String = id.chars().take(head).collect();
+    out.push('…');
+    out.extend(id.chars().skip(n - tail));
+    out
+}
+
 fn sci(x: f64) -> String {
     if x == 0.0 {
         "0".into()
@@ -817,7 +832,11 @@ impl Report {
             self.run.backend,
             &self.run.model.sha256[..12.min(self.run.model.sha256.len())],
             self.run.task.file.path,
-            self.run.task.format,
+            if self.run.chat {
+                format!("{}, through the chat template", self.run.task.format)
+            } else {
+                self.run.task.format.to_string()
+            },
             self.run.seed,
             self.run.sampling.temperature,
             self.run.sampling.top_k,
@@ -838,7 +857,7 @@ impl Report {
             .map(|p| p.problem.chars().count())
             .max()
             .unwrap_or(7)
-            .clamp(7, 40);
+            .clamp(7, 56);
         let _ = writeln!(
             s,
             "\n{:<w$}  {:>8}  {:>8}  {:>4}  {:>6}  {:>9}  {:>9}  {:>21}  {:>6}",
@@ -853,7 +872,7 @@ impl Report {
             "tokens"
         );
         for p in &self.problems {
-            let id: String = p.problem.chars().take(w).collect();
+            let id = fit_id(&p.problem, w);
             let _ = write!(
                 s,
                 "{id:<w$}  {:>8}  {:>8}  {:>4}  {:>6}  {:>9}  {:>9}  {:>21}  {:>6.1}",
@@ -1159,7 +1178,17 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    use super::{clopper_pearson, report};
+    use super::{clopper_pearson, fit_id, report};
+
+    #[test]
+    fn long_ids_keep_their_ends() {
+        assert_eq!(fit_id("HumanEval/8", 12), "HumanEval/8");
+        let id = "modified_arithmetic:three_digit_addition_plus_one/500";
+        let short = fit_id(id, 20);
+        assert_eq!(short.chars().count(), 20);
+        assert_eq!(short, "modified…lus_one/500");
+        assert_eq!(fit_id(id, 56), id);
+    }
     use crate::run::record::{RunConfig, SampleRecord, SampleWriter, StopRule, Stopped};
 
     /// Three problems with known texts: one always right with one answer, one always wrong

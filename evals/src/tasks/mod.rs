@@ -5,6 +5,7 @@
 //! the field; a file is loaded whole or not at all.
 
 mod bigbench;
+pub mod fetch;
 mod humaneval;
 mod jsonl;
 

@@ -55,73 +55,43 @@ pub fn bigbench_code_dir() -> PathBuf {
     bigbench_tasks_dir().parent().unwrap().join("code")
 }
 
-/// `benchmark_tasks/` holding [`BIGBENCH_TASKS`], extracted from the `bigbench==1.0.0` sdist
-/// (358 MB; only those folders and [`BIGBENCH_API`]'s files are kept).
+/// `benchmark_tasks/` holding [`BIGBENCH_TASKS`], fetched as `--task bigbench:NAME` fetches
+/// them (the `bigbench==1.0.0` sdist, cached once), with [`BIGBENCH_API`]'s files extracted
+/// from the same archive beside it.
 pub fn bigbench_tasks_dir() -> PathBuf {
-    let cache = engine::models::cache_dir().expect("a cache folder");
-    let dir = cache
-        .join("data")
-        .join("bigbench-1.0.0")
-        .join("benchmark_tasks");
+    let mut dir = PathBuf::new();
+    for name in BIGBENCH_TASKS {
+        let task = evals::tasks::fetch::bigbench_task(name, &mut |m| eprintln!("{m}"))
+            .unwrap_or_else(|e| panic!("fetching BIG-bench task {name}: {e}"));
+        dir = task.parent().unwrap().to_path_buf();
+    }
     let code = dir.parent().unwrap().join("code");
-    if BIGBENCH_TASKS.iter().all(|t| dir.join(t).is_dir())
-        && BIGBENCH_API.iter().all(|f| code.join(f).is_file())
-    {
+    if BIGBENCH_API.iter().all(|f| code.join(f).is_file()) {
         return dir;
     }
-    let parent = dir.parent().unwrap().to_path_buf();
-    std::fs::create_dir_all(&parent).unwrap();
-    let work = tempfile::tempdir_in(&parent).unwrap();
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-        ])
-        .args(["--disable-pip-version-check", "-d"])
-        .arg(work.path())
-        .arg("bigbench==1.0.0")
-        .output()
-        .expect("python3 runs");
-    let archive = work.path().join("bigbench-1.0.0.tar.gz");
-    assert!(
-        archive.is_file(),
-        "pip download bigbench==1.0.0 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let script = r#"import sys, tarfile
-want = sys.argv[4:]
-code = {'api/task_metrics.py', 'api/json_task.py', 'models/model_utils.py'}
-with tarfile.open(sys.argv[1]) as t:
-    for m in t:
-        p = m.name.split('/')
-        if not m.isfile() or len(p) < 4 or p[1] != 'bigbench':
-            continue
-        if p[2] == 'benchmark_tasks' and p[3] in want and p[-1].endswith('.json'):
-            m.name = '/'.join(p[3:])
-            t.extract(m, sys.argv[2])
-        elif '/'.join(p[2:]) in code:
-            m.name = '/'.join(p[2:])
-            t.extract(m, sys.argv[3])
-"#;
-    let staged = work.path().join("benchmark_tasks");
-    let staged_code = work.path().join("code");
-    let st = Command::new("python3")
-        .args(["-c", script])
-        .arg(&archive)
-        .arg(&staged)
-        .arg(&staged_code)
-        .args(BIGBENCH_TASKS)
-        .status()
-        .expect("python3 runs");
-    assert!(st.success(), "extracting BIG-bench tasks failed");
-    for (from, to) in [(&staged, &dir), (&staged_code, &code)] {
-        let _ = std::fs::remove_dir_all(to);
-        std::fs::rename(from, to).unwrap();
+    let archive = evals::tasks::fetch::bigbench_archive(&mut |m| eprintln!("{m}")).unwrap();
+    let staged = tempfile::tempdir_in(dir.parent().unwrap()).unwrap();
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(&archive).unwrap());
+    let mut tar = tar::Archive::new(gz);
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        // bigbench-1.0.0/bigbench/api/task_metrics.py
+        let Some(rel) = path.splitn(3, '/').nth(2) else {
+            continue;
+        };
+        if path.split('/').nth(1) == Some("bigbench") && BIGBENCH_API.contains(&rel) {
+            let out = staged.path().join(rel);
+            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+            entry.unpack(&out).unwrap();
+        }
     }
+    assert!(
+        BIGBENCH_API.iter().all(|f| staged.path().join(f).is_file()),
+        "BIG-bench's scoring code is missing from {}",
+        archive.display()
+    );
+    let _ = std::fs::remove_dir_all(&code);
+    std::fs::rename(staged.keep(), &code).unwrap();
     dir
 }
