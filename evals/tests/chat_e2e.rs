@@ -48,6 +48,24 @@ fn a_whole_function_is_judged_in_place_of_the_stub() {
     // A reply that never defines the function leaves the stub's `pass`: it fails.
     let program = evals::judges::program_source(&judged, "def unrelated():\n    return 0").unwrap();
     assert!(!sandbox.run(&program).0.passed());
+    // The stub is closed at its own indentation (a tab here); a prompt with no `def` of the
+    // entry point is judged as it is.
+    let tabbed = evals::tasks::Problem {
+        prompt: Prompt::Text("def inc(x):\n\t\"\"\"One more.\"\"\"\n".into()),
+        check: evals::tasks::Check::Program {
+            test: "def check(candidate):\n    assert candidate(2) == 3\n".into(),
+            entry_point: "inc".into(),
+        },
+        ..problems[0].clone()
+    };
+    let judged = chat_judged(&tabbed);
+    let program = evals::judges::program_source(&judged, "def inc(x):\n    return x + 1").unwrap();
+    assert_eq!(sandbox.run(&program).0, evals::judges::Verdict::Pass);
+    let prose = evals::tasks::Problem {
+        prompt: Prompt::Text("Write a function inc(x) that adds one.".into()),
+        ..tabbed.clone()
+    };
+    assert_eq!(chat_judged(&prose).prompt, prose.prompt);
     // Problems without a program check are judged as they are.
     let plain = evals::tasks::Problem {
         check: evals::tasks::Check::Exact {

@@ -934,7 +934,8 @@ pub const CHAT_CODE_END: &str = "\n```";
 /// function in a Python code block and opens the reply with the block (as EvalPlus prompts
 /// instruction-tuned models); the sample is the code up to where the model closes the block
 /// ([`CHAT_CODE_END`], the run's only stop for it besides `--stop`) and is judged as
-/// [`chat_judged`] says. Chat prompts are left as they are.
+/// [`chat_judged`] says. Chat prompts are left as they are. Text inside a message that spells
+/// a special token (`<|im_end|>`) is read as that token, as chat prompts' text always is.
 pub fn chat_form(problem: &Problem) -> Option<(Vec<crate::tasks::Message>, String)> {
     let Prompt::Text(text) = &problem.prompt else {
         return None;
@@ -959,16 +960,30 @@ pub fn chat_form(problem: &Problem) -> Option<(Vec<crate::tasks::Message>, Strin
     })
 }
 
-/// The problem a chat run judges a program sample against: the stub closed with `pass`, then
-/// the sample (the whole function, which replaces the stub's), then the tests, so the stub's
-/// imports and helpers stay in scope and a sample that never defines the function fails.
-/// Other problems are judged as they are.
+/// The problem a chat run judges a program sample against: the stub closed with `pass` (at
+/// the indentation of the body after the entry point's `def`: its docstring's), then the
+/// sample (the whole function, which replaces the stub's), then the tests, so the stub's
+/// imports and helpers stay in scope and a sample that never defines the function fails. A
+/// prompt with no `def` of its entry point is judged as it is. Other problems are judged as
+/// they are.
 pub fn chat_judged(problem: &Problem) -> Problem {
     let mut judged = problem.clone();
-    if let (Prompt::Text(text), Check::Program { .. }) = (&problem.prompt, &problem.check) {
-        let nl = if text.ends_with('\n') { "" } else { "\n" };
-        judged.prompt = Prompt::Text(format!("{text}{nl}    pass\n\n\n"));
+    if let (Prompt::Text(text), Check::Program { entry_point, .. }) =
+        (&problem.prompt, &problem.check)
+    {
         judged.stop = vec![CHAT_CODE_END.to_owned()];
+        let Some(def) = text.rfind(&format!("def {entry_point}(")) else {
+            return judged;
+        };
+        let indent = text[def..]
+            .lines()
+            .skip(1)
+            .find(|l| !l.trim().is_empty())
+            .map(|l| &l[..l.len() - l.trim_start().len()])
+            .filter(|i| !i.is_empty())
+            .unwrap_or("    ");
+        let nl = if text.ends_with('\n') { "" } else { "\n" };
+        judged.prompt = Prompt::Text(format!("{text}{nl}{indent}pass\n\n\n"));
     }
     judged
 }

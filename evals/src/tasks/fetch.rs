@@ -74,7 +74,7 @@ fn data_dir() -> Result<PathBuf, TaskFetchError> {
 /// into the cache on first use. `progress` receives human-readable status lines.
 pub fn resolve(arg: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, TaskFetchError> {
     let path = Path::new(arg);
-    if path.exists() {
+    if path.is_file() {
         return Ok(path.to_path_buf());
     }
     if arg == HUMANEVAL {
@@ -115,7 +115,13 @@ pub fn bigbench_archive(progress: &mut dyn FnMut(&str)) -> Result<PathBuf, TaskF
     progress(&format!(
         "fetching BIG-bench: {BIGBENCH_PACKAGE}=={BIGBENCH_VERSION} (source archive, 358 MB, once)"
     ));
-    let got = models::pip_download(BIGBENCH_PACKAGE, BIGBENCH_VERSION, Dist::Sdist, work.path())?;
+    let got = models::pip_download(
+        BIGBENCH_PACKAGE,
+        BIGBENCH_VERSION,
+        Dist::Sdist,
+        Some(BIGBENCH_SHA256),
+        work.path(),
+    )?;
     let actual = models::sha256_file(&got)?;
     if actual != BIGBENCH_SHA256 {
         return Err(FetchError::Checksum {
@@ -183,12 +189,22 @@ pub fn bigbench_task(
             hint,
         });
     }
+    // Readable by everyone who shares the cache, as extracted files are.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(staged.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| archive_err(staged.path(), e))?;
+    }
     let staged = staged.keep();
     if let Err(e) = std::fs::rename(&staged, &dest) {
         // Another process extracted it first; its copy is as good.
         let _ = std::fs::remove_dir_all(&staged);
         if !dest.join("task.json").is_file() {
-            return Err(archive_err(&dest, e));
+            return Err(TaskFetchError::Archive {
+                path: dest,
+                message: format!("{e} (a folder without task.json is in the way: remove it)"),
+            });
         }
     }
     Ok(dest)
@@ -239,7 +255,15 @@ fn extract_task(archive: &Path, name: &str, into: &Path) -> Result<Seen, TaskFet
         let parent = out.parent().expect("under `into`");
         std::fs::create_dir_all(parent).map_err(|e| archive_err(parent, e))?;
         let mut w = File::create(&out).map_err(|e| archive_err(&out, e))?;
-        std::io::copy(&mut entry, &mut w).map_err(read_err)?;
+        std::io::copy(&mut entry, &mut w).map_err(|e| {
+            // A read error is the archive's; a write error (a full disk) is the copy's.
+            match e.kind() {
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                    archive_err(archive, e)
+                }
+                _ => archive_err(&out, e),
+            }
+        })?;
     }
     Ok(Seen {
         found,
