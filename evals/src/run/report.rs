@@ -851,59 +851,61 @@ impl Report {
         if let Some(i) = self.run.judge_isolation {
             let _ = writeln!(s, "programs judged in: {}", i.describe());
         }
-        let w = self
-            .problems
-            .iter()
-            .map(|p| p.problem.chars().count())
-            .max()
-            .unwrap_or(7)
-            .clamp(7, 56);
-        let _ = writeln!(
-            s,
-            "\n{:<w$}  {:>8}  {:>8}  {:>4}  {:>6}  {:>9}  {:>9}  {:>21}  {:>6}",
-            "problem",
-            "status",
-            "samples",
-            "pass",
-            "beyond",
-            "PU",
-            "unbiased",
-            "95% interval",
-            "tokens"
-        );
-        for p in &self.problems {
-            let id = fit_id(&p.problem, w);
-            let _ = write!(
+        // A run of multiple-choice problems only has no sampled section.
+        if !self.problems.is_empty() || self.choices.is_none() {
+            let w = self
+                .problems
+                .iter()
+                .map(|p| p.problem.chars().count())
+                .max()
+                .unwrap_or(7)
+                .clamp(7, 56);
+            let _ = writeln!(
                 s,
-                "{id:<w$}  {:>8}  {:>8}  {:>4}  {:>6}  {:>9}  {:>9}  {:>21}  {:>6.1}",
-                p.status,
-                p.trials,
-                p.successes,
-                p.beyond,
-                sci(p.pu),
-                p.pu_unbiased.map_or("-".into(), sci),
-                format!("[{}, {}]", sci(p.ci95.0), sci(p.ci95.1)),
-                p.mean_tokens
+                "\n{:<w$}  {:>8}  {:>8}  {:>4}  {:>6}  {:>9}  {:>9}  {:>21}  {:>6}",
+                "problem",
+                "status",
+                "samples",
+                "pass",
+                "beyond",
+                "PU",
+                "unbiased",
+                "95% interval",
+                "tokens"
             );
-            for (k, v) in &p.pass_at_k {
-                let _ = write!(s, "  pass@{k} {}", sci(*v));
-            }
-            if let Some(r) = &p.reference {
-                let _ = write!(s, "  ref log p {:.3}", r.logprob);
-                if let Some(d) = r.edit_distance {
-                    let _ = write!(s, ", edit {d:.2}");
+            for p in &self.problems {
+                let id = fit_id(&p.problem, w);
+                let _ = write!(
+                    s,
+                    "{id:<w$}  {:>8}  {:>8}  {:>4}  {:>6}  {:>9}  {:>9}  {:>21}  {:>6.1}",
+                    p.status,
+                    p.trials,
+                    p.successes,
+                    p.beyond,
+                    sci(p.pu),
+                    p.pu_unbiased.map_or("-".into(), sci),
+                    format!("[{}, {}]", sci(p.ci95.0), sci(p.ci95.1)),
+                    p.mean_tokens
+                );
+                for (k, v) in &p.pass_at_k {
+                    let _ = write!(s, "  pass@{k} {}", sci(*v));
                 }
+                if let Some(r) = &p.reference {
+                    let _ = write!(s, "  ref log p {:.3}", r.logprob);
+                    if let Some(d) = r.edit_distance {
+                        let _ = write!(s, ", edit {d:.2}");
+                    }
+                }
+                s.push('\n');
             }
-            s.push('\n');
-        }
-        let t = &self.task;
-        let _ = writeln!(s, "\nproblems: {} ({} decided)", t.problems, t.decided);
-        let ci = |c: Option<(f64, f64)>| {
-            c.map_or(String::new(), |(a, b)| format!(" [{}, {}]", sci(a), sci(b)))
-        };
-        match (t.pu, t.pu_unbiased_all) {
-            (Some(pu), Some(u)) => {
-                let _ = writeln!(
+            let t = &self.task;
+            let _ = writeln!(s, "\nproblems: {} ({} decided)", t.problems, t.decided);
+            let ci = |c: Option<(f64, f64)>| {
+                c.map_or(String::new(), |(a, b)| format!(" [{}, {}]", sci(a), sci(b)))
+            };
+            match (t.pu, t.pu_unbiased_all) {
+                (Some(pu), Some(u)) => {
+                    let _ = writeln!(
                     s,
                     "PassUntil (unbiased): {}{}   mean r/K (MLE, biased high): {}{}   censored: {}",
                     sci(u),
@@ -912,53 +914,54 @@ impl Report {
                     ci(t.pu_mle_ci95),
                     t.censored
                 );
-            }
-            (Some(pu), None) => {
-                let _ = writeln!(
+                }
+                (Some(pu), None) => {
+                    let _ = writeln!(
                     s,
                     "PassUntil (mean r/K; r = 1 has no useful unbiased estimate): {}{}   censored: {}",
                     sci(pu),
                     ci(t.pu_ci95),
                     t.censored
                 );
+                }
+                _ => {}
             }
-            _ => {}
-        }
-        for l in &t.pass_at_k {
-            let _ = writeln!(
-                s,
-                "pass@{}: {} [{}, {}]",
-                l.k,
-                sci(l.mean),
-                sci(l.ci95.0),
-                sci(l.ci95.1)
-            );
-        }
-        if let Some(u) = &t.uncertainty {
-            let a = |v: Option<Estimate>| v.map_or("-".into(), |e| e.show(|x| format!("{x:.3}")));
-            let _ = writeln!(
-                s,
-                "sample-based uncertainty (Jaccard over the first {UQ_SAMPLES} samples): \
+            for l in &t.pass_at_k {
+                let _ = writeln!(
+                    s,
+                    "pass@{}: {} [{}, {}]",
+                    l.k,
+                    sci(l.mean),
+                    sci(l.ci95.0),
+                    sci(l.ci95.1)
+                );
+            }
+            if let Some(u) = &t.uncertainty {
+                let a =
+                    |v: Option<Estimate>| v.map_or("-".into(), |e| e.show(|x| format!("{x:.3}")));
+                let _ = writeln!(
+                    s,
+                    "sample-based uncertainty (Jaccard over the first {UQ_SAMPLES} samples): \
                  AUROC for failure, {} problems ({} mostly failing): EigV {}, degree {}, \
                  eccentricity {}; rank correlation with the pass rate: EigV {}, degree {}, \
                  eccentricity {}; {} samples ({} failed): degree {}, eccentricity {}",
-                u.problems,
-                u.failing,
-                a(u.auroc_eigv),
-                a(u.auroc_degree),
-                a(u.auroc_eccentricity),
-                a(u.spearman_eigv),
-                a(u.spearman_degree),
-                a(u.spearman_eccentricity),
-                u.samples,
-                u.failed,
-                a(u.sample_auroc_degree),
-                a(u.sample_auroc_eccentricity)
-            );
-        }
-        if let Some(c) = &self.task.continuous {
-            let e = |e: &Estimate| e.show(sci);
-            let _ = writeln!(
+                    u.problems,
+                    u.failing,
+                    a(u.auroc_eigv),
+                    a(u.auroc_degree),
+                    a(u.auroc_eccentricity),
+                    a(u.spearman_eigv),
+                    a(u.spearman_degree),
+                    a(u.spearman_eccentricity),
+                    u.samples,
+                    u.failed,
+                    a(u.sample_auroc_degree),
+                    a(u.sample_auroc_eccentricity)
+                );
+            }
+            if let Some(c) = &self.task.continuous {
+                let e = |e: &Estimate| e.show(sci);
+                let _ = writeln!(
                 s,
                 "continuous metrics (the reference answer teacher-forced, {} problems): log p {}, \
                  p {}, per-token p {}, greedy {}, token edit distance of samples {}",
@@ -969,16 +972,17 @@ impl Report {
                 e(&c.greedy),
                 c.edit_distance.as_ref().map_or("-".into(), e)
             );
-            if let Some(n) = &c.edit_distance_note {
-                let _ = writeln!(s, "  ({n})");
+                if let Some(n) = &c.edit_distance_note {
+                    let _ = writeln!(s, "  ({n})");
+                }
             }
-        }
-        let h = &self.throughput;
-        let _ = writeln!(
+            let h = &self.throughput;
+            let _ = writeln!(
             s,
             "samples: {}   tokens: {}   wall: {:.1} s over {} session(s)   {:.1} samples/s   {:.1} tokens/s   judging {:.2} s",
             h.samples, h.tokens, h.wall_s, h.sessions, h.samples_per_s, h.tokens_per_s, h.judge_s
         );
+        }
         if let Some(c) = &self.choices {
             let e = |e: &Estimate| e.show(|x| format!("{x:.4}"));
             let _ = writeln!(
