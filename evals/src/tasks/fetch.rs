@@ -271,6 +271,47 @@ fn extract_task(archive: &Path, name: &str, into: &Path) -> Result<Seen, TaskFet
     })
 }
 
+/// Extracts files of the `bigbench` package itself from its `archive` (paths under
+/// `bigbench/`, such as `api/task_metrics.py`) into `into`, keeping those paths; returns the
+/// ones the archive does not hold. Only the names asked for are written.
+pub fn extract_bigbench_files(
+    archive: &Path,
+    files: &[&str],
+    into: &Path,
+) -> Result<Vec<String>, TaskFetchError> {
+    let read_err = |e: std::io::Error| archive_err(archive, e);
+    let file = File::open(archive).map_err(read_err)?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
+    let mut missing: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+    for entry in tar.entries().map_err(read_err)? {
+        let mut entry = entry.map_err(read_err)?;
+        let path = entry
+            .path()
+            .map_err(read_err)?
+            .to_string_lossy()
+            .into_owned();
+        // bigbench-1.0.0/bigbench/api/task_metrics.py
+        let mut parts = path.splitn(3, '/');
+        let (Some(_), Some("bigbench"), Some(rel)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Some(i) = missing.iter().position(|m| m == rel) else {
+            continue;
+        };
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let out = rel.split('/').fold(into.to_path_buf(), |p, c| p.join(c));
+        let parent = out.parent().expect("under `into`");
+        std::fs::create_dir_all(parent).map_err(|e| archive_err(parent, e))?;
+        let mut w = File::create(&out).map_err(|e| archive_err(&out, e))?;
+        std::io::copy(&mut entry, &mut w).map_err(|e| archive_err(&out, e))?;
+        missing.swap_remove(i);
+    }
+    Ok(missing)
+}
+
 fn archive_err(path: &Path, e: std::io::Error) -> TaskFetchError {
     TaskFetchError::Archive {
         path: path.to_path_buf(),

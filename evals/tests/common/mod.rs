@@ -71,24 +71,12 @@ pub fn bigbench_tasks_dir() -> PathBuf {
     }
     let archive = evals::tasks::fetch::bigbench_archive(&mut |m| eprintln!("{m}")).unwrap();
     let staged = tempfile::tempdir_in(dir.parent().unwrap()).unwrap();
-    let gz = flate2::read::GzDecoder::new(std::fs::File::open(&archive).unwrap());
-    let mut tar = tar::Archive::new(gz);
-    for entry in tar.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().to_string_lossy().into_owned();
-        // bigbench-1.0.0/bigbench/api/task_metrics.py
-        let Some(rel) = path.splitn(3, '/').nth(2) else {
-            continue;
-        };
-        if path.split('/').nth(1) == Some("bigbench") && BIGBENCH_API.contains(&rel) {
-            let out = staged.path().join(rel);
-            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-            entry.unpack(&out).unwrap();
-        }
-    }
+    let missing =
+        evals::tasks::fetch::extract_bigbench_files(&archive, &BIGBENCH_API, staged.path())
+            .unwrap();
     assert!(
-        BIGBENCH_API.iter().all(|f| staged.path().join(f).is_file()),
-        "BIG-bench's scoring code is missing from {}",
+        missing.is_empty(),
+        "BIG-bench's scoring code is missing from {}: {missing:?}",
         archive.display()
     );
     let _ = std::fs::remove_dir_all(&code);
