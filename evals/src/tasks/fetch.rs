@@ -220,51 +220,22 @@ struct Seen {
 /// Copies the `.json` files under `bigbench/benchmark_tasks/NAME/` into `into`, keeping their
 /// relative paths (only plain components: nothing can land outside `into`).
 fn extract_task(archive: &Path, name: &str, into: &Path) -> Result<Seen, TaskFetchError> {
-    let read_err = |e: std::io::Error| archive_err(archive, e);
-    let file = File::open(archive).map_err(read_err)?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
     let mut names = std::collections::BTreeSet::new();
     let mut found = false;
-    for entry in tar.entries().map_err(read_err)? {
-        let mut entry = entry.map_err(read_err)?;
-        let path = entry.path().map_err(read_err)?.into_owned();
-        let parts: Vec<&str> = path
-            .components()
-            .map(|c| match c {
-                Component::Normal(s) => s.to_str().unwrap_or("\u{0}"),
-                _ => "\u{0}",
-            })
-            .collect();
-        // bigbench-1.0.0/bigbench/benchmark_tasks/NAME/...
-        if parts.len() < 5 || parts[1] != "bigbench" || parts[2] != "benchmark_tasks" {
-            continue;
-        }
-        names.insert(parts[3].to_owned());
-        if parts[3] != name {
-            continue;
+    walk_archive(archive, |parts| {
+        // bigbench/benchmark_tasks/NAME/...
+        let ["bigbench", "benchmark_tasks", task, rest @ ..] = parts else {
+            return None;
+        };
+        names.insert(task.to_string());
+        if *task != name || rest.is_empty() {
+            return None;
         }
         found = true;
-        let rest = &parts[4..];
-        if !entry.header().entry_type().is_file()
-            || !rest.last().is_some_and(|f| f.ends_with(".json"))
-            || rest.iter().any(|p| p.contains('\u{0}'))
-        {
-            continue;
-        }
-        let out = rest.iter().fold(into.to_path_buf(), |p, c| p.join(c));
-        let parent = out.parent().expect("under `into`");
-        std::fs::create_dir_all(parent).map_err(|e| archive_err(parent, e))?;
-        let mut w = File::create(&out).map_err(|e| archive_err(&out, e))?;
-        std::io::copy(&mut entry, &mut w).map_err(|e| {
-            // A read error is the archive's; a write error (a full disk) is the copy's.
-            match e.kind() {
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
-                    archive_err(archive, e)
-                }
-                _ => archive_err(&out, e),
-            }
-        })?;
-    }
+        rest.last()
+            .is_some_and(|f| f.ends_with(".json"))
+            .then(|| rest.iter().fold(into.to_path_buf(), |p, c| p.join(c)))
+    })?;
     Ok(Seen {
         found,
         names: names.into_iter().collect(),
@@ -279,37 +250,59 @@ pub fn extract_bigbench_files(
     files: &[&str],
     into: &Path,
 ) -> Result<Vec<String>, TaskFetchError> {
+    let mut missing: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+    walk_archive(archive, |parts| {
+        let ["bigbench", rel @ ..] = parts else {
+            return None;
+        };
+        let i = missing.iter().position(|m| *m == rel.join("/"))?;
+        missing.swap_remove(i);
+        Some(rel.iter().fold(into.to_path_buf(), |p, c| p.join(c)))
+    })?;
+    Ok(missing)
+}
+
+/// Walks the regular files of a source archive whose path below the top folder is made of
+/// plain UTF-8 components, and writes each one `select` maps to a path (its parent folders
+/// made). Everything else (links, `..`, absolute paths) is passed over.
+fn walk_archive(
+    archive: &Path,
+    mut select: impl FnMut(&[&str]) -> Option<PathBuf>,
+) -> Result<(), TaskFetchError> {
     let read_err = |e: std::io::Error| archive_err(archive, e);
     let file = File::open(archive).map_err(read_err)?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
-    let mut missing: Vec<String> = files.iter().map(|f| f.to_string()).collect();
     for entry in tar.entries().map_err(read_err)? {
         let mut entry = entry.map_err(read_err)?;
-        let path = entry
-            .path()
-            .map_err(read_err)?
-            .to_string_lossy()
-            .into_owned();
-        // bigbench-1.0.0/bigbench/api/task_metrics.py
-        let mut parts = path.splitn(3, '/');
-        let (Some(_), Some("bigbench"), Some(rel)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let Some(i) = missing.iter().position(|m| m == rel) else {
-            continue;
-        };
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let out = rel.split('/').fold(into.to_path_buf(), |p, c| p.join(c));
-        let parent = out.parent().expect("under `into`");
+        let path = entry.path().map_err(read_err)?.into_owned();
+        let parts: Option<Vec<&str>> = path
+            .components()
+            .map(|c| match c {
+                Component::Normal(s) => s.to_str(),
+                _ => None,
+            })
+            .collect();
+        // Below the top folder (bigbench-1.0.0/).
+        let Some(Some(out)) = parts.and_then(|p| p.get(1..).map(&mut select)) else {
+            continue;
+        };
+        let parent = out.parent().expect("under the output folder");
         std::fs::create_dir_all(parent).map_err(|e| archive_err(parent, e))?;
         let mut w = File::create(&out).map_err(|e| archive_err(&out, e))?;
-        std::io::copy(&mut entry, &mut w).map_err(|e| archive_err(&out, e))?;
-        missing.swap_remove(i);
+        std::io::copy(&mut entry, &mut w).map_err(|e| {
+            // A read error is the archive's; a write error (a full disk) is the copy's.
+            match e.kind() {
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                    archive_err(archive, e)
+                }
+                _ => archive_err(&out, e),
+            }
+        })?;
     }
-    Ok(missing)
+    Ok(())
 }
 
 fn archive_err(path: &Path, e: std::io::Error) -> TaskFetchError {
