@@ -12,7 +12,10 @@
 //!   weight block is unpacked once, its dwords duplicated, and meets every pair of the tile.
 //! - **One activation row** (decoding one sequence): two weight rows share the register
 //!   instead, in the order their nibbles unpack (elements 0..16 of each row, then 16..32 of
-//!   each), and the row's block is packed once in the matching order (each half twice).
+//!   each), and the row's block is packed once in the matching order (each half twice). Four
+//!   such pairs go through the blocks together, each with its own accumulators, so that their
+//!   chains of dependent fused multiply-adds overlap, and the weights a few KiB ahead are
+//!   prefetched: a token's decoding streams every weight from memory once.
 //!
 //! Signed formats are made unsigned by an offset (`q + o`, `o` = 8, 16 or 128); each lane's
 //! excess `o·Σa` is removed by starting its accumulation at `−o·Σa`, packed with the
@@ -496,64 +499,78 @@ fn reduce_halves(v: __m512) -> [f32; 2] {
     }
 }
 
-/// Two weight rows times the single packed activation row: `[row 0, row 1]`.
+/// Bytes ahead of the rows being read that the single-row kernel prefetches: far enough that
+/// a line arrives from DRAM before the kernel gets there (decoding streams every weight once
+/// per token, and the hardware prefetchers alone leave the loads waiting).
+const PREFETCH_AHEAD: usize = 2048;
+
+/// `N` pairs of weight rows times the single packed activation row: `[row 2j, row 2j + 1]`
+/// for pair `j`. Each pair has its own accumulators, so the `N` chains of fused
+/// multiply-adds overlap instead of waiting on one another, and every activation line is
+/// loaded once for all of them; each row's sums are the same sequence as alone. `next` is
+/// where the memory after these rows starts (the next rows of the chunk), prefetched
+/// [`PREFETCH_AHEAD`] bytes on.
 #[inline(always)]
-fn row_pair<F: PairWeight>(t: Avx512, w0: &[F], w1: &[F], d: &TileData<'_>) -> [f32; 2] {
+fn row_pairs<F: PairWeight, const N: usize>(
+    t: Avx512,
+    w: [(&[F], &[F]); N],
+    next: *const u8,
+    d: &TileData<'_>,
+) -> [[f32; 2]; N] {
     // SAFETY: AVX-512 F/BW/VNNI are present (callers run under the token). Every load reads a
     // line or scale slot of the single-row tile (one line and one scale row per block), which
-    // `chunk_impl` checked.
+    // `chunk_impl` checked, or a weight block of `w`, whose rows hold `d.scales.len()` blocks
+    // each (checked there too). Prefetches never fault, whatever the address.
     unsafe {
         let dws = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
-        let mut acc = _mm512_setzero_ps();
-        let mut terms = _mm_setzero_ps();
-        #[inline(always)]
-        fn step<F: PairWeight>(
-            t: Avx512,
-            (b0, b1): (&F, &F),
-            k: usize,
-            d: &TileData<'_>,
-            dws: __m512i,
-            acc: &mut __m512,
-            terms: &mut __m128,
-        ) {
-            // SAFETY: as in `row_pair`.
-            unsafe {
+        let mut acc = [_mm512_setzero_ps(); N];
+        let mut terms = [_mm_setzero_ps(); N];
+        // Cache lines of weights the rows consume per block, prefetched per block.
+        let lines = (2 * N * std::mem::size_of::<F>()).div_ceil(64);
+        let ahead = next.wrapping_add(PREFETCH_AHEAD);
+        let blocks = d.scales.len();
+        for k in 0..blocks {
+            for i in 0..lines {
+                _mm_prefetch(ahead.wrapping_add((k * lines + i) * 64).cast(), _MM_HINT_T0);
+            }
+            let sc = d.scales.get_unchecked(k);
+            let line = d.qs.get_unchecked(k);
+            let a = _mm512_load_si512(line.0.as_ptr().cast());
+            let init = if F::OFFSET != 0 {
+                _mm512_load_si512(d.init.get_unchecked(k).0.as_ptr().cast())
+            } else {
+                _mm512_setzero_si512()
+            };
+            let da = _mm512_set1_ps(sc[0]);
+            let sa = _mm_set1_ps(sc[8]);
+            for j in 0..N {
+                let (b0, b1) = (w[j].0.get_unchecked(k), w[j].1.get_unchecked(k));
                 let wz = F::unsigned2(t, b0, b1);
                 let bits = F::dm(b0) as u64 | (F::dm(b1) as u64) << 32;
                 // [d_0, m_0, d_1, m_1].
                 let f = _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64));
-                let sc = d.scales.get_unchecked(k);
-                let s = _mm512_mul_ps(
-                    _mm512_permutexvar_ps(dws, _mm512_castps128_ps512(f)),
-                    _mm512_set1_ps(sc[0]),
-                );
-                let line = d.qs.get_unchecked(k);
-                let a = _mm512_load_si512(line.0.as_ptr().cast());
-                let init = if F::OFFSET != 0 {
-                    _mm512_load_si512(d.init.get_unchecked(k).0.as_ptr().cast())
-                } else {
-                    _mm512_setzero_si512()
-                };
+                let s = _mm512_mul_ps(_mm512_permutexvar_ps(dws, _mm512_castps128_ps512(f)), da);
                 let x = _mm512_dpbusd_epi32(init, wz, a);
-                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, *acc);
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, acc[j]);
                 if F::MIN {
                     // Lanes 1 and 3: m_0·s_a and m_1·s_a.
-                    *terms = _mm_fmadd_ps(f, _mm_set1_ps(sc[8]), *terms);
+                    terms[j] = _mm_fmadd_ps(f, sa, terms[j]);
                 }
             }
         }
-        for (k, (b0, b1)) in w0.iter().zip(w1).enumerate() {
-            step::<F>(t, (b0, b1), k, d, dws, &mut acc, &mut terms);
+        let mut out = [[0f32; 2]; N];
+        for j in 0..N {
+            let r = reduce_halves(acc[j]);
+            let mut ts = [0f32; 4];
+            _mm_storeu_ps(ts.as_mut_ptr(), terms[j]);
+            out[j] = if F::MIN {
+                [r[0] + ts[1], r[1] + ts[3]]
+            } else {
+                // The generic kernels add their (zero) terms too: +0.0 turns −0.0 into +0.0.
+                [r[0] + 0.0, r[1] + 0.0]
+            };
         }
-        let r = reduce_halves(acc);
-        let mut ts = [0f32; 4];
-        _mm_storeu_ps(ts.as_mut_ptr(), terms);
-        if F::MIN {
-            [r[0] + ts[1], r[1] + ts[3]]
-        } else {
-            // The generic kernels add their (zero) terms too: +0.0 turns −0.0 into +0.0.
-            [r[0] + 0.0, r[1] + 0.0]
-        }
+        out
     }
 }
 
@@ -582,15 +599,27 @@ fn chunk_impl<F: PairWeight>(t: Avx512, w: &[F], p: &Packed, out: &mut [f32]) {
             scales: &p.scales[tile.scales..tile.scales + bpr],
         };
         if batch == 1 {
-            // One activation row: weight rows two at a time (a lone last row with itself).
-            let mut rows = w.chunks_exact(bpr);
-            let mut o = out.iter_mut();
-            while let Some(a) = rows.next() {
-                let b = rows.next();
-                let r = row_pair::<F>(t, a, b.unwrap_or(a), &data);
-                for (o, r) in o.by_ref().zip(r).take(1 + b.is_some() as usize) {
-                    *o = r;
+            // One activation row: weight rows eight at a time, then two at a time (a lone
+            // last row with itself).
+            let row = |r: usize| &w[r * bpr..(r + 1) * bpr];
+            let end = |r: usize| w.as_ptr_range().start.wrapping_add(r * bpr).cast::<u8>();
+            let mut r = 0;
+            while r + 8 <= n_rows {
+                let pairs = [0, 2, 4, 6].map(|j| (row(r + j), row(r + j + 1)));
+                let res = row_pairs::<F, 4>(t, pairs, end(r + 8), &data);
+                for (o, v) in out[r..r + 8].iter_mut().zip(res.as_flattened()) {
+                    *o = *v;
                 }
+                r += 8;
+            }
+            while r < n_rows {
+                let two = r + 1 < n_rows;
+                let (a, b) = (row(r), row(if two { r + 1 } else { r }));
+                let [res] = row_pairs::<F, 1>(t, [(a, b)], end(r + 2), &data);
+                for (o, v) in out[r..].iter_mut().zip(res).take(1 + two as usize) {
+                    *o = v;
+                }
+                r += 2;
             }
             continue;
         }
