@@ -9,7 +9,9 @@
 //! - **Several activation rows** (prefill, batched decoding): the rows are packed once per call
 //!   into tiles of up to [`TILE_ROWS`], paired; each pair's block becomes one 64-byte line
 //!   (four bytes of row `2p`, four of row `2p + 1`, ...) beside its rows' scales as f32. A
-//!   weight block is unpacked once, its dwords duplicated, and meets every pair of the tile.
+//!   weight block is unpacked once, its dwords duplicated, and meets every pair of the tile;
+//!   two weight rows go together, so each activation line is loaded once for both and the
+//!   eight accumulators' chains overlap.
 //! - **One activation row** (decoding one sequence): two weight rows share the register
 //!   instead, in the order their nibbles unpack (elements 0..16 of each row, then 16..32 of
 //!   each), and the row's block is packed once in the matching order (each half twice). Four
@@ -417,63 +419,72 @@ struct TileData<'a> {
     scales: &'a [[f32; 16]],
 }
 
-/// One weight row times one tile of `P` pairs: `out` receives the tile's rows (at most 2P).
+/// `R` weight rows times one tile of `P` pairs: `out[r]` receives the tile's rows (at most
+/// 2P) for weight row `r`. Each activation line and scale is loaded once for all `R` rows, and
+/// the `R·P` accumulators are independent chains; each (weight row, pair) still sums its
+/// blocks in order, as alone.
 #[inline(always)]
-fn tile_row<F: PairWeight, const P: usize>(t: Avx512, w: &[F], d: &TileData<'_>, out: &mut [f32]) {
+// `j` picks a line, a scale slot and an accumulator of each row together.
+#[allow(clippy::needless_range_loop)]
+fn tile_rows<F: PairWeight, const P: usize, const R: usize>(
+    t: Avx512,
+    w: [&[F]; R],
+    d: &TileData<'_>,
+    out: [&mut [f32]; R],
+) {
     // SAFETY: AVX-512 F/BW/VNNI are present (callers run under the token). Every load reads a
-    // line or scale slot of the tile: `w.len()` blocks, `P` lines and one scale row each,
-    // which `chunk_impl` checked the packed data holds.
+    // line or scale slot of the tile: `d.scales.len()` blocks (each row of `w` holds that
+    // many), `P` lines and one scale row each, which `chunk_impl` checked the packed data
+    // holds.
     unsafe {
-        let mut acc = [_mm512_setzero_ps(); P];
-        let mut terms = _mm256_setzero_ps();
-        #[inline(always)]
-        fn step<F: PairWeight, const P: usize>(
-            t: Avx512,
-            wb: &F,
-            k: usize,
-            d: &TileData<'_>,
-            acc: &mut [__m512; P],
-            terms: &mut __m256,
-        ) {
-            // SAFETY: as in `tile_row`.
-            unsafe {
-                let wz = F::unsigned_dup(t, wb);
-                let f = _mm_cvtph_ps(_mm_cvtsi32_si128(F::dm(wb) as i32));
-                let dw = _mm512_broadcastss_ps(f);
-                let sc = d.scales.get_unchecked(k);
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    let line = d.qs.get_unchecked(k * P + j);
-                    let a = _mm512_load_si512(line.0.as_ptr().cast());
-                    let init = if F::OFFSET != 0 {
-                        _mm512_load_si512(d.init.get_unchecked(k * P + j).0.as_ptr().cast())
-                    } else {
-                        _mm512_setzero_si512()
-                    };
-                    let x = _mm512_dpbusd_epi32(init, wz, a);
-                    // [d_a of row 2j, d_a of row 2j + 1] in every lane pair.
-                    let da = _mm512_castpd_ps(_mm512_set1_pd(
-                        sc.as_ptr().add(2 * j).cast::<f64>().read_unaligned(),
-                    ));
-                    let s = _mm512_mul_ps(dw, da);
-                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, *acc);
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        let mut terms = [_mm256_setzero_ps(); R];
+        for k in 0..d.scales.len() {
+            let sc = d.scales.get_unchecked(k);
+            let mut wz = [_mm512_setzero_si512(); R];
+            let mut dw = [_mm512_setzero_ps(); R];
+            let mut f = [_mm_setzero_ps(); R];
+            for r in 0..R {
+                let wb = w[r].get_unchecked(k);
+                wz[r] = F::unsigned_dup(t, wb);
+                f[r] = _mm_cvtph_ps(_mm_cvtsi32_si128(F::dm(wb) as i32));
+                dw[r] = _mm512_broadcastss_ps(f[r]);
+            }
+            for j in 0..P {
+                let line = d.qs.get_unchecked(k * P + j);
+                let a = _mm512_load_si512(line.0.as_ptr().cast());
+                let init = if F::OFFSET != 0 {
+                    _mm512_load_si512(d.init.get_unchecked(k * P + j).0.as_ptr().cast())
+                } else {
+                    _mm512_setzero_si512()
+                };
+                // [d_a of row 2j, d_a of row 2j + 1] in every lane pair.
+                let da = _mm512_castpd_ps(_mm512_set1_pd(
+                    sc.as_ptr().add(2 * j).cast::<f64>().read_unaligned(),
+                ));
+                for r in 0..R {
+                    let x = _mm512_dpbusd_epi32(init, wz[r], a);
+                    let s = _mm512_mul_ps(dw[r], da);
+                    acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x), s, acc[r][j]);
                 }
-                if F::MIN {
-                    let mw = _mm256_set1_ps(_mm_cvtss_f32(_mm_movehdup_ps(f)));
-                    let sa = _mm256_loadu_ps(sc.as_ptr().add(8));
-                    *terms = _mm256_fmadd_ps(mw, sa, *terms);
+            }
+            if F::MIN {
+                let sa = _mm256_loadu_ps(sc.as_ptr().add(8));
+                for r in 0..R {
+                    let mw = _mm256_set1_ps(_mm_cvtss_f32(_mm_movehdup_ps(f[r])));
+                    terms[r] = _mm256_fmadd_ps(mw, sa, terms[r]);
                 }
             }
         }
-        for (k, wb) in w.iter().enumerate() {
-            step::<F, P>(t, wb, k, d, &mut acc, &mut terms);
-        }
-        let mut tsum = [0f32; 8];
-        _mm256_storeu_ps(tsum.as_mut_ptr(), terms);
-        for (j, &acc) in acc.iter().enumerate() {
-            let r = reduce_pair(acc);
-            for (h, r) in r.into_iter().enumerate() {
-                if let Some(o) = out.get_mut(2 * j + h) {
-                    *o = r + tsum[2 * j + h];
+        for (r, out) in out.into_iter().enumerate() {
+            let mut tsum = [0f32; 8];
+            _mm256_storeu_ps(tsum.as_mut_ptr(), terms[r]);
+            for (j, &acc) in acc[r].iter().enumerate() {
+                let v = reduce_pair(acc);
+                for (h, v) in v.into_iter().enumerate() {
+                    if let Some(o) = out.get_mut(2 * j + h) {
+                        *o = v + tsum[2 * j + h];
+                    }
                 }
             }
         }
@@ -623,13 +634,31 @@ fn chunk_impl<F: PairWeight>(t: Avx512, w: &[F], p: &Packed, out: &mut [f32]) {
             }
             continue;
         }
-        for (wrow, orow) in w.chunks_exact(bpr).zip(out.chunks_exact_mut(batch)) {
-            let o = &mut orow[tile.first..tile.first + tile.rows];
+        // Weight rows two at a time, then a lone last one.
+        let span = tile.first..tile.first + tile.rows;
+        let mut wrows = w.chunks_exact(bpr);
+        let mut orows = out.chunks_exact_mut(batch);
+        let n_rows = wrows.len();
+        for _ in 0..n_rows / 2 {
+            let w: [&[F]; 2] = std::array::from_fn(|_| wrows.next().unwrap_or_default());
+            let o: [&mut [f32]; 2] = std::array::from_fn(|_| match orows.next() {
+                Some(o) => &mut o[span.clone()],
+                None => &mut [],
+            });
             match pairs {
-                1 => tile_row::<F, 1>(t, wrow, &data, o),
-                2 => tile_row::<F, 2>(t, wrow, &data, o),
-                3 => tile_row::<F, 3>(t, wrow, &data, o),
-                _ => tile_row::<F, 4>(t, wrow, &data, o),
+                1 => tile_rows::<F, 1, 2>(t, w, &data, o),
+                2 => tile_rows::<F, 2, 2>(t, w, &data, o),
+                3 => tile_rows::<F, 3, 2>(t, w, &data, o),
+                _ => tile_rows::<F, 4, 2>(t, w, &data, o),
+            }
+        }
+        for (w0, o0) in wrows.zip(orows) {
+            let (w, o) = ([w0], [&mut o0[span.clone()]]);
+            match pairs {
+                1 => tile_rows::<F, 1, 1>(t, w, &data, o),
+                2 => tile_rows::<F, 2, 1>(t, w, &data, o),
+                3 => tile_rows::<F, 3, 1>(t, w, &data, o),
+                _ => tile_rows::<F, 4, 1>(t, w, &data, o),
             }
         }
     }
