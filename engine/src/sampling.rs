@@ -267,6 +267,17 @@ pub struct Sampled {
 
 /// `log Σ exp(x)`, stable; errors on NaN.
 pub fn log_sum_exp(logits: &[f32]) -> Result<f64, SamplingError> {
+    let max = checked_max(logits)?;
+    if max == f32::NEG_INFINITY {
+        return Ok(f64::NEG_INFINITY);
+    }
+    let m = max as f64;
+    let s: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
+    Ok(m + s.ln())
+}
+
+/// The largest logit; errors on NaN and on an empty row.
+fn checked_max(logits: &[f32]) -> Result<f32, SamplingError> {
     let mut max = f32::NEG_INFINITY;
     for (i, &v) in logits.iter().enumerate() {
         if v.is_nan() {
@@ -277,12 +288,12 @@ pub fn log_sum_exp(logits: &[f32]) -> Result<f64, SamplingError> {
     if logits.is_empty() {
         return Err(SamplingError::Empty);
     }
-    if max == f32::NEG_INFINITY {
-        return Ok(f64::NEG_INFINITY);
-    }
-    let m = max as f64;
-    let s: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
-    Ok(m + s.ln())
+    Ok(max)
+}
+
+thread_local! {
+    /// A draw's weights over the whole vocabulary, reused from draw to draw.
+    static WEIGHTS: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The `n` most likely tokens of a logit row with their log-probabilities (full-vocabulary
@@ -514,20 +525,30 @@ pub fn sample(
     prev: &[&[Token]],
     u: f64,
 ) -> Result<Sampled, SamplingError> {
-    let lse = log_sum_exp(logits)?;
+    let max_raw = checked_max(logits)?;
     let work = adjusted(logits, params, prev)?;
+    let unadjusted = matches!(work, Cow::Borrowed(_));
+    // The log-sum-exp of the raw logits, for the token's log-probability; computed on demand
+    // (a draw at temperature 1 from the unadjusted logits has its terms already).
+    let lse_of_raw = || -> f64 {
+        if max_raw == f32::NEG_INFINITY {
+            return f64::NEG_INFINITY;
+        }
+        let m = max_raw as f64;
+        let s: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
+        m + s.ln()
+    };
     let logits_raw = logits;
     let logits: &[f32] = &work;
     let best = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
     if best == f64::NEG_INFINITY {
         return Err(SamplingError::AllMasked);
     }
-    let raw = |t: usize| logits_raw[t] as f64 - lse;
     if params.temperature == 0.0 {
         let token = argmax(logits)?;
         return Ok(Sampled {
             token,
-            logprob: raw(token),
+            logprob: logits_raw[token] as f64 - lse_of_raw(),
             sampling_logprob: 0.0,
         });
     }
@@ -535,37 +556,46 @@ pub fn sample(
     let truncates =
         params.top_k > 0 || params.top_p < 1.0 || params.min_p > 0.0 || params.typical_p < 1.0;
     if !truncates {
-        // The whole vocabulary, drawn in index order: no sort needed.
+        // The whole vocabulary, drawn in index order: no sort needed. Each weight is computed
+        // once, kept for the walk; their sum is the same sequence of additions as before.
         let max = best;
-        let z: f64 = logits
-            .iter()
-            .map(|&l| ((l as f64 - max) * inv_t).exp())
-            .sum();
-        let target = u * z;
-        let mut acc = 0.0;
-        let mut pick = (logits.len() - 1, 0.0);
-        for (i, &l) in logits.iter().enumerate() {
-            let w = ((l as f64 - max) * inv_t).exp();
-            acc += w;
-            if target < acc && w > 0.0 {
-                pick = (i, w);
-                break;
+        return WEIGHTS.with_borrow_mut(|w| {
+            w.clear();
+            w.extend(logits.iter().map(|&l| ((l as f64 - max) * inv_t).exp()));
+            let z: f64 = w.iter().sum();
+            let target = u * z;
+            let mut acc = 0.0;
+            let mut pick = (logits.len() - 1, 0.0);
+            for (i, &wi) in w.iter().enumerate() {
+                acc += wi;
+                if target < acc && wi > 0.0 {
+                    pick = (i, wi);
+                    break;
+                }
             }
-        }
-        if pick.1 == 0.0 {
-            // u·z rounded past the total: the last token with any weight.
-            let i = logits
-                .iter()
-                .rposition(|&l| ((l as f64 - max) * inv_t).exp() > 0.0)
-                .unwrap_or(logits.len() - 1);
-            pick = (i, ((logits[i] as f64 - max) * inv_t).exp());
-        }
-        return Ok(Sampled {
-            token: pick.0,
-            logprob: raw(pick.0),
-            sampling_logprob: (pick.1 / z).ln(),
+            if pick.1 == 0.0 {
+                // u·z rounded past the total: the last token with any weight.
+                let i = w
+                    .iter()
+                    .rposition(|&wi| wi > 0.0)
+                    .unwrap_or(logits.len() - 1);
+                pick = (i, w[i]);
+            }
+            // At temperature 1 on the raw logits the weights are exp(l − max) and `z` their
+            // sum: exactly the terms and order of `log_sum_exp`.
+            let lse = if unadjusted && inv_t == 1.0 {
+                max + z.ln()
+            } else {
+                lse_of_raw()
+            };
+            Ok(Sampled {
+                token: pick.0,
+                logprob: logits_raw[pick.0] as f64 - lse,
+                sampling_logprob: (pick.1 / z).ln(),
+            })
         });
     }
+    let raw = |t: usize| logits_raw[t] as f64 - lse_of_raw();
     let cand = truncated(logits, params, best);
     // Temperature, then the draw.
     let max = cand[0].1 as f64;
@@ -958,5 +988,31 @@ mod tests {
         let mass: f64 = all.iter().map(|t| t.1.exp()).sum();
         assert!((mass - 1.0).abs() < 1e-12);
         assert!(top_logprobs(&logits, 0).unwrap().is_empty());
+    }
+
+    /// A draw's log-probability is the full log-softmax of the raw logits, to the bit, whether
+    /// the draw reuses its own weights (temperature 1, nothing adjusted) or not.
+    #[test]
+    fn logprobs_of_draws_are_the_log_softmax_to_the_bit() {
+        let logits: Vec<f32> = (0..5000u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2000) as f32 / 97.0 - 9.0)
+            .collect();
+        let lse = log_sum_exp(&logits).unwrap();
+        let hot = SamplingParams {
+            temperature: 1.7,
+            ..Default::default()
+        };
+        let penalized = SamplingParams {
+            repeat_penalty: 1.3,
+            ..Default::default()
+        };
+        let prev: &[&[Token]] = &[&[3, 4, 5]];
+        for params in [SamplingParams::default(), hot, penalized] {
+            for u in [0.0, 0.25, 0.5, 0.999_999] {
+                let d = sample(&logits, &params, prev, u).unwrap();
+                let want = logits[d.token] as f64 - lse;
+                assert_eq!(d.logprob.to_bits(), want.to_bits(), "{params:?} at {u}");
+            }
+        }
     }
 }

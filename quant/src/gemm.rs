@@ -130,8 +130,6 @@ impl<'a> QMatrix<'a> {
 pub struct Scratch {
     /// Quantized activations (u32 storage: every activation block's alignment divides 4).
     acts: Vec<u32>,
-    /// Results in rows × batch order, before the transpose (batch > 1 only).
-    tmp: Vec<f32>,
     /// The activations packed for a faster kernel, where there is one.
     packed: Packed,
 }
@@ -270,30 +268,73 @@ fn check_shapes(ws: &[QMatrix<'_>], x: &[f32], outs: &[&mut [f32]]) -> Result<us
     Ok(batch)
 }
 
-/// Moves each matrix's results from its part of `tmp` (rows × batch) into its output
-/// (batch × rows).
-fn transpose_into(ws: &[QMatrix<'_>], tmp: &[f32], outs: &mut [&mut [f32]], batch: usize) {
-    // Into batch × rows order, eight activation rows per task: each weight row's eight
-    // results are read together and written to eight sequential streams.
-    const GROUP: usize = 8;
-    let mut from = 0;
-    for (w, out) in ws.iter().zip(outs.iter_mut()) {
-        let (tmp, rows) = (&tmp[from..from + w.rows * batch], w.rows);
-        from += w.rows * batch;
-        if rows == 0 {
-            continue;
+/// One matrix's output (batch × rows) as the parallel tasks fill it: each task owns a range of
+/// the matrix's rows, and writes those columns of every activation row.
+#[derive(Clone, Copy)]
+struct OutPtr {
+    ptr: *mut f32,
+    rows: usize,
+    batch: usize,
+}
+
+// SAFETY: an `OutPtr` is only written through by tasks whose row ranges are disjoint (see
+// `OutPtr::fill`), while the output it points to is borrowed mutably by the call that made it.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above: shared references only ever write disjoint elements.
+unsafe impl Sync for OutPtr {}
+
+thread_local! {
+    /// A task's results in rows × batch order, before they are moved into the output.
+    static TASK_OUT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl OutPtr {
+    fn new(out: &mut [f32], rows: usize, batch: usize) -> Self {
+        debug_assert_eq!(out.len(), rows * batch);
+        OutPtr {
+            ptr: out.as_mut_ptr(),
+            rows,
+            batch,
         }
-        out.par_chunks_mut(rows * GROUP)
-            .enumerate()
-            .for_each(|(t, o)| {
-                let nb = o.len() / rows;
-                for (r, src) in tmp.chunks_exact(batch).enumerate() {
-                    for (j, &v) in src[t * GROUP..t * GROUP + nb].iter().enumerate() {
-                        o[j * rows + r] = v;
-                    }
-                }
-            });
     }
+
+    /// Runs `f` on a task's results, rows `first..first + n` of the matrix, weight row by
+    /// weight row (`batch` values each), and moves them into the output: straight into it for
+    /// one activation row, else through a small per-thread buffer, so that no matrix-sized
+    /// transposition follows.
+    ///
+    /// # Safety
+    ///
+    /// `first + n <= rows`, and no other task of this parallel step fills any of those rows.
+    unsafe fn fill(&self, first: usize, n: usize, f: impl FnOnce(&mut [f32])) {
+        if self.batch == 1 {
+            // SAFETY: the caller guarantees the range is in bounds and this task's alone; the
+            // output lives (borrowed mutably by the caller of the step) until the step ends.
+            f(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(first), n) });
+            return;
+        }
+        TASK_OUT.with_borrow_mut(|tmp| {
+            tmp.resize(n * self.batch, 0.0);
+            f(tmp);
+            for b in 0..self.batch {
+                // SAFETY: as above: row `b`'s columns `first..first + n` are in bounds
+                // (`b < batch`, `first + n <= rows`) and only this task writes them.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(self.ptr.add(b * self.rows + first), n)
+                };
+                for (d, src) in dst.iter_mut().zip(tmp.chunks_exact(self.batch)) {
+                    *d = src[b];
+                }
+            }
+        });
+    }
+}
+
+/// A work item: rows `first..first + w.len() / bpr` of matrix `m`.
+struct Task<'t, W> {
+    m: usize,
+    first: usize,
+    w: &'t [W],
 }
 
 /// The blocks of `w` (copied out once if its bytes are misaligned, which mapped GGUF data
@@ -334,7 +375,7 @@ fn run<W: VecDot>(
     let bpr = cols / W::SIZE;
     let apr = cols / W::Act::SIZE;
 
-    let Scratch { acts, tmp, packed } = scratch;
+    let Scratch { acts, packed } = scratch;
     let acts = act_blocks::<W::Act>(acts, batch * apr);
     let quantized: Result<(), KernelError> = acts
         .par_chunks_mut(apr)
@@ -342,60 +383,71 @@ fn run<W: VecDot>(
         .try_for_each(|(a, x)| Ok(W::Act::quantize_with(isa, x, a)?));
     quantized?;
 
-    let tasks = split_tasks(ws, &blocks, outs, tmp, batch, bpr, 2);
+    let tasks = split_tasks(ws, &blocks, batch, bpr, 2);
     if W::pack(isa, acts, batch, apr, packed) {
         let packed = &*packed;
-        tasks
-            .into_par_iter()
-            .for_each(|(o, wc)| W::packed_chunk(wc, packed, o));
+        run_tasks(ws, tasks, outs, batch, bpr, |wc, o| {
+            W::packed_chunk(wc, packed, o)
+        });
     } else {
         let rows: Vec<&[W::Act]> = acts.chunks_exact(apr).collect();
-        tasks
-            .into_par_iter()
-            .for_each(|(o, wc)| W::chunk(isa, wc, bpr, &rows, o));
-    }
-    if batch > 1 {
-        transpose_into(ws, tmp, outs, batch);
+        run_tasks(ws, tasks, outs, batch, bpr, |wc, o| {
+            W::chunk(isa, wc, bpr, &rows, o)
+        });
     }
     Ok(())
 }
 
 /// Splits the rows of all matrices into work items of about [`CHUNK_BYTES`] of weights (at
-/// least four per thread, and a multiple of `pair` rows for one activation row): each item's
-/// results go straight to its output for one activation row, or to its part of `tmp`
-/// (rows × batch) to be transposed after.
+/// least four per thread, and a multiple of `pair` rows for one activation row).
 fn split_tasks<'t, W>(
     ws: &[QMatrix<'_>],
     blocks: &[&'t [W]],
-    outs: &'t mut [&mut [f32]],
-    tmp: &'t mut Vec<f32>,
     batch: usize,
     bpr: usize,
     pair: usize,
-) -> Vec<(&'t mut [f32], &'t [W])> {
+) -> Vec<Task<'t, W>> {
     let total_rows: usize = ws.iter().map(|w| w.rows).sum();
     let row_bytes = bpr * std::mem::size_of::<W>();
     let per_thread = total_rows.div_ceil(4 * rayon::current_num_threads());
     let mut chunk_rows = (CHUNK_BYTES / row_bytes.max(1)).clamp(1, per_thread.max(1));
-    let mut tasks: Vec<(&mut [f32], &[W])> = Vec::new();
     if batch == 1 {
         chunk_rows = chunk_rows.next_multiple_of(pair);
-        for (out, b) in outs.iter_mut().zip(blocks) {
-            tasks.extend(out.chunks_mut(chunk_rows).zip(b.chunks(chunk_rows * bpr)));
-        }
-    } else {
-        tmp.resize(total_rows * batch, 0.0);
-        let mut rest = &mut tmp[..];
-        for (w, b) in ws.iter().zip(blocks) {
-            let (mine, after) = std::mem::take(&mut rest).split_at_mut(w.rows * batch);
-            rest = after;
-            tasks.extend(
-                mine.chunks_mut(chunk_rows * batch)
-                    .zip(b.chunks(chunk_rows * bpr)),
-            );
+    }
+    let mut tasks = Vec::new();
+    for (m, b) in blocks.iter().enumerate() {
+        for (i, w) in b.chunks(chunk_rows * bpr).enumerate() {
+            tasks.push(Task {
+                m,
+                first: i * chunk_rows,
+                w,
+            });
         }
     }
     tasks
+}
+
+/// Runs every task, `kernel(weights, results)` filling a task's results weight row by weight
+/// row, into the outputs (batch × rows each).
+fn run_tasks<W: Sync>(
+    ws: &[QMatrix<'_>],
+    tasks: Vec<Task<'_, W>>,
+    outs: &mut [&mut [f32]],
+    batch: usize,
+    bpr: usize,
+    kernel: impl Fn(&[W], &mut [f32]) + Sync,
+) {
+    let ptrs: Vec<OutPtr> = ws
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|(w, o)| OutPtr::new(o, w.rows, batch))
+        .collect();
+    tasks.into_par_iter().for_each(|t| {
+        // SAFETY: `split_tasks` gave each task its own rows of its matrix, within its rows
+        // (the chunks of that matrix's blocks), and `ptrs` point to `outs`, borrowed mutably
+        // here until every task has ended.
+        unsafe { ptrs[t.m].fill(t.first, t.w.len() / bpr, |o| kernel(t.w, o)) }
+    });
 }
 
 /// `out = x · wᵀ` with the activations kept in f32 ([`matmul_many_exact`]).
@@ -428,29 +480,21 @@ pub fn matmul_many_exact(
         return Ok(());
     };
     let batch = check_shapes(ws, x, outs)?;
-    struct Exact<'a, 'b, 'c, 'd> {
+    // Exact products need no scratch of the caller's.
+    let _ = scratch;
+    struct Exact<'a, 'b, 'c> {
         ws: &'a [QMatrix<'b>],
         x: &'a [f32],
         outs: &'a mut [&'c mut [f32]],
-        tmp: &'d mut Vec<f32>,
         batch: usize,
     }
-    impl crate::formats::BlockFn for Exact<'_, '_, '_, '_> {
+    impl crate::formats::BlockFn for Exact<'_, '_, '_> {
         type Output = ();
         fn call<B: Block>(self) {
-            exact::<B>(self.ws, self.x, self.outs, self.tmp, self.batch)
+            exact::<B>(self.ws, self.x, self.outs, self.batch)
         }
     }
-    crate::formats::with_block(
-        first.ty,
-        Exact {
-            ws,
-            x,
-            outs,
-            tmp: &mut scratch.tmp,
-            batch,
-        },
-    );
+    crate::formats::with_block(first.ty, Exact { ws, x, outs, batch });
     Ok(())
 }
 
@@ -470,13 +514,7 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-fn exact<B: Block>(
-    ws: &[QMatrix<'_>],
-    x: &[f32],
-    outs: &mut [&mut [f32]],
-    tmp: &mut Vec<f32>,
-    batch: usize,
-) {
+fn exact<B: Block>(ws: &[QMatrix<'_>], x: &[f32], outs: &mut [&mut [f32]], batch: usize) {
     let cols = ws[0].cols;
     if batch == 0 || ws.iter().all(|w| w.rows == 0) {
         return;
@@ -488,13 +526,10 @@ fn exact<B: Block>(
         .map(|(w, o)| weight_blocks(w, o))
         .collect();
     let bpr = cols / B::SIZE;
-    let tasks = split_tasks(ws, &blocks, outs, tmp, batch, bpr, TILE);
-    tasks
-        .into_par_iter()
-        .for_each(|(o, wc)| exact_chunk(wc, bpr, cols, x, batch, o));
-    if batch > 1 {
-        transpose_into(ws, tmp, outs, batch);
-    }
+    let tasks = split_tasks(ws, &blocks, batch, bpr, TILE);
+    run_tasks(ws, tasks, outs, batch, bpr, |wc, o| {
+        exact_chunk(wc, bpr, cols, x, batch, o)
+    });
 }
 
 /// The exact products of the weight rows `wc` (`bpr` blocks each) with every activation row
