@@ -267,13 +267,17 @@ pub struct Sampled {
 
 /// `log Σ exp(x)`, stable; errors on NaN.
 pub fn log_sum_exp(logits: &[f32]) -> Result<f64, SamplingError> {
-    let max = checked_max(logits)?;
+    Ok(lse_with_max(logits, checked_max(logits)?))
+}
+
+/// `log Σ exp(x)` given the largest logit `max`.
+fn lse_with_max(logits: &[f32], max: f32) -> f64 {
     if max == f32::NEG_INFINITY {
-        return Ok(f64::NEG_INFINITY);
+        return f64::NEG_INFINITY;
     }
     let m = max as f64;
     let s: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
-    Ok(m + s.ln())
+    m + s.ln()
 }
 
 /// The largest logit; errors on NaN and on an empty row.
@@ -530,14 +534,7 @@ pub fn sample(
     let unadjusted = matches!(work, Cow::Borrowed(_));
     // The log-sum-exp of the raw logits, for the token's log-probability; computed on demand
     // (a draw at temperature 1 from the unadjusted logits has its terms already).
-    let lse_of_raw = || -> f64 {
-        if max_raw == f32::NEG_INFINITY {
-            return f64::NEG_INFINITY;
-        }
-        let m = max_raw as f64;
-        let s: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
-        m + s.ln()
-    };
+    let lse_of_raw = || lse_with_max(logits, max_raw);
     let logits_raw = logits;
     let logits: &[f32] = &work;
     let best = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;

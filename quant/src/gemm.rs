@@ -290,7 +290,8 @@ thread_local! {
 
 impl OutPtr {
     fn new(out: &mut [f32], rows: usize, batch: usize) -> Self {
-        debug_assert_eq!(out.len(), rows * batch);
+        // What every write through the pointer relies on (`check_shapes` made sure of it).
+        assert_eq!(out.len(), rows * batch, "output of {rows} rows × {batch}");
         OutPtr {
             ptr: out.as_mut_ptr(),
             rows,
@@ -305,11 +306,20 @@ impl OutPtr {
     ///
     /// # Safety
     ///
-    /// `first + n <= rows`, and no other task of this parallel step fills any of those rows.
+    /// The output this was made from is still borrowed by the caller (so it is alive and
+    /// nothing else reads or writes it), and no other task of this parallel step fills any of
+    /// rows `first..first + n` (which this checks are within the matrix).
     unsafe fn fill(&self, first: usize, n: usize, f: impl FnOnce(&mut [f32])) {
+        assert!(
+            first + n <= self.rows,
+            "rows {first}..{} of {}",
+            first + n,
+            self.rows
+        );
         if self.batch == 1 {
-            // SAFETY: the caller guarantees the range is in bounds and this task's alone; the
-            // output lives (borrowed mutably by the caller of the step) until the step ends.
+            // SAFETY: the range is in bounds (checked above) and this task's alone (the
+            // caller guarantees it); the output lives, borrowed mutably by the caller of the
+            // step, until the step ends.
             f(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(first), n) });
             return;
         }
@@ -443,8 +453,9 @@ fn run_tasks<W: Sync>(
         .map(|(w, o)| OutPtr::new(o, w.rows, batch))
         .collect();
     tasks.into_par_iter().for_each(|t| {
-        // SAFETY: `split_tasks` gave each task its own rows of its matrix, within its rows
-        // (the chunks of that matrix's blocks), and `ptrs` point to `outs`, borrowed mutably
+        // SAFETY: `split_tasks` gave each task its own rows of its matrix (the chunks of that
+        // matrix's blocks, `rows × bpr` of them as `QMatrix::new` checked), and `ptrs` point
+        // to `outs`, of `batch × rows` values each (`OutPtr::new` checked), borrowed mutably
         // here until every task has ended.
         unsafe { ptrs[t.m].fill(t.first, t.w.len() / bpr, |o| kernel(t.w, o)) }
     });

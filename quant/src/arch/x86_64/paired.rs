@@ -16,8 +16,9 @@
 //!   instead, in the order their nibbles unpack (elements 0..16 of each row, then 16..32 of
 //!   each), and the row's block is packed once in the matching order (each half twice). Four
 //!   such pairs go through the blocks together, each with its own accumulators, so that their
-//!   chains of dependent fused multiply-adds overlap, and the weights a few KiB ahead are
-//!   prefetched: a token's decoding streams every weight from memory once.
+//!   chains of dependent fused multiply-adds overlap, and the rows after them (from 2 KiB
+//!   past their end) are prefetched as they go: a token's decoding streams every weight from
+//!   memory once.
 //!
 //! Signed formats are made unsigned by an offset (`q + o`, `o` = 8, 16 or 128); each lane's
 //! excess `o·Σa` is removed by starting its accumulation at `−o·Σa`, packed with the
