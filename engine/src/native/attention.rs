@@ -8,7 +8,6 @@ use crate::numerics;
 /// What [`attend`] needs to know about one layer's attention.
 pub(super) struct AttnShape {
     pub(super) layer: usize,
-    pub(super) n_head: usize,
     /// Query heads per key/value head.
     pub(super) group: usize,
     pub(super) head_dim: usize,
@@ -23,14 +22,17 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// One row's attention over the cache cells `slots` (its positions in order): every query
-/// head against its key/value head, softmax, and the probabilities (rounded to f16, as
-/// llama.cpp's non-flash attention does) times the values into `out` (`n_head × head_dim`).
-/// The query heads that share a key/value head go together, so that each cached row is read
-/// once per group; each head's arithmetic is its own, in cell order, whatever the batch.
+/// One row's attention over the cache cells `slots` (its positions in order) for the query
+/// heads of key/value head `hk`: each of them against the key/value head, softmax, and the
+/// probabilities (rounded to f16, as llama.cpp's non-flash attention does) times the values
+/// into `out` (`group × head_dim`, from `q`'s `group × head_dim` queries). The query heads
+/// that share a key/value head go together, so that each cached row is read once per group;
+/// each head's arithmetic is its own, in cell order, whatever the batch and however the heads
+/// are spread over threads.
 pub(super) fn attend(
     cache: &KvCache,
     a: &AttnShape,
+    hk: usize,
     q: &[f32],
     slots: &[u32],
     scores: &mut Vec<f32>,
@@ -40,23 +42,19 @@ pub(super) fn attend(
     let kv_dim = cache.kv_dim();
     scores.clear();
     scores.resize(group * n, 0.0);
-    for hk in 0..a.n_head / group {
-        let heads = hk * group..(hk + 1) * group;
-        let keys = Gather::new(cache.keys(a.layer), kv_dim, hk * hd, hd, slots)?;
-        gathered_dots(&q[heads.start * hd..heads.end * hd], &keys, scores)?;
-        for s in scores.chunks_exact_mut(n.max(1)) {
-            for x in s.iter_mut() {
-                *x *= a.scale;
-            }
-            numerics::softmax(s);
-            for x in s.iter_mut() {
-                *x = half::f16::from_f32(*x).to_f32();
-            }
+    let keys = Gather::new(cache.keys(a.layer), kv_dim, hk * hd, hd, slots)?;
+    gathered_dots(q, &keys, scores)?;
+    for s in scores.chunks_exact_mut(n.max(1)) {
+        for x in s.iter_mut() {
+            *x *= a.scale;
         }
-        let values = Gather::new(cache.values(a.layer), kv_dim, hk * hd, hd, slots)?;
-        let og = &mut out[heads.start * hd..heads.end * hd];
-        og.fill(0.0);
-        gathered_axpy(scores, &values, og)?;
+        numerics::softmax(s);
+        for x in s.iter_mut() {
+            *x = half::f16::from_f32(*x).to_f32();
+        }
     }
+    let values = Gather::new(cache.values(a.layer), kv_dim, hk * hd, hd, slots)?;
+    out.fill(0.0);
+    gathered_axpy(scores, &values, out)?;
     Ok(())
 }

@@ -219,18 +219,22 @@ impl<'h> NativeContext<'h> {
                 );
             }
             // Attention over the row's first sequence (its other sequences share the same
-            // history), positions 0..=pos that hold entries, in position order; rows in
-            // parallel, each computed the same way whatever the batch.
+            // history), positions 0..=pos that hold entries, in position order; rows and
+            // key/value heads in parallel, each computed the same way whatever the batch.
             let shape = AttnShape {
                 layer: l,
-                n_head: c.n_head,
                 group,
                 head_dim: hd,
                 scale: score_scale,
             };
             let cache = &self.kv;
             let q: &[f32] = q;
-            let work = |(i, out): (usize, &mut [f32])| {
+            // One task per row and key/value head (its group of query heads), so that even a
+            // single row's attention is spread over the threads.
+            let n_kv = c.n_head / group;
+            let gd = group * hd;
+            let work = |(t, out): (usize, &mut [f32])| {
+                let (i, hk) = (t / n_kv, t % n_kv);
                 let row = batch.row(i);
                 ATTN_SCRATCH.with_borrow_mut(|(scores, slots)| {
                     slots.clear();
@@ -241,10 +245,11 @@ impl<'h> NativeContext<'h> {
                         false => 0,
                     };
                     slots.extend(cache.cells_between(row.seqs[0], from, row.pos).flatten());
-                    attend(cache, &shape, &q[i * qd..(i + 1) * qd], slots, scores, out)
+                    let q = &q[i * qd + hk * gd..i * qd + (hk + 1) * gd];
+                    attend(cache, &shape, hk, q, slots, scores, out)
                 })
             };
-            att.par_chunks_mut(qd)
+            att.par_chunks_mut(gd)
                 .enumerate()
                 .try_for_each(work)
                 .map_err(|e| BackendError::Decode(format!("attention of layer {l}: {e}")))?;
