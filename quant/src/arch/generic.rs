@@ -404,25 +404,30 @@ pub(crate) fn gather_dots<S: Simd>(s: S, xs: &[f32], m: Gathered<'_>, out: &mut 
 #[inline(always)]
 pub(crate) fn gather_axpy<S: Simd>(s: S, w: &[f32], m: Gathered<'_>, out: &mut [f32]) {
     let n = m.rows.len();
+    // Each picked row located once, not once per output vector and chunk.
+    let picked: Vec<&[f32]> = m.rows.iter().map(|&r| m.row(r)).collect();
     for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
         let wg = &w[g * n..(g + 1) * n];
         let (oc, ot) = o.as_chunks_mut::<16>();
         let (wfull, wrest) = wg.as_chunks::<16>();
-        let (rfull, rrest) = m.rows.as_chunks::<16>();
+        let (rfull, rrest) = picked.as_chunks::<16>();
         for (c, o) in oc.iter_mut().enumerate() {
-            let chunk = |r: u32| m.row(r)[16 * c..].first_chunk::<16>();
+            #[inline(always)]
+            fn at(r: &[f32], c: usize) -> Option<&[f32; 16]> {
+                r.get(16 * c..)?.first_chunk()
+            }
             let mut acc = [s.fzero(); 16];
             // Whole groups of 16 rows, unrolled so that the lanes stay in registers. A zero
             // weight adds `0·x = ±0` to a lane that is never −0: nothing, as skipping it.
             for (ws, rs) in wfull.iter().zip(rfull) {
                 for l in 0..16 {
-                    if let Some(x) = chunk(rs[l]) {
+                    if let Some(x) = at(rs[l], c) {
                         acc[l] = s.fma(acc[l], s.fsplat(ws[l]), s.fload(x));
                     }
                 }
             }
-            for (l, (&wi, &r)) in wrest.iter().zip(rrest).enumerate() {
-                if let Some(x) = chunk(r) {
+            for (l, (&wi, r)) in wrest.iter().zip(rrest).enumerate() {
+                if let Some(x) = at(r, c) {
                     acc[l] = s.fma(acc[l], s.fsplat(wi), s.fload(x));
                 }
             }
@@ -436,9 +441,9 @@ pub(crate) fn gather_axpy<S: Simd>(s: S, w: &[f32], m: Gathered<'_>, out: &mut [
         let done = 16 * oc.len();
         for (j, o) in ot.iter_mut().enumerate() {
             let mut lanes = [0f32; 16];
-            for (i, (&wi, &r)) in wg.iter().zip(m.rows).enumerate() {
+            for (i, (&wi, r)) in wg.iter().zip(&picked).enumerate() {
                 if wi != 0.0 {
-                    lanes[i % 16] = wi.mul_add(m.row(r)[done + j], lanes[i % 16]);
+                    lanes[i % 16] = wi.mul_add(r[done + j], lanes[i % 16]);
                 }
             }
             *o += super::scalar::reduce16(lanes);
