@@ -637,29 +637,25 @@ fn chunk_impl<F: PairWeight>(t: Avx512, w: &[F], p: &Packed, out: &mut [f32]) {
         }
         // Weight rows two at a time, then a lone last one.
         let span = tile.first..tile.first + tile.rows;
-        let mut wrows = w.chunks_exact(bpr);
-        let mut orows = out.chunks_exact_mut(batch);
-        let n_rows = wrows.len();
-        for _ in 0..n_rows / 2 {
-            let w: [&[F]; 2] = std::array::from_fn(|_| wrows.next().unwrap_or_default());
-            let o: [&mut [f32]; 2] = std::array::from_fn(|_| match orows.next() {
-                Some(o) => &mut o[span.clone()],
-                None => &mut [],
-            });
-            match pairs {
-                1 => tile_rows::<F, 1, 2>(t, w, &data, o),
-                2 => tile_rows::<F, 2, 2>(t, w, &data, o),
-                3 => tile_rows::<F, 3, 2>(t, w, &data, o),
-                _ => tile_rows::<F, 4, 2>(t, w, &data, o),
-            }
-        }
-        for (w0, o0) in wrows.zip(orows) {
-            let (w, o) = ([w0], [&mut o0[span.clone()]]);
-            match pairs {
-                1 => tile_rows::<F, 1, 1>(t, w, &data, o),
-                2 => tile_rows::<F, 2, 1>(t, w, &data, o),
-                3 => tile_rows::<F, 3, 1>(t, w, &data, o),
-                _ => tile_rows::<F, 4, 1>(t, w, &data, o),
+        let mut rows = w.chunks_exact(bpr).zip(out.chunks_exact_mut(batch));
+        while let Some((w0, o0)) = rows.next() {
+            let o0 = &mut o0[span.clone()];
+            match rows.next() {
+                Some((w1, o1)) => {
+                    let (w, o) = ([w0, w1], [o0, &mut o1[span.clone()]]);
+                    match pairs {
+                        1 => tile_rows::<F, 1, 2>(t, w, &data, o),
+                        2 => tile_rows::<F, 2, 2>(t, w, &data, o),
+                        3 => tile_rows::<F, 3, 2>(t, w, &data, o),
+                        _ => tile_rows::<F, 4, 2>(t, w, &data, o),
+                    }
+                }
+                None => match pairs {
+                    1 => tile_rows::<F, 1, 1>(t, [w0], &data, [o0]),
+                    2 => tile_rows::<F, 2, 1>(t, [w0], &data, [o0]),
+                    3 => tile_rows::<F, 3, 1>(t, [w0], &data, [o0]),
+                    _ => tile_rows::<F, 4, 1>(t, [w0], &data, [o0]),
+                },
             }
         }
     }
