@@ -37,6 +37,8 @@ SDIST = "llama-cpp-python==0.3.36"  # vendors llama.cpp b11312
 TOOLS = ["llama-bench", "llama-batched-bench"]
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = 128
+# The native engine's modes the bench runs: llama.cpp's bits, and the repacked kernels.
+ENGINES = ["native", "native-q8-fast"]
 SAMPLES = 64
 
 
@@ -54,9 +56,25 @@ def cache_dir():
     return Path(base) if base else Path.home() / ".cache" / "passuntil"
 
 
+def cpu_has_amx():
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_int8" in flags or " amx_tile" in flags
+
+
 def build_tools():
-    """Builds the tools once; returns the directory that holds them."""
-    root = cache_dir() / "llama.cpp-tools" / SDIST.replace("==", "-")
+    """Builds the tools once; returns the directory that holds them.
+
+    On a CPU with AMX the tools are built without it (`-mno-amx-*` beside GGML_NATIVE's
+    `-march=native`): b11312's AMX kernels for Q4_1 die with SIGILL at their first
+    `tileloadd` on the KVM guests this was measured on, so llama.cpp's tools could not run at
+    all. Every other instruction set of the CPU stays on, and so do the other repacked paths.
+    """
+    no_amx = cpu_has_amx()
+    name = SDIST.replace("==", "-") + ("-noamx" if no_amx else "")
+    root = cache_dir() / "llama.cpp-tools" / name
     bindir = root / "build" / "bin"
     if all((bindir / t).is_file() for t in TOOLS):
         return bindir
@@ -78,8 +96,14 @@ def build_tools():
                     m.name = str(Path(*parts[3:]))
                     members.append(m)
             tar.extractall(src, members=members, filter="data")
+    flags = []
+    if no_amx:
+        log("yardstick: this CPU has AMX; building llama.cpp's tools without it (see build_tools)")
+        off = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        flags = [f"-DCMAKE_C_FLAGS={off}", f"-DCMAKE_CXX_FLAGS={off}"]
     run(["cmake", "-S", src, "-B", root / "build", "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
-         "-DGGML_OPENMP=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF"],
+         "-DGGML_OPENMP=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+         *flags],
         stdout=subprocess.DEVNULL)
     run(["cmake", "--build", root / "build", "-j", str(os.cpu_count() or 2), "--target", *TOOLS],
         stdout=subprocess.DEVNULL)
@@ -137,7 +161,7 @@ def engine_round(args, crit, model):
         cmd += ["--features", "llama-cpp"]
     run(cmd + ["--", "--noplot"], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     result = {}
-    for engine in ["native", "llama.cpp"] if args.backend else ["native"]:
+    for engine in ENGINES + (["llama.cpp"] if args.backend else []):
         for case in ["prefill", "decode", "batched"]:
             d = crit / case / engine / "new"
             mean_ns = json.loads((d / "estimates.json").read_text())["mean"]["point_estimate"]
@@ -198,16 +222,18 @@ def main():
     print(f"\nllama.cpp tools {build}, CMake Release, GGML_NATIVE=ON, OpenMP; model {model.name}; "
           f"{args.threads} threads; {args.rounds} interleaved rounds"
           + ("; one core kept busy by another process" if args.busy else "") + "; tokens/s\n")
-    head = "| case | native | llama.cpp tools | native / tools |"
-    sep = "|---|---|---|---|"
+    head = "| case | native | native q8-fast | llama.cpp tools | native / tools | q8-fast / tools |"
+    sep = "|---|---|---|---|---|---|"
     if args.backend:
         head += " llama.cpp backend | backend / tools |"
         sep += "---|---|"
     print(head)
     print(sep)
     for key, name in cases:
-        line = f"| {name} | {vals('native/' + key)} | {vals('tools/' + key)} | " \
-               f"{med('native/' + key) / med('tools/' + key):.2f} |"
+        tools = med('tools/' + key)
+        line = f"| {name} | {vals('native/' + key)} | {vals('native-q8-fast/' + key)} | " \
+               f"{vals('tools/' + key)} | {med('native/' + key) / tools:.2f} | " \
+               f"{med('native-q8-fast/' + key) / tools:.2f} |"
         if args.backend:
             line += f" {vals('llama.cpp/' + key)} | {med('llama.cpp/' + key) / med('tools/' + key):.2f} |"
         print(line)

@@ -10,6 +10,9 @@
 //!   generates 8192 tokens; `PASSUNTIL_BENCH_NEW_TOKENS=N` sets the new tokens of both
 //!   cases (`benches/yardstick.py` uses 32, beside llama.cpp's tools on the same shapes).
 //!
+//! Each case runs twice on the native engine: `native` (8-bit activations, llama.cpp's bits)
+//! and `native-q8-fast` (the same activations on repacked weights, `Activations::Q8Fast`).
+//!
 //! `PASSUNTIL_BENCH_THREADS` sets the threads of both engines (default 2, the targets' setting);
 //! `PASSUNTIL_BENCH_MODEL` another model (a GGUF path or a known name, such as `gemma3-270m`).
 //!
@@ -151,6 +154,18 @@ fn engines(c: &mut Criterion) {
         )
     });
     cases(c, "native", &mut open);
+    // The same with the repacked kernels (`q8-fast`; the panels are built before timing).
+    let mut open: Open<'_> = Box::new(|n_ctx, n_seq| {
+        Box::new(
+            native
+                .new_context(n_ctx, n_seq)
+                .unwrap()
+                .with_threads(t)
+                .unwrap()
+                .with_activations(engine::Activations::Q8Fast),
+        )
+    });
+    cases(c, "native-q8-fast", &mut open);
     #[cfg(feature = "llama-cpp")]
     {
         use engine::llama_cpp::{ContextOptions, LlamaCppModel};

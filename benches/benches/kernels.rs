@@ -7,6 +7,7 @@
 //! counts 2), i.e. FLOP/s. Weight GB/s of a GEMM is FLOP/s × row bytes / (2 · cols · batch).
 //!
 //! Groups: `cargo bench -p passuntil-benches --bench kernels -- membw` (or `vec_dot`, `gemm`,
+//! `gemm_fast` (the panel kernels of `q8-fast`),
 //! `gemm_ggml_case`, `quantize_act`). `gemm_ggml_case` is the matrix llama.cpp's
 //! `test-backend-ops perf -o MUL_MAT` times, for a side-by-side comparison.
 
@@ -20,6 +21,7 @@ use quant::formats::{
     BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
 use quant::gemm::{matmul_with, QMatrix, Scratch};
+use quant::panels::{matmul_panels_with, PanelMatrix};
 use quant::GgmlType;
 use rayon::prelude::*;
 
@@ -145,6 +147,38 @@ fn gemm(c: &mut Criterion) {
     }
 }
 
+/// The same shapes with the panel kernels (`q8-fast`: weights repacked at load, block sums in
+/// integers) for the formats that have them.
+fn gemm_fast(c: &mut Criterion) {
+    let isa = Isa::best();
+    for ty in quant::panels::PANEL_TYPES {
+        if ty == GgmlType::Q4_0 {
+            continue;
+        }
+        let mut g = c.benchmark_group(format!("gemm_fast/{ty}/{isa}"));
+        quiet(&mut g);
+        for (rows, cols) in SHAPES {
+            let x = passuntil_benches::gaussian_like(rows * cols, 3);
+            let bytes = quant::formats::quantize_to_vec(ty, &x).unwrap();
+            let m = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+            let p = PanelMatrix::new(&m).unwrap();
+            for batch in [1, 8, 64, 256] {
+                let a = passuntil_benches::gaussian_like(batch * cols, 5);
+                let mut out = vec![0f32; batch * rows];
+                let mut scratch = Scratch::default();
+                g.throughput(Throughput::Elements((2 * rows * cols * batch) as u64));
+                let id = BenchmarkId::new(format!("{rows}x{cols}"), format!("b{batch}"));
+                g.bench_function(id, |b| {
+                    b.iter(|| {
+                        matmul_panels_with(isa, &[&p], &a, &mut [&mut out], &mut scratch).unwrap()
+                    })
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
 /// The case llama.cpp's `test-backend-ops perf -o MUL_MAT` times (m = 4096 rows, k = 14336,
 /// n = 1, 8, 512), so that the two can be set side by side on one machine.
 fn gemm_ggml_case(c: &mut Criterion) {
@@ -189,5 +223,13 @@ fn quantize_act(c: &mut Criterion) {
     bench_quantize::<BlockQ8K>(c);
 }
 
-criterion_group!(benches, membw, vec_dot, gemm, gemm_ggml_case, quantize_act);
+criterion_group!(
+    benches,
+    membw,
+    vec_dot,
+    gemm,
+    gemm_fast,
+    gemm_ggml_case,
+    quantize_act
+);
 criterion_main!(benches);

@@ -213,12 +213,22 @@ impl Model for LlamaCppModel {
         self: Arc<Self>,
         options: &ContextOptions,
     ) -> Result<Box<dyn Context>, BackendError> {
-        if options.activations == Activations::Exact {
-            return Err(BackendError::Context(
-                "llama.cpp rounds activations to 8 bits; exact activations need the native \
-                 backend"
-                    .into(),
-            ));
+        match options.activations {
+            Activations::Q8 => {}
+            Activations::Exact => {
+                return Err(BackendError::Context(
+                    "llama.cpp rounds activations to 8 bits; exact activations need the native \
+                     backend"
+                        .into(),
+                ))
+            }
+            Activations::Q8Fast => {
+                return Err(BackendError::Context(
+                    "q8-fast is the native engine's repacked kernels; llama.cpp runs its own \
+                     (use q8)"
+                        .into(),
+                ))
+            }
         }
         Ok(Box::new(self.new_context(options)?))
     }

@@ -307,6 +307,7 @@ impl CompareReport {
         let mut s = String::new();
         let mode = |a: engine::Activations| match a {
             engine::Activations::Q8 => "",
+            engine::Activations::Q8Fast => ", q8-fast kernels",
             engine::Activations::Exact => ", exact activations",
         };
         let _ = writeln!(

@@ -132,6 +132,8 @@ pub struct Scratch {
     acts: Vec<u32>,
     /// The activations packed for a faster kernel, where there is one.
     packed: Packed,
+    /// The activations as the panel kernels read them ([`crate::panels`]).
+    pub(crate) panel_acts: Vec<crate::panels::PanelAct>,
 }
 
 /// Activations packed for the kernels that pair dot products in wide registers (internal to
@@ -271,7 +273,7 @@ fn check_shapes(ws: &[QMatrix<'_>], x: &[f32], outs: &[&mut [f32]]) -> Result<us
 /// One matrix's output (batch × rows) as the parallel tasks fill it: each task owns a range of
 /// the matrix's rows, and writes those columns of every activation row.
 #[derive(Clone, Copy)]
-struct OutPtr {
+pub(crate) struct OutPtr {
     ptr: *mut f32,
     rows: usize,
     batch: usize,
@@ -289,7 +291,7 @@ thread_local! {
 }
 
 impl OutPtr {
-    fn new(out: &mut [f32], rows: usize, batch: usize) -> Self {
+    pub(crate) fn new(out: &mut [f32], rows: usize, batch: usize) -> Self {
         // What every write through the pointer relies on (`check_shapes` made sure of it).
         assert_eq!(out.len(), rows * batch, "output of {rows} rows × {batch}");
         OutPtr {
@@ -340,6 +342,51 @@ impl OutPtr {
     }
 }
 
+impl OutPtr {
+    /// Runs `f` on a task's results for rows `first..first + n` of the matrix, activation row
+    /// by activation row (`n` values each), and copies them into the output (straight into
+    /// it for one activation row).
+    ///
+    /// # Safety
+    ///
+    /// As [`OutPtr::fill`]: the output is still borrowed by the caller, and no other task of
+    /// this parallel step fills any of rows `first..first + n`.
+    pub(crate) unsafe fn fill_batch_major(
+        &self,
+        first: usize,
+        n: usize,
+        f: impl FnOnce(&mut [f32]),
+    ) {
+        assert!(
+            first + n <= self.rows,
+            "rows {first}..{} of {}",
+            first + n,
+            self.rows
+        );
+        if n == 0 {
+            return;
+        }
+        if self.batch == 1 {
+            // SAFETY: the range is in bounds (checked above) and this task's alone (the
+            // caller guarantees it); the output lives until the step ends.
+            f(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(first), n) });
+            return;
+        }
+        TASK_OUT.with_borrow_mut(|tmp| {
+            tmp.resize(n * self.batch, 0.0);
+            f(tmp);
+            for (b, src) in tmp.chunks_exact(n).enumerate() {
+                // SAFETY: as above: row `b`'s columns `first..first + n` are in bounds
+                // (`b < batch`, `first + n <= rows`) and only this task writes them.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(self.ptr.add(b * self.rows + first), n)
+                };
+                dst.copy_from_slice(src);
+            }
+        });
+    }
+}
+
 /// A work item: rows `first..first + w.len() / bpr` of matrix `m`.
 struct Task<'t, W> {
     m: usize,
@@ -385,7 +432,7 @@ fn run<W: VecDot>(
     let bpr = cols / W::SIZE;
     let apr = cols / W::Act::SIZE;
 
-    let Scratch { acts, packed } = scratch;
+    let Scratch { acts, packed, .. } = scratch;
     let acts = act_blocks::<W::Act>(acts, batch * apr);
     let quantized: Result<(), KernelError> = acts
         .par_chunks_mut(apr)

@@ -12,6 +12,8 @@
 //!   paths give bitwise the same results.
 //! - [`gemm`]: a weight matrix times a batch of activation rows, threaded with rayon and
 //!   batch-invariant (a row's outputs do not depend on the batch or the thread count).
+//! - [`panels`]: Q4_0, Q4_1 and Q8_0 matrices repacked in panels of 16 rows, for products that
+//!   sum each block in integers (`q8-fast`: faster, batch-invariant, not llama.cpp's bits).
 //! - [`types`]: the one table describing every supported type.
 //! - [`requant`]: a model requantized into one type or one of llama.cpp's K-quant mixes.
 //!
@@ -36,6 +38,7 @@ pub mod dot;
 pub mod formats;
 pub mod gemm;
 pub mod gguf;
+pub mod panels;
 pub mod requant;
 pub mod types;
 

@@ -1,7 +1,8 @@
 //! The kernels on real tensors of the default model: its own Q4_1 and Q8_0 matrices, and one
 //! of its FFN matrices requantized into every format. Every instruction set this machine has
 //! gives the reference's bits, and each result is the dot product of the dequantized weights
-//! with the activations, up to the activations' 8-bit rounding.
+//! with the activations, up to the activations' 8-bit rounding. The panel kernels (`q8-fast`)
+//! are checked the same way on the types that have them.
 
 use quant::dispatch::Isa;
 use quant::formats::{dequantize_to_vec, quantize_to_vec};
@@ -25,6 +26,40 @@ fn same_on_every_isa(m: &QMatrix<'_>, x: &[f32]) -> Vec<f32> {
         assert_eq!(differ, 0, "{} on {isa}: {differ} outputs differ", m.ty());
     }
     reference
+}
+
+/// The same for the panel kernels (`q8-fast`) where the type has them: every instruction set
+/// gives the portable kernel's bits; returns them.
+fn panels_same_on_every_isa(m: &QMatrix<'_>, x: &[f32]) -> Option<Vec<f32>> {
+    use quant::panels::{matmul_panels_with, PanelMatrix, PANEL_TYPES};
+    if !PANEL_TYPES.contains(&m.ty()) {
+        return None;
+    }
+    let p = PanelMatrix::new(m).unwrap();
+    let mut scratch = Scratch::default();
+    let mut reference = vec![0.0; x.len() / m.cols() * m.rows()];
+    matmul_panels_with(Isa::Scalar, &[&p], x, &mut [&mut reference], &mut scratch).unwrap();
+    for isa in Isa::available() {
+        let mut got = vec![0.0; reference.len()];
+        matmul_panels_with(isa, &[&p], x, &mut [&mut got], &mut scratch).unwrap();
+        let differ = got
+            .iter()
+            .zip(&reference)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{} panels on {isa}: {differ} outputs differ", m.ty());
+    }
+    Some(reference)
+}
+
+/// [`same_on_every_isa`] and [`panels_same_on_every_isa`], each close to the dequantized
+/// product.
+fn check(m: &QMatrix<'_>, x: &[f32]) {
+    let y = same_on_every_isa(m, x);
+    close_to_dequantized(m, x, &y);
+    if let Some(y) = panels_same_on_every_isa(m, x) {
+        close_to_dequantized(m, x, &y);
+    }
 }
 
 /// Each output is close to the f64 dot product of dequantized weights and f32 activations:
@@ -69,13 +104,11 @@ fn real_tensors_on_every_isa_and_format() {
 
     // The model's own matrices: attention Q (Q4_1) and 512 rows of the embedding (Q8_0).
     let m = QMatrix::new(q.ty(), 576, 576, q.data).unwrap();
-    let y = same_on_every_isa(&m, &x576);
-    close_to_dequantized(&m, &x576, &y);
+    check(&m, &x576);
     let rows = 512usize;
     let emb_rows = &emb.data[..rows * GgmlType::Q8_0.row_bytes(576).unwrap() as usize];
     let m = QMatrix::new(GgmlType::Q8_0, rows, 576, emb_rows).unwrap();
-    let y = same_on_every_isa(&m, &x576);
-    close_to_dequantized(&m, &x576, &y);
+    check(&m, &x576);
 
     // 64 rows of an FFN down matrix (1536 wide, so every K-quant fits) in every format.
     let down_f = down.to_f32().unwrap();
@@ -83,7 +116,6 @@ fn real_tensors_on_every_isa_and_format() {
     for ty in quant::gemm::WEIGHT_TYPES {
         let bytes = quantize_to_vec(ty, w).unwrap();
         let m = QMatrix::new(ty, 64, 1536, &bytes).unwrap();
-        let y = same_on_every_isa(&m, &x1536);
-        close_to_dequantized(&m, &x1536, &y);
+        check(&m, &x1536);
     }
 }

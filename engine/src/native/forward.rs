@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use quant::gemm::{matmul, matmul_exact, matmul_many, matmul_many_exact, Scratch};
+use quant::panels::{matmul_panel, matmul_panels, PanelMatrix};
 use rayon::prelude::*;
 
 use super::attention::{attend, AttnShape, ATTN_SCRATCH};
@@ -318,9 +319,17 @@ impl<'h> NativeContext<'h> {
         Ok(self)
     }
 
-    /// Multiplies with 8-bit activations as llama.cpp (the default) or exact ones.
+    /// Multiplies with 8-bit activations as llama.cpp (the default), with 8-bit activations
+    /// on repacked weights (`Q8Fast`: the model's panels are built now if they are not yet),
+    /// or with exact activations.
     pub fn with_activations(mut self, activations: Activations) -> Self {
         self.activations = activations;
+        if activations == Activations::Q8Fast {
+            match &self.pool {
+                Some(pool) => pool.install(|| self.model.panels()),
+                None => self.model.panels(),
+            };
+        }
         self
     }
 
@@ -372,6 +381,10 @@ impl<'h> NativeContext<'h> {
         let m = self.model.matrix(w);
         // `decode` runs the pass inside this backend's pool, if it has one.
         match self.activations {
+            Activations::Q8Fast => match self.model.panel(w) {
+                Some(p) => matmul_panel(p, x, out, &mut self.scratch),
+                None => matmul(&m, x, out, &mut self.scratch),
+            },
             Activations::Q8 => matmul(&m, x, out, &mut self.scratch),
             Activations::Exact => matmul_exact(&m, x, out, &mut self.scratch),
         }
@@ -396,9 +409,17 @@ impl<'h> NativeContext<'h> {
             return Ok(());
         }
         let ms = ws.map(|w| self.model.matrix(w));
-        match self.activations {
-            Activations::Q8 => matmul_many(&ms, x, &mut outs, &mut self.scratch),
-            Activations::Exact => matmul_many_exact(&ms, x, &mut outs, &mut self.scratch),
+        // All the matrices' panels, or none.
+        let panels: Option<Vec<&PanelMatrix>> = match self.activations {
+            Activations::Q8Fast => ws.iter().map(|w| self.model.panel(w)).collect(),
+            _ => None,
+        };
+        match (self.activations, panels) {
+            (Activations::Q8Fast, Some(ps)) => matmul_panels(&ps, x, &mut outs, &mut self.scratch),
+            (Activations::Q8 | Activations::Q8Fast, _) => {
+                matmul_many(&ms, x, &mut outs, &mut self.scratch)
+            }
+            (Activations::Exact, _) => matmul_many_exact(&ms, x, &mut outs, &mut self.scratch),
         }
         .map_err(|e| {
             let names: Vec<&str> = ws.iter().map(|w| w.name.as_str()).collect();

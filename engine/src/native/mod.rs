@@ -30,11 +30,13 @@ mod forward;
 mod rope;
 mod weights;
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use quant::gemm::{matmul, QMatrix, Scratch};
 use quant::gguf::GgufFile;
+use quant::panels::{PanelMatrix, PANEL_TYPES};
 
 use crate::backend::{
     Activations, BackendError, Context, ContextOptions, Model, ModelInfo, Token, TokenizeOptions,
@@ -61,6 +63,8 @@ pub struct NativeModel {
     /// factors), when the file has them.
     rope_factors: Option<Vec<f32>>,
     info: ModelInfo,
+    /// The weights with panel kernels, repacked for `q8-fast` when a context first asks.
+    panels: OnceLock<HashMap<String, PanelMatrix>>,
 }
 
 fn load_err(path: &Path, message: impl Into<String>) -> BackendError {
@@ -210,6 +214,7 @@ impl NativeModel {
             output,
             rope_factors,
             info,
+            panels: OnceLock::new(),
         })
     }
 
@@ -226,6 +231,33 @@ impl NativeModel {
     fn matrix(&self, w: &Weight) -> QMatrix<'_> {
         let t = self.file.tensor(&w.name).expect("checked at load");
         QMatrix::new(w.ty, w.rows, w.cols, t.data).expect("checked at load")
+    }
+
+    /// Every matrix product's weights of a type with panel kernels ([`PANEL_TYPES`]), repacked
+    /// once (on the calling thread pool) the first time a `q8-fast` context asks.
+    fn panels(&self) -> &HashMap<String, PanelMatrix> {
+        self.panels.get_or_init(|| {
+            let mut weights: Vec<&Weight> = self
+                .layers
+                .iter()
+                .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
+                .collect();
+            weights.push(&self.output);
+            weights
+                .into_iter()
+                .filter(|w| PANEL_TYPES.contains(&w.ty))
+                .filter_map(|w| {
+                    // A panel type's matrix, checked at load, always repacks.
+                    let p = PanelMatrix::new(&self.matrix(w)).ok()?;
+                    Some((w.name.clone(), p))
+                })
+                .collect()
+        })
+    }
+
+    /// The panels of `w`, if it has them.
+    fn panel(&self, w: &Weight) -> Option<&PanelMatrix> {
+        self.panels().get(&w.name)
     }
 
     /// The logits the model's head gives for residual-stream states `hidden` (rows of

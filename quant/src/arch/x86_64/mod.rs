@@ -16,6 +16,7 @@ use super::generic::Simd;
 
 pub(crate) mod gather;
 pub(crate) mod paired;
+pub(crate) mod panels;
 
 /// Proof that the CPU has AVX2, FMA and F16C.
 #[derive(Clone, Copy, Debug)]

@@ -1,0 +1,125 @@
+//! The AVX-512 VNNI panel kernel ([`crate::panels`]): sixteen weight rows in the lanes of one
+//! register, up to eight activation rows at a time.
+//!
+//! For each block, the panel's quants are loaded (and for the nibble formats split into low
+//! and high halves) once: eight registers, register `c` holding quants `4c..4c + 4` of each of
+//! the sixteen rows. Each activation row then takes eight `vpdpbusd`s against its own quants,
+//! four at a time broadcast from memory, starting from its `−offset·Σq`: sixteen exact block
+//! sums, converted, scaled by `d_w·d_a` and fused-multiply-added into its accumulator (and
+//! Q4_1's minimum against the row's sum into the same accumulator), the portable kernel's
+//! operations in its order.
+
+use std::arch::x86_64::*;
+
+use super::Avx512;
+use crate::panels::{Kind, PanelAct, PANEL_ROWS, TILE};
+
+impl Avx512 {
+    /// [`crate::panels`]' tile: one panel times up to [`TILE`] activation rows of `nb` blocks.
+    pub(crate) fn panel_tile(
+        self,
+        kind: Kind,
+        qs: &[u8],
+        scales: &[u8],
+        acts: &[PanelAct],
+        nb: usize,
+        out: &mut [[f32; PANEL_ROWS]],
+    ) {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        fn run<const NIB: bool, const MIN: bool>(
+            t: Avx512,
+            qs: &[u8],
+            scales: &[u8],
+            acts: &[PanelAct],
+            nb: usize,
+            out: &mut [[f32; PANEL_ROWS]],
+        ) {
+            let mut done = 0;
+            // Eight rows at a time, then four, two and one.
+            for step in [8, 4, 2, 1] {
+                while out.len() - done >= step {
+                    let a = &acts[done * nb..(done + step) * nb];
+                    let o = &mut out[done..done + step];
+                    match step {
+                        8 => tile::<NIB, MIN, 8>(t, qs, scales, a, nb, o),
+                        4 => tile::<NIB, MIN, 4>(t, qs, scales, a, nb, o),
+                        2 => tile::<NIB, MIN, 2>(t, qs, scales, a, nb, o),
+                        _ => tile::<NIB, MIN, 1>(t, qs, scales, a, nb, o),
+                    }
+                    done += step;
+                }
+            }
+        }
+        const _: () = assert!(TILE == 8);
+        assert!(acts.len() == out.len() * nb && out.len() <= TILE);
+        assert!(qs.len() >= nb * kind.qbytes() && scales.len() >= nb * kind.sbytes());
+        // SAFETY: the token proves the CPU has the features `run` is compiled for.
+        unsafe {
+            match kind {
+                Kind::Q4_0 => run::<true, false>(self, qs, scales, acts, nb, out),
+                Kind::Q4_1 => run::<true, true>(self, qs, scales, acts, nb, out),
+                Kind::Q8_0 => run::<false, false>(self, qs, scales, acts, nb, out),
+            }
+        }
+    }
+}
+
+/// `T` activation rows (`acts`, `nb` blocks each) times the panel.
+#[inline(always)]
+fn tile<const NIB: bool, const MIN: bool, const T: usize>(
+    _: Avx512,
+    qs: &[u8],
+    scales: &[u8],
+    acts: &[PanelAct],
+    nb: usize,
+    out: &mut [[f32; PANEL_ROWS]],
+) {
+    let qbytes = if NIB { 256 } else { 512 };
+    let sbytes = if MIN { 64 } else { 32 };
+    // SAFETY: AVX-512 F/BW/VNNI and F16C are present (the caller runs under the token). Every
+    // load is in bounds: `panel_tile` checked that `qs` holds `nb` blocks of `qbytes` and
+    // `scales` `nb` of `sbytes`, and that `acts` holds `T` rows of `nb` blocks; the stores
+    // write `T` arrays of sixteen f32.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); T];
+        let low = _mm512_set1_epi8(0xf);
+        for k in 0..nb {
+            let q = qs.as_ptr().add(k * qbytes);
+            let mut w = [_mm512_setzero_si512(); 8];
+            if NIB {
+                for c in 0..4 {
+                    let v = _mm512_loadu_si512(q.add(64 * c).cast());
+                    w[c] = _mm512_and_si512(v, low);
+                    w[c + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+                }
+            } else {
+                for (c, w) in w.iter_mut().enumerate() {
+                    *w = _mm512_loadu_si512(q.add(64 * c).cast());
+                }
+            }
+            let s = scales.as_ptr().add(k * sbytes);
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(s.cast()));
+            let mw = match MIN {
+                true => _mm512_cvtph_ps(_mm256_loadu_si256(s.add(32).cast())),
+                false => _mm512_setzero_ps(),
+            };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let a = acts.get_unchecked(r * nb + k);
+                let aq = a.qs.as_ptr().cast::<i32>();
+                let mut sum = _mm512_set1_epi32(a.start);
+                for (c, &w) in w.iter().enumerate() {
+                    sum =
+                        _mm512_dpbusd_epi32(sum, w, _mm512_set1_epi32(aq.add(c).read_unaligned()));
+                }
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(a.d));
+                *acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sum), *acc);
+                if MIN {
+                    *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(a.s), *acc);
+                }
+            }
+        }
+        for (o, acc) in out.iter_mut().zip(acc) {
+            _mm512_storeu_ps(o.as_mut_ptr(), acc);
+        }
+    }
+}

@@ -1,0 +1,703 @@
+//! Panel matrices: the 32-value block formats Q4_0, Q4_1 and Q8_0 repacked sixteen rows at a
+//! time, for products that sum each block in integers and scale it once (`q8-fast`).
+//!
+//! [`crate::gemm`] follows ggml's x86 kernels to the bit: each block's products are summed in
+//! eight lanes of four, and every lane is converted and scaled on its own. That costs a
+//! conversion and a fused multiply-add per 32 multiply-adds, which is what bounds those
+//! kernels. Here a block's 32 products are summed into one exact integer, then scaled once:
+//!
+//! ```text
+//! acc = 0
+//! for each block k, in order:
+//!     acc = fma(d_w·d_a, Σ q_w·q_a, acc)     // the exact integer sum, as f32
+//!     acc = fma(m_w, s_a, acc)              // Q4_1's minimum against the activation's sum
+//! ```
+//!
+//! The result is not bitwise llama.cpp's, but it is one fixed sequence of float operations
+//! per output, so it keeps what matters for sampling: an output is bitwise the same alone or
+//! in any batch, on any number of threads and on every instruction set (the portable kernel
+//! here and the AVX-512 VNNI one give the same bits). Activations are rounded to 8 bits
+//! exactly as in [`crate::gemm`].
+//!
+//! The layout is built once, at load: rows go in panels of [`PANEL_ROWS`]; for each block,
+//! the panel's quants are interleaved four bytes per row (bytes `4c..4c + 4` of rows 0..16 make
+//! line `c`), so that one 512-bit `vpdpbusd` against four broadcast activation bytes gives
+//! sixteen rows' partial sums at once and no horizontal sum is ever needed. Q8_0's quants are
+//! stored plus 128 (unsigned), and each activation block carries `−offset·Σq_a` to start its
+//! sums from. The scales (`d`, and `m` for Q4_1, as f16) of the panel's blocks follow its
+//! quants. The panels take as many bytes as the original rows (Q8_0's scales are padded to
+//! whole cache lines per panel).
+//!
+//! ```
+//! use quant::formats::quantize_to_vec;
+//! use quant::gemm::{QMatrix, Scratch};
+//! use quant::panels::{matmul_panels, PanelMatrix};
+//! use quant::GgmlType;
+//!
+//! let (rows, cols) = (40, 64);
+//! let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+//! let bytes = quantize_to_vec(GgmlType::Q4_1, &w)?;
+//! let p = PanelMatrix::new(&QMatrix::new(GgmlType::Q4_1, rows, cols, &bytes)?)?;
+//! let x: Vec<f32> = (0..3 * cols).map(|i| (i as f32 * 0.1).sin()).collect();
+//! let mut y = vec![0.0; 3 * rows];
+//! matmul_panels(&[&p], &x, &mut [&mut y], &mut Scratch::default())?;
+//! // Row 1 of the batch alone gives the same bits.
+//! let mut y1 = vec![0.0; rows];
+//! matmul_panels(&[&p], &x[cols..2 * cols], &mut [&mut y1], &mut Scratch::default())?;
+//! assert_eq!(y1, y[rows..2 * rows]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use rayon::prelude::*;
+
+use crate::dispatch::Isa;
+use crate::dot::{Activation, KernelError};
+use crate::formats::{f16, Block, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::gemm::{OutPtr, QMatrix, Scratch};
+use crate::types::GgmlType;
+
+/// Weight rows per panel.
+pub const PANEL_ROWS: usize = 16;
+
+/// The weight types that have panel kernels.
+pub const PANEL_TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0];
+
+/// Values per block of every panel format.
+const BLOCK: usize = 32;
+
+/// Bytes of panel per parallel work item.
+const CHUNK_BYTES: usize = 16 << 10;
+
+/// A panel format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Q4_0,
+    Q4_1,
+    Q8_0,
+}
+
+impl Kind {
+    fn of(ty: GgmlType) -> Option<Kind> {
+        match ty {
+            GgmlType::Q4_0 => Some(Kind::Q4_0),
+            GgmlType::Q4_1 => Some(Kind::Q4_1),
+            GgmlType::Q8_0 => Some(Kind::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Whether a byte holds two quants (elements `j` and `j + 16`).
+    pub(crate) fn nibbles(self) -> bool {
+        self != Kind::Q8_0
+    }
+
+    /// Whether blocks have a minimum.
+    pub(crate) fn min(self) -> bool {
+        self == Kind::Q4_1
+    }
+
+    /// Bytes of quants of one block of a panel.
+    pub(crate) fn qbytes(self) -> usize {
+        match self.nibbles() {
+            true => PANEL_ROWS * BLOCK / 2,
+            false => PANEL_ROWS * BLOCK,
+        }
+    }
+
+    /// Bytes of scales of one block of a panel: `d` of each row, then `m` where there is one.
+    pub(crate) fn sbytes(self) -> usize {
+        match self.min() {
+            true => 4 * PANEL_ROWS,
+            false => 2 * PANEL_ROWS,
+        }
+    }
+
+    /// What the stored quants exceed the signed ones by.
+    fn offset(self) -> i32 {
+        match self {
+            Kind::Q4_0 => 8,
+            Kind::Q4_1 => 0,
+            Kind::Q8_0 => 128,
+        }
+    }
+}
+
+/// A cache line.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+struct Line([u8; 64]);
+
+// SAFETY: `Line` is `repr(C)` over a byte array: no padding, and every bit pattern (all zeros
+// included) is a valid value.
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above; it is `Copy` and `'static`.
+unsafe impl bytemuck::Pod for Line {}
+
+/// A Q4_0, Q4_1 or Q8_0 matrix repacked in panels of [`PANEL_ROWS`] rows (see the module
+/// docs). The last panel is padded with zero rows.
+#[derive(Clone, Debug)]
+pub struct PanelMatrix {
+    ty: GgmlType,
+    kind: Kind,
+    rows: usize,
+    cols: usize,
+    /// Bytes per panel: its blocks' quants, then their scales, padded to whole lines.
+    stride: usize,
+    data: Vec<Line>,
+}
+
+impl PanelMatrix {
+    /// Repacks `w`; an error if its type has no panel kernels ([`PANEL_TYPES`]).
+    pub fn new(w: &QMatrix<'_>) -> Result<PanelMatrix, KernelError> {
+        let (ty, rows, cols) = (w.ty(), w.rows(), w.cols());
+        let kind = Kind::of(ty).ok_or_else(|| KernelError::Shape {
+            ty,
+            rows,
+            cols,
+            detail: format!("{ty} has no panel kernels (they take Q4_0, Q4_1 and Q8_0)"),
+        })?;
+        let nb = cols / BLOCK;
+        let stride = (nb * (kind.qbytes() + kind.sbytes())).next_multiple_of(64);
+        let panels = rows.div_ceil(PANEL_ROWS);
+        let mut data = vec![Line([0; 64]); panels * stride / 64];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
+        let row_bytes = w.data().len() / rows.max(1);
+        bytes
+            .par_chunks_mut(stride.max(1))
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let (qs, scales) = panel.split_at_mut(nb * kind.qbytes());
+                for n in 0..PANEL_ROWS.min(rows - p * PANEL_ROWS) {
+                    let r = p * PANEL_ROWS + n;
+                    let row = &w.data()[r * row_bytes..(r + 1) * row_bytes];
+                    for k in 0..nb {
+                        let q = &mut qs[k * kind.qbytes()..(k + 1) * kind.qbytes()];
+                        let s = &mut scales[k * kind.sbytes()..(k + 1) * kind.sbytes()];
+                        let (d, m) = place(kind, row, k, n, q);
+                        s[2 * n..2 * n + 2].copy_from_slice(&d.to_le_bytes());
+                        if let Some(m) = m {
+                            let at = 2 * PANEL_ROWS + 2 * n;
+                            s[at..at + 2].copy_from_slice(&m.to_le_bytes());
+                        }
+                    }
+                }
+            });
+        Ok(PanelMatrix {
+            ty,
+            kind,
+            rows,
+            cols,
+            stride,
+            data,
+        })
+    }
+
+    /// The weight type the panels were made from.
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Number of rows (outputs per activation row).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 64
+    }
+
+    fn panels(&self) -> usize {
+        self.rows.div_ceil(PANEL_ROWS)
+    }
+
+    /// Panel `p`'s quants and scales.
+    fn panel(&self, p: usize) -> (&[u8], &[u8]) {
+        let bytes: &[u8] = bytemuck::cast_slice(&self.data);
+        let panel = &bytes[p * self.stride..(p + 1) * self.stride];
+        let nb = self.cols / BLOCK;
+        let (qs, rest) = panel.split_at(nb * self.kind.qbytes());
+        (qs, &rest[..nb * self.kind.sbytes()])
+    }
+}
+
+/// Block `k` of a row (its bytes as stored in the file) into panel row `n`'s place in `q`
+/// (that block's quants of the panel); returns its scale and minimum as raw f16 bits.
+fn place(kind: Kind, row: &[u8], k: usize, n: usize, q: &mut [u8]) -> (u16, Option<u16>) {
+    fn block<B: Block>(row: &[u8], k: usize) -> B {
+        let size = std::mem::size_of::<B>();
+        bytemuck::pod_read_unaligned(&row[k * size..(k + 1) * size])
+    }
+    let mut put = |src: &[u8], flip: u8| {
+        for (c, dword) in src.chunks_exact(4).enumerate() {
+            for (j, &b) in dword.iter().enumerate() {
+                q[c * 4 * PANEL_ROWS + 4 * n + j] = b ^ flip;
+            }
+        }
+    };
+    match kind {
+        Kind::Q4_0 => {
+            let b: BlockQ4_0 = block(row, k);
+            put(&b.qs, 0);
+            (b.d.to_bits(), None)
+        }
+        Kind::Q4_1 => {
+            let b: BlockQ4_1 = block(row, k);
+            put(&b.qs, 0);
+            (b.d.to_bits(), Some(b.m.to_bits()))
+        }
+        Kind::Q8_0 => {
+            let b: BlockQ8_0 = block(row, k);
+            put(bytemuck::cast_slice(&b.qs), 0x80);
+            (b.d.to_bits(), None)
+        }
+    }
+}
+
+/// One activation block as the panel kernels read it: the quants, the scale, the sum
+/// `s = d·Σq` (Q8_1's, for Q4_1's minimum) and where its integer sums start.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PanelAct {
+    pub(crate) qs: [i8; 32],
+    pub(crate) d: f32,
+    pub(crate) s: f32,
+    /// `−offset·Σq`: removes what the stored quants' offset adds.
+    pub(crate) start: i32,
+    _pad: u32,
+}
+
+impl PanelAct {
+    fn new(qs: [i8; 32], d: f16, s: f16, offset: i32) -> PanelAct {
+        let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
+        PanelAct {
+            qs,
+            d: d.to_f32(),
+            s: s.to_f32(),
+            start: -offset * sum,
+            _pad: 0,
+        }
+    }
+}
+
+/// `out = x · wᵀ` with the panel kernels of [`Isa::current`] (see [`matmul_panels`]).
+pub fn matmul_panel(
+    w: &PanelMatrix,
+    x: &[f32],
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    matmul_panels(&[w], x, &mut [out], scratch)
+}
+
+/// `outs[i] = x · ws[i]ᵀ` for panel matrices of one type and width, in one parallel step:
+/// activations rounded to 8 bits as [`crate::gemm::matmul`] rounds them, each block's
+/// products summed in integers and scaled once (the module docs give the order).
+pub fn matmul_panels(
+    ws: &[&PanelMatrix],
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    matmul_panels_with(Isa::current(), ws, x, outs, scratch)
+}
+
+/// [`matmul_panels`] on a chosen instruction set (bitwise the same result on each).
+pub fn matmul_panels_with(
+    isa: Isa,
+    ws: &[&PanelMatrix],
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+    scratch: &mut Scratch,
+) -> Result<(), KernelError> {
+    isa.ensure_available()?;
+    let Some(first) = ws.first() else {
+        return Ok(());
+    };
+    let batch = check_shapes(ws, x, outs)?;
+    let (kind, cols) = (first.kind, first.cols);
+    let nb = cols / BLOCK;
+    if batch == 0 || nb == 0 {
+        return Ok(());
+    }
+    let acts = pack_acts(isa, kind, x, batch, nb, scratch)?;
+    let ptrs: Vec<OutPtr> = ws
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|(w, o)| OutPtr::new(o, w.rows, batch))
+        .collect();
+    // Work items: runs of panels of about CHUNK_BYTES, at least four per thread.
+    let total: usize = ws.iter().map(|w| w.panels()).sum();
+    let per_thread = total.div_ceil(4 * rayon::current_num_threads());
+    let run = (CHUNK_BYTES / first.stride).clamp(1, per_thread.max(1));
+    let tasks: Vec<(usize, usize)> = ws
+        .iter()
+        .enumerate()
+        .flat_map(|(m, w)| (0..w.panels()).step_by(run).map(move |p| (m, p)))
+        .collect();
+    let token = kernel_token(isa);
+    tasks.into_par_iter().for_each(|(m, p0)| {
+        let w = ws[m];
+        let p1 = (p0 + run).min(w.panels());
+        let first_row = p0 * PANEL_ROWS;
+        let n = (p1 * PANEL_ROWS).min(w.rows) - first_row;
+        let fill = |o: &mut [f32]| {
+            let mut tile = [[0.0f32; PANEL_ROWS]; TILE];
+            for p in p0..p1 {
+                let (qs, scales) = w.panel(p);
+                let at = (p - p0) * PANEL_ROWS;
+                let width = PANEL_ROWS.min(n - at);
+                for (t, rows) in acts.chunks(TILE * nb).enumerate() {
+                    let tr = rows.len() / nb;
+                    panel_tile(token, kind, qs, scales, rows, nb, &mut tile[..tr]);
+                    for (i, vals) in tile[..tr].iter().enumerate() {
+                        let b = t * TILE + i;
+                        o[b * n + at..b * n + at + width].copy_from_slice(&vals[..width]);
+                    }
+                }
+            }
+        };
+        // SAFETY: each task owns panels p0..p1 of matrix m, so rows `first_row..first_row +
+        // n` of it, which no other task of this step fills; `ptrs` point to `outs`, of
+        // `batch × rows` values each (`OutPtr::new` checked), borrowed mutably here until
+        // every task has ended.
+        unsafe { ptrs[m].fill_batch_major(first_row, n, fill) }
+    });
+    Ok(())
+}
+
+/// Activation rows per tile: a panel's unpacked block meets this many rows in registers.
+pub(crate) const TILE: usize = 8;
+
+/// The AVX-512 token when `isa` is AVX-512 and the CPU has it.
+#[cfg(target_arch = "x86_64")]
+type Token = Option<crate::arch::x86_64::Avx512>;
+#[cfg(not(target_arch = "x86_64"))]
+type Token = Option<std::convert::Infallible>;
+
+fn kernel_token(isa: Isa) -> Token {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        return crate::arch::x86_64::Avx512::new();
+    }
+    let _ = isa;
+    None
+}
+
+/// One panel (`qs`, `scales`) times up to [`TILE`] activation rows (`acts`, `nb` blocks each):
+/// `out[r]` gets row `r`'s sixteen outputs.
+fn panel_tile(
+    token: Token,
+    kind: Kind,
+    qs: &[u8],
+    scales: &[u8],
+    acts: &[PanelAct],
+    nb: usize,
+    out: &mut [[f32; PANEL_ROWS]],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = token {
+        t.panel_tile(kind, qs, scales, acts, nb, out);
+        return;
+    }
+    let _ = token;
+    portable_tile(kind, qs, scales, acts, nb, out)
+}
+
+/// The portable kernel: the module docs' loop, output by output.
+pub(crate) fn portable_tile(
+    kind: Kind,
+    qs: &[u8],
+    scales: &[u8],
+    acts: &[PanelAct],
+    nb: usize,
+    out: &mut [[f32; PANEL_ROWS]],
+) {
+    let (qb, sb) = (kind.qbytes(), kind.sbytes());
+    let f16_at = |s: &[u8], i: usize| f16::from_bits(u16::from_le_bytes([s[2 * i], s[2 * i + 1]]));
+    for (row, o) in acts.chunks_exact(nb).zip(out.iter_mut()) {
+        for (n, o) in o.iter_mut().enumerate() {
+            let mut acc = 0.0f32;
+            for (k, a) in row.iter().enumerate() {
+                let q = &qs[k * qb..(k + 1) * qb];
+                let mut sum = a.start;
+                for c in 0..BLOCK / 4 {
+                    for j in 0..4 {
+                        let (byte, e) = match kind.nibbles() {
+                            true if c < 4 => (q[c * 64 + 4 * n + j] & 0xf, 4 * c + j),
+                            true => (q[(c - 4) * 64 + 4 * n + j] >> 4, 4 * c + j),
+                            false => (q[c * 64 + 4 * n + j], 4 * c + j),
+                        };
+                        sum += i32::from(byte) * i32::from(a.qs[e]);
+                    }
+                }
+                let s = &scales[k * sb..(k + 1) * sb];
+                let d = f16_at(s, n).to_f32();
+                acc = (d * a.d).mul_add(sum as f32, acc);
+                if kind.min() {
+                    acc = f16_at(s, PANEL_ROWS + n).to_f32().mul_add(a.s, acc);
+                }
+            }
+            *o = acc;
+        }
+    }
+}
+
+thread_local! {
+    /// A row's activation blocks as the quantizer writes them.
+    static Q8_0_ROW: std::cell::RefCell<Vec<BlockQ8_0>> = const { std::cell::RefCell::new(Vec::new()) };
+    static Q8_1_ROW: std::cell::RefCell<Vec<BlockQ8_1>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The activations rounded to the partner format (Q8_1 for Q4_1, Q8_0 otherwise) by the same
+/// quantizer as [`crate::gemm`], as [`PanelAct`]s: `batch × nb`.
+fn pack_acts<'s>(
+    isa: Isa,
+    kind: Kind,
+    x: &[f32],
+    batch: usize,
+    nb: usize,
+    scratch: &'s mut Scratch,
+) -> Result<&'s [PanelAct], KernelError> {
+    let cols = nb * BLOCK;
+    let panel = &mut scratch.panel_acts;
+    panel.resize(batch * nb, PanelAct::default());
+    let offset = kind.offset();
+    let packed: Result<(), KernelError> = panel
+        .par_chunks_mut(nb)
+        .zip(x.par_chunks(cols))
+        .try_for_each(|(out, x)| match kind {
+            Kind::Q4_1 => Q8_1_ROW.with_borrow_mut(|q| {
+                q.resize(nb, bytemuck::Zeroable::zeroed());
+                BlockQ8_1::quantize_with(isa, x, q)?;
+                for (o, b) in out.iter_mut().zip(q.iter()) {
+                    *o = PanelAct::new(b.qs, b.d, b.s, offset);
+                }
+                Ok(())
+            }),
+            Kind::Q4_0 | Kind::Q8_0 => Q8_0_ROW.with_borrow_mut(|q| {
+                q.resize(nb, bytemuck::Zeroable::zeroed());
+                BlockQ8_0::quantize_with(isa, x, q)?;
+                for (o, b) in out.iter_mut().zip(q.iter()) {
+                    *o = PanelAct::new(b.qs, b.d, f16::ZERO, offset);
+                }
+                Ok(())
+            }),
+        });
+    packed?;
+    Ok(&scratch.panel_acts)
+}
+
+/// Checks that `ws` share a type and width, that `x` is whole rows of it and that each output
+/// fits its matrix; returns the number of activation rows.
+fn check_shapes(ws: &[&PanelMatrix], x: &[f32], outs: &[&mut [f32]]) -> Result<usize, KernelError> {
+    let first = ws[0];
+    let shape = |w: &PanelMatrix, detail: String| KernelError::Shape {
+        ty: w.ty,
+        rows: w.rows,
+        cols: w.cols,
+        detail,
+    };
+    if outs.len() != ws.len() {
+        return Err(shape(
+            first,
+            format!("{} outputs for {} matrices", outs.len(), ws.len()),
+        ));
+    }
+    if first.cols == 0 || !x.len().is_multiple_of(first.cols) {
+        return Err(shape(
+            first,
+            format!("{} activations is not a whole number of rows", x.len()),
+        ));
+    }
+    let batch = x.len() / first.cols;
+    for (w, out) in ws.iter().zip(outs) {
+        if (w.ty, w.cols) != (first.ty, first.cols) {
+            return Err(shape(
+                w,
+                format!(
+                    "one product takes matrices of one type and width, not beside {} × {}",
+                    first.ty, first.cols
+                ),
+            ));
+        }
+        if out.len() != batch * w.rows {
+            return Err(shape(
+                w,
+                format!(
+                    "output holds {} values, {batch} rows need {}",
+                    out.len(),
+                    batch * w.rows
+                ),
+            ));
+        }
+    }
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::{quantize_to_vec, BlockQ8_0, BlockQ8_1};
+    use rand::{Rng, SeedableRng};
+
+    /// The module docs' definition on the file's own blocks (no panels): the oracle.
+    fn reference(ty: GgmlType, rows: usize, cols: usize, w: &[u8], x: &[f32]) -> Vec<f32> {
+        let nb = cols / BLOCK;
+        let batch = x.len() / cols;
+        let mut out = vec![0.0; batch * rows];
+        for b in 0..batch {
+            let xr = &x[b * cols..(b + 1) * cols];
+            let mut a1 = vec![bytemuck::Zeroable::zeroed(); nb];
+            let mut a0 = vec![bytemuck::Zeroable::zeroed(); nb];
+            BlockQ8_1::quantize_with(Isa::Scalar, xr, &mut a1).unwrap();
+            BlockQ8_0::quantize_with(Isa::Scalar, xr, &mut a0).unwrap();
+            for r in 0..rows {
+                let mut acc = 0.0f32;
+                for k in 0..nb {
+                    let (d, m, q): (f16, Option<f16>, [i32; 32]) = match ty {
+                        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+                            let size = if ty == GgmlType::Q4_0 { 18 } else { 20 };
+                            let raw = &w[(r * nb + k) * size..(r * nb + k + 1) * size];
+                            let qs = &raw[size - 16..];
+                            let off = if ty == GgmlType::Q4_0 { 8 } else { 0 };
+                            let q = std::array::from_fn(|e| {
+                                let byte = qs[e % 16];
+                                i32::from(if e < 16 { byte & 0xf } else { byte >> 4 }) - off
+                            });
+                            let d = f16::from_le_bytes([raw[0], raw[1]]);
+                            let m = (ty == GgmlType::Q4_1)
+                                .then(|| f16::from_le_bytes([raw[2], raw[3]]));
+                            (d, m, q)
+                        }
+                        _ => {
+                            let raw = &w[(r * nb + k) * 34..(r * nb + k + 1) * 34];
+                            let q = std::array::from_fn(|e| i32::from(raw[2 + e] as i8));
+                            (f16::from_le_bytes([raw[0], raw[1]]), None, q)
+                        }
+                    };
+                    let (aq, ad, as_) = match ty {
+                        GgmlType::Q4_1 => (a1[k].qs, a1[k].d, a1[k].s),
+                        _ => (a0[k].qs, a0[k].d, f16::ZERO),
+                    };
+                    let sum: i32 = (0..32).map(|e| q[e] * i32::from(aq[e])).sum();
+                    acc = (d.to_f32() * ad.to_f32()).mul_add(sum as f32, acc);
+                    if let Some(m) = m {
+                        acc = m.to_f32().mul_add(as_.to_f32(), acc);
+                    }
+                }
+                out[b * rows + r] = acc;
+            }
+        }
+        out
+    }
+
+    fn random(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| rng.random_range(-1.0f32..1.0) * if i % 97 == 0 { 8.0 } else { 1.0 })
+            .collect()
+    }
+
+    #[test]
+    fn every_isa_gives_the_reference_bits_alone_and_in_batches() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for ty in PANEL_TYPES {
+            // A partial last panel, several tiles and a remainder of activation rows.
+            for (rows, cols, batch) in [(40, 64, 1), (16, 32, 3), (51, 96, 19), (130, 256, 9)] {
+                let w = random(&mut rng, rows * cols);
+                let bytes = quantize_to_vec(ty, &w).unwrap();
+                let m = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+                let p = PanelMatrix::new(&m).unwrap();
+                let x = random(&mut rng, batch * cols);
+                let want = reference(ty, rows, cols, &bytes, &x);
+                for isa in Isa::available() {
+                    let mut y = vec![f32::NAN; batch * rows];
+                    matmul_panels_with(isa, &[&p], &x, &mut [&mut y], &mut Scratch::default())
+                        .unwrap();
+                    let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{ty} {rows}×{cols} batch {batch} on {}", isa.name());
+                    // Each row alone.
+                    for b in [0, batch - 1] {
+                        let mut y1 = vec![f32::NAN; rows];
+                        let xb = &x[b * cols..(b + 1) * cols];
+                        matmul_panel(&p, xb, &mut y1, &mut Scratch::default()).unwrap();
+                        assert_eq!(y1, want[b * rows..(b + 1) * rows], "{ty} row {b} alone");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The panels' products are ggml's (`gemm::matmul`) up to the rounding of the sums.
+    #[test]
+    fn next_to_the_ggml_order() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let (rows, cols, batch) = (64, 1536, 4);
+        for ty in PANEL_TYPES {
+            let w = random(&mut rng, rows * cols);
+            let bytes = quantize_to_vec(ty, &w).unwrap();
+            let m = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+            let p = PanelMatrix::new(&m).unwrap();
+            let x = random(&mut rng, batch * cols);
+            let (mut a, mut b) = (vec![0.0; batch * rows], vec![0.0; batch * rows]);
+            matmul_panel(&p, &x, &mut a, &mut Scratch::default()).unwrap();
+            crate::gemm::matmul(&m, &x, &mut b, &mut Scratch::default()).unwrap();
+            let scale = b.iter().map(|v| v.abs()).fold(0.0, f32::max);
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(worst <= 1e-5 * scale, "{ty}: {worst} of {scale}");
+            assert_ne!(a, b, "{ty}: the same bits as ggml's order");
+        }
+    }
+
+    #[test]
+    fn several_matrices_in_one_step_equal_each_alone() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let cols = 128;
+        let shapes = [48, 16, 33];
+        let ws: Vec<Vec<u8>> = shapes
+            .iter()
+            .map(|&r| quantize_to_vec(GgmlType::Q8_0, &random(&mut rng, r * cols)).unwrap())
+            .collect();
+        let ps: Vec<PanelMatrix> = ws
+            .iter()
+            .zip(shapes)
+            .map(|(b, r)| {
+                PanelMatrix::new(&QMatrix::new(GgmlType::Q8_0, r, cols, b).unwrap()).unwrap()
+            })
+            .collect();
+        let x = random(&mut rng, 5 * cols);
+        let mut outs: Vec<Vec<f32>> = shapes.iter().map(|r| vec![0.0; 5 * r]).collect();
+        let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        let pr: Vec<&PanelMatrix> = ps.iter().collect();
+        matmul_panels(&pr, &x, &mut refs, &mut Scratch::default()).unwrap();
+        for (p, o) in ps.iter().zip(&outs) {
+            let mut alone = vec![0.0; o.len()];
+            matmul_panel(p, &x, &mut alone, &mut Scratch::default()).unwrap();
+            assert_eq!(&alone, o);
+        }
+    }
+
+    #[test]
+    fn other_types_and_bad_shapes_are_errors() {
+        let bytes = quantize_to_vec(GgmlType::Q5_0, &[0.5; 64]).unwrap();
+        let m = QMatrix::new(GgmlType::Q5_0, 2, 32, &bytes).unwrap();
+        let e = PanelMatrix::new(&m).unwrap_err().to_string();
+        assert!(e.contains("no panel kernels"), "{e}");
+        let bytes = quantize_to_vec(GgmlType::Q8_0, &[0.5; 64]).unwrap();
+        let p = PanelMatrix::new(&QMatrix::new(GgmlType::Q8_0, 2, 32, &bytes).unwrap()).unwrap();
+        let mut y = vec![0.0; 3];
+        let e = matmul_panel(&p, &[0.0; 32], &mut y, &mut Scratch::default()).unwrap_err();
+        assert!(e.to_string().contains("output holds 3 values"), "{e}");
+        let e = matmul_panel(&p, &[0.0; 33], &mut y, &mut Scratch::default()).unwrap_err();
+        assert!(e.to_string().contains("not a whole number of rows"), "{e}");
+    }
+}
