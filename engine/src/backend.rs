@@ -380,6 +380,9 @@ impl Batch {
 #[derive(Clone, Debug, Default)]
 pub struct Logits {
     n_vocab: usize,
+    /// Values in use: the first `len` of `data` (which only grows, so that a steady stream
+    /// of same-sized batches neither allocates nor clears).
+    len: usize,
     data: Vec<f32>,
 }
 
@@ -388,6 +391,7 @@ impl Logits {
     pub fn new(n_vocab: usize) -> Self {
         Logits {
             n_vocab,
+            len: 0,
             data: Vec::new(),
         }
     }
@@ -395,28 +399,41 @@ impl Logits {
     /// Drops all rows, keeping the allocation.
     pub fn clear(&mut self, n_vocab: usize) {
         self.n_vocab = n_vocab;
-        self.data.clear();
+        self.len = 0;
     }
 
     /// Appends a row (used by backends).
     pub fn push_row(&mut self, row: &[f32]) {
         debug_assert_eq!(row.len(), self.n_vocab);
+        self.data.truncate(self.len);
         self.data.extend_from_slice(row);
+        self.len = self.data.len();
+    }
+
+    /// Appends `n` rows for a backend to write in place (their values are unspecified until
+    /// it does): `n × n_vocab` values.
+    pub fn rows_mut(&mut self, n: usize) -> &mut [f32] {
+        let end = self.len + n * self.n_vocab;
+        if self.data.len() < end {
+            self.data.resize(end, 0.0);
+        }
+        let from = std::mem::replace(&mut self.len, end);
+        &mut self.data[from..end]
     }
 
     /// Number of rows.
     pub fn len(&self) -> usize {
-        self.data.len().checked_div(self.n_vocab).unwrap_or(0)
+        self.len.checked_div(self.n_vocab).unwrap_or(0)
     }
 
     /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len == 0
     }
 
     /// Row `i` (the i-th batch row that asked for logits).
     pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.n_vocab..(i + 1) * self.n_vocab]
+        &self.data[..self.len][i * self.n_vocab..(i + 1) * self.n_vocab]
     }
 }
 

@@ -343,47 +343,27 @@ impl OutPtr {
 }
 
 impl OutPtr {
-    /// Runs `f` on a task's results for rows `first..first + n` of the matrix, activation row
-    /// by activation row (`n` values each), and copies them into the output (straight into
-    /// it for one activation row).
+    /// Activation row `b`'s outputs for rows `first..first + n` of the matrix, to be written
+    /// by the task that owns those rows.
     ///
     /// # Safety
     ///
-    /// As [`OutPtr::fill`]: the output is still borrowed by the caller, and no other task of
-    /// this parallel step fills any of rows `first..first + n`.
-    pub(crate) unsafe fn fill_batch_major(
-        &self,
-        first: usize,
-        n: usize,
-        f: impl FnOnce(&mut [f32]),
-    ) {
+    /// As [`OutPtr::fill`]: the output is still borrowed by the caller, no other task of this
+    /// parallel step writes any of rows `first..first + n`, and the slice is dropped before the
+    /// step ends.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn row_part(&self, b: usize, first: usize, n: usize) -> &mut [f32] {
         assert!(
-            first + n <= self.rows,
-            "rows {first}..{} of {}",
+            b < self.batch && first + n <= self.rows,
+            "row {b} of {}, outputs {first}..{} of {}",
+            self.batch,
             first + n,
             self.rows
         );
-        if n == 0 {
-            return;
-        }
-        if self.batch == 1 {
-            // SAFETY: the range is in bounds (checked above) and this task's alone (the
-            // caller guarantees it); the output lives until the step ends.
-            f(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(first), n) });
-            return;
-        }
-        TASK_OUT.with_borrow_mut(|tmp| {
-            tmp.resize(n * self.batch, 0.0);
-            f(tmp);
-            for (b, src) in tmp.chunks_exact(n).enumerate() {
-                // SAFETY: as above: row `b`'s columns `first..first + n` are in bounds
-                // (`b < batch`, `first + n <= rows`) and only this task writes them.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(self.ptr.add(b * self.rows + first), n)
-                };
-                dst.copy_from_slice(src);
-            }
-        });
+        // SAFETY: in bounds (checked above: `b < batch`, `first + n <= rows`); only this task
+        // writes these elements (the caller guarantees it), and the output lives, borrowed
+        // mutably by the caller of the step, until the step ends.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(b * self.rows + first), n) }
     }
 }
 

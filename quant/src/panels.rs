@@ -343,30 +343,29 @@ pub fn matmul_panels_with(
     let token = kernel_token(isa);
     tasks.into_par_iter().for_each(|(m, p0)| {
         let w = ws[m];
-        let p1 = (p0 + run).min(w.panels());
-        let first_row = p0 * PANEL_ROWS;
-        let n = (p1 * PANEL_ROWS).min(w.rows) - first_row;
-        let fill = |o: &mut [f32]| {
-            let mut tile = [[0.0f32; PANEL_ROWS]; TILE];
-            for p in p0..p1 {
-                let (qs, scales) = w.panel(p);
-                let at = (p - p0) * PANEL_ROWS;
-                let width = PANEL_ROWS.min(n - at);
-                for (t, rows) in acts.chunks(TILE * nb).enumerate() {
-                    let tr = rows.len() / nb;
-                    panel_tile(token, kind, qs, scales, rows, nb, &mut tile[..tr]);
-                    for (i, vals) in tile[..tr].iter().enumerate() {
-                        let b = t * TILE + i;
-                        o[b * n + at..b * n + at + width].copy_from_slice(&vals[..width]);
+        let mut tile = [[0.0f32; PANEL_ROWS]; TILE];
+        for p in p0..(p0 + run).min(w.panels()) {
+            let (qs, scales) = w.panel(p);
+            let first = p * PANEL_ROWS;
+            let width = PANEL_ROWS.min(w.rows - first);
+            for (t, rows) in acts.chunks(TILE * nb).enumerate() {
+                let tr = rows.len() / nb;
+                panel_tile(token, kind, qs, scales, rows, nb, &mut tile[..tr]);
+                for (i, vals) in tile[..tr].iter().enumerate() {
+                    // SAFETY: this task owns panels p0..p0 + run of matrix m, so its rows
+                    // `first..first + width` are written by no other task of this step;
+                    // `ptrs` point to `outs`, of `batch × rows` values each (`OutPtr::new`
+                    // checked), borrowed mutably here until every task has ended, and the
+                    // slice is dropped at once.
+                    let dst = unsafe { ptrs[m].row_part(t * TILE + i, first, width) };
+                    match dst.first_chunk_mut::<PANEL_ROWS>() {
+                        // A whole panel: one fixed-size copy (no call to memmove).
+                        Some(d) => *d = *vals,
+                        None => dst.copy_from_slice(&vals[..width]),
                     }
                 }
             }
-        };
-        // SAFETY: each task owns panels p0..p1 of matrix m, so rows `first_row..first_row +
-        // n` of it, which no other task of this step fills; `ptrs` point to `outs`, of
-        // `batch × rows` values each (`OutPtr::new` checked), borrowed mutably here until
-        // every task has ended.
-        unsafe { ptrs[m].fill_batch_major(first_row, n, fill) }
+        }
     });
     Ok(())
 }

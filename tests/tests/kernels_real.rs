@@ -47,7 +47,12 @@ fn panels_same_on_every_isa(m: &QMatrix<'_>, x: &[f32]) -> Option<Vec<f32>> {
             .zip(&reference)
             .filter(|(a, b)| a.to_bits() != b.to_bits())
             .count();
-        assert_eq!(differ, 0, "{} panels on {isa}: {differ} outputs differ", m.ty());
+        assert_eq!(
+            differ,
+            0,
+            "{} panels on {isa}: {differ} outputs differ",
+            m.ty()
+        );
     }
     Some(reference)
 }

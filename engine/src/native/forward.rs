@@ -41,7 +41,8 @@ pub struct NativeContext<'h> {
 /// One forward pass's working memory (`n` rows): hidden states `x` and normed `h` (n × d),
 /// projections `q` (n × q_dim), `k`/`v` (n × kv), attention output `att` (n × q_dim) and
 /// block output `o` (n × d), FFN gate/up `g`/`u` (n × ff), and for the rows that want logits
-/// their final norm `hn` (× d) and `logits` (× vocab).
+/// their final norm `hn` (× d); their logits are written straight into the caller's
+/// [`Logits`].
 #[derive(Default)]
 pub(super) struct Buffers {
     pub(super) x: Vec<f32>,
@@ -59,7 +60,6 @@ pub(super) struct Buffers {
     /// The same for the sliding-window layers' RoPE, when they have their own.
     pub(super) rot_local: Vec<(f32, f32)>,
     pub(super) all_rows: Vec<usize>,
-    pub(super) logits: Vec<f32>,
 }
 
 /// The row indices `0..n` (grown in `all` as needed).
@@ -116,7 +116,6 @@ impl<'h> NativeContext<'h> {
             hn,
             rot,
             rot_local,
-            logits,
             all_rows,
         } = bufs;
         // Hooks see every row after each block: the indices 0..n.
@@ -297,13 +296,13 @@ impl<'h> NativeContext<'h> {
                 hidden: hn,
             });
         }
-        logits.resize(wanted.len() * c.n_vocab, 0.0);
-        self.mm(&model.output, hn, logits)?;
+        let logits = out.rows_mut(wanted.len());
+        if let Err(e) = self.mm(&model.output, hn, logits) {
+            out.clear(c.n_vocab);
+            return Err(e);
+        }
         if let Some(cap) = c.final_softcap {
             numerics::softcap(logits, cap);
-        }
-        for r in logits.chunks_exact(c.n_vocab) {
-            out.push_row(r);
         }
         Ok(())
     }

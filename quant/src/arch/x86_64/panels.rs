@@ -7,7 +7,8 @@
 //! four at a time broadcast from memory, starting from its `−offset·Σq`: sixteen exact block
 //! sums, converted, scaled by `d_w·d_a` and fused-multiply-added into its accumulator (and
 //! Q4_1's minimum against the row's sum into the same accumulator), the portable kernel's
-//! operations in its order.
+//! operations in its order. A single activation row (decoding) prefetches the quants 2 KiB
+//! ahead and the scales four lines ahead, as it streams every weight from memory once.
 
 use std::arch::x86_64::*;
 
@@ -64,6 +65,12 @@ impl Avx512 {
     }
 }
 
+/// How far ahead of the block in use a single activation row's kernel prefetches quants (the
+/// panels of a matrix lie one after the other, so this crosses into the next panel) and
+/// scales.
+const PREFETCH_AHEAD: usize = 2048;
+const SCALES_AHEAD: usize = 256;
+
 /// `T` activation rows (`acts`, `nb` blocks each) times the panel.
 #[inline(always)]
 fn tile<const NIB: bool, const MIN: bool, const T: usize>(
@@ -98,6 +105,17 @@ fn tile<const NIB: bool, const MIN: bool, const T: usize>(
                 }
             }
             let s = scales.as_ptr().add(k * sbytes);
+            if T == 1 {
+                // One activation row streams the weights once: fetch them ahead of use
+                // (a hint: an address past the end is never read).
+                let ahead = q.wrapping_add(PREFETCH_AHEAD);
+                for l in 0..qbytes / 64 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l).cast());
+                }
+                if (k * sbytes).is_multiple_of(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(s.wrapping_add(SCALES_AHEAD).cast());
+                }
+            }
             let dw = _mm512_cvtph_ps(_mm256_loadu_si256(s.cast()));
             let mw = match MIN {
                 true => _mm512_cvtph_ps(_mm256_loadu_si256(s.add(32).cast())),
