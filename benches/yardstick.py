@@ -13,6 +13,11 @@ same model file with the same threads and shapes, alternating which goes first:
 - batched: 64 samples sharing a 128-token prompt, N new tokens each
   (`llama-batched-bench -npp 128 -ntg N -npl 64 -pps`, its S_TG column).
 
+The native engine runs each case in two modes: `native` (8-bit activations with llama.cpp's
+bits) and `native q8-fast` (the same activations on repacked weights, `--activations
+q8-fast`: batch-invariant, not llama.cpp's bits). On a CPU with AMX the tools are built
+without it (see `build_tools`).
+
 With `--backend` the bench also runs the in-process llama.cpp backend (`--features
 llama-cpp`, which needs cmake, clang and libclang-dev), so its distance from the tools shows
 too. With `--busy` a process keeps one core busy throughout (a shared node). The table

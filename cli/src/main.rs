@@ -114,8 +114,10 @@ enum Command {
         #[arg(long, default_value = "native", value_parser = backend_kind())]
         backend: evals::generate::BackendKind,
         /// The models' activations: `q8` rounds them to 8 bits before each product, as
-        /// llama.cpp; `exact` keeps them in f32 against the dequantized weight blocks
-        /// (native engine).
+        /// llama.cpp; `q8-fast` rounds them the same way but multiplies Q4_0/Q4_1/Q8_0
+        /// weights on repacked kernels (faster, batch-invariant, not llama.cpp's bits);
+        /// `exact` keeps them in f32 against the dequantized weight blocks (native engine
+        /// for both).
         #[arg(long, default_value = "q8", value_parser = activation_mode())]
         activations: engine::Activations,
         /// The reference's activations (the same file as reference and model, `exact`
@@ -190,8 +192,10 @@ struct GenerateArgs {
     /// Which engine runs the model.
     #[arg(long, default_value = "native", value_parser = backend_kind())]
     backend: evals::generate::BackendKind,
-    /// Activations: `q8` rounds them to 8 bits before each product, as llama.cpp; `exact`
-    /// keeps them in f32 against the dequantized weight blocks (native engine).
+    /// Activations: `q8` rounds them to 8 bits before each product, as llama.cpp; `q8-fast`
+    /// rounds them the same way but multiplies Q4_0/Q4_1/Q8_0 weights on repacked kernels
+    /// (faster, batch-invariant, not llama.cpp's bits); `exact` keeps them in f32 against the
+    /// dequantized weight blocks (native engine for both).
     #[arg(long, default_value = "q8", value_parser = activation_mode())]
     activations: engine::Activations,
     /// Print JSON instead of text.
@@ -219,8 +223,10 @@ struct ScoreArgs {
     /// Which engine runs the model.
     #[arg(long, default_value = "native", value_parser = backend_kind())]
     backend: evals::generate::BackendKind,
-    /// Activations: `q8` rounds them to 8 bits before each product, as llama.cpp; `exact`
-    /// keeps them in f32 against the dequantized weight blocks (native engine).
+    /// Activations: `q8` rounds them to 8 bits before each product, as llama.cpp; `q8-fast`
+    /// rounds them the same way but multiplies Q4_0/Q4_1/Q8_0 weights on repacked kernels
+    /// (faster, batch-invariant, not llama.cpp's bits); `exact` keeps them in f32 against the
+    /// dequantized weight blocks (native engine for both).
     #[arg(long, default_value = "q8", value_parser = activation_mode())]
     activations: engine::Activations,
     /// Print JSON instead of a table.
@@ -351,8 +357,10 @@ struct RunCommon {
     /// Which engine runs the model.
     #[arg(long, default_value = "native", value_parser = backend_kind())]
     backend: evals::generate::BackendKind,
-    /// Activations: `q8` rounds them to 8 bits before each product, as llama.cpp; `exact`
-    /// keeps them in f32 against the dequantized weight blocks (native engine).
+    /// Activations: `q8` rounds them to 8 bits before each product, as llama.cpp; `q8-fast`
+    /// rounds them the same way but multiplies Q4_0/Q4_1/Q8_0 weights on repacked kernels
+    /// (faster, batch-invariant, not llama.cpp's bits); `exact` keeps them in f32 against the
+    /// dequantized weight blocks (native engine for both).
     #[arg(long, default_value = "q8", value_parser = activation_mode())]
     activations: engine::Activations,
     #[command(flatten)]
