@@ -94,11 +94,13 @@ pub enum Activations {
     /// in integers and scale the sum once, instead of ggml's eight partial sums scaled one by
     /// one. Faster, and a row's logits are still bitwise the same alone or in any batch, on
     /// any thread count and instruction set, but they are not llama.cpp's bits: each product
-    /// is within about 1e-7 of ggml's, yet the next 8-bit rounding turns that into a different
+    /// differs from ggml's only in how its sums round (by under 1e-5 of the largest output in
+    /// the kernel tests), yet the next 8-bit rounding turns that into a different
     /// draw of the activations' rounding noise, so the two modes drift apart by about as much
     /// as 8-bit activations differ from exact ones (and are as close to exact ones: mean KL
     /// 3.5e-3 against q8's 3.1e-3 on the default model). Other weight types run as in `Q8`.
-    /// Native engine only; the panels take as much memory again as those weights.
+    /// Native engine only; the panels take the place of those weights in memory (the mapped
+    /// file's pages of them are released once repacked).
     #[serde(rename = "q8-fast")]
     Q8Fast,
 }

@@ -248,7 +248,11 @@ impl NativeModel {
                 .filter(|w| PANEL_TYPES.contains(&w.ty))
                 .filter_map(|w| {
                     // A panel type's matrix, checked at load, always repacks.
-                    let p = PanelMatrix::new(&self.matrix(w)).ok()?;
+                    let m = self.matrix(w);
+                    let p = PanelMatrix::new(&m).ok()?;
+                    // The file's copy is not read again (but for the embedding rows of a tied
+                    // head): its pages need not stay resident beside the panels.
+                    self.file.release(m.data());
                     Some((w.name.clone(), p))
                 })
                 .collect()

@@ -97,6 +97,32 @@ impl GgufFile {
             map,
         })
     }
+
+    /// Lets the system drop the pages under `bytes` (part of this file's mapping, such as a
+    /// tensor's data that has been copied elsewhere) from memory: they are read from the file
+    /// again if touched. Advisory: nothing happens where the system declines, or for a slice
+    /// that is not within the mapping.
+    pub fn release(&self, bytes: &[u8]) {
+        let map = &self.data.map;
+        let base = map.as_ptr() as usize;
+        let start = bytes.as_ptr() as usize;
+        let Some(offset) = start.checked_sub(base) else {
+            return;
+        };
+        if offset.saturating_add(bytes.len()) > map.len() || bytes.is_empty() {
+            return;
+        }
+        #[cfg(unix)]
+        {
+            // SAFETY: the mapping is a read-only shared map of a file: dropping its pages
+            // changes no byte anyone reads (a later read faults them in from the file again),
+            // and the range is within the mapping (checked above; memmap2 widens it to whole
+            // pages, whose bytes are the file's too).
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len())
+            };
+        }
+    }
 }
 
 impl<B: AsRef<[u8]>> Gguf<B> {
