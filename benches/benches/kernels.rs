@@ -122,61 +122,59 @@ fn membw(c: &mut Criterion) {
 /// down, output head.
 const SHAPES: [(usize, usize); 4] = [(576, 576), (1536, 576), (576, 1536), (49152, 576)];
 
-fn gemm(c: &mut Criterion) {
+/// Each of `types` at the default model's shapes (those its blocks divide) and batches 1, 8,
+/// 64, 256, timing `run(matrix, prepare(matrix), ...)` on each batch.
+fn gemm_group<P>(
+    c: &mut Criterion,
+    name: &str,
+    types: &[GgmlType],
+    prepare: impl Fn(&QMatrix<'_>) -> P,
+    run: impl Fn(&QMatrix<'_>, &P, &[f32], &mut [f32], &mut Scratch),
+) {
     let isa = Isa::best();
-    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K] {
-        let mut g = c.benchmark_group(format!("gemm/{ty}/{isa}"));
+    for &ty in types {
+        let mut g = c.benchmark_group(format!("{name}/{ty}/{isa}"));
         quiet(&mut g);
         // K-quant rows must be whole super-blocks of 256 (llama.cpp falls back to other types).
         for (rows, cols) in SHAPES.into_iter().filter(|s| s.1 % ty.block_size() == 0) {
             let x = passuntil_benches::gaussian_like(rows * cols, 3);
             let bytes = quant::formats::quantize_to_vec(ty, &x).unwrap();
             let m = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+            let p = prepare(&m);
             for batch in [1, 8, 64, 256] {
                 let a = passuntil_benches::gaussian_like(batch * cols, 5);
                 let mut out = vec![0f32; batch * rows];
                 let mut scratch = Scratch::default();
                 g.throughput(Throughput::Elements((2 * rows * cols * batch) as u64));
                 let id = BenchmarkId::new(format!("{rows}x{cols}"), format!("b{batch}"));
-                g.bench_function(id, |b| {
-                    b.iter(|| matmul_with(isa, &m, &a, &mut out, &mut scratch).unwrap())
-                });
+                g.bench_function(id, |b| b.iter(|| run(&m, &p, &a, &mut out, &mut scratch)));
             }
         }
         g.finish();
     }
 }
 
+fn gemm(c: &mut Criterion) {
+    let isa = Isa::best();
+    let types = [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K];
+    gemm_group(
+        c,
+        "gemm",
+        &types,
+        |_| (),
+        |m, _, a, out, s| matmul_with(isa, m, a, out, s).unwrap(),
+    );
+}
+
 /// The same shapes with the panel kernels (`q8-fast`: weights repacked at load, block sums in
-/// integers) for the formats that have them.
+/// integers) for the default model's formats that have them.
 fn gemm_fast(c: &mut Criterion) {
     let isa = Isa::best();
-    for ty in quant::panels::PANEL_TYPES {
-        if ty == GgmlType::Q4_0 {
-            continue;
-        }
-        let mut g = c.benchmark_group(format!("gemm_fast/{ty}/{isa}"));
-        quiet(&mut g);
-        for (rows, cols) in SHAPES {
-            let x = passuntil_benches::gaussian_like(rows * cols, 3);
-            let bytes = quant::formats::quantize_to_vec(ty, &x).unwrap();
-            let m = QMatrix::new(ty, rows, cols, &bytes).unwrap();
-            let p = PanelMatrix::new(&m).unwrap();
-            for batch in [1, 8, 64, 256] {
-                let a = passuntil_benches::gaussian_like(batch * cols, 5);
-                let mut out = vec![0f32; batch * rows];
-                let mut scratch = Scratch::default();
-                g.throughput(Throughput::Elements((2 * rows * cols * batch) as u64));
-                let id = BenchmarkId::new(format!("{rows}x{cols}"), format!("b{batch}"));
-                g.bench_function(id, |b| {
-                    b.iter(|| {
-                        matmul_panels_with(isa, &[&p], &a, &mut [&mut out], &mut scratch).unwrap()
-                    })
-                });
-            }
-        }
-        g.finish();
-    }
+    let types = [GgmlType::Q4_1, GgmlType::Q8_0];
+    let prepare = |m: &QMatrix<'_>| PanelMatrix::new(m).unwrap();
+    gemm_group(c, "gemm_fast", &types, prepare, |_, p, a, out, s| {
+        matmul_panels_with(isa, &[p], a, &mut [out], s).unwrap()
+    });
 }
 
 /// The case llama.cpp's `test-backend-ops perf -o MUL_MAT` times (m = 4096 rows, k = 14336,

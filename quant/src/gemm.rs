@@ -218,54 +218,72 @@ pub fn matmul_many_with(
 /// Checks that `ws` share a type and width, that `x` is whole rows of it and that each output
 /// fits its matrix; returns the number of activation rows.
 fn check_shapes(ws: &[QMatrix<'_>], x: &[f32], outs: &[&mut [f32]]) -> Result<usize, KernelError> {
-    let Some(first) = ws.first() else {
+    let shapes: Vec<_> = ws.iter().map(|w| (w.ty, w.rows, w.cols)).collect();
+    let batch = check_product(&shapes, x, outs)?;
+    if let Some(&(ty, rows, cols)) = shapes.first() {
+        if !WEIGHT_TYPES.contains(&ty) {
+            return Err(KernelError::Shape {
+                ty,
+                rows,
+                cols,
+                detail: format!("{ty} is an activation format, not a weight format"),
+            });
+        }
+    }
+    Ok(batch)
+}
+
+/// What every product checks of matrices given as `(type, rows, cols)`: that they share a
+/// type and width, that `x` is whole rows of it and that each output fits its matrix;
+/// returns the number of activation rows.
+pub(crate) fn check_product(
+    shapes: &[(GgmlType, usize, usize)],
+    x: &[f32],
+    outs: &[&mut [f32]],
+) -> Result<usize, KernelError> {
+    let Some(&first) = shapes.first() else {
         return Ok(0);
     };
-    let shape = |w: &QMatrix<'_>, detail: String| KernelError::Shape {
-        ty: w.ty,
-        rows: w.rows,
-        cols: w.cols,
+    let shape = |(ty, rows, cols): (GgmlType, usize, usize), detail: String| KernelError::Shape {
+        ty,
+        rows,
+        cols,
         detail,
     };
-    if outs.len() != ws.len() {
+    if outs.len() != shapes.len() {
         return Err(shape(
             first,
-            format!("{} outputs for {} matrices", outs.len(), ws.len()),
+            format!("{} outputs for {} matrices", outs.len(), shapes.len()),
         ));
     }
-    if first.cols == 0 || !x.len().is_multiple_of(first.cols) {
+    let cols = first.2;
+    if cols == 0 || !x.len().is_multiple_of(cols) {
         return Err(shape(
             first,
             format!("{} activations is not a whole number of rows", x.len()),
         ));
     }
-    let batch = x.len() / first.cols;
-    for (w, out) in ws.iter().zip(outs.iter()) {
-        if (w.ty, w.cols) != (first.ty, first.cols) {
+    let batch = x.len() / cols;
+    for (&w, out) in shapes.iter().zip(outs) {
+        if (w.0, w.2) != (first.0, cols) {
             return Err(shape(
                 w,
                 format!(
-                    "one product takes matrices of one type and width, not beside {} × {}",
-                    first.ty, first.cols
+                    "one product takes matrices of one type and width, not beside {} × {cols}",
+                    first.0
                 ),
             ));
         }
-        if out.len() != batch * w.rows {
+        if out.len() != batch * w.1 {
             return Err(shape(
                 w,
                 format!(
                     "output holds {} values, {batch} rows need {}",
                     out.len(),
-                    batch * w.rows
+                    batch * w.1
                 ),
             ));
         }
-    }
-    if !WEIGHT_TYPES.contains(&first.ty) {
-        return Err(shape(
-            first,
-            format!("{} is an activation format, not a weight format", first.ty),
-        ));
     }
     Ok(batch)
 }

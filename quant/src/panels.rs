@@ -319,7 +319,8 @@ pub fn matmul_panels_with(
     let Some(first) = ws.first() else {
         return Ok(());
     };
-    let batch = check_shapes(ws, x, outs)?;
+    let shapes: Vec<_> = ws.iter().map(|w| (w.ty, w.rows, w.cols)).collect();
+    let batch = crate::gemm::check_product(&shapes, x, outs)?;
     let (kind, cols) = (first.kind, first.cols);
     let nb = cols / BLOCK;
     if batch == 0 || nb == 0 {
@@ -490,53 +491,6 @@ fn pack_acts<'s>(
         });
     packed?;
     Ok(&scratch.panel_acts)
-}
-
-/// Checks that `ws` share a type and width, that `x` is whole rows of it and that each output
-/// fits its matrix; returns the number of activation rows.
-fn check_shapes(ws: &[&PanelMatrix], x: &[f32], outs: &[&mut [f32]]) -> Result<usize, KernelError> {
-    let first = ws[0];
-    let shape = |w: &PanelMatrix, detail: String| KernelError::Shape {
-        ty: w.ty,
-        rows: w.rows,
-        cols: w.cols,
-        detail,
-    };
-    if outs.len() != ws.len() {
-        return Err(shape(
-            first,
-            format!("{} outputs for {} matrices", outs.len(), ws.len()),
-        ));
-    }
-    if first.cols == 0 || !x.len().is_multiple_of(first.cols) {
-        return Err(shape(
-            first,
-            format!("{} activations is not a whole number of rows", x.len()),
-        ));
-    }
-    let batch = x.len() / first.cols;
-    for (w, out) in ws.iter().zip(outs) {
-        if (w.ty, w.cols) != (first.ty, first.cols) {
-            return Err(shape(
-                w,
-                format!(
-                    "one product takes matrices of one type and width, not beside {} × {}",
-                    first.ty, first.cols
-                ),
-            ));
-        }
-        if out.len() != batch * w.rows {
-            return Err(shape(
-                w,
-                format!(
-                    "output holds {} values, {batch} rows need {}",
-                    out.len(),
-                    batch * w.rows
-                ),
-            ));
-        }
-    }
-    Ok(batch)
 }
 
 #[cfg(test)]

@@ -556,14 +556,8 @@ fn q8_logits() -> Vec<f32> {
     rounded.row(0).to_vec()
 }
 
-/// Exact activations keep the batch invariance: a sample's logits alone and among others, on
-/// one or two threads, are the same bits; and they differ from the 8-bit mode's.
-#[test]
-fn exact_activations_do_not_depend_on_the_batch() {
-    use engine::Activations;
-    let exact = alone_and_mixed(Activations::Exact);
-    assert_ne!(exact, q8_logits());
-    // llama.cpp has no such mode, and says so.
+/// llama.cpp has no such mode, and says so (when the feature is on).
+fn llama_cpp_refuses(mode: engine::Activations) {
     #[cfg(feature = "llama-cpp")]
     {
         let lm =
@@ -571,14 +565,25 @@ fn exact_activations_do_not_depend_on_the_batch() {
         let e = engine::Model::context(
             lm,
             &engine::ContextOptions {
-                activations: Activations::Exact,
+                activations: mode,
                 ..engine::ContextOptions::new(64, 1)
             },
         )
         .err()
         .unwrap();
-        assert!(e.to_string().contains("native"), "{e}");
+        assert!(e.to_string().contains("native"), "{mode}: {e}");
     }
+    let _ = mode;
+}
+
+/// Exact activations keep the batch invariance: a sample's logits alone and among others, on
+/// one or two threads, are the same bits; and they differ from the 8-bit mode's.
+#[test]
+fn exact_activations_do_not_depend_on_the_batch() {
+    use engine::Activations;
+    let exact = alone_and_mixed(Activations::Exact);
+    assert_ne!(exact, q8_logits());
+    llama_cpp_refuses(Activations::Exact);
 }
 
 /// The repacked kernels (`q8-fast`) keep the batch and thread invariance, and are as close to
@@ -630,20 +635,5 @@ fn fast_kernels_do_not_depend_on_the_batch_and_are_as_close_to_exact_as_q8() {
         fast_agree >= q8_agree - 0.1,
         "agreement {fast_agree} against q8's {q8_agree}"
     );
-    // llama.cpp has no such mode, and says so.
-    #[cfg(feature = "llama-cpp")]
-    {
-        let lm =
-            engine::llama_cpp::LlamaCppModel::open(passuntil_tests::default_model(), 0).unwrap();
-        let e = engine::Model::context(
-            lm,
-            &engine::ContextOptions {
-                activations: Activations::Q8Fast,
-                ..engine::ContextOptions::new(64, 1)
-            },
-        )
-        .err()
-        .unwrap();
-        assert!(e.to_string().contains("native"), "{e}");
-    }
+    llama_cpp_refuses(Activations::Q8Fast);
 }
