@@ -8,10 +8,15 @@ fn pass_until(args: &[&str]) -> (bool, String, String) {
         .args(args)
         .output()
         .expect("run pass-until");
+    let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        // A crash by signal leaves stderr empty: the status is what says what happened.
+        stderr.push_str(&format!("\n[pass-until {}]", out.status));
+    }
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        stderr,
     )
 }
 
