@@ -10,8 +10,9 @@ same model file with the same threads and shapes, alternating which goes first:
 
 - prefill: 512 prompt tokens in one batch (`llama-bench -p 512 -n 0`);
 - decode: N single-sequence steps after a 128-token prompt (`llama-bench -p 0 -n N -d 128`);
-- batched: 64 samples sharing a 128-token prompt, N new tokens each
-  (`llama-batched-bench -npp 128 -ntg N -npl 64 -pps`, its S_TG column).
+- batched: S samples (default 64) sharing a 128-token prompt, N new tokens each
+  (`llama-batched-bench -npp 128 -ntg N -npl S -pps`, its S_TG column; the native figure
+  also counts the prompt's evaluation in its time).
 
 The native engine runs each case in two modes: `native` (8-bit activations with llama.cpp's
 bits) and `native q8-fast` (the same activations on repacked weights, `--activations
@@ -23,7 +24,8 @@ llama-cpp`, which needs cmake, clang and libclang-dev), so its distance from the
 too. With `--busy` a process keeps one core busy throughout (a shared node). The table
 prints each round's value and the ratios of their medians; `--json FILE` keeps everything.
 
-    python3 benches/yardstick.py [--rounds 2] [--threads 2] [--new-tokens 32] [--backend] [--busy]
+    python3 benches/yardstick.py [--rounds 2] [--threads 2] [--new-tokens 32] [--samples 64]
+                                 [--backend] [--busy]
 """
 
 import argparse
@@ -44,7 +46,6 @@ REPO = Path(__file__).resolve().parent.parent
 PROMPT = 128
 # The native engine's modes the bench runs: llama.cpp's bits, and the repacked kernels.
 ENGINES = ["native", "native-q8-fast"]
-SAMPLES = 64
 
 
 def log(msg):
@@ -132,10 +133,10 @@ def llama_bench(bindir, model, threads, extra):
     return rows[0]["avg_ts"], build
 
 
-def batched_bench(bindir, model, threads, new):
-    ctx = SAMPLES * (PROMPT + new) + 256
+def batched_bench(bindir, model, threads, new, samples):
+    ctx = samples * (PROMPT + new) + 256
     out = run([bindir / "llama-batched-bench", "-m", model, "-t", str(threads), "-c", str(ctx),
-               "-b", "2048", "-ub", "512", "-npp", str(PROMPT), "-ntg", str(new), "-npl", str(SAMPLES),
+               "-b", "2048", "-ub", "512", "-npp", str(PROMPT), "-ntg", str(new), "-npl", str(samples),
                "-pps", "--output-format", "jsonl"], capture_output=True, text=True)
     for line in (out.stdout + out.stderr).splitlines():
         line = line.strip()
@@ -147,7 +148,7 @@ def batched_bench(bindir, model, threads, new):
 def tools_round(bindir, model, args):
     pp, build = llama_bench(bindir, model, args.threads, ["-p", "512", "-n", "0"])
     tg, _ = llama_bench(bindir, model, args.threads, ["-p", "0", "-n", str(args.new_tokens), "-d", str(PROMPT)])
-    tgb = batched_bench(bindir, model, args.threads, args.new_tokens)
+    tgb = batched_bench(bindir, model, args.threads, args.new_tokens, args.samples)
     return {"prefill": pp, "decode": tg, "batched": tgb}, build
 
 
@@ -160,6 +161,7 @@ def target_dir():
 def engine_round(args, crit, model):
     env = dict(os.environ, PASSUNTIL_BENCH_THREADS=str(args.threads),
                PASSUNTIL_BENCH_NEW_TOKENS=str(args.new_tokens),
+               PASSUNTIL_BENCH_SAMPLES=str(args.samples),
                PASSUNTIL_BENCH_MODEL=str(model))
     cmd = ["cargo", "bench", "-q", "-p", "passuntil-benches", "--bench", "engine"]
     if args.backend:
@@ -185,6 +187,7 @@ def main():
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--new-tokens", type=int, default=32, help="decode steps and new tokens per sample")
+    p.add_argument("--samples", type=int, default=64, help="samples of the batched case")
     p.add_argument("--model", help="a GGUF file (default: the default model, fetched on first use)")
     p.add_argument("--backend", action="store_true", help="also bench the in-process llama.cpp backend")
     p.add_argument("--busy", action="store_true", help="keep one core busy with another process")
@@ -223,7 +226,7 @@ def main():
 
     cases = [("prefill", "prefill 512"),
              ("decode", f"decode, {args.new_tokens} steps after {PROMPT}"),
-             ("batched", f"batched, {SAMPLES} × {args.new_tokens} sharing {PROMPT}")]
+             ("batched", f"batched, {args.samples} × {args.new_tokens} sharing {PROMPT}")]
     print(f"\nllama.cpp tools {build}, CMake Release, GGML_NATIVE=ON, OpenMP; model {model.name}; "
           f"{args.threads} threads; {args.rounds} interleaved rounds"
           + ("; one core kept busy by another process" if args.busy else "") + "; tokens/s\n")
@@ -245,7 +248,7 @@ def main():
     if args.json:
         Path(args.json).write_text(json.dumps({
             "tools_build": build, "model": str(model), "threads": args.threads,
-            "new_tokens": args.new_tokens, "busy": args.busy, "rounds": rounds,
+            "new_tokens": args.new_tokens, "samples": args.samples, "busy": args.busy, "rounds": rounds,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1))
 
 

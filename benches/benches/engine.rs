@@ -6,9 +6,11 @@
 //! - `decode/<backend>`: greedy single-sequence steps after a 128-token prompt, the prompt
 //!   not timed (tokens/s); as many steps as the samples below have new tokens.
 //! - `batched/<backend>`: 64 samples sharing one 128-token prompt, 128 new tokens each at
-//!   temperature 1 without stopping at end-of-generation (generated tokens/s). One iteration
-//!   generates 8192 tokens; `PASSUNTIL_BENCH_NEW_TOKENS=N` sets the new tokens of both
-//!   cases (`benches/yardstick.py` uses 32, beside llama.cpp's tools on the same shapes).
+//!   temperature 1 without stopping at end-of-generation (generated tokens/s; the prompt's
+//!   evaluation is timed too). One iteration generates 8192 tokens;
+//!   `PASSUNTIL_BENCH_NEW_TOKENS=N` sets the new tokens of both cases and
+//!   `PASSUNTIL_BENCH_SAMPLES=S` the samples (`benches/yardstick.py` uses 32 new tokens and
+//!   64 samples by default, beside llama.cpp's tools on the same shapes).
 //!
 //! Each case runs twice on the native engine: `native` (8-bit activations, llama.cpp's bits)
 //! and `native-q8-fast` (the same activations on repacked weights, `Activations::Q8Fast`).
@@ -39,6 +41,14 @@ fn new_tokens() -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(128)
+}
+
+fn samples() -> usize {
+    std::env::var("PASSUNTIL_BENCH_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(64)
 }
 
 fn model_path() -> std::path::PathBuf {
@@ -89,7 +99,7 @@ fn batched(b: &mut dyn Context, tokens: &[Token]) -> usize {
         stop_at_eog: false,
         ..GenerateOptions::default()
     };
-    generate(b, tokens, 0, 64, &opts)
+    generate(b, tokens, 0, samples() as u64, &opts)
         .unwrap()
         .iter()
         .map(|s| s.tokens.len())
@@ -131,8 +141,9 @@ fn cases(c: &mut Criterion, name: &str, open: &mut Open<'_>) {
         g.sample_size(10)
             .warm_up_time(Duration::from_millis(1))
             .measurement_time(Duration::from_secs(1));
-        g.throughput(Throughput::Elements(64 * new_tokens() as u64));
-        let mut b = open((128 + 64 * (new_tokens() + 1) + 64) as u32, 65);
+        let n = samples();
+        g.throughput(Throughput::Elements((n * new_tokens()) as u64));
+        let mut b = open((128 + n * (new_tokens() + 1) + 64) as u32, n as u32 + 1);
         let p = prompt(128);
         g.bench_function(BenchmarkId::from_parameter(name), |bench| {
             bench.iter(|| batched(b.as_mut(), &p))

@@ -228,23 +228,47 @@ fn vector_sum(v: &[f32]) -> f32 {
     lanes[0]
 }
 
+/// The largest value, NaNs ignored (−∞ for none): a maximum, the same in any order, taken
+/// in 16 lanes.
+fn max_of(x: &[f32]) -> f32 {
+    let (chunks, tail) = x.as_chunks::<16>();
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = m.max(v);
+        }
+    }
+    lanes
+        .into_iter()
+        .chain(tail.iter().copied())
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
 /// Softmax of one row of attention scores in place, as llama.cpp's `soft_max` computes it for
 /// a KV cache padded to whole vectors with masked cells: `e^(s − max)` per value, the sum
 /// taken per vector (the masked tail of the last one adding zeros) and accumulated in f64,
 /// then every value times `(f32)(1/sum)`. A row without a finite maximum (every score
 /// masked, or NaN) becomes NaN, for the caller's checks of the logits to report.
 pub fn softmax(scores: &mut [f32]) {
-    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let max = max_of(scores);
     if !max.is_finite() {
         scores.fill(f32::NAN);
         return;
     }
     let mut sum = 0f64;
-    for chunk in scores.chunks_mut(WIDTH) {
+    // Whole vectors as arrays, so that each stays in a register through its sum.
+    let (full, tail) = scores.as_chunks_mut::<WIDTH>();
+    for chunk in full {
         for x in chunk.iter_mut() {
             *x = exp(*x - max);
         }
         sum += vector_sum(chunk) as f64;
+    }
+    if !tail.is_empty() {
+        for x in tail.iter_mut() {
+            *x = exp(*x - max);
+        }
+        sum += vector_sum(tail) as f64;
     }
     let inv = (1.0 / sum) as f32;
     for x in scores.iter_mut() {

@@ -605,13 +605,20 @@ fn matrix_products_of_any_blocks_match_the_reference() {
 fn gathered_products_match_the_reference() {
     use quant::dot::{gathered_axpy_with, gathered_dots_with, Gather};
     let mut rng = StdRng::seed_from_u64(61);
-    for len in [1, 15, 16, 64, 70] {
-        for group in [1, 3] {
+    // Lengths of whole and partial 16-value chunks and tiles of four, groups of one, three
+    // and four output vectors, row lists shorter than the 16 lanes and many times longer.
+    let shapes = [1, 15, 16, 64, 70, 80, 256].into_iter().flat_map(|len| {
+        [1, 3, 4]
+            .into_iter()
+            .flat_map(move |group| [5, 23, 300].map(move |picked| (len, group, picked)))
+    });
+    for (len, group, picked) in shapes {
+        {
             let (stride, n_rows) = (len * 2 + 3, 40);
             let data: Vec<f32> = (0..stride * n_rows)
                 .map(|_| rng.random_range(-2.0f32..2.0))
                 .collect();
-            let rows: Vec<u32> = (0..23)
+            let rows: Vec<u32> = (0..picked)
                 .map(|_| rng.random_range(0..n_rows as u32))
                 .collect();
             let offset = len + 1;
@@ -663,7 +670,7 @@ fn gathered_products_match_the_reference() {
                     got.iter()
                         .zip(&dots)
                         .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "dots on {isa}, len {len}, group {group}"
+                    "dots on {isa}, len {len}, group {group}, {picked} rows"
                 );
                 let mut got = vec![0.5; acc.len()];
                 gathered_axpy_with(isa, &w, &m, &mut got).unwrap();
@@ -671,7 +678,7 @@ fn gathered_products_match_the_reference() {
                     got.iter()
                         .zip(&acc)
                         .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "axpy on {isa}, len {len}, group {group}"
+                    "axpy on {isa}, len {len}, group {group}, {picked} rows"
                 );
             }
         }

@@ -8,7 +8,7 @@ use crate::numerics;
 /// What [`attend`] needs to know about one layer's attention.
 pub(super) struct AttnShape {
     pub(super) layer: usize,
-    /// Query heads per key/value head.
+    /// Query heads per call: all those that share a key/value head, or fewer.
     pub(super) group: usize,
     pub(super) head_dim: usize,
     /// What the scores are multiplied by: `1/√head_dim` (Llama), or 1 where the queries were

@@ -221,20 +221,29 @@ impl<'h> NativeContext<'h> {
             // Attention over the row's first sequence (its other sequences share the same
             // history), positions 0..=pos that hold entries, in position order; rows and
             // key/value heads in parallel, each computed the same way whatever the batch.
+            // One task per row and key/value head (its group of query heads, so that each
+            // cached row is read once per group), or per row and query head where that would
+            // leave threads idle (a single row's decoding step): each head's arithmetic is
+            // its own either way, so the split changes no bit.
+            let n_kv = c.n_head / group;
+            let split = n * n_kv < 2 * rayon::current_num_threads();
+            let (heads, tasks_per_row) = match split {
+                true => (1, c.n_head),
+                false => (group, n_kv),
+            };
             let shape = AttnShape {
                 layer: l,
-                group,
+                group: heads,
                 head_dim: hd,
                 scale: score_scale,
             };
             let cache = &self.kv;
             let q: &[f32] = q;
-            // One task per row and key/value head (its group of query heads), so that even a
-            // single row's attention is spread over the threads.
-            let n_kv = c.n_head / group;
-            let gd = group * hd;
+            let gd = heads * hd;
             let work = |(t, out): (usize, &mut [f32])| {
-                let (i, hk) = (t / n_kv, t % n_kv);
+                let (i, j) = (t / tasks_per_row, t % tasks_per_row);
+                // The key/value head this task's query heads read.
+                let hk = j * heads / group;
                 let row = batch.row(i);
                 ATTN_SCRATCH.with_borrow_mut(|(scores, slots)| {
                     slots.clear();
@@ -245,7 +254,7 @@ impl<'h> NativeContext<'h> {
                         false => 0,
                     };
                     slots.extend(cache.cells_between(row.seqs[0], from, row.pos).flatten());
-                    let q = &q[i * qd + hk * gd..i * qd + (hk + 1) * gd];
+                    let q = &q[i * qd + j * gd..i * qd + (j + 1) * gd];
                     attend(cache, &shape, hk, q, slots, scores, out)
                 })
             };

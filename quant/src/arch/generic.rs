@@ -41,6 +41,9 @@ pub(crate) trait Simd: Copy {
     type F8: Copy;
     /// 16 f32 lanes.
     type F: Copy;
+    /// How many [`Self::F`] the vector registers hold: how wide a tile of accumulators can
+    /// stay in registers.
+    const F_REGS: usize;
 
     /// Loads 32 bytes.
     fn load(self, b: &[u8; 32]) -> Self::V;
@@ -401,52 +404,111 @@ pub(crate) fn gather_dots<S: Simd>(s: S, xs: &[f32], m: Gathered<'_>, out: &mut 
 /// fused multiply-adds in row order (zero weights add nothing), and the lanes are summed by the
 /// fixed 16-lane tree: the order in which llama.cpp's prompt batches (tinyBLAS, 16 cells at a
 /// time) multiply attention's probabilities with the values.
+///
+/// The work goes lane by lane: lane `l`'s rows (`l`, `l + 16`, ...) are each read once for
+/// [`AXPY_CHUNKS`] 16-value chunks of up to three output vectors at a time (one where the
+/// registers hold fewer), and the 16 lanes' sums wait in a small buffer for the tree. Each
+/// picked row is thus loaded once per tile instead of once per output vector and chunk.
 #[inline(always)]
 pub(crate) fn gather_axpy<S: Simd>(s: S, w: &[f32], m: Gathered<'_>, out: &mut [f32]) {
-    let n = m.rows.len();
-    // Each picked row located once, not once per output vector and chunk.
-    let picked: Vec<&[f32]> = m.rows.iter().map(|&r| m.row(r)).collect();
-    for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
-        let wg = &w[g * n..(g + 1) * n];
-        let (oc, ot) = o.as_chunks_mut::<16>();
-        let (wfull, wrest) = wg.as_chunks::<16>();
-        let (rfull, rrest) = picked.as_chunks::<16>();
-        for (c, o) in oc.iter_mut().enumerate() {
-            #[inline(always)]
-            fn at(r: &[f32], c: usize) -> Option<&[f32; 16]> {
-                r.get(16 * c..)?.first_chunk()
-            }
-            let mut acc = [s.fzero(); 16];
-            // Whole groups of 16 rows, unrolled so that the lanes stay in registers. A zero
-            // weight adds `0·x = ±0` to a lane that is never −0: nothing, as skipping it.
-            for (ws, rs) in wfull.iter().zip(rfull) {
-                for l in 0..16 {
-                    if let Some(x) = at(rs[l], c) {
-                        acc[l] = s.fma(acc[l], s.fsplat(ws[l]), s.fload(x));
-                    }
-                }
-            }
-            for (l, (&wi, r)) in wrest.iter().zip(rrest).enumerate() {
-                if let Some(x) = at(r, c) {
-                    acc[l] = s.fma(acc[l], s.fsplat(wi), s.fload(x));
-                }
-            }
-            for step in [8, 4, 2, 1] {
-                for l in 0..step {
-                    acc[l] = s.fadd(acc[l], acc[l + step]);
-                }
-            }
-            s.fstore(s.fadd(s.fload(o), acc[0]), o);
+    if m.len == 0 {
+        return;
+    }
+    let groups = out.len() / m.len;
+    let mut g = 0;
+    while g < groups {
+        if S::F_REGS >= 24 && groups - g >= 3 {
+            axpy_groups::<S, 3>(s, w, m, out, g);
+            g += 3;
+        } else {
+            axpy_groups::<S, 1>(s, w, m, out, g);
+            g += 1;
         }
-        let done = 16 * oc.len();
-        for (j, o) in ot.iter_mut().enumerate() {
+    }
+}
+
+/// Chunks of 16 values per tile of [`gather_axpy`].
+const AXPY_CHUNKS: usize = 4;
+
+/// Output vectors `g0..g0 + GB` of [`gather_axpy`].
+#[inline(always)]
+fn axpy_groups<S: Simd, const GB: usize>(
+    s: S,
+    w: &[f32],
+    m: Gathered<'_>,
+    out: &mut [f32],
+    g0: usize,
+) {
+    let (n, len) = (m.rows.len(), m.len);
+    let ws: [&[f32]; GB] = std::array::from_fn(|j| &w[(g0 + j) * n..(g0 + j + 1) * n]);
+    let chunks = len / 16;
+    let mut c = 0;
+    while c < chunks {
+        if chunks - c >= AXPY_CHUNKS {
+            axpy_tile::<S, GB, AXPY_CHUNKS>(s, &ws, m, out, g0, c);
+            c += AXPY_CHUNKS;
+        } else {
+            axpy_tile::<S, GB, 1>(s, &ws, m, out, g0, c);
+            c += 1;
+        }
+    }
+    // Values past the last whole chunk, one at a time in the same lanes.
+    let done = 16 * chunks;
+    for (j, wg) in ws.iter().enumerate() {
+        for e in done..len {
             let mut lanes = [0f32; 16];
-            for (i, (&wi, r)) in wg.iter().zip(&picked).enumerate() {
+            for (i, (&wi, &r)) in wg.iter().zip(m.rows).enumerate() {
                 if wi != 0.0 {
-                    lanes[i % 16] = wi.mul_add(r[done + j], lanes[i % 16]);
+                    lanes[i % 16] = wi.mul_add(m.row(r)[e], lanes[i % 16]);
                 }
             }
-            *o += super::scalar::reduce16(lanes);
+            out[(g0 + j) * len + e] += super::scalar::reduce16(lanes);
+        }
+    }
+}
+
+/// Chunks `c0..c0 + CB` of output vectors `g0..g0 + GB` of [`gather_axpy`]: `GB × CB`
+/// accumulators per lane, each picked row's `CB` chunks loaded once for all of them.
+#[inline(always)]
+fn axpy_tile<S: Simd, const GB: usize, const CB: usize>(
+    s: S,
+    ws: &[&[f32]; GB],
+    m: Gathered<'_>,
+    out: &mut [f32],
+    g0: usize,
+    c0: usize,
+) {
+    let n = m.rows.len();
+    // Lanes past the last row keep zero sums, as the lanes of a short row list do.
+    let mut lanes = [[[s.fzero(); CB]; GB]; 16];
+    for (l, lane) in lanes.iter_mut().enumerate().take(n) {
+        let mut acc = [[s.fzero(); CB]; GB];
+        let mut i = l;
+        while i < n {
+            let row = m.row(m.rows[i]).as_chunks::<16>().0;
+            let x: [S::F; CB] = std::array::from_fn(|c| s.fload(&row[c0 + c]));
+            for (acc, wg) in acc.iter_mut().zip(ws) {
+                // A zero weight adds `0·x = ±0` to a lane that is never −0: nothing, as
+                // skipping it.
+                let wv = s.fsplat(wg[i]);
+                for (a, &xv) in acc.iter_mut().zip(&x) {
+                    *a = s.fma(*a, wv, xv);
+                }
+            }
+            i += 16;
+        }
+        *lane = acc;
+    }
+    for (j, c) in (0..GB).flat_map(|j| (0..CB).map(move |c| (j, c))) {
+        let mut v: [S::F; 16] = std::array::from_fn(|l| lanes[l][j][c]);
+        for step in [8, 4, 2, 1] {
+            for l in 0..step {
+                v[l] = s.fadd(v[l], v[l + step]);
+            }
+        }
+        let at = (g0 + j) * m.len + 16 * (c0 + c);
+        if let Some(o) = out[at..].first_chunk_mut::<16>() {
+            s.fstore(s.fadd(s.fload(o), v[0]), o);
         }
     }
 }

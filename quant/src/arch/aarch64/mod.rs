@@ -98,6 +98,7 @@ macro_rules! neon_simd {
             type Acc = (int32x4_t, int32x4_t);
             type F8 = (float32x4_t, float32x4_t);
             type F = [float32x4_t; 4];
+            const F_REGS: usize = 8;
 
             #[inline(always)]
             fn load(self, b: &[u8; 32]) -> Self::V {

@@ -1,5 +1,6 @@
-//! AVX-512 dot products of vectors with 16 picked rows at a time (attention's queries times
-//! cached keys), for rows whose length is a multiple of 16.
+//! AVX-512 dot products of vectors with 16 picked rows at a time, or of three vectors with
+//! eight rows (attention's queries times cached keys), for rows whose length is a multiple
+//! of 16.
 //!
 //! Each dot product is the generic one ([`crate::arch::generic::gather_dots`]): 16 lanes of
 //! fused multiply-adds over the row's 16-value chunks, then the fixed tree (lane `l` plus
@@ -14,30 +15,124 @@ use super::Avx512;
 use crate::arch::generic::Gathered;
 
 /// `out[g·n + i] = xs_g · row_i`, as [`crate::arch::generic::gather_dots`] computes it; the
-/// caller checked the shapes (and `m.len` is a multiple of 16).
+/// caller checked the shapes (and `m.len` is a multiple of 16). Several vectors (the query
+/// heads of a key/value head) go three at a time over eight rows, so that each row's chunk is
+/// loaded once for the three; a single vector goes over sixteen rows at a time.
 pub(crate) fn gather_dots(t: Avx512, xs: &[f32], m: Gathered<'_>, out: &mut [f32]) {
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
     fn run(t: Avx512, xs: &[f32], m: Gathered<'_>, out: &mut [f32]) {
         let n = m.rows.len();
-        let (groups, rest) = m.rows.as_chunks::<16>();
-        for (k, rows) in groups.iter().enumerate() {
-            let rows: [&[f32]; 16] = std::array::from_fn(|l| m.row(rows[l]));
-            for (g, x) in xs.chunks_exact(m.len).enumerate() {
-                let o = out[g * n + 16 * k..].first_chunk_mut::<16>();
-                if let Some(o) = o {
-                    dots16(x, &rows, o);
+        let nq = xs.len() / m.len;
+        let query = |g: usize| &xs[g * m.len..(g + 1) * m.len];
+        let done = if nq >= 2 {
+            let (groups, _) = m.rows.as_chunks::<8>();
+            for (k, rows) in groups.iter().enumerate() {
+                let rows: [&[f32]; 8] = std::array::from_fn(|l| m.row(rows[l]));
+                let mut g = 0;
+                while g < nq {
+                    let at = g * n + 8 * k;
+                    match nq - g {
+                        1 => dots8::<1>(&[query(g)], &rows, out, at, n),
+                        2 => dots8::<2>(&[query(g), query(g + 1)], &rows, out, at, n),
+                        _ => {
+                            let q = [query(g), query(g + 1), query(g + 2)];
+                            dots8::<3>(&q, &rows, out, at, n)
+                        }
+                    }
+                    g += 3;
                 }
             }
-        }
+            8 * groups.len()
+        } else {
+            let (groups, _) = m.rows.as_chunks::<16>();
+            for (k, rows) in groups.iter().enumerate() {
+                let rows: [&[f32]; 16] = std::array::from_fn(|l| m.row(rows[l]));
+                for (g, x) in xs.chunks_exact(m.len).enumerate() {
+                    let o = out[g * n + 16 * k..].first_chunk_mut::<16>();
+                    if let Some(o) = o {
+                        dots16(x, &rows, o);
+                    }
+                }
+            }
+            16 * groups.len()
+        };
         // The last rows one at a time, as the generic kernel does them.
-        let done = 16 * groups.len();
-        let rest = Gathered { rows: rest, ..m };
+        let rest = Gathered {
+            rows: &m.rows[done..],
+            ..m
+        };
         for (g, x) in xs.chunks_exact(m.len).enumerate() {
             crate::arch::generic::gather_dots(t, x, rest, &mut out[g * n + done..(g + 1) * n]);
         }
     }
     // SAFETY: the token proves the CPU has the features `run` is compiled for.
     unsafe { run(t, xs, m, out) }
+}
+
+/// `out[at + g·n + l] = xs[g] · rows[l]` for `G` vectors and eight rows of `x.len()` values
+/// (a multiple of 16): each dot product in 16 lanes of fused multiply-adds, then the same
+/// tree as [`dots16`], its first three levels on pairs of rows and its last within one vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+fn dots8<const G: usize>(
+    xs: &[&[f32]; G],
+    rows: &[&[f32]; 8],
+    out: &mut [f32],
+    at: usize,
+    n: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 8]; G];
+    let len = xs[0].len();
+    for c in 0..len / 16 {
+        let x: [__m512; G] = std::array::from_fn(|g| {
+            let xc = &xs[g].as_chunks::<16>().0[c];
+            // SAFETY: `xc` is 16 readable floats.
+            unsafe { _mm512_loadu_ps(xc.as_ptr()) }
+        });
+        for l in 0..8 {
+            if let Some(r) = rows[l][16 * c..].first_chunk::<16>() {
+                // SAFETY: `r` is 16 readable floats.
+                let rv = unsafe { _mm512_loadu_ps(r.as_ptr()) };
+                for g in 0..G {
+                    acc[g][l] = _mm512_fmadd_ps(x[g], rv, acc[g][l]);
+                }
+            }
+        }
+    }
+    for (g, acc) in acc.iter().enumerate() {
+        // Level 1 (+ 8): row 2m in 128-bit blocks 0-1, row 2m + 1 in blocks 2-3.
+        let s: [__m512; 4] = std::array::from_fn(|i| {
+            let (a, b) = (acc[2 * i], acc[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x44>(a, b),
+                _mm512_shuffle_f32x4::<0xEE>(a, b),
+            )
+        });
+        // Level 2 (+ 4): block j of vector p holds row 4p + j.
+        let r: [__m512; 2] = std::array::from_fn(|i| {
+            let (a, b) = (s[2 * i], s[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x88>(a, b),
+                _mm512_shuffle_f32x4::<0xDD>(a, b),
+            )
+        });
+        // Level 3 (+ 2): block j holds row j in lanes 0-1, row 4 + j in lanes 2-3.
+        let y = _mm512_add_ps(
+            _mm512_shuffle_ps::<0x44>(r[0], r[1]),
+            _mm512_shuffle_ps::<0xEE>(r[0], r[1]),
+        );
+        // Level 4 (+ 1): lane 4j holds row j, lane 4j + 1 row 4 + j.
+        let z = _mm512_add_ps(
+            _mm512_shuffle_ps::<0x88>(y, y),
+            _mm512_shuffle_ps::<0xDD>(y, y),
+        );
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+        let v = _mm512_castps512_ps256(_mm512_permutexvar_ps(order, z));
+        if let Some(o) = out[at + g * n..].first_chunk_mut::<8>() {
+            // SAFETY: `o` is 8 writable floats.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) }
+        }
+    }
 }
 
 /// `o[l] = x · rows[l]` for 16 rows of `x.len()` values (a multiple of 16).

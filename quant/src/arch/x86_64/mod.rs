@@ -75,6 +75,7 @@ impl Simd for Avx2 {
     type Acc = __m256i;
     type F8 = __m256;
     type F = (__m256, __m256);
+    const F_REGS: usize = 8;
 
     #[inline(always)]
     fn load(self, b: &[u8; 32]) -> __m256i {
@@ -317,6 +318,7 @@ impl Simd for Avx512 {
     type Acc = __m256i;
     type F8 = __m256;
     type F = __m512;
+    const F_REGS: usize = 32;
 
     #[inline(always)]
     fn load(self, b: &[u8; 32]) -> __m256i {
