@@ -101,31 +101,13 @@ fn dots8<const G: usize>(
     }
     for (g, acc) in acc.iter().enumerate() {
         // Level 1 (+ 8): row 2m in 128-bit blocks 0-1, row 2m + 1 in blocks 2-3.
-        let s: [__m512; 4] = std::array::from_fn(|i| {
-            let (a, b) = (acc[2 * i], acc[2 * i + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0x44>(a, b),
-                _mm512_shuffle_f32x4::<0xEE>(a, b),
-            )
-        });
+        let s: [__m512; 4] = std::array::from_fn(|i| level8(acc[2 * i], acc[2 * i + 1]));
         // Level 2 (+ 4): block j of vector p holds row 4p + j.
-        let r: [__m512; 2] = std::array::from_fn(|i| {
-            let (a, b) = (s[2 * i], s[2 * i + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0x88>(a, b),
-                _mm512_shuffle_f32x4::<0xDD>(a, b),
-            )
-        });
+        let r: [__m512; 2] = std::array::from_fn(|i| level4(s[2 * i], s[2 * i + 1]));
         // Level 3 (+ 2): block j holds row j in lanes 0-1, row 4 + j in lanes 2-3.
-        let y = _mm512_add_ps(
-            _mm512_shuffle_ps::<0x44>(r[0], r[1]),
-            _mm512_shuffle_ps::<0xEE>(r[0], r[1]),
-        );
+        let y = level2(r[0], r[1]);
         // Level 4 (+ 1): lane 4j holds row j, lane 4j + 1 row 4 + j.
-        let z = _mm512_add_ps(
-            _mm512_shuffle_ps::<0x88>(y, y),
-            _mm512_shuffle_ps::<0xDD>(y, y),
-        );
+        let z = level1(y, y);
         let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
         let v = _mm512_castps512_ps256(_mm512_permutexvar_ps(order, z));
         if let Some(o) = out[at + g * n..].first_chunk_mut::<8>() {
@@ -153,35 +135,57 @@ fn dots16(x: &[f32], rows: &[&[f32]; 16], o: &mut [f32; 16]) {
     }
     // Level 1 (lane l + lane l + 8), two rows per vector: row 2m in 128-bit blocks 0-1, row
     // 2m + 1 in blocks 2-3.
-    let s: [__m512; 8] = std::array::from_fn(|i| {
-        let (a, b) = (acc[2 * i], acc[2 * i + 1]);
-        _mm512_add_ps(
-            _mm512_shuffle_f32x4::<0x44>(a, b),
-            _mm512_shuffle_f32x4::<0xEE>(a, b),
-        )
-    });
+    let s: [__m512; 8] = std::array::from_fn(|i| level8(acc[2 * i], acc[2 * i + 1]));
     // Level 2 (+ 4): block j of vector p holds row 4p + j.
-    let r: [__m512; 4] = std::array::from_fn(|i| {
-        let (a, b) = (s[2 * i], s[2 * i + 1]);
-        _mm512_add_ps(
-            _mm512_shuffle_f32x4::<0x88>(a, b),
-            _mm512_shuffle_f32x4::<0xDD>(a, b),
-        )
-    });
+    let r: [__m512; 4] = std::array::from_fn(|i| level4(s[2 * i], s[2 * i + 1]));
     // Level 3 (+ 2): block j of vector q holds row 8q + j in lanes 0-1, row 8q + 4 + j in 2-3.
-    let y: [__m512; 2] = std::array::from_fn(|i| {
-        let (a, b) = (r[2 * i], r[2 * i + 1]);
-        _mm512_add_ps(
-            _mm512_shuffle_ps::<0x44>(a, b),
-            _mm512_shuffle_ps::<0xEE>(a, b),
-        )
-    });
+    let y: [__m512; 2] = std::array::from_fn(|i| level2(r[2 * i], r[2 * i + 1]));
     // Level 4 (+ 1): lane 4j + i holds row j + 4i.
-    let z = _mm512_add_ps(
-        _mm512_shuffle_ps::<0x88>(y[0], y[1]),
-        _mm512_shuffle_ps::<0xDD>(y[0], y[1]),
-    );
+    let z = level1(y[0], y[1]);
     let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     // SAFETY: `o` is 16 writable floats.
     unsafe { _mm512_storeu_ps(o.as_mut_ptr(), _mm512_permutexvar_ps(order, z)) }
+}
+
+/// The tree's `+ 8` level for two rows: `a`'s lanes `l + (l + 8)` in 128-bit blocks 0-1,
+/// `b`'s in blocks 2-3.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn level8(a: __m512, b: __m512) -> __m512 {
+    _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0x44>(a, b),
+        _mm512_shuffle_f32x4::<0xEE>(a, b),
+    )
+}
+
+/// The `+ 4` level: block `j` of the result is blocks `2k` plus `2k + 1` (`k = j mod 2`) of
+/// `a` for `j < 2`, of `b` for `j ≥ 2`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn level4(a: __m512, b: __m512) -> __m512 {
+    _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0x88>(a, b),
+        _mm512_shuffle_f32x4::<0xDD>(a, b),
+    )
+}
+
+/// The `+ 2` level within each 128-bit block: lanes 0-1 from `a`'s block, 2-3 from `b`'s.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn level2(a: __m512, b: __m512) -> __m512 {
+    _mm512_add_ps(
+        _mm512_shuffle_ps::<0x44>(a, b),
+        _mm512_shuffle_ps::<0xEE>(a, b),
+    )
+}
+
+/// The `+ 1` level within each 128-bit block: lane 0 from `a`'s lanes 0-1, lane 1 from its
+/// 2-3, lanes 2-3 likewise from `b`'s.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn level1(a: __m512, b: __m512) -> __m512 {
+    _mm512_add_ps(
+        _mm512_shuffle_ps::<0x88>(a, b),
+        _mm512_shuffle_ps::<0xDD>(a, b),
+    )
 }
