@@ -8,6 +8,8 @@
 //!   logits?) rows over a KV cache shared by many sequences.
 //! - [`chat`]: chat templates from `tokenizer.chat_template`, rendered with minijinja.
 //! - [`sampling`]: sampling whose randomness depends only on (seed, problem, sample, step).
+//! - [`weights`]: the f64 `exp`, maximum and sums of a vocabulary row behind log-probabilities
+//!   and draws, vectorized in one fixed order.
 //! - [`generate`]: greedy continuations, teacher-forced scoring of continuations
 //!   (loglikelihood), and many samples of one prompt computed once and forked, in waves past a
 //!   backend's sequence limit, with per-token log-probabilities and top alternatives.
@@ -66,6 +68,7 @@ pub mod parity;
 pub mod quantize;
 pub mod sampling;
 pub mod tokenizer;
+pub mod weights;
 
 pub use backend::{
     open, Activations, BackendError, BackendKind, Batch, Context, ContextOptions, Logits, Model,

@@ -9,11 +9,14 @@
 //! min-p, then temperature, then the draw. Temperature 0 is greedy (after bias and
 //! penalties). Log-probabilities come from a max-subtracted log-softmax over the full
 //! vocabulary, so unlikely tokens keep finite values: [`Sampled::logprob`] is the raw model's,
-//! [`Sampled::sampling_logprob`] that of the distribution the token was drawn from.
+//! [`Sampled::sampling_logprob`] that of the distribution the token was drawn from. Both are
+//! computed in f64 with [`crate::weights`]' exponential and summation order, the same bits on
+//! every machine.
 
 use std::borrow::Cow;
 
 use crate::backend::Token;
+use crate::weights::exp;
 
 /// Why a token could not be drawn.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -275,24 +278,15 @@ fn lse_with_max(logits: &[f32], max: f32) -> f64 {
     if max == f32::NEG_INFINITY {
         return f64::NEG_INFINITY;
     }
-    let m = max as f64;
-    let s: f64 = logits.iter().map(|&v| (v as f64 - m).exp()).sum();
-    m + s.ln()
+    crate::weights::log_sum_exp(logits, max)
 }
 
 /// The largest logit; errors on NaN and on an empty row.
 fn checked_max(logits: &[f32]) -> Result<f32, SamplingError> {
-    let mut max = f32::NEG_INFINITY;
-    for (i, &v) in logits.iter().enumerate() {
-        if v.is_nan() {
-            return Err(SamplingError::NanLogit { token: i });
-        }
-        max = max.max(v);
-    }
     if logits.is_empty() {
         return Err(SamplingError::Empty);
     }
-    Ok(max)
+    crate::weights::max_or_nan(logits).map_err(|token| SamplingError::NanLogit { token })
 }
 
 thread_local! {
@@ -410,15 +404,18 @@ fn truncated(logits: &[f32], params: &SamplingParams, best: f64) -> Vec<(usize, 
                 all.select_nth_unstable_by(params.top_k - 1, by_logit);
                 all.truncate(params.top_k);
             }
-            let mass = all.iter().map(|c| (c.1 as f64 - best).exp()).sum();
+            let mass = all.iter().map(|c| exp(c.1 as f64 - best)).sum();
             all.retain(|&(_, l)| l as f64 >= floor);
             (all, mass)
         } else {
             let mass = if params.top_p < 1.0 && early_min_p {
-                logits.iter().map(|&l| (l as f64 - best).exp()).sum()
+                logits.iter().map(|&l| exp(l as f64 - best)).sum()
             } else {
                 f64::NAN
             };
+            if params.top_p < 1.0 && early_min_p {
+                return top_p_prefix(logits, params.top_p as f64, best, floor, mass);
+            }
             let cand = logits
                 .iter()
                 .copied()
@@ -430,7 +427,7 @@ fn truncated(logits: &[f32], params: &SamplingParams, best: f64) -> Vec<(usize, 
     cand.sort_unstable_by(by_logit);
     let probs = |cand: &[(usize, f32)]| -> Vec<f64> {
         let max = cand[0].1 as f64;
-        let w: Vec<f64> = cand.iter().map(|c| (c.1 as f64 - max).exp()).collect();
+        let w: Vec<f64> = cand.iter().map(|c| exp(c.1 as f64 - max)).collect();
         let total: f64 = w.iter().sum();
         w.into_iter().map(|x| x / total).collect()
     };
@@ -459,7 +456,7 @@ fn truncated(logits: &[f32], params: &SamplingParams, best: f64) -> Vec<(usize, 
     if params.top_p < 1.0 {
         let p: Vec<f64> = if early_min_p {
             cand.iter()
-                .map(|c| (c.1 as f64 - best).exp() / top_k_mass)
+                .map(|c| exp(c.1 as f64 - best) / top_k_mass)
                 .collect()
         } else {
             probs(&cand)
@@ -478,6 +475,47 @@ fn truncated(logits: &[f32], params: &SamplingParams, best: f64) -> Vec<(usize, 
         cand.retain(|c| c.1 as f64 >= floor);
     }
     cand
+}
+
+/// Top-p (after min-p's `floor`) over the whole row, whose weights `e^(l − best)` sum to
+/// `mass`: the most likely tokens, most likely first, until their share of `mass` reaches
+/// `top_p` (all of them if it never does). The cut is a prefix of the row sorted by logit, and
+/// so is every set of the logits above a threshold: only the logits within `delta` of the best
+/// are sorted, `delta` doubling until the cut falls inside them. The same candidates, shares
+/// and sums, in the same order, as sorting the whole row.
+fn top_p_prefix(logits: &[f32], top_p: f64, best: f64, floor: f64, mass: f64) -> Vec<(usize, f32)> {
+    let by_logit = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut delta = 4.0f64;
+    loop {
+        let lo = (best - delta).max(floor);
+        let every = lo == f64::NEG_INFINITY || !lo.is_finite();
+        let mut cand: Vec<(usize, f32)> = logits
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, l)| l > f32::NEG_INFINITY && (every || l as f64 >= lo))
+            .collect();
+        cand.sort_unstable_by(by_logit);
+        let mut acc = 0.0;
+        for (i, c) in cand.iter().enumerate() {
+            acc += exp(c.1 as f64 - best) / mass;
+            if acc >= top_p {
+                cand.truncate(i + 1);
+                return cand;
+            }
+        }
+        // Every candidate is in (no threshold left, min-p's floor or the lowest finite
+        // logit reached): nothing is cut.
+        let lowest = logits
+            .iter()
+            .copied()
+            .filter(|&l| l > f32::NEG_INFINITY)
+            .fold(f32::INFINITY, f32::min);
+        if every || lo <= floor || lo <= lowest as f64 {
+            return cand;
+        }
+        delta *= 4.0;
+    }
 }
 
 /// The distribution a draw takes at temperature > 0: the tokens llama.cpp's sampler chain
@@ -509,7 +547,7 @@ pub fn distribution(
     let max = cand[0].1 as f64;
     let w: Vec<f64> = cand
         .iter()
-        .map(|c| ((c.1 as f64 - max) * inv_t).exp())
+        .map(|c| exp((c.1 as f64 - max) * inv_t))
         .collect();
     let z: f64 = w.iter().sum();
     Ok(cand
@@ -537,7 +575,9 @@ pub fn sample(
     let lse_of_raw = || lse_with_max(logits, max_raw);
     let logits_raw = logits;
     let logits: &[f32] = &work;
-    let best = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    // The adjusted logits hold no NaN (the raw ones were checked; biases and penalties are
+    // finite), so this is their maximum.
+    let best = crate::weights::max_or_nan(logits).unwrap_or(f32::NAN) as f64;
     if best == f64::NEG_INFINITY {
         return Err(SamplingError::AllMasked);
     }
@@ -557,27 +597,15 @@ pub fn sample(
         // once, kept for the walk; their sum is the same sequence of additions as before.
         let max = best;
         return WEIGHTS.with_borrow_mut(|w| {
-            w.clear();
-            w.extend(logits.iter().map(|&l| ((l as f64 - max) * inv_t).exp()));
-            let z: f64 = w.iter().sum();
-            let target = u * z;
-            let mut acc = 0.0;
-            let mut pick = (logits.len() - 1, 0.0);
-            for (i, &wi) in w.iter().enumerate() {
-                acc += wi;
-                if target < acc && wi > 0.0 {
-                    pick = (i, wi);
-                    break;
-                }
-            }
-            if pick.1 == 0.0 {
+            let z = crate::weights::weights(logits, max, inv_t, w);
+            let pick = crate::weights::pick(w, u * z).unwrap_or_else(|| {
                 // u·z rounded past the total: the last token with any weight.
                 let i = w
                     .iter()
                     .rposition(|&wi| wi > 0.0)
                     .unwrap_or(logits.len() - 1);
-                pick = (i, w[i]);
-            }
+                (i, w[i])
+            });
             // At temperature 1 on the raw logits the weights are exp(l − max) and `z` their
             // sum: exactly the terms and order of `log_sum_exp`.
             let lse = if unadjusted && inv_t == 1.0 {
@@ -598,7 +626,7 @@ pub fn sample(
     let max = cand[0].1 as f64;
     let scaled: Vec<f64> = cand
         .iter()
-        .map(|c| ((c.1 as f64 - max) * inv_t).exp())
+        .map(|c| exp((c.1 as f64 - max) * inv_t))
         .collect();
     let z: f64 = scaled.iter().sum();
     let target = u * z;
@@ -989,6 +1017,56 @@ mod tests {
 
     /// A draw's log-probability is the full log-softmax of the raw logits, to the bit, whether
     /// the draw reuses its own weights (temperature 1, nothing adjusted) or not.
+    /// Top-p sorting only the logits near the best keeps what sorting the whole row keeps.
+    #[test]
+    fn top_p_over_a_prefix_is_top_p_over_the_sorted_row() {
+        let by_logit = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        for seed in 0..6u32 {
+            let spread = [0.5f32, 3.0, 9.0, 30.0, 0.0, 1e-3][seed as usize];
+            let mut logits: Vec<f32> = (0..20_000u32)
+                .map(|i| {
+                    let h = (i ^ seed.wrapping_mul(0x9e37_79b9)).wrapping_mul(2_654_435_761) >> 8;
+                    (h % 10_000) as f32 / 10_000.0 * spread
+                })
+                .collect();
+            logits[17] = f32::NEG_INFINITY;
+            let best = *logits.iter().max_by(|a, b| a.total_cmp(b)).unwrap() as f64;
+            for (top_p, min_p) in [(0.95f32, 0.0f32), (0.5, 0.0), (0.999_999, 0.0), (0.9, 0.05)] {
+                let params = SamplingParams {
+                    top_p,
+                    min_p,
+                    ..Default::default()
+                };
+                let floor = if min_p > 0.0 {
+                    best + (min_p as f64).ln()
+                } else {
+                    f64::NEG_INFINITY
+                };
+                let mass: f64 = logits.iter().map(|&l| exp(l as f64 - best)).sum();
+                let mut all: Vec<(usize, f32)> = logits
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .filter(|&(_, l)| l as f64 >= floor && l > f32::NEG_INFINITY)
+                    .collect();
+                all.sort_unstable_by(by_logit);
+                let mut acc = 0.0;
+                for i in 0..all.len() {
+                    acc += exp(all[i].1 as f64 - best) / mass;
+                    if acc >= top_p as f64 {
+                        all.truncate(i + 1);
+                        break;
+                    }
+                }
+                assert_eq!(
+                    truncated(&logits, &params, best),
+                    all,
+                    "spread {spread}, {top_p}, {min_p}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn logprobs_of_draws_are_the_log_softmax_to_the_bit() {
         let logits: Vec<f32> = (0..5000u32)

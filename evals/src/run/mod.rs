@@ -367,19 +367,26 @@ impl Outcome {
         w
     }
 
-    /// One line of the session's numbers: samples, rates, and where the time went.
+    /// One line of the session's numbers: samples, rates, and where the time went: the
+    /// engine's decode calls, the draws, and the runner's own share (the rest of the main
+    /// thread's wall time: scheduling, detokenizing, stop strings, handing samples to the
+    /// judges, writing; of which writing alone is given too).
     pub fn summary(&self) -> String {
         let s = &self.stats;
         let wall = s.elapsed.max(1e-9);
+        let pct = |t: f64| 100.0 * t / wall;
         format!(
             "{} samples this session ({} before), {:.1} samples/s, {:.1} tokens/s; \
-             decode {:.0}%, writing {:.2}% of wall, judging {:.2} s on other threads",
+             decode {:.1}%, draws {:.1}%, runner {:.1}% (writing {:.2}%) of wall, \
+             judging {:.2} s on other threads",
             s.samples,
             self.earlier,
             s.samples as f64 / wall,
             s.tokens as f64 / wall,
-            100.0 * s.decode_s / wall,
-            100.0 * s.write_s / wall,
+            pct(s.decode_s),
+            pct(s.draw_s),
+            pct((s.elapsed - s.decode_s - s.draw_s).max(0.0)),
+            pct(s.write_s),
             s.judge_s
         )
     }

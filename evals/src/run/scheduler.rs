@@ -92,6 +92,9 @@ pub struct Stats {
     pub judge_s: f64,
     /// Seconds in backend decode calls (prompts and steps).
     pub decode_s: f64,
+    /// Seconds drawing tokens from the logits (sampling over the vocabulary, in parallel
+    /// across the samples of a step).
+    pub draw_s: f64,
 }
 
 /// Receives [`Stats`] while a run goes on.
@@ -247,6 +250,7 @@ pub fn drive(
                 .collect(),
             judging: 0,
             job_tx: &job_tx,
+            draw_s: 0.0,
         };
         lp.pending = (0..jobs.len())
             .filter(|&j| lp.states[j].decision().is_none())
@@ -261,10 +265,12 @@ pub fn drive(
                 absorb(msg, &mut lp, writer, &mut stats)?;
             }
             lp.release_decided()?;
-            let t0 = Instant::now();
+            // Prompts evaluated and first tokens drawn: the draws count as drawing, the rest
+            // (prompt decodes, sequence copies) as decoding.
+            let (t0, drawn) = (Instant::now(), lp.draw_s);
             lp.activate()?;
             lp.fill()?;
-            stats.decode_s += t0.elapsed().as_secs_f64();
+            stats.decode_s += t0.elapsed().as_secs_f64() - (lp.draw_s - drawn);
             if lp.busy() == 0 {
                 if lp.judging == 0 {
                     break;
@@ -293,6 +299,7 @@ pub fn drive(
             lp.backend.decode(&batch, &mut logits)?;
             stats.decode_s += t0.elapsed().as_secs_f64();
             lp.step_all(&order, &logits)?;
+            stats.draw_s = lp.draw_s;
             stats.elapsed = started.elapsed().as_secs_f64();
             progress.update(&stats);
         }
@@ -381,6 +388,8 @@ struct Loop<'a> {
     free_prompt_seqs: Vec<SeqId>,
     judging: usize,
     job_tx: &'a mpsc::Sender<Finished>,
+    /// Seconds spent drawing tokens so far.
+    draw_s: f64,
 }
 
 impl Loop<'_> {
@@ -481,10 +490,12 @@ impl Loop<'_> {
     /// Draws slot `s`'s next token from `logits` and finishes the sample if it ends here.
     fn step(&mut self, s: usize, logits: &[f32]) -> Result<(), RunError> {
         let slot = self.slots[s].as_ref().expect("step on a busy slot");
+        let t0 = Instant::now();
         let d = slot
             .seq
-            .draw(logits, self.params, &self.jobs[slot.job].prompt, 0)?;
-        self.accept(s, d)
+            .draw(logits, self.params, &self.jobs[slot.job].prompt, 0);
+        self.draw_s += t0.elapsed().as_secs_f64();
+        self.accept(s, d?)
     }
 
     /// Draws the next token of each slot in `order` from its row of `logits` (row `i` for
@@ -494,6 +505,7 @@ impl Loop<'_> {
     fn step_all(&mut self, order: &[usize], logits: &Logits) -> Result<(), RunError> {
         use rayon::prelude::*;
         let (slots, params, jobs) = (&self.slots, self.params, self.jobs);
+        let t0 = Instant::now();
         let draws: Vec<_> = order
             .par_iter()
             .enumerate()
@@ -503,6 +515,7 @@ impl Loop<'_> {
                     .draw(logits.row(row), params, &jobs[slot.job].prompt, 0)
             })
             .collect();
+        self.draw_s += t0.elapsed().as_secs_f64();
         for (&s, d) in order.iter().zip(draws) {
             self.accept(s, d?)?;
         }
