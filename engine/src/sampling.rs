@@ -408,12 +408,8 @@ fn truncated(logits: &[f32], params: &SamplingParams, best: f64) -> Vec<(usize, 
             all.retain(|&(_, l)| l as f64 >= floor);
             (all, mass)
         } else {
-            let mass = if params.top_p < 1.0 && early_min_p {
-                logits.iter().map(|&l| exp(l as f64 - best)).sum()
-            } else {
-                f64::NAN
-            };
             if params.top_p < 1.0 && early_min_p {
+                let mass = logits.iter().map(|&l| exp(l as f64 - best)).sum();
                 return top_p_prefix(logits, params.top_p as f64, best, floor, mass);
             }
             let cand = logits
@@ -422,7 +418,8 @@ fn truncated(logits: &[f32], params: &SamplingParams, best: f64) -> Vec<(usize, 
                 .enumerate()
                 .filter(|&(_, l)| l as f64 >= floor && l > f32::NEG_INFINITY)
                 .collect();
-            (cand, mass)
+            // Top-p with early min-p returned above: its mass is not needed here.
+            (cand, f64::NAN)
         };
     cand.sort_unstable_by(by_logit);
     let probs = |cand: &[(usize, f32)]| -> Vec<f64> {
@@ -481,14 +478,20 @@ fn truncated(logits: &[f32], params: &SamplingParams, best: f64) -> Vec<(usize, 
 /// `mass`: the most likely tokens, most likely first, until their share of `mass` reaches
 /// `top_p` (all of them if it never does). The cut is a prefix of the row sorted by logit, and
 /// so is every set of the logits above a threshold: only the logits within `delta` of the best
-/// are sorted, `delta` doubling until the cut falls inside them. The same candidates, shares
-/// and sums, in the same order, as sorting the whole row.
+/// are sorted, `delta` growing fourfold until the cut falls inside them. The same candidates,
+/// shares and sums, in the same order, as sorting the whole row.
 fn top_p_prefix(logits: &[f32], top_p: f64, best: f64, floor: f64, mass: f64) -> Vec<(usize, f32)> {
     let by_logit = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    // Below the lowest finite logit (or min-p's floor) a threshold keeps every candidate.
+    let lowest = logits
+        .iter()
+        .copied()
+        .filter(|&l| l > f32::NEG_INFINITY)
+        .fold(f32::INFINITY, f32::min) as f64;
     let mut delta = 4.0f64;
     loop {
         let lo = (best - delta).max(floor);
-        let every = lo == f64::NEG_INFINITY || !lo.is_finite();
+        let every = !lo.is_finite();
         let mut cand: Vec<(usize, f32)> = logits
             .iter()
             .copied()
@@ -504,14 +507,8 @@ fn top_p_prefix(logits: &[f32], top_p: f64, best: f64, floor: f64, mass: f64) ->
                 return cand;
             }
         }
-        // Every candidate is in (no threshold left, min-p's floor or the lowest finite
-        // logit reached): nothing is cut.
-        let lowest = logits
-            .iter()
-            .copied()
-            .filter(|&l| l > f32::NEG_INFINITY)
-            .fold(f32::INFINITY, f32::min);
-        if every || lo <= floor || lo <= lowest as f64 {
+        // Every candidate is in: nothing is cut.
+        if every || lo <= floor || lo <= lowest {
             return cand;
         }
         delta *= 4.0;
@@ -594,7 +591,7 @@ pub fn sample(
         params.top_k > 0 || params.top_p < 1.0 || params.min_p > 0.0 || params.typical_p < 1.0;
     if !truncates {
         // The whole vocabulary, drawn in index order: no sort needed. Each weight is computed
-        // once, kept for the walk; their sum is the same sequence of additions as before.
+        // once, kept for the walk; their sum is `log_sum_exp`'s sequence of additions.
         let max = best;
         return WEIGHTS.with_borrow_mut(|w| {
             let z = crate::weights::weights(logits, max, inv_t, w);
@@ -1015,8 +1012,6 @@ mod tests {
         assert!(top_logprobs(&logits, 0).unwrap().is_empty());
     }
 
-    /// A draw's log-probability is the full log-softmax of the raw logits, to the bit, whether
-    /// the draw reuses its own weights (temperature 1, nothing adjusted) or not.
     /// Top-p sorting only the logits near the best keeps what sorting the whole row keeps.
     #[test]
     fn top_p_over_a_prefix_is_top_p_over_the_sorted_row() {
@@ -1067,6 +1062,8 @@ mod tests {
         }
     }
 
+    /// A draw's log-probability is the full log-softmax of the raw logits, to the bit, whether
+    /// the draw reuses its own weights (temperature 1, nothing adjusted) or not.
     #[test]
     fn logprobs_of_draws_are_the_log_softmax_to_the_bit() {
         let logits: Vec<f32> = (0..5000u32)
