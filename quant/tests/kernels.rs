@@ -550,11 +550,12 @@ fn several_matrices_in_one_step_equal_one_by_one() {
 /// Matrix products of weight blocks with any bytes (finite scales) against activation rows
 /// spanning many magnitudes: every instruction set equals the reference bitwise, for shapes
 /// that exercise the paired AVX-512 kernels' edges (one or an odd number of blocks per row, an
-/// odd number of weight rows, tiles of 1 to 8 activation rows and a lone last row).
-fn check_matrix_edges<W: Block>(seed: u64) {
+/// odd number of weight rows, tiles of 1 to 8 activation rows and a lone last row; for float
+/// weights, rows shorter than, equal to and between the kernels' 16-value chunks).
+fn check_matrix_edges<W: Block>(seed: u64, bprs: &[usize]) {
     let mut rng = StdRng::seed_from_u64(seed);
-    for bpr in [1, 2, 3, 17] {
-        for rows in [1, 2, 3, 13] {
+    for &bpr in bprs {
+        for rows in [1, 2, 3, 5, 13] {
             let w: Vec<W> = random_weights(&mut rng, rows * bpr);
             let m = QMatrix::new(W::TYPE, rows, bpr * W::SIZE, bytemuck::cast_slice(&w)).unwrap();
             for batch in [1, 2, 3, 8, 9, 17] {
@@ -587,16 +588,21 @@ fn check_matrix_edges<W: Block>(seed: u64) {
 
 #[test]
 fn matrix_products_of_any_blocks_match_the_reference() {
-    check_matrix_edges::<BlockQ4_0>(51);
-    check_matrix_edges::<BlockQ4_1>(52);
-    check_matrix_edges::<BlockQ5_0>(53);
-    check_matrix_edges::<BlockQ5_1>(54);
-    check_matrix_edges::<BlockQ8_0>(55);
-    check_matrix_edges::<BlockQ4K>(56);
-    check_matrix_edges::<BlockQ2K>(57);
-    check_matrix_edges::<BlockQ3K>(58);
-    check_matrix_edges::<BlockQ5K>(59);
-    check_matrix_edges::<BlockQ6K>(60);
+    let blocks = [1, 2, 3, 17];
+    check_matrix_edges::<BlockQ4_0>(51, &blocks);
+    check_matrix_edges::<BlockQ4_1>(52, &blocks);
+    check_matrix_edges::<BlockQ5_0>(53, &blocks);
+    check_matrix_edges::<BlockQ5_1>(54, &blocks);
+    check_matrix_edges::<BlockQ8_0>(55, &blocks);
+    check_matrix_edges::<BlockQ4K>(56, &blocks);
+    check_matrix_edges::<BlockQ2K>(57, &blocks);
+    check_matrix_edges::<BlockQ3K>(58, &blocks);
+    check_matrix_edges::<BlockQ5K>(59, &blocks);
+    check_matrix_edges::<BlockQ6K>(60, &blocks);
+    let values = [1, 15, 16, 33, 100];
+    check_matrix_edges::<f32>(61, &values);
+    check_matrix_edges::<f16>(62, &values);
+    check_matrix_edges::<bf16>(63, &values);
 }
 
 /// Attention's gathered products: each instruction set equals the reference bitwise, both

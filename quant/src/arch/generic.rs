@@ -313,7 +313,11 @@ pub(crate) fn qchunk<S: Simd, F: QFormat>(
     }
 }
 
-/// [`qchunk`] for float weights (`cols` values per row).
+/// [`qchunk`] for float weights (`cols` values per row). Each dot product is one chain of
+/// fused multiply-adds ([`fdots`]), so the results do not depend on the tiling; the
+/// tiles only run several chains side by side (a full activation tile against one weight row,
+/// or two where the registers hold sixteen accumulators and their operands), which the
+/// multiply-add's latency would otherwise leave waiting.
 #[inline(always)]
 pub(crate) fn fchunk<S: Simd, W: FFormat>(
     s: S,
@@ -323,9 +327,42 @@ pub(crate) fn fchunk<S: Simd, W: FFormat>(
     out: &mut [f32],
 ) {
     let batch = acts.len();
+    let n_rows = w.len() / cols;
+    let row = |r: usize| &w[r * cols..][..cols];
     for (t, tile) in acts.chunks(TILE).enumerate() {
-        for (wrow, orow) in w.chunks_exact(cols).zip(out.chunks_exact_mut(batch)) {
-            ftile(s, wrow, tile, &mut orow[t * TILE..t * TILE + tile.len()]);
+        let mut r = 0;
+        if let Ok(full) = <&[&[f32]; TILE]>::try_from(tile) {
+            if S::F_REGS >= 24 {
+                while r + 2 <= n_rows {
+                    let sums = fdots(s, [row(r), row(r + 1)], *full);
+                    for (i, row) in sums.iter().enumerate() {
+                        out[(r + i) * batch + t * TILE..][..TILE].copy_from_slice(row);
+                    }
+                    r += 2;
+                }
+            }
+            while r < n_rows {
+                let [sums] = fdots(s, [row(r)], *full);
+                out[r * batch + t * TILE..][..TILE].copy_from_slice(&sums);
+                r += 1;
+            }
+        } else {
+            // A short tile (a single row when decoding): four weight rows side by side.
+            for (j, a) in tile.iter().enumerate() {
+                let col = t * TILE + j;
+                let mut r = 0;
+                while r + 4 <= n_rows {
+                    let sums = fdots(s, [row(r), row(r + 1), row(r + 2), row(r + 3)], [*a]);
+                    for (i, [x]) in sums.into_iter().enumerate() {
+                        out[(r + i) * batch + col] = x;
+                    }
+                    r += 4;
+                }
+                for r in r..n_rows {
+                    let [[x]] = fdots(s, [row(r)], [*a]);
+                    out[r * batch + col] = x;
+                }
+            }
         }
     }
 }
@@ -342,29 +379,47 @@ pub(crate) fn qparts<S: Simd, F: QFormat>(s: S, w: &[F], a: &[F::Act]) -> Vec<([
         .collect()
 }
 
-/// Float dot products of one weight row with each activation row.
+/// The dot products of `R` weight rows with `A` activation rows, each computed as
+/// one 16-lane chain of fused multiply-adds per pair, the fixed 16-lane tree, then the
+/// tail element by element. The chains run side by side, each weight and activation chunk
+/// loaded once for all the pairs it enters. Every row holds the same number of values.
 #[inline(always)]
-pub(crate) fn ftile<S: Simd, W: FFormat>(s: S, w: &[W], acts: &[&[f32]], out: &mut [f32]) {
-    for (o, a) in out.iter_mut().zip(acts) {
-        *o = fdot(s, w, a);
+fn fdots<S: Simd, W: FFormat, const R: usize, const A: usize>(
+    s: S,
+    w: [&[W]; R],
+    a: [&[f32]; A],
+) -> [[f32; A]; R] {
+    let n = w[0].len();
+    assert!(w.iter().all(|x| x.len() == n) && a.iter().all(|x| x.len() == n));
+    let wc = w.map(|x| x.as_chunks::<16>().0);
+    let ac = a.map(|x| x.as_chunks::<16>().0);
+    let chunks = n / 16;
+    // Plain loops only: a closure is compiled without the caller's instruction set, so vectors
+    // passed through one would go through memory.
+    let mut acc = [[s.fzero(); A]; R];
+    let mut av = [s.fzero(); A];
+    for k in 0..chunks {
+        for j in 0..A {
+            av[j] = s.fload(&ac[j][k]);
+        }
+        for r in 0..R {
+            let wv = W::load16(s, &wc[r][k]);
+            for j in 0..A {
+                acc[r][j] = s.fma(acc[r][j], wv, av[j]);
+            }
+        }
     }
-}
-
-/// One float dot product: 16 lanes of fused multiply-adds, the fixed 16-lane tree, then the
-/// tail element by element.
-#[inline(always)]
-fn fdot<S: Simd, W: FFormat>(s: S, w: &[W], a: &[f32]) -> f32 {
-    let (wc, wt) = w.as_chunks::<16>();
-    let (ac, at) = a.as_chunks::<16>();
-    let mut acc = s.fzero();
-    for (x, y) in wc.iter().zip(ac) {
-        acc = s.fma(acc, W::load16(s, x), s.fload(y));
+    let mut out = [[0.0; A]; R];
+    for r in 0..R {
+        for j in 0..A {
+            let mut sum = s.freduce(acc[r][j]);
+            for (x, y) in w[r][chunks * 16..].iter().zip(&a[j][chunks * 16..]) {
+                sum = x.widen().mul_add(*y, sum);
+            }
+            out[r][j] = sum;
+        }
     }
-    let mut r = s.freduce(acc);
-    for (x, y) in wt.iter().zip(at) {
-        r = x.widen().mul_add(*y, r);
-    }
-    r
+    out
 }
 
 /// Rows of a row-major f32 matrix picked by index: row `i` is
@@ -387,14 +442,15 @@ impl Gathered<'_> {
 }
 
 /// `out[g·n + i] = xs_g · row_i` for each vector `xs_g` (`len` values) and each picked row
-/// (`n` of them), as [`ftile`] computes a dot product.
+/// (`n` of them), as [`fdots`] computes a dot product.
 #[inline(always)]
 pub(crate) fn gather_dots<S: Simd>(s: S, xs: &[f32], m: Gathered<'_>, out: &mut [f32]) {
     let n = m.rows.len();
     for (i, &r) in m.rows.iter().enumerate() {
         let row = m.row(r);
         for (g, x) in xs.chunks_exact(m.len).enumerate() {
-            out[g * n + i] = fdot(s, x, row);
+            let [[d]] = fdots(s, [x], [row]);
+            out[g * n + i] = d;
         }
     }
 }

@@ -72,7 +72,8 @@ pub(crate) fn qparts<F: QFormat>(w: &[F], a: &[F::Act]) -> Vec<([i32; 8], i32)> 
         .collect()
 }
 
-/// [`super::generic::ftile`] on the reference path.
+/// One weight row against each activation row as [`super::generic::fchunk`] computes each dot
+/// product, on the reference path.
 pub(crate) fn ftile<W: FFormat>(w: &[W], acts: &[&[f32]], out: &mut [f32]) {
     let (wc, wt) = w.as_chunks::<16>();
     for (o, a) in out.iter_mut().zip(acts) {
