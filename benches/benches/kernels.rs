@@ -156,7 +156,15 @@ fn gemm_group<P>(
 
 fn gemm(c: &mut Criterion) {
     let isa = Isa::best();
-    let types = [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K];
+    // The float formats too: models served unquantized, and the exact-weights files the
+    // parity tests use.
+    let types = [
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
+        GgmlType::F16,
+        GgmlType::F32,
+    ];
     gemm_group(
         c,
         "gemm",

@@ -550,15 +550,16 @@ fn several_matrices_in_one_step_equal_one_by_one() {
 /// Matrix products of weight blocks with any bytes (finite scales) against activation rows
 /// spanning many magnitudes: every instruction set equals the reference bitwise, for shapes
 /// that exercise the paired AVX-512 kernels' edges (one or an odd number of blocks per row, an
-/// odd number of weight rows, tiles of 1 to 8 activation rows and a lone last row; for float
-/// weights, rows shorter than, equal to and between the kernels' 16-value chunks).
+/// odd number of weight rows, tiles of 1 to 8 activation rows, a short tile after a full one
+/// and a lone last row; for float weights, rows shorter than, equal to and between the
+/// kernels' 16-value chunks).
 fn check_matrix_edges<W: Block>(seed: u64, bprs: &[usize]) {
     let mut rng = StdRng::seed_from_u64(seed);
     for &bpr in bprs {
-        for rows in [1, 2, 3, 5, 13] {
+        for rows in [1, 2, 3, 5, 7, 13] {
             let w: Vec<W> = random_weights(&mut rng, rows * bpr);
             let m = QMatrix::new(W::TYPE, rows, bpr * W::SIZE, bytemuck::cast_slice(&w)).unwrap();
-            for batch in [1, 2, 3, 8, 9, 17] {
+            for batch in [1, 2, 3, 7, 8, 9, 17] {
                 let x: Vec<f32> = (0..batch * m.cols())
                     .map(|i| {
                         let scale = 10f32.powi((i / 32 % 9) as i32 - 4);

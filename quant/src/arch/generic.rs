@@ -316,8 +316,8 @@ pub(crate) fn qchunk<S: Simd, F: QFormat>(
 /// [`qchunk`] for float weights (`cols` values per row). Each dot product is one chain of
 /// fused multiply-adds ([`fdots`]), so the results do not depend on the tiling; the
 /// tiles only run several chains side by side (a full activation tile against one weight row,
-/// or two where the registers hold sixteen accumulators and their operands), which the
-/// multiply-add's latency would otherwise leave waiting.
+/// or against four, then two, where the registers have room for sixteen accumulators and
+/// their operands), which the multiply-add's latency would otherwise leave waiting.
 #[inline(always)]
 pub(crate) fn fchunk<S: Simd, W: FFormat>(
     s: S,
@@ -333,6 +333,13 @@ pub(crate) fn fchunk<S: Simd, W: FFormat>(
         let mut r = 0;
         if let Ok(full) = <&[&[f32]; TILE]>::try_from(tile) {
             if S::F_REGS >= 24 {
+                while r + 4 <= n_rows {
+                    let sums = fdots(s, [row(r), row(r + 1), row(r + 2), row(r + 3)], *full);
+                    for (i, row) in sums.iter().enumerate() {
+                        out[(r + i) * batch + t * TILE..][..TILE].copy_from_slice(row);
+                    }
+                    r += 4;
+                }
                 while r + 2 <= n_rows {
                     let sums = fdots(s, [row(r), row(r + 1)], *full);
                     for (i, row) in sums.iter().enumerate() {
