@@ -327,51 +327,49 @@ pub(crate) fn fchunk<S: Simd, W: FFormat>(
     out: &mut [f32],
 ) {
     let batch = acts.len();
-    let n_rows = w.len() / cols;
-    let row = |r: usize| &w[r * cols..][..cols];
     for (t, tile) in acts.chunks(TILE).enumerate() {
-        let mut r = 0;
-        if let Ok(full) = <&[&[f32]; TILE]>::try_from(tile) {
+        let col = t * TILE;
+        if let Ok(&full) = <&[&[f32]; TILE]>::try_from(tile) {
+            let mut r = 0;
             if S::F_REGS >= 24 {
-                while r + 4 <= n_rows {
-                    let sums = fdots(s, [row(r), row(r + 1), row(r + 2), row(r + 3)], *full);
-                    for (i, row) in sums.iter().enumerate() {
-                        out[(r + i) * batch + t * TILE..][..TILE].copy_from_slice(row);
-                    }
-                    r += 4;
-                }
-                while r + 2 <= n_rows {
-                    let sums = fdots(s, [row(r), row(r + 1)], *full);
-                    for (i, row) in sums.iter().enumerate() {
-                        out[(r + i) * batch + t * TILE..][..TILE].copy_from_slice(row);
-                    }
-                    r += 2;
-                }
+                r = frows::<S, W, 4, TILE>(s, w, cols, full, out, batch, (r, col));
+                r = frows::<S, W, 2, TILE>(s, w, cols, full, out, batch, (r, col));
             }
-            while r < n_rows {
-                let [sums] = fdots(s, [row(r)], *full);
-                out[r * batch + t * TILE..][..TILE].copy_from_slice(&sums);
-                r += 1;
-            }
+            frows::<S, W, 1, TILE>(s, w, cols, full, out, batch, (r, col));
         } else {
             // A short tile (a single row when decoding): four weight rows side by side.
-            for (j, a) in tile.iter().enumerate() {
-                let col = t * TILE + j;
-                let mut r = 0;
-                while r + 4 <= n_rows {
-                    let sums = fdots(s, [row(r), row(r + 1), row(r + 2), row(r + 3)], [*a]);
-                    for (i, [x]) in sums.into_iter().enumerate() {
-                        out[(r + i) * batch + col] = x;
-                    }
-                    r += 4;
-                }
-                for r in r..n_rows {
-                    let [[x]] = fdots(s, [row(r)], [*a]);
-                    out[r * batch + col] = x;
-                }
+            for (j, &a) in tile.iter().enumerate() {
+                let r = frows::<S, W, 4, 1>(s, w, cols, [a], out, batch, (0, col + j));
+                frows::<S, W, 1, 1>(s, w, cols, [a], out, batch, (r, col + j));
             }
         }
     }
+}
+
+/// From weight row `at.0` on, `R` rows at a time while `R` remain, the [`fdots`] of the rows
+/// (`cols` values each) with the activation rows `a`, written to `out` (rows × `batch`) at
+/// columns `at.1..at.1 + A`. Returns the first row left.
+#[inline(always)]
+fn frows<S: Simd, W: FFormat, const R: usize, const A: usize>(
+    s: S,
+    w: &[W],
+    cols: usize,
+    a: [&[f32]; A],
+    out: &mut [f32],
+    batch: usize,
+    at: (usize, usize),
+) -> usize {
+    let (mut r, col) = at;
+    let n_rows = w.len() / cols;
+    while r + R <= n_rows {
+        let rows: [&[W]; R] = std::array::from_fn(|i| &w[(r + i) * cols..][..cols]);
+        let sums = fdots(s, rows, a);
+        for (i, row) in sums.iter().enumerate() {
+            out[(r + i) * batch + col..][..A].copy_from_slice(row);
+        }
+        r += R;
+    }
+    r
 }
 
 /// Each block's integer sums (for tests that compare them with [`QFormat::ref_parts`]).
