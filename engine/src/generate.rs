@@ -6,7 +6,7 @@
 //! which draws from the sample's own random stream, keeps its log-probabilities, watches its
 //! stop strings and says why it stopped.
 
-use crate::backend::{BackendError, Batch, Context, Logits, ModelInfo, SeqId, Token};
+use crate::backend::{BackendError, Batch, Context, Logits, ModelInfo, Pos, SeqId, Token};
 use crate::sampling::{argmax, sample, top_logprobs, SampleKey, Sampled, SamplingParams};
 use rayon::prelude::*;
 
@@ -561,6 +561,89 @@ pub fn greedy(
         ..GenerateOptions::default()
     };
     Ok(generate(backend, prompt, 0, 1, &opts)?.remove(0))
+}
+
+/// The greedy continuations of several prompts. Where the context holds them all at once
+/// (as many sequences as prompts, and cells for every prompt and its `max_tokens`), they run
+/// side by side, sequence `i` holding prompt `i`, one batch per step: the weights are read
+/// once per step for all of them. Otherwise one at a time, as [`greedy`]. On a batch-invariant
+/// backend (the native engine) each continuation is what [`greedy`] gives alone; on one that
+/// rounds a row differently with other rows beside it, it is that backend's batched argmax.
+pub fn greedy_each(
+    backend: &mut dyn Context,
+    prompts: &[Vec<Token>],
+    max_tokens: usize,
+) -> Result<Vec<Sample>, BackendError> {
+    let cells: u64 = prompts
+        .iter()
+        .map(|p| (p.len() + max_tokens.max(1)) as u64)
+        .sum();
+    let fits =
+        prompts.len() as u64 <= backend.max_sequences() as u64 && cells <= backend.n_ctx() as u64;
+    if !fits || prompts.len() < 2 {
+        return prompts
+            .iter()
+            .map(|p| greedy(backend, p, max_tokens))
+            .collect();
+    }
+    if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
+        return Err(BackendError::InvalidBatch(format!("prompt {i} is empty")));
+    }
+    let info = backend.info().clone();
+    let params = SamplingParams::greedy();
+    let rules = StopRules {
+        max_tokens,
+        stop_at_eog: true,
+        stop: &[],
+        keep_text: false,
+        stop_where: StopWhere::Anywhere,
+        anywhere: &[],
+    };
+    backend.clear()?;
+    let mut batch = Batch::new();
+    let mut logits = Logits::new(info.n_vocab);
+    for (s, p) in prompts.iter().enumerate() {
+        batch.add_sequence(p, 0, s as SeqId, false);
+    }
+    backend.decode(&batch, &mut logits)?;
+    let mut seqs: Vec<Sequence> = (0..prompts.len())
+        .map(|_| {
+            Sequence::new(SampleKey {
+                seed: 0,
+                problem: 0,
+                sample: 0,
+            })
+        })
+        .collect();
+    // Row `k` of the logits belongs to `live[k]`.
+    let mut live: Vec<usize> = (0..prompts.len()).collect();
+    while !live.is_empty() {
+        let mut next = Vec::with_capacity(live.len());
+        for (row, &s) in live.iter().enumerate() {
+            let d = seqs[s].draw(logits.row(row), &params, &prompts[s], 0)?;
+            if seqs[s]
+                .accept(d, &info, &rules, &mut |t| backend.token_piece(t))?
+                .is_none()
+            {
+                next.push(s);
+            }
+        }
+        live = next;
+        batch.clear();
+        for &s in &live {
+            let pos = (prompts[s].len() + seqs[s].tokens().len() - 1) as Pos;
+            batch.add(
+                *seqs[s].tokens().last().expect("drawn"),
+                pos,
+                &[s as SeqId],
+                true,
+            );
+        }
+        if !live.is_empty() {
+            backend.decode(&batch, &mut logits)?;
+        }
+    }
+    Ok(seqs.into_iter().map(Sequence::finish).collect())
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! Parity between two backends on the same model: how far apart their logits and greedy
 //! continuations are.
 //!
-//! For each prompt, backend A greedily continues it; then both backends score the same tokens
+//! Backend A greedily continues each prompt (all of them side by side where its context holds
+//! them, [`greedy_each`]); then, prompt by prompt, both backends score the same tokens
 //! (prompt plus A's continuation) teacher-forced, and the next-token distributions from the
 //! last prompt position on are compared: max |Δlogit|, mean KL(A‖B), top-1 agreement, and how
 //! many of A's greedy tokens B's argmax reproduces before the first divergence.
 
 use crate::backend::{BackendError, Context, Token, TokenizeOptions};
-use crate::generate::{greedy, score};
+use crate::generate::{greedy_each, score};
 use crate::sampling::{argmax, log_sum_exp};
 
 /// How two backends compare on one prompt.
@@ -47,7 +48,8 @@ pub fn kl_divergence(p_logits: &[f32], q_logits: &[f32]) -> Result<f64, BackendE
         .max(0.0))
 }
 
-/// Compares `a` and `b` on `prompts`, continuing each greedily for `n_tokens` with `a`.
+/// Compares `a` and `b` on `prompts`, continuing each greedily for `n_tokens` with `a` (all side
+/// by side where `a`'s context holds them, see [`greedy_each`]).
 /// `chunk` is the number of rows `b` evaluates per call while scoring (vary it to see batch
 /// effects).
 pub fn compare(
@@ -59,10 +61,14 @@ pub fn compare(
 ) -> Result<Vec<PromptParity>, BackendError> {
     let opts = TokenizeOptions::default();
     let mut out = Vec::with_capacity(prompts.len());
-    for &prompt in prompts {
-        let pa = a.tokenize(prompt.as_bytes(), opts)?;
+    let tokenized = prompts
+        .iter()
+        .map(|p| a.tokenize(p.as_bytes(), opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let continued = greedy_each(a, &tokenized, n_tokens)?;
+    for ((&prompt, pa), sample) in prompts.iter().zip(tokenized).zip(continued) {
         let pb = b.tokenize(prompt.as_bytes(), opts)?;
-        let cont = greedy(a, &pa, n_tokens)?.tokens;
+        let cont = sample.tokens;
         let all: Vec<Token> = pa.iter().chain(&cont).copied().collect();
         let la = score(a, &all, all.len())?;
         let lb = score(b, &all, chunk)?;

@@ -150,8 +150,12 @@ pub mod parity {
     ) -> engine::llama_cpp::LlamaCppContext {
         vec_dot_only();
         m.new_context(&engine::llama_cpp::ContextOptions {
-            n_ctx: 512,
-            n_seq_max: 1,
+            // Room for the parity prompts side by side: their greedy continuations run as
+            // one batch per step (`engine::parity::compare`). Scoring clears the cache and
+            // uses one sequence; llama.cpp's attention spans only the cells in use, so the
+            // larger cache does not change a scored row.
+            n_ctx: 2048,
+            n_seq_max: 16,
             // Flash attention on the CPU sums values in f16; without it llama.cpp keeps them
             // in f32, as the native engine does.
             flash_attention: Some(false),

@@ -2,7 +2,7 @@
 //! not depend on the batch, and (with the `llama-cpp` feature) agreement with llama.cpp.
 
 use engine::backend::{Batch, Context, Logits, TokenizeOptions};
-use engine::generate::greedy;
+use engine::generate::{greedy, greedy_each};
 use engine::native::NativeModel;
 
 fn model() -> std::sync::Arc<NativeModel> {
@@ -19,6 +19,33 @@ fn greedy_continuation_is_sensible() {
     let sample = greedy(&mut b, &prompt, 8).unwrap();
     let text = String::from_utf8_lossy(&b.detokenize(&sample.tokens).unwrap()).into_owned();
     assert!(text.starts_with(" Paris"), "{text:?}");
+}
+
+/// Several prompts continued side by side, one batch per step, give each prompt's own greedy
+/// continuation and log-probability (the native engine is batch-invariant); a
+/// context too small for all of them continues them one at a time, to the same tokens.
+#[test]
+fn greedy_continuations_side_by_side_are_each_alone() {
+    let m = model();
+    let opts = TokenizeOptions::default();
+    let texts: [&[u8]; 3] = [
+        b"The capital of France is",
+        b"def add(a, b):\n",
+        b"1, 2, 3,",
+    ];
+    let mut b = m.new_context(256, 4).unwrap();
+    let prompts: Vec<_> = texts.iter().map(|t| b.tokenize(t, opts).unwrap()).collect();
+    let together = greedy_each(&mut b, &prompts, 12).unwrap();
+    let mut one = m.new_context(64, 1).unwrap();
+    let apart = greedy_each(&mut one, &prompts, 12).unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = greedy(&mut b, p, 12).unwrap();
+        assert_eq!(together[i].tokens, alone.tokens, "prompt {i}");
+        assert_eq!(apart[i].tokens, alone.tokens, "prompt {i}");
+        assert_eq!(together[i].logprob, alone.logprob, "prompt {i}");
+        assert!(!alone.tokens.is_empty());
+    }
+    assert!(greedy_each(&mut b, &[prompts[0].clone(), Vec::new()], 4).is_err());
 }
 
 #[test]
