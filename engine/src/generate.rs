@@ -567,17 +567,21 @@ pub fn greedy(
 /// (as many sequences as prompts, and cells for every prompt and its `max_tokens`), they run
 /// side by side, sequence `i` holding prompt `i`, one batch per step: the weights are read
 /// once per step for all of them. Otherwise one at a time, as [`greedy`]. On a batch-invariant
-/// backend (the native engine) each continuation is what [`greedy`] gives alone; on one that
-/// rounds a row differently with other rows beside it, it is that backend's batched argmax.
+/// backend (the native engine) each continuation is what [`greedy`] gives alone. On one whose
+/// rows round differently beside others (llama.cpp: its matrix kernels pick by batch size, and
+/// a unified cache's attention also sums over the other sequences' masked cells), it is that
+/// backend's batched argmax, which can part from its argmax alone at a near tie.
 pub fn greedy_each(
     backend: &mut dyn Context,
     prompts: &[Vec<Token>],
     max_tokens: usize,
 ) -> Result<Vec<Sample>, BackendError> {
-    let cells: u64 = prompts
-        .iter()
-        .map(|p| (p.len() + max_tokens.max(1)) as u64)
-        .sum();
+    if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
+        return Err(BackendError::InvalidBatch(format!("prompt {i} is empty")));
+    }
+    let cells = prompts.iter().fold(0u64, |sum, p| {
+        sum.saturating_add((p.len() as u64).saturating_add(max_tokens.max(1) as u64))
+    });
     let fits =
         prompts.len() as u64 <= backend.max_sequences() as u64 && cells <= backend.n_ctx() as u64;
     if !fits || prompts.len() < 2 {
@@ -585,9 +589,6 @@ pub fn greedy_each(
             .iter()
             .map(|p| greedy(backend, p, max_tokens))
             .collect();
-    }
-    if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
-        return Err(BackendError::InvalidBatch(format!("prompt {i} is empty")));
     }
     let info = backend.info().clone();
     let params = SamplingParams::greedy();

@@ -26,25 +26,30 @@ fn greedy_continuation_is_sensible() {
 /// context too small for all of them continues them one at a time, to the same tokens.
 #[test]
 fn greedy_continuations_side_by_side_are_each_alone() {
+    const N: usize = 24;
     let m = model();
     let opts = TokenizeOptions::default();
+    // The chat turn ends early (the model answers and closes its turn), so the others go on
+    // in batches without it.
     let texts: [&[u8]; 3] = [
         b"The capital of France is",
-        b"def add(a, b):\n",
+        b"<|im_start|>user\nSay yes.<|im_end|>\n<|im_start|>assistant\n",
         b"1, 2, 3,",
     ];
     let mut b = m.new_context(256, 4).unwrap();
     let prompts: Vec<_> = texts.iter().map(|t| b.tokenize(t, opts).unwrap()).collect();
-    let together = greedy_each(&mut b, &prompts, 12).unwrap();
+    let together = greedy_each(&mut b, &prompts, N).unwrap();
     let mut one = m.new_context(64, 1).unwrap();
-    let apart = greedy_each(&mut one, &prompts, 12).unwrap();
+    let apart = greedy_each(&mut one, &prompts, N).unwrap();
     for (i, p) in prompts.iter().enumerate() {
-        let alone = greedy(&mut b, p, 12).unwrap();
+        let alone = greedy(&mut b, p, N).unwrap();
         assert_eq!(together[i].tokens, alone.tokens, "prompt {i}");
         assert_eq!(apart[i].tokens, alone.tokens, "prompt {i}");
         assert_eq!(together[i].logprob, alone.logprob, "prompt {i}");
         assert!(!alone.tokens.is_empty());
     }
+    let lengths: Vec<usize> = together.iter().map(|s| s.tokens.len()).collect();
+    assert!(lengths[1] < N && lengths[0] == N, "{lengths:?}");
     assert!(greedy_each(&mut b, &[prompts[0].clone(), Vec::new()], 4).is_err());
 }
 
