@@ -152,8 +152,8 @@ pub mod parity {
         m.new_context(&engine::llama_cpp::ContextOptions {
             // Room for the parity prompts side by side: their greedy continuations run as
             // one batch per step (`engine::parity::compare`). Scoring clears the cache and
-            // uses one sequence; llama.cpp's attention spans only the cells in use, so the
-            // larger cache does not change a scored row.
+            // uses one sequence; llama.cpp's attention spans the cells in use (padded), not
+            // the whole cache, so the larger cache does not change a scored row.
             n_ctx: 2048,
             n_seq_max: 16,
             // Flash attention on the CPU sums values in f16; without it llama.cpp keeps them
