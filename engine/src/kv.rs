@@ -12,6 +12,13 @@
 //! Each sequence keeps a map from position to cell, so attention walks its own positions in
 //! order whatever cells they landed in; a row's result therefore does not depend on where its
 //! keys are stored.
+//!
+//! Keys and values are stored as f16, as llama.cpp's default cache stores them (the forward
+//! pass rounds them to f16 before they are written, so nothing is lost here), and by key/value
+//! head: one head's cells lie one after the other, so a sequence's cells, taken in order as a
+//! decoding sequence takes them, are read as one run of memory per head.
+
+use half::f16;
 
 use crate::backend::{BackendError, Batch, Pos, SeqId};
 
@@ -22,7 +29,9 @@ const NONE: u32 = u32::MAX;
 pub struct KvCache {
     n_cells: usize,
     n_layer: usize,
-    kv_dim: usize,
+    /// Key/value heads and their width.
+    n_head_kv: usize,
+    head_dim: usize,
     /// Bit words per cell for its owner set.
     words: usize,
     /// Owners of each cell: `words` u64 per cell.
@@ -33,27 +42,40 @@ pub struct KvCache {
     free: Vec<u32>,
     /// Per sequence: position → cell (`NONE` where it holds nothing).
     maps: Vec<Vec<u32>>,
-    /// Per layer: `n_cells × kv_dim` keys, then values.
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    /// Per layer and key/value head: `n_cells × head_dim` keys (and values), so that one
+    /// head's cells lie one after the other.
+    k: Vec<Vec<f16>>,
+    v: Vec<Vec<f16>>,
 }
 
 impl KvCache {
     /// A cache of `n_cells` cells for `max_sequences` sequences. The key and value arrays are
     /// reserved zeroed at once (pages are only touched as cells fill).
-    pub fn new(n_cells: usize, max_sequences: usize, n_layer: usize, kv_dim: usize) -> Self {
+    pub fn new(
+        n_cells: usize,
+        max_sequences: usize,
+        n_layer: usize,
+        n_head_kv: usize,
+        head_dim: usize,
+    ) -> Self {
         let words = max_sequences.div_ceil(64);
+        let kv_dim = n_head_kv * head_dim;
         KvCache {
             n_cells,
             n_layer,
-            kv_dim,
+            n_head_kv,
+            head_dim,
             words,
             owners: vec![0; n_cells * words],
             refs: vec![0; n_cells],
             free: (0..n_cells as u32).rev().collect(),
             maps: vec![Vec::new(); max_sequences],
-            k: (0..n_layer).map(|_| vec![0.0; n_cells * kv_dim]).collect(),
-            v: (0..n_layer).map(|_| vec![0.0; n_cells * kv_dim]).collect(),
+            k: (0..n_layer)
+                .map(|_| vec![f16::ZERO; n_cells * kv_dim])
+                .collect(),
+            v: (0..n_layer)
+                .map(|_| vec![f16::ZERO; n_cells * kv_dim])
+                .collect(),
         }
     }
 
@@ -69,7 +91,7 @@ impl KvCache {
 
     /// Bytes held by keys and values.
     pub fn bytes(&self) -> usize {
-        2 * self.n_layer * self.n_cells * self.kv_dim * std::mem::size_of::<f32>()
+        2 * self.n_layer * self.n_cells * self.kv_dim() * std::mem::size_of::<f16>()
     }
 
     fn owns(&self, cell: u32, seq: SeqId) -> bool {
@@ -146,27 +168,36 @@ impl KvCache {
         Ok(cells)
     }
 
-    /// Writes one cell's keys and values for `layer`.
+    /// Writes one cell's keys and values for `layer` (`kv_dim` each, heads one after the
+    /// other), as f16.
     pub fn write(&mut self, layer: usize, cell: u32, k: &[f32], v: &[f32]) {
-        let at = cell as usize * self.kv_dim;
-        self.k[layer][at..at + self.kv_dim].copy_from_slice(k);
-        self.v[layer][at..at + self.kv_dim].copy_from_slice(v);
+        let hd = self.head_dim;
+        for (h, (kh, vh)) in k.chunks_exact(hd).zip(v.chunks_exact(hd)).enumerate() {
+            let at = (h * self.n_cells + cell as usize) * hd;
+            for (dst, src) in [(&mut self.k[layer], kh), (&mut self.v[layer], vh)] {
+                for (d, &x) in dst[at..at + hd].iter_mut().zip(src) {
+                    *d = f16::from_f32(x);
+                }
+            }
+        }
     }
 
-    /// Values per cell and layer (keys or values): the stride of [`Self::keys`] and
-    /// [`Self::values`].
+    /// Values per cell and layer (keys or values), all heads.
     pub fn kv_dim(&self) -> usize {
-        self.kv_dim
+        self.n_head_kv * self.head_dim
     }
 
-    /// Every cell's keys for `layer`, cell after cell.
-    pub fn keys(&self, layer: usize) -> &[f32] {
-        &self.k[layer]
+    /// Every cell's keys for `layer` and key/value head `head`, cell after cell
+    /// (`head_dim` values each).
+    pub fn keys(&self, layer: usize, head: usize) -> &[f16] {
+        let n = self.n_cells * self.head_dim;
+        &self.k[layer][head * n..(head + 1) * n]
     }
 
-    /// Every cell's values for `layer`, cell after cell.
-    pub fn values(&self, layer: usize) -> &[f32] {
-        &self.v[layer]
+    /// Every cell's values for `layer` and key/value head `head`, cell after cell.
+    pub fn values(&self, layer: usize, head: usize) -> &[f16] {
+        let n = self.n_cells * self.head_dim;
+        &self.v[layer][head * n..(head + 1) * n]
     }
 
     /// Removes `seq` from its cells at positions `from..to` (`to = None`: to the end).
@@ -249,7 +280,7 @@ mod tests {
 
     #[test]
     fn forked_prompts_share_cells_and_free_them_last() {
-        let mut c = KvCache::new(16, 70, 2, 4);
+        let mut c = KvCache::new(16, 70, 2, 2, 2);
         let cells = prompt(&mut c, 0, 5);
         c.write(1, cells[4], &[1.0; 4], &[2.0; 4]);
         for s in [1, 2, 65] {
@@ -259,8 +290,9 @@ mod tests {
         // Four sequences, five cells.
         assert_eq!(c.used(), 5);
         assert_eq!(c.cell(65, 4), Some(cells[4]));
-        let at = c.cell(2, 4).unwrap() as usize * c.kv_dim();
-        assert_eq!(&c.keys(1)[at..at + 4], &[1.0; 4]);
+        let at = c.cell(2, 4).unwrap() as usize * 2;
+        assert_eq!(&c.keys(1, 1)[at..at + 2], &[f16::ONE; 2]);
+        assert_eq!(&c.values(1, 0)[at..at + 2], &[f16::from_f32(2.0); 2]);
         // Each continues on its own cells.
         let mut b = Batch::new();
         for s in [0, 1, 2, 65] {
@@ -283,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_full_cache_is_an_error_that_changes_nothing() {
-        let mut c = KvCache::new(4, 2, 1, 2);
+        let mut c = KvCache::new(4, 2, 1, 1, 2);
         prompt(&mut c, 0, 3);
         let mut b = Batch::new();
         b.add(0, 3, &[0], true).add(0, 0, &[1], true);
@@ -304,7 +336,7 @@ mod tests {
 
     #[test]
     fn rows_in_several_sequences_take_one_cell_and_replacing_releases() {
-        let mut c = KvCache::new(8, 3, 1, 1);
+        let mut c = KvCache::new(8, 3, 1, 1, 1);
         let mut b = Batch::new();
         b.add(0, 0, &[0, 1, 2], false);
         let cells = c.assign(&b).unwrap();

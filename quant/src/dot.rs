@@ -293,10 +293,59 @@ pub fn quantize_activations_with<A: Activation>(
     Ok(A::quantize_with(isa, x, out)?)
 }
 
-/// Rows of a row-major f32 matrix picked by index, as attention reads a key/value cache: row
-/// `i` is `data[rows[i]·stride + offset..][..len]`. Checked once, at construction.
+/// Rows of a row-major matrix of f32 or f16 values picked by index, as attention reads a
+/// key/value cache: row `i` is `data[rows[i]·stride + offset..][..len]`. Checked once, at
+/// construction. f16 values are widened exactly, so a matrix of f16 values gives the same bits
+/// as the same values stored as f32.
 #[derive(Clone, Copy, Debug)]
-pub struct Gather<'a>(arch::generic::Gathered<'a>);
+pub struct Gather<'a>(Picked<'a>);
+
+/// The picked rows in their stored type.
+#[derive(Clone, Copy, Debug)]
+enum Picked<'a> {
+    F32(arch::generic::Gathered<'a, f32>),
+    F16(arch::generic::Gathered<'a, f16>),
+}
+
+/// Checks the shape of a gather over `data.len()` values.
+fn gathered<'a, E>(
+    ty: GgmlType,
+    data: &'a [E],
+    stride: usize,
+    offset: usize,
+    len: usize,
+    rows: &'a [u32],
+) -> Result<arch::generic::Gathered<'a, E>, KernelError> {
+    let shape = |detail: String| KernelError::Shape {
+        ty,
+        rows: rows.len(),
+        cols: len,
+        detail,
+    };
+    if len == 0 || offset + len > stride {
+        return Err(shape(format!(
+            "{len} values from {offset} do not fit rows of {stride}"
+        )));
+    }
+    if let Some(&max) = rows.iter().max() {
+        let end = (max as usize)
+            .checked_mul(stride)
+            .and_then(|v| v.checked_add(offset + len));
+        if end.is_none_or(|e| e > data.len()) {
+            return Err(shape(format!(
+                "row {max} lies outside the {} values of the matrix",
+                data.len()
+            )));
+        }
+    }
+    Ok(arch::generic::Gathered {
+        data,
+        stride,
+        offset,
+        len,
+        rows,
+    })
+}
 
 impl<'a> Gather<'a> {
     /// The rows `rows` of `data` (rows of `stride` values), each the `len` values from
@@ -308,45 +357,47 @@ impl<'a> Gather<'a> {
         len: usize,
         rows: &'a [u32],
     ) -> Result<Self, KernelError> {
-        let shape = |detail: String| KernelError::Shape {
-            ty: GgmlType::F32,
-            rows: rows.len(),
-            cols: len,
-            detail,
-        };
-        if len == 0 || offset + len > stride {
-            return Err(shape(format!(
-                "{len} values from {offset} do not fit rows of {stride}"
-            )));
+        gathered(GgmlType::F32, data, stride, offset, len, rows).map(|g| Gather(Picked::F32(g)))
+    }
+
+    /// [`Gather::new`] over f16 values (llama.cpp's key/value cache type).
+    pub fn new_f16(
+        data: &'a [f16],
+        stride: usize,
+        offset: usize,
+        len: usize,
+        rows: &'a [u32],
+    ) -> Result<Self, KernelError> {
+        gathered(GgmlType::F16, data, stride, offset, len, rows).map(|g| Gather(Picked::F16(g)))
+    }
+
+    /// The picked rows.
+    fn rows(&self) -> &[u32] {
+        match &self.0 {
+            Picked::F32(g) => g.rows,
+            Picked::F16(g) => g.rows,
         }
-        if let Some(&max) = rows.iter().max() {
-            let end = (max as usize)
-                .checked_mul(stride)
-                .and_then(|v| v.checked_add(offset + len));
-            if end.is_none_or(|e| e > data.len()) {
-                return Err(shape(format!(
-                    "row {max} lies outside the {} values of the matrix",
-                    data.len()
-                )));
-            }
+    }
+
+    /// The stored type.
+    fn ty(&self) -> GgmlType {
+        match &self.0 {
+            Picked::F32(_) => GgmlType::F32,
+            Picked::F16(_) => GgmlType::F16,
         }
-        Ok(Gather(arch::generic::Gathered {
-            data,
-            stride,
-            offset,
-            len,
-            rows,
-        }))
     }
 
     /// Values per picked row.
     pub fn len(&self) -> usize {
-        self.0.len
+        match &self.0 {
+            Picked::F32(g) => g.len,
+            Picked::F16(g) => g.len,
+        }
     }
 
     /// Whether no row is picked.
     pub fn is_empty(&self) -> bool {
-        self.0.rows.is_empty()
+        self.rows().is_empty()
     }
 }
 
@@ -359,9 +410,9 @@ fn check_gathered(
     (out, per): (usize, usize),
 ) -> Result<(), KernelError> {
     let shape = |detail: String| KernelError::Shape {
-        ty: GgmlType::F32,
-        rows: m.0.rows.len(),
-        cols: m.0.len,
+        ty: m.ty(),
+        rows: m.rows().len(),
+        cols: m.len(),
         detail,
     };
     let count = match vecs.checked_div(vec_len) {
@@ -400,11 +451,14 @@ pub fn gathered_dots_with(
     isa.ensure_available()?;
     check_gathered(
         m,
-        (xs.len(), m.0.len),
+        (xs.len(), m.len()),
         "values",
-        (out.len(), m.0.rows.len()),
+        (out.len(), m.rows().len()),
     )?;
-    arch::gather_dots(isa, xs, m.0, out);
+    match m.0 {
+        Picked::F32(g) => arch::gather_dots(isa, xs, g, out),
+        Picked::F16(g) => arch::gather_dots(isa, xs, g, out),
+    }
     Ok(())
 }
 
@@ -425,8 +479,11 @@ pub fn gathered_axpy_with(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     isa.ensure_available()?;
-    let n = m.0.rows.len();
-    check_gathered(m, (w.len(), n), "weights", (out.len(), m.0.len))?;
-    arch::gather_axpy(isa, w, m.0, out);
+    let n = m.rows().len();
+    check_gathered(m, (w.len(), n), "weights", (out.len(), m.len()))?;
+    match m.0 {
+        Picked::F32(g) => arch::gather_axpy(isa, w, g, out),
+        Picked::F16(g) => arch::gather_axpy(isa, w, g, out),
+    }
     Ok(())
 }

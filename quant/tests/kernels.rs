@@ -688,6 +688,34 @@ fn gathered_products_match_the_reference() {
                     "axpy on {isa}, len {len}, group {group}, {picked} rows"
                 );
             }
+            // The same values stored as f16 (a key/value cache): on every instruction set,
+            // the bits of the reference over the values widened to f32.
+            let halves: Vec<f16> = data.iter().map(|&x| f16::from_f32(x)).collect();
+            let widened: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+            let m32 = Gather::new(&widened, stride, offset, len, &rows).unwrap();
+            let m16 = Gather::new_f16(&halves, stride, offset, len, &rows).unwrap();
+            let mut want_dots = vec![0.0; dots.len()];
+            gathered_dots_with(Isa::Scalar, &xs, &m32, &mut want_dots).unwrap();
+            let mut want_acc = vec![0.5; acc.len()];
+            gathered_axpy_with(Isa::Scalar, &w, &m32, &mut want_acc).unwrap();
+            for isa in std::iter::once(Isa::Scalar).chain(vector_isas()) {
+                let mut got = vec![0.0; dots.len()];
+                gathered_dots_with(isa, &xs, &m16, &mut got).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&want_dots)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "f16 dots on {isa}, len {len}, group {group}, {picked} rows"
+                );
+                let mut got = vec![0.5; acc.len()];
+                gathered_axpy_with(isa, &w, &m16, &mut got).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&want_acc)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "f16 axpy on {isa}, len {len}, group {group}, {picked} rows"
+                );
+            }
         }
     }
     // Shapes that do not fit are errors, not panics.
@@ -696,6 +724,9 @@ fn gathered_products_match_the_reference() {
     assert!(Gather::new(&data, 16, 8, 16, &[0]).is_err());
     assert!(Gather::new(&data, 16, 0, 0, &[0]).is_err());
     assert!(Gather::new(&data, usize::MAX, 0, 16, &[u32::MAX]).is_err());
+    let halves = vec![f16::ZERO; 64];
+    assert!(Gather::new_f16(&halves, 16, 0, 16, &[4]).is_err());
+    assert!(Gather::new_f16(&halves, 16, 8, 16, &[0]).is_err());
     let m = Gather::new(&data, 16, 0, 16, &[0, 3]).unwrap();
     assert!(gathered_dots_with(Isa::Scalar, &[0.0; 15], &m, &mut [0.0; 2]).is_err());
     assert!(gathered_dots_with(Isa::Scalar, &[0.0; 16], &m, &mut [0.0; 3]).is_err());

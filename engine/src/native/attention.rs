@@ -39,10 +39,9 @@ pub(super) fn attend(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     let (hd, n, group) = (a.head_dim, slots.len(), a.group);
-    let kv_dim = cache.kv_dim();
     scores.clear();
     scores.resize(group * n, 0.0);
-    let keys = Gather::new(cache.keys(a.layer), kv_dim, hk * hd, hd, slots)?;
+    let keys = Gather::new_f16(cache.keys(a.layer, hk), hd, 0, hd, slots)?;
     gathered_dots(q, &keys, scores)?;
     for s in scores.chunks_exact_mut(n.max(1)) {
         for x in s.iter_mut() {
@@ -53,7 +52,7 @@ pub(super) fn attend(
             *x = half::f16::from_f32(*x).to_f32();
         }
     }
-    let values = Gather::new(cache.values(a.layer), kv_dim, hk * hd, hd, slots)?;
+    let values = Gather::new_f16(cache.values(a.layer, hk), hd, 0, hd, slots)?;
     out.fill(0.0);
     gathered_axpy(scores, &values, out)?;
     Ok(())

@@ -427,34 +427,48 @@ fn fdots<S: Simd, W: FFormat, const R: usize, const A: usize>(
     out
 }
 
-/// Rows of a row-major f32 matrix picked by index: row `i` is
+/// Rows of a row-major matrix of f32 or f16 values picked by index: row `i` is
 /// `data[rows[i]·stride + offset..][..len]`. The caller checks that every picked row lies
 /// inside `data`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Gathered<'a> {
-    pub(crate) data: &'a [f32],
+#[derive(Debug)]
+pub(crate) struct Gathered<'a, E = f32> {
+    pub(crate) data: &'a [E],
     pub(crate) stride: usize,
     pub(crate) offset: usize,
     pub(crate) len: usize,
     pub(crate) rows: &'a [u32],
 }
 
-impl Gathered<'_> {
+impl<E> Clone for Gathered<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for Gathered<'_, E> {}
+
+impl<E> Gathered<'_, E> {
     #[inline(always)]
-    pub(crate) fn row(&self, r: u32) -> &[f32] {
+    pub(crate) fn row(&self, r: u32) -> &[E] {
         &self.data[r as usize * self.stride + self.offset..][..self.len]
     }
 }
 
 /// `out[g·n + i] = xs_g · row_i` for each vector `xs_g` (`len` values) and each picked row
-/// (`n` of them), as [`fdots`] computes a dot product.
+/// (`n` of them), as [`fdots`] computes a dot product (f16 rows widened exactly).
 #[inline(always)]
-pub(crate) fn gather_dots<S: Simd>(s: S, xs: &[f32], m: Gathered<'_>, out: &mut [f32]) {
+pub(crate) fn gather_dots<S: Simd, E: FFormat>(
+    s: S,
+    xs: &[f32],
+    m: Gathered<'_, E>,
+    out: &mut [f32],
+) {
     let n = m.rows.len();
     for (i, &r) in m.rows.iter().enumerate() {
         let row = m.row(r);
         for (g, x) in xs.chunks_exact(m.len).enumerate() {
-            let [[d]] = fdots(s, [x], [row]);
+            // `row · x` and `x · row` take the same fused steps: each product is exact.
+            let [[d]] = fdots(s, [row], [x]);
             out[g * n + i] = d;
         }
     }
@@ -471,7 +485,12 @@ pub(crate) fn gather_dots<S: Simd>(s: S, xs: &[f32], m: Gathered<'_>, out: &mut 
 /// registers hold fewer), and the 16 lanes' sums wait in a small buffer for the tree. Each
 /// picked row is thus loaded once per tile instead of once per output vector and chunk.
 #[inline(always)]
-pub(crate) fn gather_axpy<S: Simd>(s: S, w: &[f32], m: Gathered<'_>, out: &mut [f32]) {
+pub(crate) fn gather_axpy<S: Simd, E: FFormat>(
+    s: S,
+    w: &[f32],
+    m: Gathered<'_, E>,
+    out: &mut [f32],
+) {
     if m.len == 0 {
         return;
     }
@@ -479,10 +498,10 @@ pub(crate) fn gather_axpy<S: Simd>(s: S, w: &[f32], m: Gathered<'_>, out: &mut [
     let mut g = 0;
     while g < groups {
         if S::F_REGS >= 24 && groups - g >= 3 {
-            axpy_groups::<S, 3>(s, w, m, out, g);
+            axpy_groups::<S, E, 3>(s, w, m, out, g);
             g += 3;
         } else {
-            axpy_groups::<S, 1>(s, w, m, out, g);
+            axpy_groups::<S, E, 1>(s, w, m, out, g);
             g += 1;
         }
     }
@@ -493,10 +512,10 @@ const AXPY_CHUNKS: usize = 4;
 
 /// Output vectors `g0..g0 + GB` of [`gather_axpy`].
 #[inline(always)]
-fn axpy_groups<S: Simd, const GB: usize>(
+fn axpy_groups<S: Simd, E: FFormat, const GB: usize>(
     s: S,
     w: &[f32],
-    m: Gathered<'_>,
+    m: Gathered<'_, E>,
     out: &mut [f32],
     g0: usize,
 ) {
@@ -506,10 +525,10 @@ fn axpy_groups<S: Simd, const GB: usize>(
     let mut c = 0;
     while c < chunks {
         if chunks - c >= AXPY_CHUNKS {
-            axpy_tile::<S, GB, AXPY_CHUNKS>(s, &ws, m, out, g0, c);
+            axpy_tile::<S, E, GB, AXPY_CHUNKS>(s, &ws, m, out, g0, c);
             c += AXPY_CHUNKS;
         } else {
-            axpy_tile::<S, GB, 1>(s, &ws, m, out, g0, c);
+            axpy_tile::<S, E, GB, 1>(s, &ws, m, out, g0, c);
             c += 1;
         }
     }
@@ -520,7 +539,7 @@ fn axpy_groups<S: Simd, const GB: usize>(
             let mut lanes = [0f32; 16];
             for (i, (&wi, &r)) in wg.iter().zip(m.rows).enumerate() {
                 if wi != 0.0 {
-                    lanes[i % 16] = wi.mul_add(m.row(r)[e], lanes[i % 16]);
+                    lanes[i % 16] = wi.mul_add(m.row(r)[e].widen(), lanes[i % 16]);
                 }
             }
             out[(g0 + j) * len + e] += super::scalar::reduce16(lanes);
@@ -531,10 +550,10 @@ fn axpy_groups<S: Simd, const GB: usize>(
 /// Chunks `c0..c0 + CB` of output vectors `g0..g0 + GB` of [`gather_axpy`]: `GB × CB`
 /// accumulators per lane, each picked row's `CB` chunks loaded once for all of them.
 #[inline(always)]
-fn axpy_tile<S: Simd, const GB: usize, const CB: usize>(
+fn axpy_tile<S: Simd, E: FFormat, const GB: usize, const CB: usize>(
     s: S,
     ws: &[&[f32]; GB],
-    m: Gathered<'_>,
+    m: Gathered<'_, E>,
     out: &mut [f32],
     g0: usize,
     c0: usize,
@@ -547,7 +566,7 @@ fn axpy_tile<S: Simd, const GB: usize, const CB: usize>(
         let mut i = l;
         while i < n {
             let row = m.row(m.rows[i]).as_chunks::<16>().0;
-            let x: [S::F; CB] = std::array::from_fn(|c| s.fload(&row[c0 + c]));
+            let x: [S::F; CB] = std::array::from_fn(|c| E::load16(s, &row[c0 + c]));
             for (acc, wg) in acc.iter_mut().zip(ws) {
                 // A zero weight adds `0·x = ±0` to a lane that is never −0: nothing, as
                 // skipping it.

@@ -60,17 +60,17 @@ macro_rules! entry_points {
             }
 
             /// [`crate::arch::generic::gather_dots`] compiled for this instruction set.
-            pub(crate) fn gather_dots(
+            pub(crate) fn gather_dots<E: $crate::arch::generic::FFormat>(
                 self,
                 xs: &[f32],
-                m: $crate::arch::generic::Gathered<'_>,
+                m: $crate::arch::generic::Gathered<'_, E>,
                 out: &mut [f32],
             ) {
                 #[target_feature(enable = $features)]
-                fn run(
+                fn run<E: $crate::arch::generic::FFormat>(
                     t: $tok,
                     xs: &[f32],
-                    m: $crate::arch::generic::Gathered<'_>,
+                    m: $crate::arch::generic::Gathered<'_, E>,
                     out: &mut [f32],
                 ) {
                     $crate::arch::generic::gather_dots(t, xs, m, out)
@@ -80,17 +80,17 @@ macro_rules! entry_points {
             }
 
             /// [`crate::arch::generic::gather_axpy`] compiled for this instruction set.
-            pub(crate) fn gather_axpy(
+            pub(crate) fn gather_axpy<E: $crate::arch::generic::FFormat>(
                 self,
                 w: &[f32],
-                m: $crate::arch::generic::Gathered<'_>,
+                m: $crate::arch::generic::Gathered<'_, E>,
                 out: &mut [f32],
             ) {
                 #[target_feature(enable = $features)]
-                fn run(
+                fn run<E: $crate::arch::generic::FFormat>(
                     t: $tok,
                     w: &[f32],
-                    m: $crate::arch::generic::Gathered<'_>,
+                    m: $crate::arch::generic::Gathered<'_, E>,
                     out: &mut [f32],
                 ) {
                     $crate::arch::generic::gather_axpy(t, w, m, out)
@@ -261,7 +261,12 @@ pub(crate) const GATHER_LANES: usize = if cfg!(all(
 };
 
 /// [`generic::gather_dots`] on `isa` (the reference path if this CPU lacks it).
-pub(crate) fn gather_dots(isa: Isa, xs: &[f32], m: generic::Gathered<'_>, out: &mut [f32]) {
+pub(crate) fn gather_dots<E: FFormat>(
+    isa: Isa,
+    xs: &[f32],
+    m: generic::Gathered<'_, E>,
+    out: &mut [f32],
+) {
     if GATHER_LANES != 16 {
         return scalar::gather_dots(xs, m, out);
     }
@@ -276,7 +281,12 @@ pub(crate) fn gather_dots(isa: Isa, xs: &[f32], m: generic::Gathered<'_>, out: &
 }
 
 /// [`generic::gather_axpy`] on `isa` (the reference path if this CPU lacks it).
-pub(crate) fn gather_axpy(isa: Isa, w: &[f32], m: generic::Gathered<'_>, out: &mut [f32]) {
+pub(crate) fn gather_axpy<E: FFormat>(
+    isa: Isa,
+    w: &[f32],
+    m: generic::Gathered<'_, E>,
+    out: &mut [f32],
+) {
     if GATHER_LANES != 16 {
         return scalar::gather_axpy(w, m, out);
     }

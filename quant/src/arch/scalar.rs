@@ -93,7 +93,7 @@ pub(crate) fn ftile<W: FFormat>(w: &[W], acts: &[&[f32]], out: &mut [f32]) {
 }
 
 /// [`super::generic::gather_dots`] on the reference path, in [`super::GATHER_LANES`] lanes.
-pub(crate) fn gather_dots(xs: &[f32], m: Gathered<'_>, out: &mut [f32]) {
+pub(crate) fn gather_dots<E: FFormat>(xs: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
     const L: usize = super::GATHER_LANES;
     let n = m.rows.len();
     for (i, &r) in m.rows.iter().enumerate() {
@@ -104,12 +104,12 @@ pub(crate) fn gather_dots(xs: &[f32], m: Gathered<'_>, out: &mut [f32]) {
             let mut lanes = [0f32; L];
             for (a, b) in xc.iter().zip(rc) {
                 for l in 0..L {
-                    lanes[l] = a[l].mul_add(b[l], lanes[l]);
+                    lanes[l] = a[l].mul_add(b[l].widen(), lanes[l]);
                 }
             }
             let mut d = reduce_tree(lanes);
             for (a, b) in xt.iter().zip(rt) {
-                d = a.mul_add(*b, d);
+                d = a.mul_add(b.widen(), d);
             }
             out[g * n + i] = d;
         }
@@ -117,7 +117,7 @@ pub(crate) fn gather_dots(xs: &[f32], m: Gathered<'_>, out: &mut [f32]) {
 }
 
 /// [`super::generic::gather_axpy`] on the reference path, in [`super::GATHER_LANES`] lanes.
-pub(crate) fn gather_axpy(w: &[f32], m: Gathered<'_>, out: &mut [f32]) {
+pub(crate) fn gather_axpy<E: FFormat>(w: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
     const L: usize = super::GATHER_LANES;
     let n = m.rows.len();
     for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
@@ -126,7 +126,7 @@ pub(crate) fn gather_axpy(w: &[f32], m: Gathered<'_>, out: &mut [f32]) {
             for (i, &r) in m.rows.iter().enumerate() {
                 let wi = w[g * n + i];
                 if wi != 0.0 {
-                    lanes[i % L] = wi.mul_add(m.row(r)[j], lanes[i % L]);
+                    lanes[i % L] = wi.mul_add(m.row(r)[j].widen(), lanes[i % L]);
                 }
             }
             *o += reduce_tree(lanes);

@@ -12,31 +12,31 @@
 use std::arch::x86_64::*;
 
 use super::Avx512;
-use crate::arch::generic::Gathered;
+use crate::arch::generic::{FFormat, Gathered};
 
 /// `out[g·n + i] = xs_g · row_i`, as [`crate::arch::generic::gather_dots`] computes it; the
 /// caller checked the shapes (and `m.len` is a multiple of 16). Several vectors (the query
 /// heads of a key/value head) go three at a time over eight rows, so that each row's chunk is
 /// loaded once for the three; a single vector goes over sixteen rows at a time.
-pub(crate) fn gather_dots(t: Avx512, xs: &[f32], m: Gathered<'_>, out: &mut [f32]) {
+pub(crate) fn gather_dots<E: FFormat>(t: Avx512, xs: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-    fn run(t: Avx512, xs: &[f32], m: Gathered<'_>, out: &mut [f32]) {
+    fn run<E: FFormat>(t: Avx512, xs: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
         let n = m.rows.len();
         let nq = xs.len() / m.len;
         let query = |g: usize| &xs[g * m.len..(g + 1) * m.len];
         let done = if nq >= 2 {
             let (groups, _) = m.rows.as_chunks::<8>();
             for (k, rows) in groups.iter().enumerate() {
-                let rows: [&[f32]; 8] = std::array::from_fn(|l| m.row(rows[l]));
+                let rows: [&[E]; 8] = std::array::from_fn(|l| m.row(rows[l]));
                 let mut g = 0;
                 while g < nq {
                     let at = g * n + 8 * k;
                     match nq - g {
-                        1 => dots8::<1>(&[query(g)], &rows, out, at, n),
-                        2 => dots8::<2>(&[query(g), query(g + 1)], &rows, out, at, n),
+                        1 => dots8::<E, 1>(t, &[query(g)], &rows, out, at, n),
+                        2 => dots8::<E, 2>(t, &[query(g), query(g + 1)], &rows, out, at, n),
                         _ => {
                             let q = [query(g), query(g + 1), query(g + 2)];
-                            dots8::<3>(&q, &rows, out, at, n)
+                            dots8::<E, 3>(t, &q, &rows, out, at, n)
                         }
                     }
                     g += 3;
@@ -46,11 +46,11 @@ pub(crate) fn gather_dots(t: Avx512, xs: &[f32], m: Gathered<'_>, out: &mut [f32
         } else {
             let (groups, _) = m.rows.as_chunks::<16>();
             for (k, rows) in groups.iter().enumerate() {
-                let rows: [&[f32]; 16] = std::array::from_fn(|l| m.row(rows[l]));
+                let rows: [&[E]; 16] = std::array::from_fn(|l| m.row(rows[l]));
                 for (g, x) in xs.chunks_exact(m.len).enumerate() {
                     let o = out[g * n + 16 * k..].first_chunk_mut::<16>();
                     if let Some(o) = o {
-                        dots16(x, &rows, o);
+                        dots16(t, x, &rows, o);
                     }
                 }
             }
@@ -74,9 +74,10 @@ pub(crate) fn gather_dots(t: Avx512, xs: &[f32], m: Gathered<'_>, out: &mut [f32
 /// tree as [`dots16`], its first three levels on pairs of rows and its last within one vector.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-fn dots8<const G: usize>(
+fn dots8<E: FFormat, const G: usize>(
+    t: Avx512,
     xs: &[&[f32]; G],
-    rows: &[&[f32]; 8],
+    rows: &[&[E]; 8],
     out: &mut [f32],
     at: usize,
     n: usize,
@@ -91,8 +92,7 @@ fn dots8<const G: usize>(
         });
         for l in 0..8 {
             if let Some(r) = rows[l][16 * c..].first_chunk::<16>() {
-                // SAFETY: `r` is 16 readable floats.
-                let rv = unsafe { _mm512_loadu_ps(r.as_ptr()) };
+                let rv = E::load16(t, r);
                 for g in 0..G {
                     acc[g][l] = _mm512_fmadd_ps(x[g], rv, acc[g][l]);
                 }
@@ -120,15 +120,14 @@ fn dots8<const G: usize>(
 /// `o[l] = x · rows[l]` for 16 rows of `x.len()` values (a multiple of 16).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-fn dots16(x: &[f32], rows: &[&[f32]; 16], o: &mut [f32; 16]) {
+fn dots16<E: FFormat>(t: Avx512, x: &[f32], rows: &[&[E]; 16], o: &mut [f32; 16]) {
     let mut acc = [_mm512_setzero_ps(); 16];
     for (c, xc) in x.as_chunks::<16>().0.iter().enumerate() {
         // SAFETY: `xc` is 16 readable floats.
         let xv = unsafe { _mm512_loadu_ps(xc.as_ptr()) };
         for l in 0..16 {
             if let Some(r) = rows[l][16 * c..].first_chunk::<16>() {
-                // SAFETY: `r` is 16 readable floats.
-                let rv = unsafe { _mm512_loadu_ps(r.as_ptr()) };
+                let rv = E::load16(t, r);
                 acc[l] = _mm512_fmadd_ps(xv, rv, acc[l]);
             }
         }
