@@ -31,8 +31,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use rayon::prelude::*;
-
 use crate::dispatch::Isa;
 use crate::dot::{Activation, KernelError, VecDot};
 use crate::formats::{
@@ -432,10 +430,9 @@ fn run<W: VecDot>(
 
     let Scratch { acts, packed, .. } = scratch;
     let acts = act_blocks::<W::Act>(acts, batch * apr);
-    let quantized: Result<(), KernelError> = acts
-        .par_chunks_mut(apr)
-        .zip(x.par_chunks(cols))
-        .try_for_each(|(a, x)| Ok(W::Act::quantize_with(isa, x, a)?));
+    let quantized: Result<(), KernelError> = crate::par::try_for_each_chunk(acts, apr, |i, a| {
+        Ok(W::Act::quantize_with(isa, &x[i * cols..(i + 1) * cols], a)?)
+    });
     quantized?;
 
     let tasks = split_tasks(ws, &blocks, batch, bpr, 2);
@@ -464,7 +461,7 @@ fn split_tasks<'t, W>(
 ) -> Vec<Task<'t, W>> {
     let total_rows: usize = ws.iter().map(|w| w.rows).sum();
     let row_bytes = bpr * std::mem::size_of::<W>();
-    let per_thread = total_rows.div_ceil(4 * rayon::current_num_threads());
+    let per_thread = total_rows.div_ceil(4 * crate::par::current_threads());
     let mut chunk_rows = (CHUNK_BYTES / row_bytes.max(1)).clamp(1, per_thread.max(1));
     if batch == 1 {
         chunk_rows = chunk_rows.next_multiple_of(pair);
@@ -497,7 +494,8 @@ fn run_tasks<W: Sync>(
         .zip(outs.iter_mut())
         .map(|(w, o)| OutPtr::new(o, w.rows, batch))
         .collect();
-    tasks.into_par_iter().for_each(|t| {
+    crate::par::for_each(tasks.len(), |t| {
+        let t = &tasks[t];
         // SAFETY: `split_tasks` gave each task its own rows of its matrix (the chunks of that
         // matrix's blocks, `rows × bpr` of them as `QMatrix::new` checked), and `ptrs` point
         // to `outs`, of `batch × rows` values each (`OutPtr::new` checked), borrowed mutably

@@ -39,6 +39,7 @@ pub mod formats;
 pub mod gemm;
 pub mod gguf;
 pub mod panels;
+pub mod par;
 pub mod requant;
 pub mod types;
 

@@ -334,7 +334,7 @@ pub fn matmul_panels_with(
         .collect();
     // Work items: runs of panels of about CHUNK_BYTES, at least four per thread.
     let total: usize = ws.iter().map(|w| w.panels()).sum();
-    let per_thread = total.div_ceil(4 * rayon::current_num_threads());
+    let per_thread = total.div_ceil(4 * crate::par::current_threads());
     let run = (CHUNK_BYTES / first.stride).clamp(1, per_thread.max(1));
     let tasks: Vec<(usize, usize)> = ws
         .iter()
@@ -342,7 +342,8 @@ pub fn matmul_panels_with(
         .flat_map(|(m, w)| (0..w.panels()).step_by(run).map(move |p| (m, p)))
         .collect();
     let token = kernel_token(isa);
-    tasks.into_par_iter().for_each(|(m, p0)| {
+    crate::par::for_each(tasks.len(), |t| {
+        let (m, p0) = tasks[t];
         let w = ws[m];
         let mut tile = [[0.0f32; PANEL_ROWS]; TILE];
         for p in p0..(p0 + run).min(w.panels()) {
@@ -468,10 +469,9 @@ fn pack_acts<'s>(
     let panel = &mut scratch.panel_acts;
     panel.resize(batch * nb, PanelAct::default());
     let offset = kind.offset();
-    let packed: Result<(), KernelError> = panel
-        .par_chunks_mut(nb)
-        .zip(x.par_chunks(cols))
-        .try_for_each(|(out, x)| match kind {
+    let packed: Result<(), KernelError> = crate::par::try_for_each_chunk(panel, nb, |i, out| {
+        let x = &x[i * cols..(i + 1) * cols];
+        match kind {
             Kind::Q4_1 => Q8_1_ROW.with_borrow_mut(|q| {
                 q.resize(nb, bytemuck::Zeroable::zeroed());
                 BlockQ8_1::quantize_with(isa, x, q)?;
@@ -488,7 +488,8 @@ fn pack_acts<'s>(
                 }
                 Ok(())
             }),
-        });
+        }
+    });
     packed?;
     Ok(&scratch.panel_acts)
 }

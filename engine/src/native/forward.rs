@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use quant::gemm::{matmul, matmul_exact, matmul_many, matmul_many_exact, Scratch};
 use quant::panels::{matmul_panel, matmul_panels, PanelMatrix};
-use rayon::prelude::*;
 
 use super::attention::{attend, AttnShape, ATTN_SCRATCH};
 use super::rope::{rope, RopePlan};
@@ -32,6 +31,11 @@ pub struct NativeContext<'h> {
     pub(super) activations: Activations,
     /// Threads of its own, or rayon's global pool.
     pub(super) pool: Option<rayon::ThreadPool>,
+    /// The threads that run the forward pass's parallel steps (see [`quant::par`]), as many
+    /// as the pool's, started at the first pass.
+    pub(super) team: Option<quant::par::Team>,
+    /// Whether passes run their steps on `team` (else on the pool).
+    pub(super) use_team: bool,
     /// Activations and scratch, grown to the largest batch seen.
     pub(super) bufs: Buffers,
     /// Called with each block's output and the final norm, if attached.
@@ -226,7 +230,7 @@ impl<'h> NativeContext<'h> {
             // leave threads idle (a single row's decoding step): each head's arithmetic is
             // its own either way, so the split changes no bit.
             let n_kv = c.n_head / group;
-            let split = n * n_kv < 2 * rayon::current_num_threads();
+            let split = n * n_kv < 2 * quant::par::current_threads();
             let (heads, tasks_per_row) = match split {
                 true => (1, c.n_head),
                 false => (group, n_kv),
@@ -258,9 +262,7 @@ impl<'h> NativeContext<'h> {
                     attend(cache, &shape, hk, q, slots, scores, out)
                 })
             };
-            att.par_chunks_mut(gd)
-                .enumerate()
-                .try_for_each(work)
+            quant::par::try_for_each_chunk(att, gd, |t, out| work((t, out)))
                 .map_err(|e| BackendError::Decode(format!("attention of layer {l}: {e}")))?;
             self.call_hook(HookPoint::AttnOutput(l), batch, rows, qd, att);
             self.mm(&layer.wo, att, o)?;
@@ -324,6 +326,8 @@ impl<'h> NativeContext<'h> {
             .build()
             .map_err(|e| BackendError::Context(e.to_string()))?;
         self.pool = Some(pool);
+        // Started again, with the pool's number of threads, at the next pass.
+        self.team = None;
         Ok(self)
     }
 
@@ -450,16 +454,30 @@ impl Context for NativeContext<'_> {
     }
 
     fn decode(&mut self, batch: &Batch, out: &mut Logits) -> Result<(), BackendError> {
+        if self.use_team && self.team.is_none() {
+            let threads = self
+                .pool
+                .as_ref()
+                .map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
+            self.team = Some(super::team(threads)?);
+        }
         let mut bufs = std::mem::take(&mut self.bufs);
-        // The whole pass runs inside the pool, so that its parallel steps are joins among
-        // running workers rather than one hand-off from outside the pool per step.
-        let result = match self.pool.take() {
-            Some(pool) => {
+        // The whole pass runs with the team installed, or inside the pool, so that its
+        // parallel steps are joins among running workers rather than one hand-off from outside
+        // the pool per step.
+        let result = match (self.team.take(), self.pool.take()) {
+            (Some(team), pool) => {
+                self.pool = pool;
+                let r = team.install(|| self.forward(batch, out, &mut bufs));
+                self.team = Some(team);
+                r
+            }
+            (None, Some(pool)) => {
                 let r = pool.install(|| self.forward(batch, out, &mut bufs));
                 self.pool = Some(pool);
                 r
             }
-            None => self.forward(batch, out, &mut bufs),
+            (None, None) => self.forward(batch, out, &mut bufs),
         };
         self.bufs = bufs;
         result

@@ -294,8 +294,11 @@ impl NativeModel {
     }
 
     /// A context holding this model, with a KV cache of `n_ctx` cells shared by up to
-    /// `max_sequences` sequences (positions run up to `n_ctx` too), on rayon's global pool
-    /// ([`NativeContext::with_threads`] gives it threads of its own).
+    /// `max_sequences` sequences (positions run up to `n_ctx` too), on as many threads as
+    /// rayon's global pool has ([`NativeContext::with_threads`] sets another number). Its
+    /// forward passes run their parallel steps on a [`quant::par::Team`] of its own, whose
+    /// threads spin briefly between steps; `PASSUNTIL_TEAM=0` in the environment runs them on
+    /// rayon's pool instead.
     pub fn new_context(
         self: &Arc<Self>,
         n_ctx: u32,
@@ -324,6 +327,8 @@ impl NativeModel {
             rope_local,
             activations: Activations::Q8,
             pool: None,
+            team: None,
+            use_team: std::env::var("PASSUNTIL_TEAM").as_deref() != Ok("0"),
             bufs: Buffers::default(),
             hook: None,
         })
@@ -380,4 +385,10 @@ impl Model for NativeModel {
         }
         Ok(Box::new(ctx.with_activations(options.activations)))
     }
+}
+
+/// A team of `threads` threads for a context's forward passes.
+fn team(threads: usize) -> Result<quant::par::Team, BackendError> {
+    quant::par::Team::new(threads)
+        .map_err(|e| BackendError::Context(format!("cannot start {threads} threads: {e}")))
 }
