@@ -16,7 +16,7 @@
 //! The result is not bitwise llama.cpp's, but it is one fixed sequence of float operations
 //! per output, so it keeps what matters for sampling: an output is bitwise the same alone or
 //! in any batch, on any number of threads and on every instruction set (the portable kernel
-//! here and the AVX-512 VNNI one give the same bits). Activations are rounded to 8 bits
+//! here and the AVX-512 VNNI and AVX2 ones give the same bits). Activations are rounded to 8 bits
 //! exactly as in [`crate::gemm`].
 //!
 //! The layout is built once, at load: rows go in panels of [`PANEL_ROWS`]; for each block,
@@ -269,7 +269,8 @@ pub(crate) struct PanelAct {
     pub(crate) s: f32,
     /// `−offset·Σq`: removes what the stored quants' offset adds.
     pub(crate) start: i32,
-    _pad: u32,
+    /// Nonzero when a quant is −128 (the AVX2 Q8_0 kernel's sign trick cannot take it).
+    pub(crate) extreme: u32,
 }
 
 impl PanelAct {
@@ -280,7 +281,7 @@ impl PanelAct {
             d: d.to_f32(),
             s: s.to_f32(),
             start: -offset * sum,
-            _pad: 0,
+            extreme: u32::from(qs.contains(&i8::MIN)),
         }
     }
 }
@@ -375,19 +376,37 @@ pub fn matmul_panels_with(
 /// Activation rows per tile: a panel's unpacked block meets this many rows in registers.
 pub(crate) const TILE: usize = 8;
 
-/// The AVX-512 token when `isa` is AVX-512 and the CPU has it.
-#[cfg(target_arch = "x86_64")]
-type Token = Option<crate::arch::x86_64::Avx512>;
-#[cfg(not(target_arch = "x86_64"))]
-type Token = Option<std::convert::Infallible>;
+/// The kernel for an instruction set: AVX-512 VNNI's or AVX2's when `isa` is one of them and
+/// the CPU has it, the portable one otherwise.
+#[derive(Clone, Copy, Debug)]
+enum Token {
+    #[cfg(target_arch = "x86_64")]
+    Avx512(crate::arch::x86_64::Avx512),
+    #[cfg(target_arch = "x86_64")]
+    Avx2(crate::arch::x86_64::Avx2),
+    Portable,
+}
 
 fn kernel_token(isa: Isa) -> Token {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
-        return crate::arch::x86_64::Avx512::new();
+    {
+        use crate::arch::x86_64::{Avx2, Avx512};
+        match isa {
+            Isa::Avx512 => {
+                if let Some(t) = Avx512::new() {
+                    return Token::Avx512(t);
+                }
+            }
+            Isa::Avx2 => {
+                if let Some(t) = Avx2::new() {
+                    return Token::Avx2(t);
+                }
+            }
+            _ => {}
+        }
     }
     let _ = isa;
-    None
+    Token::Portable
 }
 
 /// One panel (`qs`, `scales`) times up to [`TILE`] activation rows (`acts`, `nb` blocks each):
@@ -401,13 +420,13 @@ fn panel_tile(
     nb: usize,
     out: &mut [[f32; PANEL_ROWS]],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(t) = token {
-        t.panel_tile(kind, qs, scales, acts, nb, out);
-        return;
+    match token {
+        #[cfg(target_arch = "x86_64")]
+        Token::Avx512(t) => t.panel_tile(kind, qs, scales, acts, nb, out),
+        #[cfg(target_arch = "x86_64")]
+        Token::Avx2(t) => t.panel_tile(kind, qs, scales, acts, nb, out),
+        Token::Portable => portable_tile(kind, qs, scales, acts, nb, out),
     }
-    let _ = token;
-    portable_tile(kind, qs, scales, acts, nb, out)
 }
 
 /// The portable kernel: the module docs' loop, output by output.
@@ -637,6 +656,57 @@ mod tests {
             let mut alone = vec![0.0; o.len()];
             matmul_panel(p, &x, &mut alone, &mut Scratch::default()).unwrap();
             assert_eq!(&alone, o);
+        }
+    }
+
+    /// Every kernel against the portable one on arbitrary bytes: every quant value of the
+    /// weights (Q8_0's −128 among them) against activations at their extremes, −128 too.
+    #[test]
+    fn every_kernel_takes_extreme_quants() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q8_0] {
+            for (nb, batch) in [(1, 1), (3, 8), (5, 7), (2, 3)] {
+                let qs: Vec<u8> = (0..nb * kind.qbytes()).map(|_| rng.random()).collect();
+                // Scales: finite f16 of either sign.
+                let scales: Vec<u8> = (0..nb * kind.sbytes() / 2)
+                    .flat_map(|_| f16::from_f32(rng.random_range(-2.0f32..2.0)).to_le_bytes())
+                    .collect();
+                let acts: Vec<PanelAct> = (0..batch * nb)
+                    .map(|i| {
+                        let q: [i8; 32] = std::array::from_fn(|j| match (i + j) % 5 {
+                            0 => i8::MIN,
+                            1 => i8::MAX,
+                            2 => -127,
+                            _ => rng.random(),
+                        });
+                        // Some blocks without −128, for the vector path.
+                        let q = if i % 2 == 1 {
+                            q.map(|v| v.max(-127))
+                        } else {
+                            q
+                        };
+                        let d = f16::from_f32(rng.random_range(0.0f32..0.1));
+                        PanelAct::new(
+                            q,
+                            d,
+                            f16::from_f32(rng.random_range(-3.0f32..3.0)),
+                            kind.offset(),
+                        )
+                    })
+                    .collect();
+                let mut want = vec![[0.0f32; PANEL_ROWS]; batch];
+                portable_tile(kind, &qs, &scales, &acts, nb, &mut want);
+                for isa in Isa::available() {
+                    let mut got = vec![[f32::NAN; PANEL_ROWS]; batch];
+                    panel_tile(kernel_token(isa), kind, &qs, &scales, &acts, nb, &mut got);
+                    let same = got.iter().flatten().zip(want.iter().flatten());
+                    assert!(
+                        same.clone().all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{kind:?} nb {nb} batch {batch} on {}",
+                        isa.name()
+                    );
+                }
+            }
         }
     }
 

@@ -248,8 +248,9 @@ pub(crate) fn fchunk<W: FFormat>(isa: Isa, w: &[W], cols: usize, acts: &[&[f32]]
 
 /// Lanes of attention's gathered products: the f16 width of llama.cpp's tinyBLAS in a build
 /// for this target, which multiplies queries with keys and probabilities with values in its
-/// prompt batches (8 on x86 without AVX-512, 16 with it and elsewhere). With 16, the vector
-/// paths run; with 8, every path runs the reference's lane loop (the same bits either way).
+/// prompt batches (8 on x86 without AVX-512, 16 with it and elsewhere). With 16, the generic
+/// vector paths run; with 8, AVX2's eight-lane kernels ([`x86_64::gather::gather_dots8`]) or
+/// the reference's lane loop (the same bits either way).
 pub(crate) const GATHER_LANES: usize = if cfg!(all(
     target_arch = "x86_64",
     target_feature = "avx",
@@ -268,6 +269,12 @@ pub(crate) fn gather_dots<E: FFormat>(
     out: &mut [f32],
 ) {
     if GATHER_LANES != 16 {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            if let Some(t) = x86_64::Avx2::new() {
+                return x86_64::gather::gather_dots8(t, xs, m, out);
+            }
+        }
         return scalar::gather_dots(xs, m, out);
     }
     #[cfg(target_arch = "x86_64")]
@@ -288,6 +295,12 @@ pub(crate) fn gather_axpy<E: FFormat>(
     out: &mut [f32],
 ) {
     if GATHER_LANES != 16 {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            if let Some(t) = x86_64::Avx2::new() {
+                return x86_64::gather::gather_axpy8(t, w, m, out);
+            }
+        }
         return scalar::gather_axpy(w, m, out);
     }
     on_token!(isa, t => t.gather_axpy(w, m, out));

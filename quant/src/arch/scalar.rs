@@ -94,7 +94,15 @@ pub(crate) fn ftile<W: FFormat>(w: &[W], acts: &[&[f32]], out: &mut [f32]) {
 
 /// [`super::generic::gather_dots`] on the reference path, in [`super::GATHER_LANES`] lanes.
 pub(crate) fn gather_dots<E: FFormat>(xs: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
-    const L: usize = super::GATHER_LANES;
+    gather_dots_in::<E, { super::GATHER_LANES }>(xs, m, out)
+}
+
+/// [`gather_dots`] in `L` lanes.
+pub(crate) fn gather_dots_in<E: FFormat, const L: usize>(
+    xs: &[f32],
+    m: Gathered<'_, E>,
+    out: &mut [f32],
+) {
     let n = m.rows.len();
     for (i, &r) in m.rows.iter().enumerate() {
         let row = m.row(r);
@@ -118,7 +126,15 @@ pub(crate) fn gather_dots<E: FFormat>(xs: &[f32], m: Gathered<'_, E>, out: &mut 
 
 /// [`super::generic::gather_axpy`] on the reference path, in [`super::GATHER_LANES`] lanes.
 pub(crate) fn gather_axpy<E: FFormat>(w: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
-    const L: usize = super::GATHER_LANES;
+    gather_axpy_in::<E, { super::GATHER_LANES }>(w, m, out)
+}
+
+/// [`gather_axpy`] in `L` lanes.
+pub(crate) fn gather_axpy_in<E: FFormat, const L: usize>(
+    w: &[f32],
+    m: Gathered<'_, E>,
+    out: &mut [f32],
+) {
     let n = m.rows.len();
     for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
         for (j, o) in o.iter_mut().enumerate() {

@@ -1,6 +1,7 @@
 //! AVX-512 dot products of vectors with 16 picked rows at a time, or of three vectors with
 //! eight rows (attention's queries times cached keys), for rows whose length is a multiple
-//! of 16.
+//! of 16; and AVX2's products and weighted sums in the eight lanes of an AVX2 build
+//! ([`crate::arch::GATHER_LANES`]), at the end of this file.
 //!
 //! Each dot product is the generic one ([`crate::arch::generic::gather_dots`]): 16 lanes of
 //! fused multiply-adds over the row's 16-value chunks, then the fixed tree (lane `l` plus
@@ -11,8 +12,9 @@
 
 use std::arch::x86_64::*;
 
-use super::Avx512;
+use super::{Avx2, Avx512};
 use crate::arch::generic::{FFormat, Gathered};
+use crate::arch::scalar;
 
 /// `out[g·n + i] = xs_g · row_i`, as [`crate::arch::generic::gather_dots`] computes it; the
 /// caller checked the shapes (and `m.len` is a multiple of 16). Several vectors (the query
@@ -187,4 +189,258 @@ fn level1(a: __m512, b: __m512) -> __m512 {
         _mm512_shuffle_ps::<0x88>(a, b),
         _mm512_shuffle_ps::<0xDD>(a, b),
     )
+}
+
+// AVX2, eight lanes. The reference ([`scalar::gather_dots_in`] and
+// [`scalar::gather_axpy_in`] with `L = 8`) keeps one chain of fused multiply-adds per lane and
+// sums the lanes by the fixed tree (`l + 4`, then `+ 2`, `+ 1`); here a lane is a lane of a
+// 256-bit register, and the tree's additions are the same pairs in the same operand order.
+
+/// `out[g·n + i] = xs_g · row_i` in eight lanes, bitwise [`scalar::gather_dots_in`]`::<_, 8>`;
+/// the caller checked the shapes. Rows go eight at a time, each with its own chain; rows
+/// whose length is not a multiple of 16, and the last rows, take the reference.
+pub(crate) fn gather_dots8<E: FFormat>(t: Avx2, xs: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn run<E: FFormat>(t: Avx2, xs: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
+        if m.len == 0 || !m.len.is_multiple_of(16) {
+            return scalar::gather_dots_in::<E, 8>(xs, m, out);
+        }
+        let n = m.rows.len();
+        let (groups, _) = m.rows.as_chunks::<8>();
+        for (k, rows) in groups.iter().enumerate() {
+            let rows: [&[E]; 8] = std::array::from_fn(|l| m.row(rows[l]));
+            for (g, x) in xs.chunks_exact(m.len).enumerate() {
+                if let Some(o) = out[g * n + 8 * k..].first_chunk_mut::<8>() {
+                    dots8_avx2(t, x, &rows, o);
+                }
+            }
+        }
+        let done = 8 * groups.len();
+        let rest = Gathered {
+            rows: &m.rows[done..],
+            ..m
+        };
+        for (g, x) in xs.chunks_exact(m.len).enumerate() {
+            scalar::gather_dots_in::<E, 8>(x, rest, &mut out[g * n + done..(g + 1) * n]);
+        }
+    }
+    // SAFETY: the token proves the CPU has the features `run` is compiled for.
+    unsafe { run(t, xs, m, out) }
+}
+
+/// `o[l] = x · rows[l]` for eight rows of `x.len()` values (a multiple of 16), eight lanes
+/// each.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dots8_avx2<E: FFormat>(t: Avx2, x: &[f32], rows: &[&[E]; 8], o: &mut [f32; 8]) {
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for (c, xc) in x.as_chunks::<16>().0.iter().enumerate() {
+        // SAFETY: `xc` is 16 readable floats.
+        let (x0, x1) = unsafe {
+            (
+                _mm256_loadu_ps(xc.as_ptr()),
+                _mm256_loadu_ps(xc.as_ptr().add(8)),
+            )
+        };
+        for l in 0..8 {
+            if let Some(r) = rows[l][16 * c..].first_chunk::<16>() {
+                let (r0, r1) = E::load16(t, r);
+                acc[l] = _mm256_fmadd_ps(x0, r0, acc[l]);
+                acc[l] = _mm256_fmadd_ps(x1, r1, acc[l]);
+            }
+        }
+    }
+    // `+ 4`: the low 128 bits of p[i] hold row 2i's four sums, the high row 2i + 1's.
+    let p: [__m256; 4] = std::array::from_fn(|i| {
+        let (a, b) = (acc[2 * i], acc[2 * i + 1]);
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(a, b),
+            _mm256_permute2f128_ps::<0x31>(a, b),
+        )
+    });
+    // `+ 2`: q[j]'s low half holds rows 4j and 4j + 2 (two lanes each), its high half
+    // rows 4j + 1 and 4j + 3.
+    let q: [__m256; 2] = std::array::from_fn(|j| {
+        let (a, b) = (p[2 * j], p[2 * j + 1]);
+        _mm256_add_ps(
+            _mm256_shuffle_ps::<0x44>(a, b),
+            _mm256_shuffle_ps::<0xEE>(a, b),
+        )
+    });
+    // `+ 1`: lanes 0-3 hold rows 0, 2, 4, 6, lanes 4-7 rows 1, 3, 5, 7.
+    let r = _mm256_add_ps(
+        _mm256_shuffle_ps::<0x88>(q[0], q[1]),
+        _mm256_shuffle_ps::<0xDD>(q[0], q[1]),
+    );
+    let v = _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    // SAFETY: `o` is 8 writable floats.
+    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) }
+}
+
+/// `out_g += Σ_i w[g·n + i] · row_i` in eight lanes (row `i` to lane `i mod 8`, zero weights
+/// skipped), bitwise [`scalar::gather_axpy_in`]`::<_, 8>`; the caller checked the shapes.
+/// Rows whose length is not a multiple of 16 take the reference.
+///
+/// The work goes 32 values of an output vector at a time and two lanes at a time (eight
+/// independent chains); the eight lanes' sums wait in registers for the tree.
+pub(crate) fn gather_axpy8<E: FFormat>(t: Avx2, w: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn run<E: FFormat>(t: Avx2, w: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
+        if m.len == 0 || !m.len.is_multiple_of(16) {
+            return scalar::gather_axpy_in::<E, 8>(w, m, out);
+        }
+        let n = m.rows.len();
+        for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
+            let wg = &w[g * n..(g + 1) * n];
+            let chunks = m.len / 16;
+            let mut c = 0;
+            while c < chunks {
+                if chunks - c >= 2 {
+                    axpy8_tile::<E, 2>(t, wg, m, o, c);
+                    c += 2;
+                } else {
+                    axpy8_tile::<E, 1>(t, wg, m, o, c);
+                    c += 1;
+                }
+            }
+        }
+    }
+    // SAFETY: the token proves the CPU has the features `run` is compiled for.
+    unsafe { run(t, w, m, out) }
+}
+
+/// 16-value chunks `c0..c0 + CB` of one output vector of [`gather_axpy8`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy8_tile<E: FFormat, const CB: usize>(
+    t: Avx2,
+    w: &[f32],
+    m: Gathered<'_, E>,
+    o: &mut [f32],
+    c0: usize,
+) {
+    let n = m.rows.len();
+    let load = |i: usize| -> [(__m256, __m256); CB] {
+        let row = m.row(m.rows[i]).as_chunks::<16>().0;
+        std::array::from_fn(|c| E::load16(t, &row[c0 + c]))
+    };
+    let fma = |acc: &mut [(__m256, __m256); CB], wi: f32, x: [(__m256, __m256); CB]| {
+        let wv = _mm256_set1_ps(wi);
+        for (a, x) in acc.iter_mut().zip(x) {
+            a.0 = _mm256_fmadd_ps(wv, x.0, a.0);
+            a.1 = _mm256_fmadd_ps(wv, x.1, a.1);
+        }
+    };
+    let zero = [(_mm256_setzero_ps(), _mm256_setzero_ps()); CB];
+    let mut lanes = [zero; 8];
+    for l in (0..8).step_by(2) {
+        let (mut a, mut b) = (zero, zero);
+        let mut i = l;
+        while i < n {
+            if w[i] != 0.0 {
+                fma(&mut a, w[i], load(i));
+            }
+            if i + 1 < n && w[i + 1] != 0.0 {
+                fma(&mut b, w[i + 1], load(i + 1));
+            }
+            i += 8;
+        }
+        lanes[l] = a;
+        lanes[l + 1] = b;
+    }
+    for c in 0..CB {
+        let half = |h: usize| -> __m256 {
+            let v = |l: usize| if h == 0 { lanes[l][c].0 } else { lanes[l][c].1 };
+            let s: [__m256; 4] = std::array::from_fn(|l| _mm256_add_ps(v(l), v(l + 4)));
+            let u0 = _mm256_add_ps(s[0], s[2]);
+            let u1 = _mm256_add_ps(s[1], s[3]);
+            _mm256_add_ps(u0, u1)
+        };
+        let dst = &mut o[16 * (c0 + c)..][..16];
+        for h in 0..2 {
+            let p = dst[8 * h..].as_mut_ptr();
+            // SAFETY: `dst` holds 16 floats, so `p` has 8 readable and writable ones.
+            unsafe { _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), half(h))) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use half::f16;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// The eight-lane kernels give the eight-lane reference's bits on any AVX2 machine,
+    /// whatever lane count this build's attention uses.
+    #[test]
+    fn eight_lane_kernels_match_their_reference() {
+        let Some(t) = Avx2::new() else {
+            return eprintln!("no AVX2 on this CPU: nothing to compare");
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for (len, n, nq) in [
+            (64, 160, 3),
+            (64, 13, 1),
+            (48, 8, 2),
+            (16, 1, 1),
+            (40, 9, 2),
+            (128, 31, 3),
+        ] {
+            let stride = len + 16;
+            let cells = 2 * n + 3;
+            let data: Vec<f32> = (0..cells * stride)
+                .map(|_| rng.random_range(-2.0f32..2.0))
+                .collect();
+            let halves: Vec<f16> = data.iter().map(|&v| f16::from_f32(v)).collect();
+            let rows: Vec<u32> = (0..n).map(|_| rng.random_range(0..cells as u32)).collect();
+            let xs: Vec<f32> = (0..nq * len)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
+            // Weights with zeros among them (masked cells).
+            let w: Vec<f32> = (0..nq * n)
+                .map(|i| {
+                    if i % 5 == 2 {
+                        0.0
+                    } else {
+                        rng.random_range(0.0f32..1.0)
+                    }
+                })
+                .collect();
+            let base: Vec<f32> = (0..nq * len)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            macro_rules! check {
+                ($data:expr) => {{
+                    let m = Gathered {
+                        data: &$data[..],
+                        stride,
+                        offset: 8,
+                        len,
+                        rows: &rows,
+                    };
+                    let (mut want, mut got) = (vec![0.0; nq * n], vec![f32::NAN; nq * n]);
+                    scalar::gather_dots_in::<_, 8>(&xs, m, &mut want);
+                    gather_dots8(t, &xs, m, &mut got);
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "dots: len {len}, {n} rows, {nq} vectors"
+                    );
+                    let (mut want, mut got) = (base.clone(), base.clone());
+                    scalar::gather_axpy_in::<_, 8>(&w, m, &mut want);
+                    gather_axpy8(t, &w, m, &mut got);
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "axpy: len {len}, {n} rows, {nq} vectors"
+                    );
+                }};
+            }
+            check!(data);
+            check!(halves);
+        }
+    }
 }

@@ -1,6 +1,8 @@
-//! The AVX-512 VNNI panel kernel ([`crate::panels`]): sixteen weight rows in the lanes of one
-//! register, up to eight activation rows at a time.
+//! The panel kernels ([`crate::panels`]) for AVX-512 VNNI (sixteen weight rows in the lanes
+//! of one register, up to eight activation rows at a time) and for AVX2 (each half of the
+//! panel, eight rows, in one register; up to four activation rows at a time).
 //!
+//! **AVX-512.**
 //! For each block, the panel's quants are loaded (and for the nibble formats split into low
 //! and high halves) once: eight registers, register `c` holding quants `4c..4c + 4` of each of
 //! the sixteen rows. Each activation row then takes eight `vpdpbusd`s against its own quants,
@@ -9,10 +11,27 @@
 //! Q4_1's minimum against the row's sum into the same accumulator), the portable kernel's
 //! operations in its order. A single activation row (decoding) prefetches the quants 2 KiB
 //! ahead and the scales four lines ahead, as it streams every weight from memory once.
+//!
+//! **AVX2** has no `vpdpbusd`: `vpmaddubsw` multiplies unsigned by signed bytes and adds
+//! neighbouring pairs into 16 bits (saturating), and `vpmaddwd` against ones adds the pairs
+//! into a row's 32-bit lane. Both stay exact:
+//!
+//! - nibble formats (quants 0..15): a pair is at most 2·15·128 = 3,840 in magnitude, so a
+//!   block's eight lines are summed in 16 bits (at most 30,720) and widened once, then the
+//!   activation block's `start` is added;
+//! - Q8_0 (stored plus 128): the quants are made signed again and the sign moved onto the
+//!   activation (`|w|` against `sign(a, w)`), a pair at most 2·128·127 = 32,512, each line
+//!   widened on its own; this is `Σ w·a`, which is what `start` plus the stored quants'
+//!   products come to. An activation of −128 has no positive counterpart in a byte, so a
+//!   block that holds one ([`PanelAct::extreme`]; the quantizer gives them only for
+//!   subnormal blocks) is summed in scalar code.
+//!
+//! The float steps are the portable kernel's, in its order, so every instruction set gives
+//! the same bits.
 
 use std::arch::x86_64::*;
 
-use super::Avx512;
+use super::{Avx2, Avx512};
 use crate::panels::{Kind, PanelAct, PANEL_ROWS, TILE};
 
 impl Avx512 {
@@ -143,6 +162,183 @@ fn tile<const NIB: bool, const MIN: bool, const T: usize>(
         }
         for (o, acc) in out.iter_mut().zip(acc) {
             _mm512_storeu_ps(o.as_mut_ptr(), acc);
+        }
+    }
+}
+
+/// Activation rows per AVX2 tile: their accumulators and a half panel's eight lines fill the
+/// sixteen registers.
+const AVX2_TILE: usize = 4;
+
+impl Avx2 {
+    /// [`crate::panels`]' tile: one panel times up to [`TILE`] activation rows of `nb` blocks.
+    pub(crate) fn panel_tile(
+        self,
+        kind: Kind,
+        qs: &[u8],
+        scales: &[u8],
+        acts: &[PanelAct],
+        nb: usize,
+        out: &mut [[f32; PANEL_ROWS]],
+    ) {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn run<const NIB: bool, const MIN: bool>(
+            t: Avx2,
+            qs: &[u8],
+            scales: &[u8],
+            acts: &[PanelAct],
+            nb: usize,
+            out: &mut [[f32; PANEL_ROWS]],
+        ) {
+            let mut done = 0;
+            for step in [AVX2_TILE, 2, 1] {
+                while out.len() - done >= step {
+                    let a = &acts[done * nb..(done + step) * nb];
+                    let o = &mut out[done..done + step];
+                    match step {
+                        AVX2_TILE => tile_avx2::<NIB, MIN, AVX2_TILE>(t, qs, scales, a, nb, o),
+                        2 => tile_avx2::<NIB, MIN, 2>(t, qs, scales, a, nb, o),
+                        _ => tile_avx2::<NIB, MIN, 1>(t, qs, scales, a, nb, o),
+                    }
+                    done += step;
+                }
+            }
+        }
+        assert!(acts.len() == out.len() * nb && out.len() <= TILE);
+        assert!(qs.len() >= nb * kind.qbytes() && scales.len() >= nb * kind.sbytes());
+        // SAFETY: the token proves the CPU has the features `run` is compiled for.
+        unsafe {
+            match kind {
+                Kind::Q4_0 => run::<true, false>(self, qs, scales, acts, nb, out),
+                Kind::Q4_1 => run::<true, true>(self, qs, scales, acts, nb, out),
+                Kind::Q8_0 => run::<false, false>(self, qs, scales, acts, nb, out),
+            }
+        }
+    }
+}
+
+/// Rows `8h..8h + 8` of one block's exact integer sums against `a`, in scalar code (the
+/// portable kernel's sums): for Q8_0 blocks whose activations hold −128.
+fn half_sums_scalar(nib: bool, q: &[u8], h: usize, a: &PanelAct) -> [i32; 8] {
+    std::array::from_fn(|i| {
+        let n = 8 * h + i;
+        let mut sum = a.start;
+        for c in 0..8 {
+            for j in 0..4 {
+                let byte = match nib {
+                    true if c < 4 => q[c * 64 + 4 * n + j] & 0xf,
+                    true => q[(c - 4) * 64 + 4 * n + j] >> 4,
+                    false => q[c * 64 + 4 * n + j],
+                };
+                sum += i32::from(byte) * i32::from(a.qs[4 * c + j]);
+            }
+        }
+        sum
+    })
+}
+
+/// `T` activation rows (`acts`, `nb` blocks each) times the panel, half a panel at a time.
+#[inline(always)]
+fn tile_avx2<const NIB: bool, const MIN: bool, const T: usize>(
+    _: Avx2,
+    qs: &[u8],
+    scales: &[u8],
+    acts: &[PanelAct],
+    nb: usize,
+    out: &mut [[f32; PANEL_ROWS]],
+) {
+    let qbytes = if NIB { 256 } else { 512 };
+    let sbytes = if MIN { 64 } else { 32 };
+    // SAFETY: AVX2, FMA and F16C are present (the caller runs under the token). Every load is
+    // in bounds: `panel_tile` checked that `qs` holds `nb` blocks of `qbytes` and `scales`
+    // `nb` of `sbytes`, and that `acts` holds `T` rows of `nb` blocks; the stores write `T`
+    // arrays of sixteen f32.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 2]; T];
+        let low = _mm256_set1_epi8(0xf);
+        let flip = _mm256_set1_epi8(i8::MIN);
+        let ones = _mm256_set1_epi16(1);
+        for k in 0..nb {
+            let q = qs.as_ptr().add(k * qbytes);
+            let s = scales.as_ptr().add(k * sbytes);
+            if T == 1 {
+                // One activation row streams the weights once: fetch them ahead of use
+                // (a hint: an address past the end is never read).
+                let ahead = q.wrapping_add(PREFETCH_AHEAD);
+                for l in 0..qbytes / 64 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l).cast());
+                }
+                if (k * sbytes).is_multiple_of(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(s.wrapping_add(SCALES_AHEAD).cast());
+                }
+            }
+            for h in 0..2 {
+                // Line `c`'s bytes of rows 8h..8h + 8 (Q8_0: signed again).
+                let mut w = [_mm256_setzero_si256(); 8];
+                if NIB {
+                    for c in 0..4 {
+                        let v = _mm256_loadu_si256(q.add(64 * c + 32 * h).cast());
+                        w[c] = _mm256_and_si256(v, low);
+                        w[c + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                    }
+                } else {
+                    for (c, w) in w.iter_mut().enumerate() {
+                        let v = _mm256_loadu_si256(q.add(64 * c + 32 * h).cast());
+                        *w = _mm256_xor_si256(v, flip);
+                    }
+                }
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(s.add(16 * h).cast()));
+                let mw = match MIN {
+                    true => _mm256_cvtph_ps(_mm_loadu_si128(s.add(32 + 16 * h).cast())),
+                    false => _mm256_setzero_ps(),
+                };
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = acts.get_unchecked(r * nb + k);
+                    let aq = a.qs.as_ptr().cast::<i32>();
+                    let line = |c: usize| _mm256_set1_epi32(aq.add(c).read_unaligned());
+                    let sum = if NIB {
+                        // Two chains of four in 16 bits, then one: at most 30,720.
+                        let mut lo = _mm256_maddubs_epi16(w[0], line(0));
+                        let mut hi = _mm256_maddubs_epi16(w[4], line(4));
+                        for c in 1..4 {
+                            lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(w[c], line(c)));
+                            hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(w[c + 4], line(c + 4)));
+                        }
+                        let pairs = _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones);
+                        _mm256_add_epi32(pairs, _mm256_set1_epi32(a.start))
+                    } else if a.extreme == 0 {
+                        let mut lo = _mm256_setzero_si256();
+                        let mut hi = _mm256_setzero_si256();
+                        for c in 0..4 {
+                            let (w0, w1) = (w[c], w[c + 4]);
+                            let p0 = _mm256_maddubs_epi16(
+                                _mm256_abs_epi8(w0),
+                                _mm256_sign_epi8(line(c), w0),
+                            );
+                            let p1 = _mm256_maddubs_epi16(
+                                _mm256_abs_epi8(w1),
+                                _mm256_sign_epi8(line(c + 4), w1),
+                            );
+                            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(p0, ones));
+                            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(p1, ones));
+                        }
+                        _mm256_add_epi32(lo, hi)
+                    } else {
+                        let block = std::slice::from_raw_parts(q, qbytes);
+                        let sums = half_sums_scalar(NIB, block, h, a);
+                        _mm256_loadu_si256(sums.as_ptr().cast())
+                    };
+                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(a.d));
+                    acc[h] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum), acc[h]);
+                    if MIN {
+                        acc[h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.s), acc[h]);
+                    }
+                }
+            }
+        }
+        for (o, acc) in out.iter_mut().zip(acc) {
+            _mm256_storeu_ps(o.as_mut_ptr(), acc[0]);
+            _mm256_storeu_ps(o.as_mut_ptr().add(8), acc[1]);
         }
     }
 }
