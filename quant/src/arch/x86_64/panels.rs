@@ -254,10 +254,10 @@ fn tile_avx2<const NIB: bool, const MIN: bool, const T: usize>(
     // `nb` of `sbytes`, and that `acts` holds `T` rows of `nb` blocks; the stores write `T`
     // arrays of sixteen f32.
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); 2]; T];
         let low = _mm256_set1_epi8(0xf);
         let flip = _mm256_set1_epi8(i8::MIN);
         let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_ps(); 2]; T];
         for k in 0..nb {
             let q = qs.as_ptr().add(k * qbytes);
             let s = scales.as_ptr().add(k * sbytes);
@@ -272,66 +272,71 @@ fn tile_avx2<const NIB: bool, const MIN: bool, const T: usize>(
                     _mm_prefetch::<_MM_HINT_T0>(s.wrapping_add(SCALES_AHEAD).cast());
                 }
             }
-            for h in 0..2 {
-                // Line `c`'s bytes of rows 8h..8h + 8 (Q8_0: signed again).
-                let mut w = [_mm256_setzero_si256(); 8];
-                if NIB {
-                    for c in 0..4 {
-                        let v = _mm256_loadu_si256(q.add(64 * c + 32 * h).cast());
-                        w[c] = _mm256_and_si256(v, low);
-                        w[c + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-                    }
-                } else {
-                    for (c, w) in w.iter_mut().enumerate() {
-                        let v = _mm256_loadu_si256(q.add(64 * c + 32 * h).cast());
-                        *w = _mm256_xor_si256(v, flip);
+            let a: [&PanelAct; T] = std::array::from_fn(|r| acts.get_unchecked(r * nb + k));
+            // Each row's block sums, in the two halves' lanes (rows 8h..8h + 8 of the panel).
+            let mut sums = [[_mm256_setzero_si256(); 2]; T];
+            let line = |r: usize, c: usize| {
+                _mm256_set1_epi32(a[r].qs.as_ptr().cast::<i32>().add(c).read_unaligned())
+            };
+            if NIB {
+                // Lines c and c + 4 share their bytes (low and high nibbles); each half's
+                // sixteen-bit sums stay below 30,720.
+                let mut s16 = [[_mm256_setzero_si256(); 2]; T];
+                for c in 0..4 {
+                    let v: [__m256i; 2] =
+                        std::array::from_fn(|h| _mm256_loadu_si256(q.add(64 * c + 32 * h).cast()));
+                    let lo = v.map(|v| _mm256_and_si256(v, low));
+                    let hi = v.map(|v| _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+                    for (r, s16) in s16.iter_mut().enumerate() {
+                        let (b0, b1) = (line(r, c), line(r, c + 4));
+                        for h in 0..2 {
+                            let p = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(lo[h], b0),
+                                _mm256_maddubs_epi16(hi[h], b1),
+                            );
+                            s16[h] = _mm256_add_epi16(s16[h], p);
+                        }
                     }
                 }
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(s.add(16 * h).cast()));
-                let mw = match MIN {
-                    true => _mm256_cvtph_ps(_mm_loadu_si128(s.add(32 + 16 * h).cast())),
-                    false => _mm256_setzero_ps(),
-                };
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let a = acts.get_unchecked(r * nb + k);
-                    let aq = a.qs.as_ptr().cast::<i32>();
-                    let line = |c: usize| _mm256_set1_epi32(aq.add(c).read_unaligned());
-                    let sum = if NIB {
-                        // Two chains of four in 16 bits, then one: at most 30,720.
-                        let mut lo = _mm256_maddubs_epi16(w[0], line(0));
-                        let mut hi = _mm256_maddubs_epi16(w[4], line(4));
-                        for c in 1..4 {
-                            lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(w[c], line(c)));
-                            hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(w[c + 4], line(c + 4)));
+                for (r, s16) in s16.iter().enumerate() {
+                    let start = _mm256_set1_epi32(a[r].start);
+                    for h in 0..2 {
+                        sums[r][h] = _mm256_add_epi32(_mm256_madd_epi16(s16[h], ones), start);
+                    }
+                }
+            } else {
+                // Q8_0, signed again: |w| against sign(a, w), widened line by line.
+                for c in 0..8 {
+                    let w: [__m256i; 2] = std::array::from_fn(|h| {
+                        _mm256_xor_si256(_mm256_loadu_si256(q.add(64 * c + 32 * h).cast()), flip)
+                    });
+                    let wabs = w.map(|w| _mm256_abs_epi8(w));
+                    for (r, sums) in sums.iter_mut().enumerate() {
+                        let b = line(r, c);
+                        for h in 0..2 {
+                            let p = _mm256_maddubs_epi16(wabs[h], _mm256_sign_epi8(b, w[h]));
+                            sums[h] = _mm256_add_epi32(sums[h], _mm256_madd_epi16(p, ones));
                         }
-                        let pairs = _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones);
-                        _mm256_add_epi32(pairs, _mm256_set1_epi32(a.start))
-                    } else if a.extreme == 0 {
-                        let mut lo = _mm256_setzero_si256();
-                        let mut hi = _mm256_setzero_si256();
-                        for c in 0..4 {
-                            let (w0, w1) = (w[c], w[c + 4]);
-                            let p0 = _mm256_maddubs_epi16(
-                                _mm256_abs_epi8(w0),
-                                _mm256_sign_epi8(line(c), w0),
-                            );
-                            let p1 = _mm256_maddubs_epi16(
-                                _mm256_abs_epi8(w1),
-                                _mm256_sign_epi8(line(c + 4), w1),
-                            );
-                            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(p0, ones));
-                            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(p1, ones));
-                        }
-                        _mm256_add_epi32(lo, hi)
-                    } else {
+                    }
+                }
+                for (r, sums) in sums.iter_mut().enumerate() {
+                    if a[r].extreme != 0 {
                         let block = std::slice::from_raw_parts(q, qbytes);
-                        let sums = half_sums_scalar(NIB, block, h, a);
-                        _mm256_loadu_si256(sums.as_ptr().cast())
-                    };
-                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(a.d));
-                    acc[h] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum), acc[h]);
+                        for (h, sum) in sums.iter_mut().enumerate() {
+                            let exact = half_sums_scalar(NIB, block, h, a[r]);
+                            *sum = _mm256_loadu_si256(exact.as_ptr().cast());
+                        }
+                    }
+                }
+            }
+            for h in 0..2 {
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(s.add(16 * h).cast()));
+                for r in 0..T {
+                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(a[r].d));
+                    acc[r][h] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[r][h]), acc[r][h]);
                     if MIN {
-                        acc[h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.s), acc[h]);
+                        let mw = _mm256_cvtph_ps(_mm_loadu_si128(s.add(32 + 16 * h).cast()));
+                        acc[r][h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a[r].s), acc[r][h]);
                     }
                 }
             }
