@@ -16,7 +16,7 @@
 //! The result is not bitwise llama.cpp's, but it is one fixed sequence of float operations
 //! per output, so it keeps what matters for sampling: an output is bitwise the same alone or
 //! in any batch, on any number of threads and on every instruction set (the portable kernel
-//! here and the AVX-512 VNNI and AVX2 ones give the same bits). Activations are rounded to 8 bits
+//! here and the AVX-512 VNNI, AVX2 and NEON ones give the same bits). Activations are rounded to 8 bits
 //! exactly as in [`crate::gemm`].
 //!
 //! The layout is built once, at load: rows go in panels of [`PANEL_ROWS`]; for each block,
@@ -376,14 +376,18 @@ pub fn matmul_panels_with(
 /// Activation rows per tile: a panel's unpacked block meets this many rows in registers.
 pub(crate) const TILE: usize = 8;
 
-/// The kernel for an instruction set: AVX-512 VNNI's or AVX2's when `isa` is one of them and
-/// the CPU has it, the portable one otherwise.
+/// The kernel for an instruction set: AVX-512 VNNI's, AVX2's or NEON's (with `sdot` where
+/// the CPU has it) when `isa` is one of them and the CPU has it, the portable one otherwise.
 #[derive(Clone, Copy, Debug)]
 enum Token {
     #[cfg(target_arch = "x86_64")]
     Avx512(crate::arch::x86_64::Avx512),
     #[cfg(target_arch = "x86_64")]
     Avx2(crate::arch::x86_64::Avx2),
+    #[cfg(target_arch = "aarch64")]
+    NeonDot(crate::arch::aarch64::NeonDot),
+    #[cfg(target_arch = "aarch64")]
+    Neon(crate::arch::aarch64::Neon),
     Portable,
 }
 
@@ -403,6 +407,16 @@ fn kernel_token(isa: Isa) -> Token {
                 }
             }
             _ => {}
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa == Isa::Neon {
+        use crate::arch::aarch64::{Neon, NeonDot};
+        if let Some(t) = NeonDot::new() {
+            return Token::NeonDot(t);
+        }
+        if let Some(t) = Neon::new() {
+            return Token::Neon(t);
         }
     }
     let _ = isa;
@@ -425,6 +439,10 @@ fn panel_tile(
         Token::Avx512(t) => t.panel_tile(kind, qs, scales, acts, nb, out),
         #[cfg(target_arch = "x86_64")]
         Token::Avx2(t) => t.panel_tile(kind, qs, scales, acts, nb, out),
+        #[cfg(target_arch = "aarch64")]
+        Token::NeonDot(t) => t.panel_tile(kind, qs, scales, acts, nb, out),
+        #[cfg(target_arch = "aarch64")]
+        Token::Neon(t) => t.panel_tile(kind, qs, scales, acts, nb, out),
         Token::Portable => portable_tile(kind, qs, scales, acts, nb, out),
     }
 }

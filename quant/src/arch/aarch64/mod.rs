@@ -13,6 +13,8 @@ use half::{bf16, f16};
 use super::generic::Simd;
 use crate::formats::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 
+pub(crate) mod panels;
+
 /// Proof that the CPU has NEON (every AArch64 Linux CPU does; the check is kept honest).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Neon(());
