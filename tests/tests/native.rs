@@ -645,26 +645,35 @@ fn fast_kernels_do_not_depend_on_the_batch_and_are_as_close_to_exact_as_q8() {
     let mut against_exact = |mode: Activations| {
         let mut b = m.new_context(256, 1).unwrap().with_activations(mode);
         let parity = engine::parity::compare(&mut exact, &mut b, &prompts, 48, 64).unwrap();
-        let (mut positions, mut agree, mut kl) = (0, 0, 0.0);
+        // Per position (teacher-forced), not the greedy prefix before the first divergence:
+        // one early near-tie ends a prefix, which made that measure swing between machines
+        // (0.54 on an AVX-512 VM, 0.86 on an AVX2 one for the same mode).
+        let (mut positions, mut agree, mut prefix, mut kl) = (0, 0.0, 0, 0.0);
         for r in &parity {
             positions += r.positions;
-            agree += r.greedy_agreement;
+            agree += r.top1_agreement * r.positions as f64;
+            prefix += r.greedy_agreement;
             kl += r.mean_kl * r.positions as f64;
         }
-        let (agree, kl) = (agree as f64 / positions as f64, kl / positions as f64);
-        eprintln!("{mode} against exact: {positions} positions, greedy agreement {agree:.3}, mean KL {kl:.2e}");
+        let (agree, kl) = (agree / positions as f64, kl / positions as f64);
+        let prefix = prefix as f64 / positions as f64;
+        eprintln!(
+            "{mode} against exact: {positions} positions, argmax agreement {agree:.3} \
+             (greedy prefix {prefix:.3}), mean KL {kl:.2e}"
+        );
         (agree, kl)
     };
     let (q8_agree, q8_kl) = against_exact(Activations::Q8);
     let (fast_agree, fast_kl) = against_exact(Activations::Q8Fast);
-    // Measured: mean KL 3.5e-3 against q8's 3.1e-3; greedy agreement 0.47 against 0.54 (174
+    // Measured (AVX2 build, 2026-12-04): mean KL 3.2e-3 against q8's 2.9e-3; argmax
+    // agreement per position 0.983 against 0.994, greedy prefixes 0.58 against 0.86 (174
     // positions, where one flipped near-tie is 0.006).
     assert!(
         fast_kl < 1.5 * q8_kl,
         "mean KL {fast_kl} against q8's {q8_kl}"
     );
     assert!(
-        fast_agree >= q8_agree - 0.1,
+        fast_agree >= q8_agree - 0.05,
         "agreement {fast_agree} against q8's {q8_agree}"
     );
     llama_cpp_refuses(Activations::Q8Fast);
