@@ -447,6 +447,23 @@ fn panel_tile(
     }
 }
 
+/// Panel row `n`'s exact integer sum of one block (`q`, its quants) against `a`, from `a`'s
+/// `start`: the portable kernel's, and the vector kernels' fallback.
+pub(crate) fn block_sum(nibbles: bool, q: &[u8], n: usize, a: &PanelAct) -> i32 {
+    let mut sum = a.start;
+    for c in 0..BLOCK / 4 {
+        for j in 0..4 {
+            let byte = match nibbles {
+                true if c < 4 => q[c * 64 + 4 * n + j] & 0xf,
+                true => q[(c - 4) * 64 + 4 * n + j] >> 4,
+                false => q[c * 64 + 4 * n + j],
+            };
+            sum += i32::from(byte) * i32::from(a.qs[4 * c + j]);
+        }
+    }
+    sum
+}
+
 /// The portable kernel: the module docs' loop, output by output.
 pub(crate) fn portable_tile(
     kind: Kind,
@@ -462,18 +479,7 @@ pub(crate) fn portable_tile(
         for (n, o) in o.iter_mut().enumerate() {
             let mut acc = 0.0f32;
             for (k, a) in row.iter().enumerate() {
-                let q = &qs[k * qb..(k + 1) * qb];
-                let mut sum = a.start;
-                for c in 0..BLOCK / 4 {
-                    for j in 0..4 {
-                        let (byte, e) = match kind.nibbles() {
-                            true if c < 4 => (q[c * 64 + 4 * n + j] & 0xf, 4 * c + j),
-                            true => (q[(c - 4) * 64 + 4 * n + j] >> 4, 4 * c + j),
-                            false => (q[c * 64 + 4 * n + j], 4 * c + j),
-                        };
-                        sum += i32::from(byte) * i32::from(a.qs[e]);
-                    }
-                }
+                let sum = block_sum(kind.nibbles(), &qs[k * qb..(k + 1) * qb], n, a);
                 let s = &scales[k * sb..(k + 1) * sb];
                 let d = f16_at(s, n).to_f32();
                 acc = (d * a.d).mul_add(sum as f32, acc);

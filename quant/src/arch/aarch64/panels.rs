@@ -105,11 +105,14 @@ fn tile<const NIB: bool, const MIN: bool, const T: usize>(
             }
             for j in 0..4 {
                 let dw = widen4(s.add(4 * j));
+                let mw = match MIN {
+                    true => widen4(s.add(PANEL_ROWS + 4 * j)),
+                    false => vdupq_n_f32(0.0),
+                };
                 for r in 0..T {
                     let scale = vmulq_n_f32(dw, a[r].d);
                     acc[r][j] = vfmaq_f32(acc[r][j], scale, vcvtq_f32_s32(sums[r][j]));
                     if MIN {
-                        let mw = widen4(s.add(PANEL_ROWS + 4 * j));
                         acc[r][j] = vfmaq_n_f32(acc[r][j], mw, a[r].s);
                     }
                 }

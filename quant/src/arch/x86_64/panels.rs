@@ -24,7 +24,7 @@
 //!   widened on its own; this is `Σ w·a`, which is what `start` plus the stored quants'
 //!   products come to. An activation of −128 has no positive counterpart in a byte, so a
 //!   block that holds one ([`PanelAct::extreme`]; the quantizer gives them only for
-//!   subnormal blocks) is summed in scalar code.
+//!   subnormal blocks) is summed by the portable kernel's [`block_sum`].
 //!
 //! The float steps are the portable kernel's, in its order, so every instruction set gives
 //! the same bits.
@@ -32,7 +32,7 @@
 use std::arch::x86_64::*;
 
 use super::{Avx2, Avx512};
-use crate::panels::{Kind, PanelAct, PANEL_ROWS, TILE};
+use crate::panels::{block_sum, Kind, PanelAct, PANEL_ROWS, TILE};
 
 impl Avx512 {
     /// [`crate::panels`]' tile: one panel times up to [`TILE`] activation rows of `nb` blocks.
@@ -217,27 +217,7 @@ impl Avx2 {
     }
 }
 
-/// Rows `8h..8h + 8` of one block's exact integer sums against `a`, in scalar code (the
-/// portable kernel's sums): for Q8_0 blocks whose activations hold −128.
-fn half_sums_scalar(nib: bool, q: &[u8], h: usize, a: &PanelAct) -> [i32; 8] {
-    std::array::from_fn(|i| {
-        let n = 8 * h + i;
-        let mut sum = a.start;
-        for c in 0..8 {
-            for j in 0..4 {
-                let byte = match nib {
-                    true if c < 4 => q[c * 64 + 4 * n + j] & 0xf,
-                    true => q[(c - 4) * 64 + 4 * n + j] >> 4,
-                    false => q[c * 64 + 4 * n + j],
-                };
-                sum += i32::from(byte) * i32::from(a.qs[4 * c + j]);
-            }
-        }
-        sum
-    })
-}
-
-/// `T` activation rows (`acts`, `nb` blocks each) times the panel, half a panel at a time.
+/// `T` activation rows (`acts`, `nb` blocks each) times the panel, both halves per block.
 #[inline(always)]
 fn tile_avx2<const NIB: bool, const MIN: bool, const T: usize>(
     _: Avx2,
@@ -323,7 +303,8 @@ fn tile_avx2<const NIB: bool, const MIN: bool, const T: usize>(
                     if a[r].extreme != 0 {
                         let block = std::slice::from_raw_parts(q, qbytes);
                         for (h, sum) in sums.iter_mut().enumerate() {
-                            let exact = half_sums_scalar(NIB, block, h, a[r]);
+                            let exact: [i32; 8] =
+                                std::array::from_fn(|i| block_sum(NIB, block, 8 * h + i, a[r]));
                             *sum = _mm256_loadu_si256(exact.as_ptr().cast());
                         }
                     }
@@ -331,11 +312,14 @@ fn tile_avx2<const NIB: bool, const MIN: bool, const T: usize>(
             }
             for h in 0..2 {
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(s.add(16 * h).cast()));
+                let mw = match MIN {
+                    true => _mm256_cvtph_ps(_mm_loadu_si128(s.add(32 + 16 * h).cast())),
+                    false => _mm256_setzero_ps(),
+                };
                 for r in 0..T {
                     let scale = _mm256_mul_ps(dw, _mm256_set1_ps(a[r].d));
                     acc[r][h] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[r][h]), acc[r][h]);
                     if MIN {
-                        let mw = _mm256_cvtph_ps(_mm_loadu_si128(s.add(32 + 16 * h).cast()));
                         acc[r][h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a[r].s), acc[r][h]);
                     }
                 }
