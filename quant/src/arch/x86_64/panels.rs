@@ -26,6 +26,13 @@
 //!   block that holds one ([`PanelAct::extreme`]; the quantizer gives them only for
 //!   subnormal blocks) is summed by the portable kernel's [`block_sum`].
 //!
+//! Registers decide the AVX2 tile's shape. For the nibble formats four activation rows take
+//! one half of the panel at a time (their four accumulators and four sixteen-bit sums, the
+//! half's low and high nibbles and two broadcast lines: fourteen registers); taking both
+//! halves at once spilled and ran at a third of the speed. Q8_0 takes both halves, as each
+//! broadcast line then serves sixteen weight rows, which measured faster despite the spills.
+//! A single activation row (decoding) takes both halves and streams the weights once.
+//!
 //! The float steps are the portable kernel's, in its order, so every instruction set gives
 //! the same bits.
 
@@ -166,8 +173,8 @@ fn tile<const NIB: bool, const MIN: bool, const T: usize>(
     }
 }
 
-/// Activation rows per AVX2 tile: their accumulators and a half panel's eight lines fill the
-/// sixteen registers.
+/// Activation rows per AVX2 tile: their accumulators and sums and a half panel's nibbles fill
+/// the sixteen registers.
 const AVX2_TILE: usize = 4;
 
 impl Avx2 {
@@ -195,10 +202,34 @@ impl Avx2 {
                 while out.len() - done >= step {
                     let a = &acts[done * nb..(done + step) * nb];
                     let o = &mut out[done..done + step];
-                    match step {
-                        AVX2_TILE => tile_avx2::<NIB, MIN, AVX2_TILE>(t, qs, scales, a, nb, o),
-                        2 => tile_avx2::<NIB, MIN, 2>(t, qs, scales, a, nb, o),
-                        _ => tile_avx2::<NIB, MIN, 1>(t, qs, scales, a, nb, o),
+                    if !NIB {
+                        // Q8_0 takes both halves per block: each broadcast line of an
+                        // activation row serves sixteen weight rows (measured faster than one
+                        // half at a time, which keeps its sums in registers).
+                        match step {
+                            AVX2_TILE => {
+                                tile_avx2::<NIB, MIN, AVX2_TILE, 2>(t, qs, scales, a, nb, o, 0)
+                            }
+                            2 => tile_avx2::<NIB, MIN, 2, 2>(t, qs, scales, a, nb, o, 0),
+                            _ => tile_avx2::<NIB, MIN, 1, 2>(t, qs, scales, a, nb, o, 0),
+                        }
+                        done += step;
+                        continue;
+                    }
+                    // The nibble formats take one half of the panel at a time: four rows'
+                    // accumulators and sixteen-bit sums, the half's low and high nibbles and
+                    // two broadcast lines fit the sixteen registers. One row takes both.
+                    for h in 0..2 {
+                        match step {
+                            AVX2_TILE => {
+                                tile_avx2::<NIB, MIN, AVX2_TILE, 1>(t, qs, scales, a, nb, o, h)
+                            }
+                            2 => tile_avx2::<NIB, MIN, 2, 1>(t, qs, scales, a, nb, o, h),
+                            _ => {
+                                tile_avx2::<NIB, MIN, 1, 2>(t, qs, scales, a, nb, o, 0);
+                                break;
+                            }
+                        }
                     }
                     done += step;
                 }
@@ -217,30 +248,33 @@ impl Avx2 {
     }
 }
 
-/// `T` activation rows (`acts`, `nb` blocks each) times the panel, both halves per block.
+/// `T` activation rows (`acts`, `nb` blocks each) times `H` halves of the panel from half
+/// `h0` on: one activation row takes both halves per block (it streams the weights once);
+/// several take one half at a time, so that their accumulators and sums stay in registers.
 #[inline(always)]
-fn tile_avx2<const NIB: bool, const MIN: bool, const T: usize>(
+fn tile_avx2<const NIB: bool, const MIN: bool, const T: usize, const H: usize>(
     _: Avx2,
     qs: &[u8],
     scales: &[u8],
     acts: &[PanelAct],
     nb: usize,
     out: &mut [[f32; PANEL_ROWS]],
+    h0: usize,
 ) {
     let qbytes = if NIB { 256 } else { 512 };
     let sbytes = if MIN { 64 } else { 32 };
     // SAFETY: AVX2, FMA and F16C are present (the caller runs under the token). Every load is
     // in bounds: `panel_tile` checked that `qs` holds `nb` blocks of `qbytes` and `scales`
-    // `nb` of `sbytes`, and that `acts` holds `T` rows of `nb` blocks; the stores write `T`
-    // arrays of sixteen f32.
+    // `nb` of `sbytes`, and that `acts` holds `T` rows of `nb` blocks, and `h0 + H <= 2`;
+    // the stores write `T` arrays of sixteen f32 at lanes `8·h0..8·(h0 + H)`.
     unsafe {
         let low = _mm256_set1_epi8(0xf);
         let flip = _mm256_set1_epi8(i8::MIN);
         let ones = _mm256_set1_epi16(1);
-        let mut acc = [[_mm256_setzero_ps(); 2]; T];
+        let mut acc = [[_mm256_setzero_ps(); H]; T];
         for k in 0..nb {
-            let q = qs.as_ptr().add(k * qbytes);
-            let s = scales.as_ptr().add(k * sbytes);
+            let q = qs.as_ptr().add(k * qbytes + 32 * h0);
+            let s = scales.as_ptr().add(k * sbytes + 16 * h0);
             if T == 1 {
                 // One activation row streams the weights once: fetch them ahead of use
                 // (a hint: an address past the end is never read).
@@ -253,64 +287,74 @@ fn tile_avx2<const NIB: bool, const MIN: bool, const T: usize>(
                 }
             }
             let a: [&PanelAct; T] = std::array::from_fn(|r| acts.get_unchecked(r * nb + k));
-            // Each row's block sums, in the two halves' lanes (rows 8h..8h + 8 of the panel).
-            let mut sums = [[_mm256_setzero_si256(); 2]; T];
+            // Each row's block sums, in the halves' lanes (rows 8h..8h + 8 of the panel).
+            let mut sums = [[_mm256_setzero_si256(); H]; T];
             let line = |r: usize, c: usize| {
                 _mm256_set1_epi32(a[r].qs.as_ptr().cast::<i32>().add(c).read_unaligned())
             };
             if NIB {
                 // Lines c and c + 4 share their bytes (low and high nibbles); each half's
                 // sixteen-bit sums stay below 30,720.
-                let mut s16 = [[_mm256_setzero_si256(); 2]; T];
+                let mut s16 = [[_mm256_setzero_si256(); H]; T];
                 for c in 0..4 {
-                    let v: [__m256i; 2] =
+                    let v: [__m256i; H] =
                         std::array::from_fn(|h| _mm256_loadu_si256(q.add(64 * c + 32 * h).cast()));
                     let lo = v.map(|v| _mm256_and_si256(v, low));
                     let hi = v.map(|v| _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
                     for (r, s16) in s16.iter_mut().enumerate() {
                         let (b0, b1) = (line(r, c), line(r, c + 4));
-                        for h in 0..2 {
+                        for h in 0..H {
                             let p = _mm256_add_epi16(
                                 _mm256_maddubs_epi16(lo[h], b0),
                                 _mm256_maddubs_epi16(hi[h], b1),
                             );
-                            s16[h] = _mm256_add_epi16(s16[h], p);
+                            s16[h] = if c == 0 {
+                                p
+                            } else {
+                                _mm256_add_epi16(s16[h], p)
+                            };
                         }
                     }
                 }
                 for (r, s16) in s16.iter().enumerate() {
                     let start = _mm256_set1_epi32(a[r].start);
-                    for h in 0..2 {
+                    for h in 0..H {
                         sums[r][h] = _mm256_add_epi32(_mm256_madd_epi16(s16[h], ones), start);
                     }
                 }
             } else {
                 // Q8_0, signed again: |w| against sign(a, w), widened line by line.
                 for c in 0..8 {
-                    let w: [__m256i; 2] = std::array::from_fn(|h| {
+                    let w: [__m256i; H] = std::array::from_fn(|h| {
                         _mm256_xor_si256(_mm256_loadu_si256(q.add(64 * c + 32 * h).cast()), flip)
                     });
                     let wabs = w.map(|w| _mm256_abs_epi8(w));
                     for (r, sums) in sums.iter_mut().enumerate() {
                         let b = line(r, c);
-                        for h in 0..2 {
+                        for h in 0..H {
                             let p = _mm256_maddubs_epi16(wabs[h], _mm256_sign_epi8(b, w[h]));
-                            sums[h] = _mm256_add_epi32(sums[h], _mm256_madd_epi16(p, ones));
+                            let p = _mm256_madd_epi16(p, ones);
+                            sums[h] = if c == 0 {
+                                p
+                            } else {
+                                _mm256_add_epi32(sums[h], p)
+                            };
                         }
                     }
                 }
                 for (r, sums) in sums.iter_mut().enumerate() {
                     if a[r].extreme != 0 {
-                        let block = std::slice::from_raw_parts(q, qbytes);
+                        let block = std::slice::from_raw_parts(q.sub(32 * h0), qbytes);
                         for (h, sum) in sums.iter_mut().enumerate() {
-                            let exact: [i32; 8] =
-                                std::array::from_fn(|i| block_sum(NIB, block, 8 * h + i, a[r]));
+                            let exact: [i32; 8] = std::array::from_fn(|i| {
+                                block_sum(NIB, block, 8 * (h0 + h) + i, a[r])
+                            });
                             *sum = _mm256_loadu_si256(exact.as_ptr().cast());
                         }
                     }
                 }
             }
-            for h in 0..2 {
+            for h in 0..H {
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(s.add(16 * h).cast()));
                 let mw = match MIN {
                     true => _mm256_cvtph_ps(_mm_loadu_si128(s.add(32 + 16 * h).cast())),
@@ -326,8 +370,9 @@ fn tile_avx2<const NIB: bool, const MIN: bool, const T: usize>(
             }
         }
         for (o, acc) in out.iter_mut().zip(acc) {
-            _mm256_storeu_ps(o.as_mut_ptr(), acc[0]);
-            _mm256_storeu_ps(o.as_mut_ptr().add(8), acc[1]);
+            for (h, acc) in acc.into_iter().enumerate() {
+                _mm256_storeu_ps(o.as_mut_ptr().add(8 * (h0 + h)), acc);
+            }
         }
     }
 }
