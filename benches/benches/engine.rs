@@ -28,6 +28,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use engine::backend::{Batch, Context, Logits, Token};
 use engine::generate::{generate, GenerateOptions};
 use engine::sampling::{argmax, SamplingParams};
+use passuntil_benches::Clock;
 
 fn threads() -> usize {
     std::env::var("PASSUNTIL_BENCH_THREADS")
@@ -109,7 +110,7 @@ fn batched(b: &mut dyn Context, tokens: &[Token]) -> usize {
 type Open<'a> = Box<dyn FnMut(u32, u32) -> Box<dyn Context + 'a> + 'a>;
 
 /// Runs the three groups' cases for one backend.
-fn cases(c: &mut Criterion, name: &str, open: &mut Open<'_>) {
+fn cases(c: &mut Criterion<Clock>, name: &str, open: &mut Open<'_>) {
     let mut logits = Logits::new(0);
     {
         let mut g = c.benchmark_group("prefill");
@@ -151,7 +152,7 @@ fn cases(c: &mut Criterion, name: &str, open: &mut Open<'_>) {
     }
 }
 
-fn engines(c: &mut Criterion) {
+fn engines(c: &mut Criterion<Clock>) {
     let path = model_path();
     let t = threads();
     let native = engine::native::NativeModel::open(&path).unwrap();
@@ -197,5 +198,9 @@ fn engines(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, engines);
+criterion_group! {
+    name = benches;
+    config = passuntil_benches::criterion();
+    targets = engines
+}
 criterion_main!(benches);

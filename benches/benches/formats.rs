@@ -3,12 +3,13 @@
 //! the default model's GGUF.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use passuntil_benches::Clock;
 use quant::formats::{dequantize_bytes, quantize_bytes};
 use quant::GgmlType;
 
 const N: usize = 64 * 1024;
 
-fn formats(c: &mut Criterion) {
+fn formats(c: &mut Criterion<Clock>) {
     let x = passuntil_benches::gaussian_like(N, 1);
     let mut g = c.benchmark_group("dequantize");
     g.throughput(Throughput::Elements(N as u64));
@@ -33,7 +34,7 @@ fn formats(c: &mut Criterion) {
     g.finish();
 }
 
-fn gguf_open(c: &mut Criterion) {
+fn gguf_open(c: &mut Criterion<Clock>) {
     let model = engine::models::known(engine::models::DEFAULT_MODEL).unwrap();
     let path =
         engine::models::fetch(model, &mut |m| eprintln!("{m}")).expect("fetch default model");
@@ -44,5 +45,9 @@ fn gguf_open(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, formats, gguf_open);
+criterion_group! {
+    name = benches;
+    config = passuntil_benches::criterion();
+    targets = formats, gguf_open
+}
 criterion_main!(benches);

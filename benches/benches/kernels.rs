@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use passuntil_benches::Clock;
 use quant::dispatch::Isa;
 use quant::dot::{quantize_activations_with, vec_dot_many_with, Activation, VecDot};
 use quant::formats::{
@@ -31,7 +32,7 @@ const K: usize = 1536;
 /// Working sets of weights: inside L1, inside L2, far beyond the last-level cache.
 const SETS: [(&str, usize); 3] = [("L1", 16 << 10), ("L2", 512 << 10), ("DRAM", 256 << 20)];
 
-fn quiet(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+fn quiet(g: &mut criterion::BenchmarkGroup<'_, Clock>) {
     g.warm_up_time(Duration::from_millis(300));
     g.measurement_time(Duration::from_secs(2));
     g.sample_size(10);
@@ -55,7 +56,7 @@ fn activations<A: Activation>(n: usize) -> Vec<A> {
     a
 }
 
-fn bench_vec_dot<W: VecDot>(c: &mut Criterion) {
+fn bench_vec_dot<W: VecDot>(c: &mut Criterion<Clock>) {
     let mut g = c.benchmark_group(format!("vec_dot/{}", W::TYPE));
     quiet(&mut g);
     let a = activations::<W::Act>(K);
@@ -82,7 +83,7 @@ fn bench_vec_dot<W: VecDot>(c: &mut Criterion) {
     g.finish();
 }
 
-fn vec_dot(c: &mut Criterion) {
+fn vec_dot(c: &mut Criterion<Clock>) {
     bench_vec_dot::<BlockQ4_0>(c);
     bench_vec_dot::<BlockQ4_1>(c);
     bench_vec_dot::<BlockQ5_0>(c);
@@ -100,7 +101,7 @@ fn vec_dot(c: &mut Criterion) {
 
 /// Streaming read of a 256 MiB buffer on every thread, then on one: the bandwidth a GEMV over
 /// DRAM-sized weights can at best reach.
-fn membw(c: &mut Criterion) {
+fn membw(c: &mut Criterion<Clock>) {
     let buf: Vec<u64> = (0..(256usize << 20) / 8).map(|i| i as u64).collect();
     let mut g = c.benchmark_group("membw");
     quiet(&mut g);
@@ -125,7 +126,7 @@ const SHAPES: [(usize, usize); 4] = [(576, 576), (1536, 576), (576, 1536), (4915
 /// Each of `types` at the default model's shapes (those its blocks divide) and batches 1, 8,
 /// 64, 256, timing `run(matrix, prepare(matrix), ...)` on each batch.
 fn gemm_group<P>(
-    c: &mut Criterion,
+    c: &mut Criterion<Clock>,
     name: &str,
     types: &[GgmlType],
     prepare: impl Fn(&QMatrix<'_>) -> P,
@@ -154,7 +155,7 @@ fn gemm_group<P>(
     }
 }
 
-fn gemm(c: &mut Criterion) {
+fn gemm(c: &mut Criterion<Clock>) {
     let isa = Isa::best();
     // The float formats too: models served unquantized, and the exact-weights files the
     // parity tests use.
@@ -176,7 +177,7 @@ fn gemm(c: &mut Criterion) {
 
 /// The same shapes with the panel kernels (`q8-fast`: weights repacked at load, block sums in
 /// integers) for the default model's formats that have them.
-fn gemm_fast(c: &mut Criterion) {
+fn gemm_fast(c: &mut Criterion<Clock>) {
     let isa = Isa::best();
     let types = [GgmlType::Q4_1, GgmlType::Q8_0];
     let prepare = |m: &QMatrix<'_>| PanelMatrix::new(m).unwrap();
@@ -187,7 +188,7 @@ fn gemm_fast(c: &mut Criterion) {
 
 /// The case llama.cpp's `test-backend-ops perf -o MUL_MAT` times (m = 4096 rows, k = 14336,
 /// n = 1, 8, 512), so that the two can be set side by side on one machine.
-fn gemm_ggml_case(c: &mut Criterion) {
+fn gemm_ggml_case(c: &mut Criterion<Clock>) {
     let isa = Isa::best();
     let (rows, cols) = (4096, 14336);
     let x = passuntil_benches::gaussian_like(rows * cols, 3);
@@ -209,7 +210,7 @@ fn gemm_ggml_case(c: &mut Criterion) {
     }
 }
 
-fn bench_quantize<A: Activation>(c: &mut Criterion) {
+fn bench_quantize<A: Activation>(c: &mut Criterion<Clock>) {
     let mut g = c.benchmark_group(format!("quantize_act/{}", A::TYPE));
     quiet(&mut g);
     let x = passuntil_benches::gaussian_like(64 * 256, 9);
@@ -223,19 +224,21 @@ fn bench_quantize<A: Activation>(c: &mut Criterion) {
     g.finish();
 }
 
-fn quantize_act(c: &mut Criterion) {
+fn quantize_act(c: &mut Criterion<Clock>) {
     bench_quantize::<BlockQ8_0>(c);
     bench_quantize::<BlockQ8_1>(c);
     bench_quantize::<BlockQ8K>(c);
 }
 
-criterion_group!(
-    benches,
+criterion_group! {
+    name = benches;
+    config = passuntil_benches::criterion();
+    targets =
     membw,
     vec_dot,
     gemm,
     gemm_fast,
     gemm_ggml_case,
     quantize_act
-);
+}
 criterion_main!(benches);
