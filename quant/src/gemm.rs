@@ -60,6 +60,9 @@ pub const WEIGHT_TYPES: [GgmlType; 13] = [
 /// Bytes of weights per work item.
 const CHUNK_BYTES: usize = 16 << 10;
 
+/// Weight rows the quantized kernels take together against one activation row.
+const ROW_GROUP: usize = 8;
+
 /// A row-major weight matrix over raw bytes (a GGUF tensor's data, for one).
 #[derive(Clone, Copy, Debug)]
 pub struct QMatrix<'a> {
@@ -435,7 +438,9 @@ fn run<W: VecDot>(
     });
     quantized?;
 
-    let tasks = split_tasks(ws, &blocks, batch, bpr, 2);
+    // One activation row: the kernels take eight weight rows at a time (AVX-512's four pairs,
+    // the generic kernels' eight chains), so work items are whole groups of eight.
+    let tasks = split_tasks(ws, &blocks, batch, bpr, ROW_GROUP);
     if W::pack(isa, acts, batch, apr, packed) {
         let packed = &*packed;
         run_tasks(ws, tasks, outs, batch, bpr, |wc, o| {

@@ -13,6 +13,13 @@
 //! `hsum_float_8`); for Q2_K, Q3_K, Q4_K and Q6_K the per-lane minimums or offsets or the four
 //! running minimum sums of their own x86 kernels. Given the same activation bytes every format
 //! agrees with ggml's x86 `vec_dot` bit for bit.
+//!
+//! Several activation rows meet each unpacked weight block ([`qtile`]); a single activation
+//! row (decoding one sequence) meets eight weight rows at a time instead, each with its own
+//! running sums ([`qchunk`]), so that eight independent chains of fused multiply-adds
+//! overlap, and prefetches the weights 2 KiB ahead as it streams them. Either way a row's
+//! sums are the same sequence of operations, so the bits do not depend on the batch.
+//!
 //! Float formats implement [`FFormat`]: rows are reduced in 16 lanes with a fused
 //! multiply-add, then summed by one fixed tree, then the tail is added element by element.
 //!
@@ -106,6 +113,12 @@ pub(crate) trait Simd: Copy {
     /// Lane `l` plus lane `l + 8`, then `+ 4`, `+ 2`, `+ 1`: the sum of the 16 lanes in that
     /// fixed order.
     fn freduce(self, acc: Self::F) -> f32;
+    /// A hint to fetch the cache line at `p` (any address: a hint never faults and reads
+    /// nothing); nothing where the instruction set has no hint this crate uses.
+    #[inline(always)]
+    fn prefetch(self, p: *const u8) {
+        let _ = p;
+    }
 }
 
 /// A quantized weight format with a kernel against its 8-bit activation partner.
@@ -247,8 +260,6 @@ fn qtile_n<S: Simd, F: QFormat, const T: usize>(
     acts: [&&[F::Act]; T],
     out: [&mut f32; T],
 ) {
-    // Running sums per activation row, block after block, in the sequence of llama.cpp's x86
-    // kernel for the format ([`Accum`]).
     let mut run = [Running {
         acc: s.f8zero(),
         terms: [0f32; 4],
@@ -256,41 +267,93 @@ fn qtile_n<S: Simd, F: QFormat, const T: usize>(
     for (b, wb) in w.iter().enumerate() {
         let u = F::unpack(s, wb);
         let ws = F::wscales(wb, |h| s.f16x2(h));
-        for t in 0..T {
-            let ab = &acts[t][b];
-            let (x, scalar) = F::parts(s, &u, wb, ab);
-            let (scale, [f0, f1]) = F::combine(ws, ab, scalar, |h| s.f16x2(h));
-            let r = &mut run[t];
-            match F::ACCUM {
-                Accum::Term => {
-                    r.acc = s.f8fma(r.acc, x, scale);
-                    r.terms[0] = f0.mul_add(f1, r.terms[0]);
-                }
-                Accum::Quad => {
-                    r.acc = s.f8fma(r.acc, x, scale);
-                    let e = F::extra(s, &u, wb, ab);
-                    for (t, e) in r.terms.iter_mut().zip(e) {
-                        *t = f0.mul_add(e as f32, *t);
-                    }
-                }
-                Accum::LaneMin => {
-                    let e = F::extra(s, &u, wb, ab);
-                    r.acc = s.f8fma(r.acc, s.acc_from(e), f0);
-                    r.acc = s.f8fma(r.acc, x, scale);
-                }
-                Accum::LaneOffset => {
-                    let e = F::extra(s, &u, wb, ab);
-                    let mut l = s.lanes(x);
-                    for (l, e) in l.iter_mut().zip(e) {
-                        *l -= e;
-                    }
-                    r.acc = s.f8fma(r.acc, s.acc_from(l), scale);
-                }
-            }
+        for (r, a) in run.iter_mut().zip(acts) {
+            qstep(s, r, &u, ws, wb, &a[b]);
         }
     }
-    for (t, o) in out.into_iter().enumerate() {
-        *o = F::ACCUM.finish(&run[t], |a| s.f8reduce(a));
+    for (r, o) in run.iter().zip(out) {
+        *o = F::ACCUM.finish(r, |a| s.f8reduce(a));
+    }
+}
+
+/// Bytes past the rows being read that [`qrows_n`] prefetches from: far enough that a line
+/// arrives from DRAM before the kernel gets there (decoding streams every weight once per
+/// token; the hardware prefetchers alone leave its loads waiting on one thread in two).
+const PREFETCH_AHEAD: usize = 2048;
+
+/// `R` weight rows times one activation row (decoding one sequence), block by block: each
+/// row's chain of dependent fused multiply-adds is the one [`qtile_n`] runs, and the `R`
+/// independent chains overlap where one alone would wait on its own latency. `next` is where
+/// the memory after the rows starts; the bytes from [`PREFETCH_AHEAD`] past it are
+/// prefetched as the rows are consumed, `R` blocks' worth per block.
+#[inline(always)]
+fn qrows_n<S: Simd, F: QFormat, const R: usize>(
+    s: S,
+    w: [&[F]; R],
+    a: &[F::Act],
+    out: [&mut f32; R],
+    next: *const u8,
+) {
+    let mut run = [Running {
+        acc: s.f8zero(),
+        terms: [0f32; 4],
+    }; R];
+    let step = R * std::mem::size_of::<F>();
+    let ahead = next.wrapping_add(PREFETCH_AHEAD);
+    for (b, ab) in a.iter().enumerate() {
+        for l in (0..step).step_by(64) {
+            s.prefetch(ahead.wrapping_add(b * step + l));
+        }
+        for (r, w) in run.iter_mut().zip(w) {
+            let wb = &w[b];
+            let u = F::unpack(s, wb);
+            let ws = F::wscales(wb, |h| s.f16x2(h));
+            qstep(s, r, &u, ws, wb, ab);
+        }
+    }
+    for (r, o) in run.iter().zip(out) {
+        *o = F::ACCUM.finish(r, |a| s.f8reduce(a));
+    }
+}
+
+/// One block of one (weight row, activation row) product into its running sums, in the
+/// sequence of llama.cpp's x86 kernel for the format ([`Accum`]).
+#[inline(always)]
+fn qstep<S: Simd, F: QFormat>(
+    s: S,
+    r: &mut Running<S::F8>,
+    u: &F::U<S>,
+    ws: [f32; 2],
+    wb: &F,
+    ab: &F::Act,
+) {
+    let (x, scalar) = F::parts(s, u, wb, ab);
+    let (scale, [f0, f1]) = F::combine(ws, ab, scalar, |h| s.f16x2(h));
+    match F::ACCUM {
+        Accum::Term => {
+            r.acc = s.f8fma(r.acc, x, scale);
+            r.terms[0] = f0.mul_add(f1, r.terms[0]);
+        }
+        Accum::Quad => {
+            r.acc = s.f8fma(r.acc, x, scale);
+            let e = F::extra(s, u, wb, ab);
+            for (t, e) in r.terms.iter_mut().zip(e) {
+                *t = f0.mul_add(e as f32, *t);
+            }
+        }
+        Accum::LaneMin => {
+            let e = F::extra(s, u, wb, ab);
+            r.acc = s.f8fma(r.acc, s.acc_from(e), f0);
+            r.acc = s.f8fma(r.acc, x, scale);
+        }
+        Accum::LaneOffset => {
+            let e = F::extra(s, u, wb, ab);
+            let mut l = s.lanes(x);
+            for (l, e) in l.iter_mut().zip(e) {
+                *l -= e;
+            }
+            r.acc = s.f8fma(r.acc, s.acc_from(l), scale);
+        }
     }
 }
 
@@ -305,6 +368,29 @@ pub(crate) fn qchunk<S: Simd, F: QFormat>(
     acts: &[&[F::Act]],
     out: &mut [f32],
 ) {
+    if let [a] = acts {
+        // One activation row: eight weight rows at a time, then one by one.
+        const R: usize = 8;
+        let mut rows = w.chunks_exact(R * bpr);
+        let mut outs = out.chunks_exact_mut(R);
+        for (wr, or) in (&mut rows).zip(&mut outs) {
+            let ws: [&[F]; R] = std::array::from_fn(|i| &wr[i * bpr..(i + 1) * bpr]);
+            let Ok(or) = <&mut [f32; R]>::try_from(or) else {
+                unreachable!("chunks of R")
+            };
+            let next = wr.as_ptr_range().end.cast::<u8>();
+            qrows_n::<S, F, R>(s, ws, a, or.each_mut(), next);
+        }
+        for (wrow, o) in rows
+            .remainder()
+            .chunks_exact(bpr)
+            .zip(outs.into_remainder())
+        {
+            let next = wrow.as_ptr_range().end.cast::<u8>();
+            qrows_n::<S, F, 1>(s, [wrow], a, [o], next);
+        }
+        return;
+    }
     let batch = acts.len();
     for (t, tile) in acts.chunks(TILE).enumerate() {
         for (wrow, orow) in w.chunks_exact(bpr).zip(out.chunks_exact_mut(batch)) {

@@ -103,6 +103,19 @@ macro_rules! neon_simd {
             const F_REGS: usize = 8;
 
             #[inline(always)]
+            fn prefetch(self, p: *const u8) {
+                // SAFETY: `prfm` is a hint: it never faults, reads nothing the program sees
+                // and writes nothing; it touches no register but its address operand.
+                unsafe {
+                    std::arch::asm!(
+                        "prfm pldl1keep, [{p}]",
+                        p = in(reg) p,
+                        options(nostack, preserves_flags, readonly)
+                    )
+                }
+            }
+
+            #[inline(always)]
             fn load(self, b: &[u8; 32]) -> Self::V {
                 // SAFETY: NEON is present (token); `b` is 32 readable bytes.
                 unsafe { (vld1q_u8(b.as_ptr()), vld1q_u8(b.as_ptr().add(16))) }

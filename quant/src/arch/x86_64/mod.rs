@@ -78,6 +78,12 @@ impl Simd for Avx2 {
     const F_REGS: usize = 8;
 
     #[inline(always)]
+    fn prefetch(self, p: *const u8) {
+        // SAFETY: SSE is present on every x86-64 CPU; a prefetch never faults or reads.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+
+    #[inline(always)]
     fn load(self, b: &[u8; 32]) -> __m256i {
         // SAFETY: AVX is present (token); `b` is 32 readable bytes, loaded unaligned.
         unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
@@ -319,6 +325,11 @@ impl Simd for Avx512 {
     type F8 = __m256;
     type F = __m512;
     const F_REGS: usize = 32;
+
+    #[inline(always)]
+    fn prefetch(self, p: *const u8) {
+        self.0.prefetch(p)
+    }
 
     #[inline(always)]
     fn load(self, b: &[u8; 32]) -> __m256i {
