@@ -28,9 +28,9 @@
 //!
 //! Registers decide the AVX2 tile's shape. For the nibble formats four activation rows take
 //! one half of the panel at a time (their four accumulators and four sixteen-bit sums, the
-//! half's low and high nibbles and two broadcast lines: fourteen registers); taking both
-//! halves at once spilled and ran at a third of the speed. Q8_0 takes both halves, as each
-//! broadcast line then serves sixteen weight rows, which measured faster despite the spills.
+//! half's low and high nibbles and two broadcast lines: fourteen registers); both halves at
+//! once spill (on Zen 3 the two measured the same: its loads and stores are cheap). Q8_0
+//! takes both halves, so that each broadcast line serves sixteen weight rows.
 //! A single activation row (decoding) takes both halves and streams the weights once.
 //!
 //! The float steps are the portable kernel's, in its order, so every instruction set gives
@@ -204,8 +204,8 @@ impl Avx2 {
                     let o = &mut out[done..done + step];
                     if !NIB {
                         // Q8_0 takes both halves per block: each broadcast line of an
-                        // activation row serves sixteen weight rows (measured faster than one
-                        // half at a time, which keeps its sums in registers).
+                        // activation row serves sixteen weight rows (measured no slower than
+                        // one half at a time, which keeps its sums in registers).
                         match step {
                             AVX2_TILE => {
                                 tile_avx2::<NIB, MIN, AVX2_TILE, 2>(t, qs, scales, a, nb, o, 0)
