@@ -157,7 +157,7 @@ impl PanelMatrix {
             detail: format!("{ty} has no panel kernels (they take Q4_0, Q4_1 and Q8_0)"),
         })?;
         let nb = cols / BLOCK;
-        let stride = (nb * (kind.qbytes() + kind.sbytes())).next_multiple_of(64);
+        let stride = panel_stride(kind.qbytes(), kind.sbytes(), nb);
         let panels = rows.div_ceil(PANEL_ROWS);
         let mut data = vec![Line([0; 64]); panels * stride / 64];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
@@ -224,6 +224,12 @@ impl PanelMatrix {
         let (qs, rest) = panel.split_at(nb * self.kind.qbytes());
         (qs, &rest[..nb * self.kind.sbytes()])
     }
+}
+
+/// Bytes from one panel to the next: `nb` blocks of `qbytes` quants and `sbytes` scales,
+/// padded to a cache line.
+pub(crate) const fn panel_stride(qbytes: usize, sbytes: usize, nb: usize) -> usize {
+    (nb * (qbytes + sbytes)).next_multiple_of(64)
 }
 
 /// Block `k` of a row (its bytes as stored in the file) into panel row `n`'s place in `q`
