@@ -16,7 +16,8 @@
 //! and `native-q8-fast` (the same activations on repacked weights, `Activations::Q8Fast`).
 //!
 //! `PASSUNTIL_BENCH_THREADS` sets the threads of both engines (default 2, the targets' setting);
-//! `PASSUNTIL_BENCH_MODEL` another model (a GGUF path or a known name, such as `gemma3-270m`).
+//! `PASSUNTIL_BENCH_MODEL` another model (a GGUF path or a known name, such as `gemma3-270m`);
+//! `PASSUNTIL_BENCH_CLOCK=cpu` times with the process's CPU time ([`passuntil_benches::Clock`]).
 //!
 //! ```sh
 //! cargo bench -p passuntil-benches --features llama-cpp --bench engine
