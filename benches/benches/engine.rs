@@ -25,6 +25,7 @@
 
 use std::time::Duration;
 
+use criterion::measurement::Measurement;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use engine::backend::{Batch, Context, Logits, Token};
 use engine::generate::{generate, GenerateOptions};
@@ -73,8 +74,9 @@ fn prefill_once(b: &mut dyn Context, tokens: &[Token], logits: &mut Logits) {
 }
 
 /// Evaluates `tokens` as sequence 0 on an emptied cache, then times `steps` greedy
-/// single-row decode steps.
+/// single-row decode steps on `clock` (the bench's own: wall or CPU time).
 fn decode_steps(
+    clock: &Clock,
     b: &mut dyn Context,
     tokens: &[Token],
     steps: usize,
@@ -83,14 +85,14 @@ fn decode_steps(
     prefill_once(b, tokens, logits);
     let mut batch = Batch::new();
     let mut next = tokens[tokens.len() - 1];
-    let start = std::time::Instant::now();
+    let start = clock.start();
     for s in 0..steps {
         batch.clear();
         batch.add(next, (tokens.len() + s) as u32, &[0], true);
         b.decode(&batch, logits).unwrap();
         next = argmax(logits.row(0)).unwrap() as Token;
     }
-    start.elapsed()
+    clock.end(start)
 }
 
 fn batched(b: &mut dyn Context, tokens: &[Token]) -> usize {
@@ -130,10 +132,11 @@ fn cases(c: &mut Criterion<Clock>, name: &str, open: &mut Open<'_>) {
         g.throughput(Throughput::Elements(steps as u64));
         let mut b = open((128 + steps + 1) as u32, 1);
         let p = prompt(128);
+        let clock = Clock::from_env();
         g.bench_function(BenchmarkId::from_parameter(name), |bench| {
             bench.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| decode_steps(b.as_mut(), &p, steps, &mut logits))
+                    .map(|_| decode_steps(&clock, b.as_mut(), &p, steps, &mut logits))
                     .sum()
             })
         });

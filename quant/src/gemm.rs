@@ -4,10 +4,11 @@
 //! The activation rows are quantized once per call into the weights' partner format. Weight
 //! rows are split into chunks of about 16 KiB, and rayon spreads the chunks over its threads.
 //! Within a chunk, activation rows go four at a time, and each weight block is unpacked once
-//! per four rows. On AVX-512 VNNI the 32-value block formats take the paired kernels instead
-//! (`arch::x86_64::paired`): activations packed once per call in pairs, two dot products per
-//! 512-bit register, eight activation rows per weight block, or two weight rows at a time for
-//! a single activation row. [`matmul_many`] does several matrices of one type and width on one
+//! per four rows; a single activation row (decoding) meets eight weight rows at a time, each
+//! with its own running sums. On AVX-512 VNNI the 32-value block formats take the paired
+//! kernels instead (`arch::x86_64::paired`): activations packed once per call in pairs, two
+//! dot products per 512-bit register, eight activation rows per weight block, or four pairs
+//! of weight rows at a time for a single activation row. [`matmul_many`] does several matrices of one type and width on one
 //! input in one parallel step (one hand-off between threads instead of one per matrix).
 //!
 //! **Batch invariance.** Output `(b, r)` is computed by the same block-by-block sequence
@@ -456,20 +457,20 @@ fn run<W: VecDot>(
 }
 
 /// Splits the rows of all matrices into work items of about [`CHUNK_BYTES`] of weights (at
-/// least four per thread, and a multiple of `pair` rows for one activation row).
+/// least four per thread, and a multiple of `group` rows for one activation row).
 fn split_tasks<'t, W>(
     ws: &[QMatrix<'_>],
     blocks: &[&'t [W]],
     batch: usize,
     bpr: usize,
-    pair: usize,
+    group: usize,
 ) -> Vec<Task<'t, W>> {
     let total_rows: usize = ws.iter().map(|w| w.rows).sum();
     let row_bytes = bpr * std::mem::size_of::<W>();
     let per_thread = total_rows.div_ceil(4 * crate::par::current_threads());
     let mut chunk_rows = (CHUNK_BYTES / row_bytes.max(1)).clamp(1, per_thread.max(1));
     if batch == 1 {
-        chunk_rows = chunk_rows.next_multiple_of(pair);
+        chunk_rows = chunk_rows.next_multiple_of(group);
     }
     let mut tasks = Vec::new();
     for (m, b) in blocks.iter().enumerate() {

@@ -359,7 +359,8 @@ fn qstep<S: Simd, F: QFormat>(
 
 /// A chunk of weight rows (`bpr` blocks each) times every activation row: `out` is
 /// rows × `acts.len()`, row-major. Activation rows go [`TILE`] at a time, and each tile meets
-/// every weight row of the chunk while the chunk is hot in cache.
+/// every weight row of the chunk while the chunk is hot in cache; a single activation row
+/// meets eight weight rows at a time ([`qrows_n`]), then the rest one by one.
 #[inline(always)]
 pub(crate) fn qchunk<S: Simd, F: QFormat>(
     s: S,

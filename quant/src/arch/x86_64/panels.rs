@@ -10,7 +10,8 @@
 //! sums, converted, scaled by `d_w·d_a` and fused-multiply-added into its accumulator (and
 //! Q4_1's minimum against the row's sum into the same accumulator), the portable kernel's
 //! operations in its order. A single activation row (decoding) prefetches the quants 2 KiB
-//! ahead and the scales four lines ahead, as it streams every weight from memory once.
+//! ahead and the next panel's scales of the block in use, as it streams every weight from
+//! memory once.
 //!
 //! **AVX2** has no `vpdpbusd`: `vpmaddubsw` multiplies unsigned by signed bytes and adds
 //! neighbouring pairs into 16 bits (saturating), and `vpmaddwd` against ones adds the pairs
@@ -266,10 +267,13 @@ fn tile_avx2<const NIB: bool, const MIN: bool, const T: usize, const H: usize>(
 ) {
     let qbytes = if NIB { 256 } else { 512 };
     let sbytes = if MIN { 64 } else { 32 };
+    debug_assert!(h0 + H <= 2, "half {h0} + {H} of a two-half panel");
     // SAFETY: AVX2, FMA and F16C are present (the caller runs under the token). Every load is
     // in bounds: `panel_tile` checked that `qs` holds `nb` blocks of `qbytes` and `scales`
-    // `nb` of `sbytes`, and that `acts` holds `T` rows of `nb` blocks, and `h0 + H <= 2`;
-    // the stores write `T` arrays of sixteen f32 at lanes `8·h0..8·(h0 + H)`.
+    // `nb` of `sbytes`, and that `acts` holds `T` rows of `nb` blocks; `h0 + H <= 2` (the
+    // callers in `run` pass (H, h0) = (2, 0), (1, 0) or (1, 1); asserted below), so the
+    // loads stay in each block's two halves and the stores write `T` arrays of sixteen f32
+    // at lanes `8·h0..8·(h0 + H)`.
     unsafe {
         let low = _mm256_set1_epi8(0xf);
         let flip = _mm256_set1_epi8(i8::MIN);
