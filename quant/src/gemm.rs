@@ -8,8 +8,9 @@
 //! with its own running sums. On AVX-512 VNNI the 32-value block formats take the paired
 //! kernels instead (`arch::x86_64::paired`): activations packed once per call in pairs, two
 //! dot products per 512-bit register, eight activation rows per weight block, or four pairs
-//! of weight rows at a time for a single activation row. [`matmul_many`] does several matrices of one type and width on one
-//! input in one parallel step (one hand-off between threads instead of one per matrix).
+//! of weight rows at a time for a single activation row. [`matmul_many`] does several
+//! matrices of one type and width on one input in one parallel step (one hand-off between
+//! threads instead of one per matrix).
 //!
 //! **Batch invariance.** Output `(b, r)` is computed by the same block-by-block sequence
 //! whatever the batch size, the tiling and the number of threads: no reduction runs across
@@ -60,9 +61,6 @@ pub const WEIGHT_TYPES: [GgmlType; 13] = [
 
 /// Bytes of weights per work item.
 const CHUNK_BYTES: usize = 16 << 10;
-
-/// Weight rows the quantized kernels take together against one activation row.
-const ROW_GROUP: usize = 8;
 
 /// A row-major weight matrix over raw bytes (a GGUF tensor's data, for one).
 #[derive(Clone, Copy, Debug)]
@@ -441,7 +439,7 @@ fn run<W: VecDot>(
 
     // One activation row: the kernels take eight weight rows at a time (AVX-512's four pairs,
     // the generic kernels' eight chains), so work items are whole groups of eight.
-    let tasks = split_tasks(ws, &blocks, batch, bpr, ROW_GROUP);
+    let tasks = split_tasks(ws, &blocks, batch, bpr, crate::arch::ROW_GROUP);
     if W::pack(isa, acts, batch, apr, packed) {
         let packed = &*packed;
         run_tasks(ws, tasks, outs, batch, bpr, |wc, o| {

@@ -30,7 +30,7 @@ use bytemuck::cast_ref;
 use half::{bf16, f16};
 
 use super::combine;
-use super::TILE;
+use super::{PREFETCH_AHEAD, ROW_GROUP, TILE};
 use crate::formats::kquant::{get_scale_min_k4, q3k_scale};
 use crate::formats::{
     Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
@@ -276,11 +276,6 @@ fn qtile_n<S: Simd, F: QFormat, const T: usize>(
     }
 }
 
-/// Bytes past the rows being read that [`qrows_n`] prefetches from: far enough that a line
-/// arrives from DRAM before the kernel gets there (decoding streams every weight once per
-/// token; the hardware prefetchers alone leave its loads waiting on one thread in two).
-const PREFETCH_AHEAD: usize = 2048;
-
 /// `R` weight rows times one activation row (decoding one sequence), block by block: each
 /// row's chain of dependent fused multiply-adds is the one [`qtile_n`] runs, and the `R`
 /// independent chains overlap where one alone would wait on its own latency. `next` is where
@@ -371,7 +366,7 @@ pub(crate) fn qchunk<S: Simd, F: QFormat>(
 ) {
     if let [a] = acts {
         // One activation row: eight weight rows at a time, then one by one.
-        const R: usize = 8;
+        const R: usize = ROW_GROUP;
         let mut rows = w.chunks_exact(R * bpr);
         let mut outs = out.chunks_exact_mut(R);
         for (wr, or) in (&mut rows).zip(&mut outs) {

@@ -192,6 +192,15 @@ pub(crate) fn pair_chunk<F: PairFormat>(w: &[F], p: &Packed, out: &mut [f32]) {
 /// The most activation rows one weight block is multiplied with before the next is loaded.
 pub(crate) const TILE: usize = 4;
 
+/// Weight rows the kernels take together against a single activation row (decoding): the
+/// generic kernels' eight independent chains, AVX-512's four pairs.
+pub(crate) const ROW_GROUP: usize = 8;
+
+/// Bytes past the weights being read that the single-activation-row kernels prefetch: far
+/// enough that a line arrives from DRAM before the kernel gets there (decoding streams every
+/// weight once per token, and the hardware prefetchers alone leave the loads waiting).
+pub(crate) const PREFETCH_AHEAD: usize = 2048;
+
 use crate::dispatch::Isa;
 use generic::{FFormat, QFormat};
 

@@ -34,6 +34,7 @@ use half::f16;
 
 use super::Avx512;
 use crate::arch::generic::{QFormat, Simd};
+use crate::arch::PREFETCH_AHEAD;
 use crate::formats::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
 /// Activation rows per tile: four pairs, each weight block unpacked once for all of them.
@@ -510,11 +511,6 @@ fn reduce_halves(v: __m512) -> [f32; 2] {
         [out[0], out[4]]
     }
 }
-
-/// Bytes ahead of the rows being read that the single-row kernel prefetches: far enough that
-/// a line arrives from DRAM before the kernel gets there (decoding streams every weight once
-/// per token, and the hardware prefetchers alone leave the loads waiting).
-const PREFETCH_AHEAD: usize = 2048;
 
 /// `N` pairs of weight rows times the single packed activation row: `[row 2j, row 2j + 1]`
 /// for pair `j`. Each pair has its own accumulators, so the `N` chains of fused

@@ -40,6 +40,7 @@
 use std::arch::x86_64::*;
 
 use super::{Avx2, Avx512};
+use crate::arch::PREFETCH_AHEAD;
 use crate::panels::{block_sum, Kind, PanelAct, PANEL_ROWS, TILE};
 
 impl Avx512 {
@@ -92,13 +93,27 @@ impl Avx512 {
     }
 }
 
-/// How far ahead of the block in use a single activation row's kernel prefetches quants (the
-/// panels of a matrix lie one after the other, so this crosses into the next panel). Scales
-/// are prefetched a panel ahead: the next panel's scales of the block in use (a panel's
-/// scales lie after its quants, so a fixed distance ahead of them would reach the next
-/// panel's scales only after its first blocks had been read; those blocks missed in every
-/// panel, a fifth of a decoding profile on AVX2).
-const PREFETCH_AHEAD: usize = 2048;
+/// A single activation row streams the weights once: block `k`'s share of them, fetched
+/// ahead of use. Quants [`PREFETCH_AHEAD`] bytes on from `q` (block `k`'s; the panels of a
+/// matrix lie one after the other, so this crosses into the next panel), and at every cache
+/// line of scales the next panel's scales of block `k` (`s` is block `k`'s): a panel's scales
+/// lie after its quants, so a fixed distance ahead of them would reach the next panel's
+/// scales only after its first blocks had been read, and those blocks missed in every panel
+/// (a fifth of a decoding profile on AVX2). Hints: an address past the end is never read.
+#[inline(always)]
+fn prefetch_block(q: *const u8, s: *const u8, k: usize, qbytes: usize, sbytes: usize, nb: usize) {
+    let ahead = q.wrapping_add(PREFETCH_AHEAD);
+    // SAFETY: SSE is present on every x86-64 CPU; a prefetch never faults or reads.
+    unsafe {
+        for l in 0..qbytes / 64 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l).cast());
+        }
+        if (k * sbytes).is_multiple_of(64) {
+            let next = crate::panels::panel_stride(qbytes, sbytes, nb);
+            _mm_prefetch::<_MM_HINT_T0>(s.wrapping_add(next).cast());
+        }
+    }
+}
 
 /// `T` activation rows (`acts`, `nb` blocks each) times the panel.
 #[inline(always)]
@@ -135,16 +150,7 @@ fn tile<const NIB: bool, const MIN: bool, const T: usize>(
             }
             let s = scales.as_ptr().add(k * sbytes);
             if T == 1 {
-                // One activation row streams the weights once: fetch them ahead of use
-                // (a hint: an address past the end is never read).
-                let ahead = q.wrapping_add(PREFETCH_AHEAD);
-                for l in 0..qbytes / 64 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l).cast());
-                }
-                if (k * sbytes).is_multiple_of(64) {
-                    let next = crate::panels::panel_stride(qbytes, sbytes, nb);
-                    _mm_prefetch::<_MM_HINT_T0>(s.wrapping_add(next).cast());
-                }
+                prefetch_block(q, s, k, qbytes, sbytes, nb);
             }
             let dw = _mm512_cvtph_ps(_mm256_loadu_si256(s.cast()));
             let mw = match MIN {
@@ -206,34 +212,28 @@ impl Avx2 {
                 while out.len() - done >= step {
                     let a = &acts[done * nb..(done + step) * nb];
                     let o = &mut out[done..done + step];
-                    if !NIB {
-                        // Q8_0 takes both halves per block: each broadcast line of an
-                        // activation row serves sixteen weight rows (measured no slower than
-                        // one half at a time, which keeps its sums in registers).
-                        match step {
-                            AVX2_TILE => {
-                                tile_avx2::<NIB, MIN, AVX2_TILE, 2>(t, qs, scales, a, nb, o, 0)
-                            }
-                            2 => tile_avx2::<NIB, MIN, 2, 2>(t, qs, scales, a, nb, o, 0),
-                            _ => tile_avx2::<NIB, MIN, 1, 2>(t, qs, scales, a, nb, o, 0),
-                        }
-                        done += step;
-                        continue;
-                    }
                     // The nibble formats take one half of the panel at a time: four rows'
                     // accumulators and sixteen-bit sums, the half's low and high nibbles and
-                    // two broadcast lines fit the sixteen registers. One row takes both.
-                    for h in 0..2 {
-                        match step {
-                            AVX2_TILE => {
-                                tile_avx2::<NIB, MIN, AVX2_TILE, 1>(t, qs, scales, a, nb, o, h)
-                            }
-                            2 => tile_avx2::<NIB, MIN, 2, 1>(t, qs, scales, a, nb, o, h),
-                            _ => {
-                                tile_avx2::<NIB, MIN, 1, 2>(t, qs, scales, a, nb, o, 0);
-                                break;
+                    // two broadcast lines fit the sixteen registers. Q8_0 takes both halves
+                    // per block, so that each broadcast line of an activation row serves
+                    // sixteen weight rows (measured no slower than one half at a time), and
+                    // so does a single row, which streams the weights once.
+                    match (NIB, step) {
+                        (true, AVX2_TILE) => {
+                            for h in 0..2 {
+                                tile_avx2::<NIB, MIN, AVX2_TILE, 1>(t, qs, scales, a, nb, o, h);
                             }
                         }
+                        (true, 2) => {
+                            for h in 0..2 {
+                                tile_avx2::<NIB, MIN, 2, 1>(t, qs, scales, a, nb, o, h);
+                            }
+                        }
+                        (false, AVX2_TILE) => {
+                            tile_avx2::<NIB, MIN, AVX2_TILE, 2>(t, qs, scales, a, nb, o, 0)
+                        }
+                        (false, 2) => tile_avx2::<NIB, MIN, 2, 2>(t, qs, scales, a, nb, o, 0),
+                        _ => tile_avx2::<NIB, MIN, 1, 2>(t, qs, scales, a, nb, o, 0),
                     }
                     done += step;
                 }
@@ -283,16 +283,7 @@ fn tile_avx2<const NIB: bool, const MIN: bool, const T: usize, const H: usize>(
             let q = qs.as_ptr().add(k * qbytes + 32 * h0);
             let s = scales.as_ptr().add(k * sbytes + 16 * h0);
             if T == 1 {
-                // One activation row streams the weights once: fetch them ahead of use
-                // (a hint: an address past the end is never read).
-                let ahead = q.wrapping_add(PREFETCH_AHEAD);
-                for l in 0..qbytes / 64 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l).cast());
-                }
-                if (k * sbytes).is_multiple_of(64) {
-                    let next = crate::panels::panel_stride(qbytes, sbytes, nb);
-                    _mm_prefetch::<_MM_HINT_T0>(s.wrapping_add(next).cast());
-                }
+                prefetch_block(q, s, k, qbytes, sbytes, nb);
             }
             let a: [&PanelAct; T] = std::array::from_fn(|r| acts.get_unchecked(r * nb + k));
             // Each row's block sums, in the halves' lanes (rows 8h..8h + 8 of the panel).
