@@ -8,7 +8,8 @@
 //!
 //! Groups: `cargo bench -p passuntil-benches --bench kernels -- membw` (or `vec_dot`, `gemm`,
 //! `gemm_fast` (the panel kernels of `q8-fast`),
-//! `gemm_ggml_case`, `quantize_act`). `gemm_ggml_case` is the matrix llama.cpp's
+//! `gemm_ggml_case`, `quantize_act`, `attention` (the gathered products over a key/value
+//! cache)). `gemm_ggml_case` is the matrix llama.cpp's
 //! `test-backend-ops perf -o MUL_MAT` times, for a side-by-side comparison.
 
 use std::time::Duration;
@@ -16,7 +17,10 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use passuntil_benches::Clock;
 use quant::dispatch::Isa;
-use quant::dot::{quantize_activations_with, vec_dot_many_with, Activation, VecDot};
+use quant::dot::{
+    gathered_axpy_with, gathered_dots_with, quantize_activations_with, vec_dot_many_with,
+    Activation, Gather, VecDot,
+};
 use quant::formats::{
     bf16, f16, quantize_row, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
     BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
@@ -230,6 +234,85 @@ fn quantize_act(c: &mut Criterion<Clock>) {
     bench_quantize::<BlockQ8K>(c);
 }
 
+/// Attention's gathered products as batched sampling meets them in the default model: three
+/// query heads against one key/value head of 64 values over 160 cells, the 128 of a shared
+/// prompt and 32 of the sequence's own, which lie 64 cells apart (each decoding step wrote
+/// one cell per sequence). `hot`: a cache of those cells alone, read again and again (in the
+/// caches); `cold`: the same cells in a 64 MiB cache, a different sequence's each time, as
+/// a step over many sequences and layers meets them. Elements: multiply-adds × 2.
+fn attention(c: &mut Criterion<Clock>) {
+    const HD: usize = 64;
+    const SHARED: usize = 128;
+    const OWN: usize = 32;
+    const SEQS: usize = 64;
+    const GROUP: usize = 3;
+    let n = SHARED + OWN;
+    let cells_per_cache = |layers: usize| layers * (SHARED + SEQS * OWN);
+    for (set, layers) in [
+        ("hot", 1),
+        ("cold", (64 << 20) / (2 * HD * cells_per_cache(1))),
+    ] {
+        let cells = cells_per_cache(layers);
+        let x = passuntil_benches::gaussian_like(cells * HD, 5);
+        let cache: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+        let wide: Vec<f32> = cache.iter().map(|v| v.to_f32()).collect();
+        // Sequence `s` of layer `l`: the layer's shared cells, then its own every 64 cells.
+        let slots: Vec<Vec<u32>> = (0..layers * SEQS)
+            .map(|t| {
+                let (l, s) = (t / SEQS, t % SEQS);
+                let base = l * (SHARED + SEQS * OWN);
+                (0..SHARED)
+                    .map(|i| base + i)
+                    .chain((0..OWN).map(|j| base + SHARED + j * SEQS + s))
+                    .map(|c| c as u32)
+                    .collect()
+            })
+            .collect();
+        let q = passuntil_benches::gaussian_like(GROUP * HD, 3);
+        let w: Vec<f32> = passuntil_benches::gaussian_like(GROUP * n, 9)
+            .iter()
+            .map(|v| v.abs() / n as f32)
+            .collect();
+        let mut g = c.benchmark_group(format!("attention/{set}"));
+        quiet(&mut g);
+        g.throughput(Throughput::Elements((2 * GROUP * n * HD) as u64));
+        for isa in Isa::available() {
+            let mut t = 0;
+            let mut scores = vec![0f32; GROUP * n];
+            g.bench_function(BenchmarkId::new("dots", isa.name()), |b| {
+                b.iter(|| {
+                    t = (t + 1) % slots.len();
+                    let m = Gather::new_f16(&cache, HD, 0, HD, &slots[t]).unwrap();
+                    gathered_dots_with(isa, &q, &m, &mut scores).unwrap();
+                })
+            });
+            g.bench_function(BenchmarkId::new("dots_f32", isa.name()), |b| {
+                b.iter(|| {
+                    t = (t + 1) % slots.len();
+                    let m = Gather::new(&wide, HD, 0, HD, &slots[t]).unwrap();
+                    gathered_dots_with(isa, &q, &m, &mut scores).unwrap();
+                })
+            });
+            let mut out = vec![0f32; GROUP * HD];
+            g.bench_function(BenchmarkId::new("axpy_f32", isa.name()), |b| {
+                b.iter(|| {
+                    t = (t + 1) % slots.len();
+                    let m = Gather::new(&wide, HD, 0, HD, &slots[t]).unwrap();
+                    gathered_axpy_with(isa, &w, &m, &mut out).unwrap();
+                })
+            });
+            g.bench_function(BenchmarkId::new("axpy", isa.name()), |b| {
+                b.iter(|| {
+                    t = (t + 1) % slots.len();
+                    let m = Gather::new_f16(&cache, HD, 0, HD, &slots[t]).unwrap();
+                    gathered_axpy_with(isa, &w, &m, &mut out).unwrap();
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = passuntil_benches::criterion();
@@ -239,6 +322,7 @@ criterion_group! {
     gemm,
     gemm_fast,
     gemm_ggml_case,
-    quantize_act
+    quantize_act,
+    attention
 }
 criterion_main!(benches);

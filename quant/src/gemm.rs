@@ -500,6 +500,11 @@ fn run_tasks<W: Sync>(
         .collect();
     crate::par::for_each(tasks.len(), |t| {
         let t = &tasks[t];
+        if batch == 1 {
+            // The task's first row group and the distance the kernel prefetches ahead of it.
+            let group = crate::arch::ROW_GROUP * bpr * std::mem::size_of::<W>();
+            crate::arch::prefetch_start(t.w, group + crate::arch::PREFETCH_AHEAD);
+        }
         // SAFETY: `split_tasks` gave each task its own rows of its matrix (the chunks of that
         // matrix's blocks, `rows × bpr` of them as `QMatrix::new` checked), and `ptrs` point
         // to `outs`, of `batch × rows` values each (`OutPtr::new` checked), borrowed mutably

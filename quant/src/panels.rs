@@ -353,6 +353,13 @@ pub fn matmul_panels_with(
         let (m, p0) = tasks[t];
         let w = ws[m];
         let mut tile = [[0.0f32; PANEL_ROWS]; TILE];
+        if batch == 1 {
+            // The first panel's scales and its quants up to where the kernel's own prefetching
+            // takes over (it runs PREFETCH_AHEAD bytes ahead, and a panel ahead for scales).
+            let (qs, scales) = w.panel(p0);
+            crate::arch::prefetch_start(qs, crate::arch::PREFETCH_AHEAD);
+            crate::arch::prefetch_start(scales, scales.len());
+        }
         for p in p0..(p0 + run).min(w.panels()) {
             let (qs, scales) = w.panel(p);
             let first = p * PANEL_ROWS;

@@ -201,6 +201,40 @@ pub(crate) const ROW_GROUP: usize = 8;
 /// weight once per token, and the hardware prefetchers alone leave the loads waiting).
 pub(crate) const PREFETCH_AHEAD: usize = 2048;
 
+/// A hint to fetch the cache line at `p` into the caches: any address (a hint never faults
+/// and reads nothing the program sees); nothing on targets without a hint this crate uses.
+#[inline(always)]
+pub(crate) fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is present on every x86-64 CPU; a prefetch never faults or reads.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: `prfm` is a hint: it never faults, reads nothing the program sees and writes
+    // nothing; it touches no register but its address operand.
+    unsafe {
+        std::arch::asm!(
+            "prfm pldl1keep, [{p}]",
+            p = in(reg) p,
+            options(nostack, preserves_flags, readonly)
+        )
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = p;
+}
+
+/// Hints the first `bytes` of `data` into the caches at once: a single-row product's task
+/// about to stream them. The kernels prefetch [`PREFETCH_AHEAD`] bytes past what they read,
+/// so a task's own first bytes would otherwise each wait on memory in turn (measured: the
+/// output head's decoding step, 1,536 tasks of 32 rows, about a tenth faster).
+pub(crate) fn prefetch_start<T>(data: &[T], bytes: usize) {
+    let p = data.as_ptr().cast::<u8>();
+    for off in (0..bytes.min(std::mem::size_of_val(data))).step_by(64) {
+        prefetch_line(p.wrapping_add(off));
+    }
+}
+
 use crate::dispatch::Isa;
 use generic::{FFormat, QFormat};
 

@@ -104,15 +104,7 @@ macro_rules! neon_simd {
 
             #[inline(always)]
             fn prefetch(self, p: *const u8) {
-                // SAFETY: `prfm` is a hint: it never faults, reads nothing the program sees
-                // and writes nothing; it touches no register but its address operand.
-                unsafe {
-                    std::arch::asm!(
-                        "prfm pldl1keep, [{p}]",
-                        p = in(reg) p,
-                        options(nostack, preserves_flags, readonly)
-                    )
-                }
+                $crate::arch::prefetch_line(p)
             }
 
             #[inline(always)]

@@ -79,8 +79,7 @@ impl Simd for Avx2 {
 
     #[inline(always)]
     fn prefetch(self, p: *const u8) {
-        // SAFETY: SSE is present on every x86-64 CPU; a prefetch never faults or reads.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+        crate::arch::prefetch_line(p)
     }
 
     #[inline(always)]
