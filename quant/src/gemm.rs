@@ -501,7 +501,8 @@ fn run_tasks<W: Sync>(
     crate::par::for_each(tasks.len(), |t| {
         let t = &tasks[t];
         if batch == 1 {
-            // The task's first row group and the distance the kernel prefetches ahead of it.
+            // The task's first row group and the distance the 8-bit kernels prefetch ahead
+            // of it (the exact path's kernels do not prefetch; the hint starts its stream).
             let group = crate::arch::ROW_GROUP * bpr * std::mem::size_of::<W>();
             crate::arch::prefetch_start(t.w, group + crate::arch::PREFETCH_AHEAD);
         }

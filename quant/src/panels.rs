@@ -354,8 +354,9 @@ pub fn matmul_panels_with(
         let w = ws[m];
         let mut tile = [[0.0f32; PANEL_ROWS]; TILE];
         if batch == 1 {
-            // The first panel's scales and its quants up to where the kernel's own prefetching
-            // takes over (it runs PREFETCH_AHEAD bytes ahead, and a panel ahead for scales).
+            // The first panel's scales and its quants up to where the x86 kernels' own
+            // prefetching takes over (PREFETCH_AHEAD bytes ahead, and a panel ahead for
+            // scales); elsewhere the hint starts the stream.
             let (qs, scales) = w.panel(p0);
             crate::arch::prefetch_start(qs, crate::arch::PREFETCH_AHEAD);
             crate::arch::prefetch_start(scales, scales.len());
