@@ -283,35 +283,25 @@ fn attention(c: &mut Criterion<Clock>) {
         for isa in Isa::available() {
             let mut t = 0;
             let mut scores = vec![0f32; GROUP * n];
-            g.bench_function(BenchmarkId::new("dots", isa.name()), |b| {
-                b.iter(|| {
-                    t = (t + 1) % slots.len();
-                    let m = Gather::new_f16(&cache, HD, 0, HD, &slots[t]).unwrap();
-                    gathered_dots_with(isa, &q, &m, &mut scores).unwrap();
-                })
-            });
-            g.bench_function(BenchmarkId::new("dots_f32", isa.name()), |b| {
-                b.iter(|| {
-                    t = (t + 1) % slots.len();
-                    let m = Gather::new(&wide, HD, 0, HD, &slots[t]).unwrap();
-                    gathered_dots_with(isa, &q, &m, &mut scores).unwrap();
-                })
-            });
             let mut out = vec![0f32; GROUP * HD];
-            g.bench_function(BenchmarkId::new("axpy_f32", isa.name()), |b| {
-                b.iter(|| {
+            for f32_rows in [false, true] {
+                let suffix = if f32_rows { "_f32" } else { "" };
+                // The next sequence's rows, as the cache holds them (f16) or widened.
+                let mut next = || {
                     t = (t + 1) % slots.len();
-                    let m = Gather::new(&wide, HD, 0, HD, &slots[t]).unwrap();
-                    gathered_axpy_with(isa, &w, &m, &mut out).unwrap();
-                })
-            });
-            g.bench_function(BenchmarkId::new("axpy", isa.name()), |b| {
-                b.iter(|| {
-                    t = (t + 1) % slots.len();
-                    let m = Gather::new_f16(&cache, HD, 0, HD, &slots[t]).unwrap();
-                    gathered_axpy_with(isa, &w, &m, &mut out).unwrap();
-                })
-            });
+                    match f32_rows {
+                        true => Gather::new(&wide, HD, 0, HD, &slots[t]),
+                        false => Gather::new_f16(&cache, HD, 0, HD, &slots[t]),
+                    }
+                    .unwrap()
+                };
+                g.bench_function(BenchmarkId::new(format!("dots{suffix}"), isa.name()), |b| {
+                    b.iter(|| gathered_dots_with(isa, &q, &next(), &mut scores).unwrap())
+                });
+                g.bench_function(BenchmarkId::new(format!("axpy{suffix}"), isa.name()), |b| {
+                    b.iter(|| gathered_axpy_with(isa, &w, &next(), &mut out).unwrap())
+                });
+            }
         }
         g.finish();
     }

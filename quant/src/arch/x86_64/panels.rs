@@ -40,7 +40,7 @@
 use std::arch::x86_64::*;
 
 use super::{Avx2, Avx512};
-use crate::arch::PREFETCH_AHEAD;
+use crate::arch::{prefetch_line, PREFETCH_AHEAD};
 use crate::panels::{block_sum, Kind, PanelAct, PANEL_ROWS, TILE};
 
 impl Avx512 {
@@ -103,15 +103,12 @@ impl Avx512 {
 #[inline(always)]
 fn prefetch_block(q: *const u8, s: *const u8, k: usize, qbytes: usize, sbytes: usize, nb: usize) {
     let ahead = q.wrapping_add(PREFETCH_AHEAD);
-    // SAFETY: SSE is present on every x86-64 CPU; a prefetch never faults or reads.
-    unsafe {
-        for l in 0..qbytes / 64 {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l).cast());
-        }
-        if (k * sbytes).is_multiple_of(64) {
-            let next = crate::panels::panel_stride(qbytes, sbytes, nb);
-            _mm_prefetch::<_MM_HINT_T0>(s.wrapping_add(next).cast());
-        }
+    for l in 0..qbytes / 64 {
+        prefetch_line(ahead.wrapping_add(64 * l));
+    }
+    if (k * sbytes).is_multiple_of(64) {
+        let next = crate::panels::panel_stride(qbytes, sbytes, nb);
+        prefetch_line(s.wrapping_add(next));
     }
 }
 
