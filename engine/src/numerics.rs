@@ -114,6 +114,9 @@ fn exp_scalef(x: f32) -> f32 {
 
 /// The AVX2/NEON variant: `e^b − 1` as `j`, then `k + k·j` with `k = 2^n` built in the
 /// exponent bits, and two-step scaling where `2^n` does not fit (|n| > 126).
+///
+/// Every case is computed and one is picked, as the vector code does with its masks: no
+/// branch, so that loops over it (softmax, SwiGLU) vectorize.
 #[inline(always)]
 fn exp_bits(x: f32) -> f32 {
     let (z, n, b) = reduce(x);
@@ -124,17 +127,20 @@ fn exp_bits(x: f32) -> f32 {
         .mul_add(b, C3)
         .mul_add(u, C2.mul_add(b, C1))
         .mul_add(u, C0 * b);
-    if n.abs() <= 126.0 {
-        // Also NaN, whose comparisons are false in the vector code too.
-        return k.mul_add(j, k);
-    }
+    let near = k.mul_add(j, k);
     let g = if n <= 0.0 { 0x8200_0000u32 } else { 0 };
     let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
     let s2 = f32::from_bits(e.wrapping_sub(g));
-    if n.abs() > 192.0 {
+    let far = if n.abs() > 192.0 {
         s1 * s1
     } else {
         s2.mul_add(j, s2) * s1
+    };
+    // NaN compares false, as in the vector code: it takes `far`, NaN too.
+    if n.abs() <= 126.0 {
+        near
+    } else {
+        far
     }
 }
 
@@ -255,19 +261,17 @@ pub fn softmax(scores: &mut [f32]) {
         scores.fill(f32::NAN);
         return;
     }
+    // The exponentials in one plain loop (which the compiler vectorizes whole), then the
+    // sums vector by vector.
+    for x in scores.iter_mut() {
+        *x = exp(*x - max);
+    }
     let mut sum = 0f64;
-    // Whole vectors as arrays, so that each stays in a register through its sum.
-    let (full, tail) = scores.as_chunks_mut::<WIDTH>();
+    let (full, tail) = scores.as_chunks::<WIDTH>();
     for chunk in full {
-        for x in chunk.iter_mut() {
-            *x = exp(*x - max);
-        }
         sum += vector_sum(chunk) as f64;
     }
     if !tail.is_empty() {
-        for x in tail.iter_mut() {
-            *x = exp(*x - max);
-        }
         sum += vector_sum(tail) as f64;
     }
     let inv = (1.0 / sum) as f32;
