@@ -79,12 +79,33 @@ fn bufs_rows(all: &mut Vec<usize>, n: usize) -> &[usize] {
 /// (Gemma's post-norms; `o` is overwritten then).
 fn add_residual(x: &mut [f32], o: &mut [f32], norm: Option<&Vec<f32>>, eps: f32, d: usize) {
     if let Some(w) = norm {
-        for row in o.chunks_exact_mut(d) {
-            numerics::rms_norm_in_place(row, w, eps);
-        }
+        each_row(o, d, |_, row| numerics::rms_norm_in_place(row, w, eps));
     }
-    for (a, b) in x.iter_mut().zip(o.iter()) {
-        *a += b;
+    let o: &[f32] = o;
+    each_row(x, d, |i, row| {
+        for (a, b) in row.iter_mut().zip(&o[i * d..(i + 1) * d]) {
+            *a += b;
+        }
+    });
+}
+
+/// Rows from which a step's work row by row (norms, RoPE, SwiGLU, residuals) is shared among
+/// the threads: a prompt's or a batch of sequences' rows, not a single sequence's step (where
+/// handing the work out would cost more than it).
+const PAR_ROWS: usize = 8;
+
+/// `f(i, row)` for each `width`-value row `i` of `data`, in parallel from [`PAR_ROWS`] rows on.
+/// Each row's arithmetic is its own, so the split changes no bit.
+fn each_row(data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if width == 0 {
+        return;
+    }
+    match data.len() / width >= PAR_ROWS {
+        true => quant::par::for_each_chunk(data, width, f),
+        false => data
+            .chunks_exact_mut(width)
+            .enumerate()
+            .for_each(|(i, row)| f(i, row)),
     }
 }
 
@@ -172,9 +193,9 @@ impl<'h> NativeContext<'h> {
                 true if self.rope_local.is_some() => rot_local,
                 _ => rot,
             };
-            for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
-                numerics::rms_norm(xr, &layer.attn_norm, c.rms_eps, hr);
-            }
+            each_row(h, d, |i, hr| {
+                numerics::rms_norm(&x[i * d..(i + 1) * d], &layer.attn_norm, c.rms_eps, hr)
+            });
             self.call_hook(HookPoint::AttnInput(l), batch, rows, d, h);
             self.mm_many([&layer.wq, &layer.wk, &layer.wv], h, [q, k, v])?;
             if let Some([bq, bk, bv]) = &layer.biases {
@@ -186,41 +207,38 @@ impl<'h> NativeContext<'h> {
                     }
                 }
             }
-            // Per-head query and key norms (Gemma), RoPE, then keys and values into the
-            // row's cell.
-            for i in 0..n {
-                let neox = c.rope_neox;
-                let rot = &rot_l[i * nf..(i + 1) * nf];
-                let qi = &mut q[i * qd..(i + 1) * qd];
-                let ki = &mut k[i * kv..(i + 1) * kv];
-                if let Some([qn, kn]) = &layer.qk_norm {
-                    for (x, w) in [(&mut *qi, qn), (&mut *ki, kn)] {
-                        for head in x.chunks_exact_mut(hd) {
-                            numerics::rms_norm_in_place(head, w, c.rms_eps);
-                        }
+            // Per-head query and key norms (Gemma), RoPE, the queries' scale (Gemma) and the
+            // rounding to f16 (the cache holds f16 values, as llama.cpp's does; queries meet
+            // it in f16), row by row in each buffer; then keys and values into the row's cell.
+            let neox = c.rope_neox;
+            let qk_norm = layer.qk_norm.as_ref();
+            let round = |x: &mut [f32]| {
+                for x in x.iter_mut() {
+                    *x = half::f16::from_f32(*x).to_f32();
+                }
+            };
+            let prepare = |i: usize, x: &mut [f32], norm: Option<&Vec<f32>>, scale: Option<f32>| {
+                if let Some(w) = norm {
+                    for head in x.chunks_exact_mut(hd) {
+                        numerics::rms_norm_in_place(head, w, c.rms_eps);
                     }
                 }
-                rope(qi, hd, rot, neox);
-                rope(ki, hd, rot, neox);
-                if let Some(s) = q_scale {
-                    for x in qi.iter_mut() {
+                rope(x, hd, &rot_l[i * nf..(i + 1) * nf], neox);
+                if let Some(s) = scale {
+                    for x in x.iter_mut() {
                         *x *= s;
                     }
                 }
-                // The cache holds f16 values, as llama.cpp's does; queries meet it in f16.
-                for x in q[i * qd..(i + 1) * qd]
-                    .iter_mut()
-                    .chain(&mut k[i * kv..(i + 1) * kv])
-                    .chain(&mut v[i * kv..(i + 1) * kv])
-                {
-                    *x = half::f16::from_f32(*x).to_f32();
-                }
-                self.kv.write(
-                    l,
-                    cells[i],
-                    &k[i * kv..(i + 1) * kv],
-                    &v[i * kv..(i + 1) * kv],
-                );
+                round(x);
+            };
+            each_row(q, qd, |i, qi| {
+                prepare(i, qi, qk_norm.map(|[w, _]| w), q_scale)
+            });
+            each_row(k, kv, |i, ki| prepare(i, ki, qk_norm.map(|[_, w]| w), None));
+            each_row(v, kv, |_, vi| round(vi));
+            for (i, &cell) in cells.iter().enumerate() {
+                self.kv
+                    .write(l, cell, &k[i * kv..(i + 1) * kv], &v[i * kv..(i + 1) * kv]);
             }
             // Attention over the row's first sequence (its other sequences share the same
             // history), positions 0..=pos that hold entries, in position order; rows and
@@ -269,17 +287,16 @@ impl<'h> NativeContext<'h> {
             let post = layer.post_norms.as_ref();
             add_residual(x, o, post.map(|[a, _]| a), c.rms_eps, d);
             // The feed-forward block: SwiGLU, or GeGLU for Gemma.
-            for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)) {
-                numerics::rms_norm(xr, &layer.ffn_norm, c.rms_eps, hr);
-            }
+            each_row(h, d, |i, hr| {
+                numerics::rms_norm(&x[i * d..(i + 1) * d], &layer.ffn_norm, c.rms_eps, hr)
+            });
             self.call_hook(HookPoint::FfnInput(l), batch, rows, d, h);
             self.mm_many([&layer.gate, &layer.up], h, [g, u])?;
-            for (gr, ur) in g.chunks_exact_mut(c.n_ff).zip(u.chunks_exact(c.n_ff)) {
-                match c.family.gemma() {
-                    true => numerics::geglu(gr, ur),
-                    false => numerics::swiglu(gr, ur),
-                }
-            }
+            let ff = c.n_ff;
+            each_row(g, ff, |i, gr| match c.family.gemma() {
+                true => numerics::geglu(gr, &u[i * ff..(i + 1) * ff]),
+                false => numerics::swiglu(gr, &u[i * ff..(i + 1) * ff]),
+            });
             self.mm(&layer.down, g, o)?;
             add_residual(x, o, post.map(|[_, f]| f), c.rms_eps, d);
             self.call_hook(HookPoint::Block(l), batch, rows, d, x);
