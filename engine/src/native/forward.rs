@@ -64,6 +64,10 @@ pub(super) struct Buffers {
     /// The same for the sliding-window layers' RoPE, when they have their own.
     pub(super) rot_local: Vec<(f32, f32)>,
     pub(super) all_rows: Vec<usize>,
+    /// Each row's cells for positions `0..=pos` of its first sequence, one list after another
+    /// (row `i`'s ends at `slot_ends[i]`).
+    pub(super) slots: Vec<u32>,
+    pub(super) slot_ends: Vec<usize>,
 }
 
 /// The row indices `0..n` (grown in `all` as needed).
@@ -142,6 +146,8 @@ impl<'h> NativeContext<'h> {
             rot,
             rot_local,
             all_rows,
+            slots,
+            slot_ends,
         } = bufs;
         // Hooks see every row after each block: the indices 0..n.
         let rows = bufs_rows(all_rows, n);
@@ -186,6 +192,15 @@ impl<'h> NativeContext<'h> {
             false => (None, c.attn_scale),
         };
         let group = c.n_head / c.n_head_kv;
+        // The cells each row attends to in the layers that see the whole history: the same
+        // in every layer of the pass (the cells were assigned above), so listed once.
+        slots.clear();
+        slot_ends.clear();
+        for row in batch.rows() {
+            slots.extend(self.kv.cells_up_to(row.seqs[0], row.pos).flatten());
+            slot_ends.push(slots.len());
+        }
+        let (slots, slot_ends): (&[u32], &[usize]) = (slots, slot_ends);
         for (l, layer) in model.layers.iter().enumerate() {
             let local = c.is_local(l);
             let window = c.sliding_window.as_ref().map_or(0, |w| w.size);
@@ -267,15 +282,21 @@ impl<'h> NativeContext<'h> {
                 // The key/value head this task's query heads read.
                 let hk = j * heads / group;
                 let row = batch.row(i);
-                ATTN_SCRATCH.with_borrow_mut(|(scores, slots)| {
-                    slots.clear();
-                    // A local layer sees the `window` positions ending at the row's own.
-                    let from = match local {
-                        // A window wider than any position sees everything.
-                        true => (row.pos + 1).saturating_sub(window.try_into().unwrap_or(u32::MAX)),
-                        false => 0,
+                ATTN_SCRATCH.with_borrow_mut(|(scores, window_slots)| {
+                    let own = &slots[i.checked_sub(1).map_or(0, |p| slot_ends[p])..slot_ends[i]];
+                    let slots = match local {
+                        // A local layer sees the `window` positions ending at the row's own
+                        // (a window wider than any position sees everything).
+                        true => {
+                            let w = window.try_into().unwrap_or(u32::MAX);
+                            let from = (row.pos + 1).saturating_sub(w);
+                            window_slots.clear();
+                            window_slots
+                                .extend(cache.cells_between(row.seqs[0], from, row.pos).flatten());
+                            &window_slots[..]
+                        }
+                        false => own,
                     };
-                    slots.extend(cache.cells_between(row.seqs[0], from, row.pos).flatten());
                     let q = &q[i * qd + j * gd..i * qd + (j + 1) * gd];
                     attend(cache, &shape, hk, q, slots, scores, out)
                 })
