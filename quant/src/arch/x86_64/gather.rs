@@ -215,13 +215,17 @@ pub(crate) fn gather_dots8<E: FFormat>(t: Avx2, xs: &[f32], m: Gathered<'_, E>, 
                 }
             }
         }
+        // The last rows (fewer than eight) as one more group, its empty places taken by the
+        // last row again and their products dropped: each row's product is its own.
         let done = 8 * groups.len();
-        let rest = Gathered {
-            rows: &m.rows[done..],
-            ..m
-        };
-        for (g, x) in xs.chunks_exact(m.len).enumerate() {
-            scalar::gather_dots_in::<E, 8>(x, rest, &mut out[g * n + done..(g + 1) * n]);
+        if let Some(&last) = m.rows[done..].last() {
+            let rest = &m.rows[done..];
+            let rows: [&[E]; 8] = std::array::from_fn(|l| m.row(*rest.get(l).unwrap_or(&last)));
+            for (g, x) in xs.chunks_exact(m.len).enumerate() {
+                let mut o = [0f32; 8];
+                dots8_avx2(t, x, &rows, &mut o);
+                out[g * n + done..(g + 1) * n].copy_from_slice(&o[..rest.len()]);
+            }
         }
     }
     // SAFETY: the token proves the CPU has the features `run` is compiled for.
