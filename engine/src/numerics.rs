@@ -136,7 +136,8 @@ fn exp_bits(x: f32) -> f32 {
     } else {
         s2.mul_add(j, s2) * s1
     };
-    // NaN compares false, as in the vector code: it takes `far`, NaN too.
+    // NaN fails this test and takes `far` (ggml's `|n| > 126` mask takes `near`): either
+    // way the result is `j`'s NaN (`k` and `s2` are never NaN).
     if n.abs() <= 126.0 {
         near
     } else {

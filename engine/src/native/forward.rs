@@ -65,7 +65,8 @@ pub(super) struct Buffers {
     pub(super) rot_local: Vec<(f32, f32)>,
     pub(super) all_rows: Vec<usize>,
     /// Each row's cells for positions `0..=pos` of its first sequence, one list after another
-    /// (row `i`'s ends at `slot_ends[i]`).
+    /// (row `i`'s ends at `slot_ends[i]`); empty when the pass lists them per task instead
+    /// (see [`SHARED_SLOTS_MAX`]).
     pub(super) slots: Vec<u32>,
     pub(super) slot_ends: Vec<usize>,
 }
@@ -92,6 +93,10 @@ fn add_residual(x: &mut [f32], o: &mut [f32], norm: Option<&Vec<f32>>, eps: f32,
         }
     });
 }
+
+/// The most cells listed once per pass for attention (4 MiB of cell indices: the rows of a
+/// prompt of about 1,400 tokens); beyond, each task lists its own.
+const SHARED_SLOTS_MAX: usize = 1 << 20;
 
 /// Rows from which a step's work row by row (norms, RoPE, SwiGLU, residuals) is shared among
 /// the threads: a prompt's or a batch of sequences' rows, not a single sequence's step (where
@@ -193,12 +198,19 @@ impl<'h> NativeContext<'h> {
         };
         let group = c.n_head / c.n_head_kv;
         // The cells each row attends to in the layers that see the whole history: the same
-        // in every layer of the pass (the cells were assigned above), so listed once.
+        // in every layer of the pass (the cells were assigned above), so listed once, unless
+        // the lists would be long (they hold Σ (pos + 1) cells over the rows, which grows with
+        // the square of a prompt's length) or no layer reads them; then each task lists its
+        // own, as the sliding-window layers do.
+        let total: usize = batch.rows().map(|r| r.pos as usize + 1).sum();
+        let shared = total <= SHARED_SLOTS_MAX && (0..model.layers.len()).any(|l| !c.is_local(l));
         slots.clear();
         slot_ends.clear();
-        for row in batch.rows() {
-            slots.extend(self.kv.cells_up_to(row.seqs[0], row.pos).flatten());
-            slot_ends.push(slots.len());
+        if shared {
+            for row in batch.rows() {
+                slots.extend(self.kv.cells_up_to(row.seqs[0], row.pos).flatten());
+                slot_ends.push(slots.len());
+            }
         }
         let (slots, slot_ends): (&[u32], &[usize]) = (slots, slot_ends);
         for (l, layer) in model.layers.iter().enumerate() {
@@ -282,20 +294,23 @@ impl<'h> NativeContext<'h> {
                 // The key/value head this task's query heads read.
                 let hk = j * heads / group;
                 let row = batch.row(i);
-                ATTN_SCRATCH.with_borrow_mut(|(scores, window_slots)| {
-                    let own = &slots[i.checked_sub(1).map_or(0, |p| slot_ends[p])..slot_ends[i]];
-                    let slots = match local {
-                        // A local layer sees the `window` positions ending at the row's own
-                        // (a window wider than any position sees everything).
-                        true => {
-                            let w = window.try_into().unwrap_or(u32::MAX);
-                            let from = (row.pos + 1).saturating_sub(w);
-                            window_slots.clear();
-                            window_slots
-                                .extend(cache.cells_between(row.seqs[0], from, row.pos).flatten());
-                            &window_slots[..]
+                ATTN_SCRATCH.with_borrow_mut(|(scores, own)| {
+                    let slots = match (local, shared) {
+                        (false, true) => {
+                            &slots[i.checked_sub(1).map_or(0, |p| slot_ends[p])..slot_ends[i]]
                         }
-                        false => own,
+                        _ => {
+                            // A local layer sees the `window` positions ending at the row's
+                            // own (a window wider than any position sees everything).
+                            let from = match local {
+                                true => (row.pos + 1)
+                                    .saturating_sub(window.try_into().unwrap_or(u32::MAX)),
+                                false => 0,
+                            };
+                            own.clear();
+                            own.extend(cache.cells_between(row.seqs[0], from, row.pos).flatten());
+                            &own[..]
+                        }
                     };
                     let q = &q[i * qd + j * gd..i * qd + (j + 1) * gd];
                     attend(cache, &shape, hk, q, slots, scores, out)

@@ -197,8 +197,9 @@ fn level1(a: __m512, b: __m512) -> __m512 {
 // 256-bit register, and the tree's additions are the same pairs in the same operand order.
 
 /// `out[g·n + i] = xs_g · row_i` in eight lanes, bitwise [`scalar::gather_dots_in`]`::<_, 8>`;
-/// the caller checked the shapes. Rows go eight at a time, each with its own chain; rows
-/// whose length is not a multiple of 16, and the last rows, take the reference.
+/// the caller checked the shapes. Rows go eight at a time, each with its own chain, the last
+/// (fewer than eight) as one more group with the last row repeated; rows whose length is not
+/// a multiple of 16 take the reference.
 pub(crate) fn gather_dots8<E: FFormat>(t: Avx2, xs: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
     #[target_feature(enable = "avx2,fma,f16c")]
     fn run<E: FFormat>(t: Avx2, xs: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
