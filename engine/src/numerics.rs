@@ -207,6 +207,14 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// Each value rounded to f16 and back, in place: what the f16 KV cache holds, and the f16
+/// operands llama.cpp's attention products take.
+pub fn round_to_f16(x: &mut [f32]) {
+    for x in x.iter_mut() {
+        *x = half::f16::from_f32(*x).to_f32();
+    }
+}
+
 /// Soft-capping of logits in place: `c · tanh(x / c)`, as ggml's scale, tanh, scale.
 pub fn softcap(logits: &mut [f32], cap: f32) {
     let inv = 1.0 / cap;

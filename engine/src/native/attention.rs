@@ -48,9 +48,7 @@ pub(super) fn attend(
             *x *= a.scale;
         }
         numerics::softmax(s);
-        for x in s.iter_mut() {
-            *x = half::f16::from_f32(*x).to_f32();
-        }
+        numerics::round_to_f16(s);
     }
     let values = Gather::new_f16(cache.values(a.layer, hk), hd, 0, hd, slots)?;
     out.fill(0.0);

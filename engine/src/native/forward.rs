@@ -239,11 +239,6 @@ impl<'h> NativeContext<'h> {
             // it in f16), row by row in each buffer; then keys and values into the row's cell.
             let neox = c.rope_neox;
             let qk_norm = layer.qk_norm.as_ref();
-            let round = |x: &mut [f32]| {
-                for x in x.iter_mut() {
-                    *x = half::f16::from_f32(*x).to_f32();
-                }
-            };
             let prepare = |i: usize, x: &mut [f32], norm: Option<&Vec<f32>>, scale: Option<f32>| {
                 if let Some(w) = norm {
                     for head in x.chunks_exact_mut(hd) {
@@ -256,13 +251,13 @@ impl<'h> NativeContext<'h> {
                         *x *= s;
                     }
                 }
-                round(x);
+                numerics::round_to_f16(x);
             };
             each_row(q, qd, |i, qi| {
                 prepare(i, qi, qk_norm.map(|[w, _]| w), q_scale)
             });
             each_row(k, kv, |i, ki| prepare(i, ki, qk_norm.map(|[_, w]| w), None));
-            each_row(v, kv, |_, vi| round(vi));
+            each_row(v, kv, |_, vi| numerics::round_to_f16(vi));
             for (i, &cell) in cells.iter().enumerate() {
                 self.kv
                     .write(l, cell, &k[i * kv..(i + 1) * kv], &v[i * kv..(i + 1) * kv]);

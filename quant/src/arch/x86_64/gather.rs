@@ -219,8 +219,8 @@ pub(crate) fn gather_dots8<E: FFormat>(t: Avx2, xs: &[f32], m: Gathered<'_, E>, 
         // The last rows (fewer than eight) as one more group, its empty places taken by the
         // last row again and their products dropped: each row's product is its own.
         let done = 8 * groups.len();
-        if let Some(&last) = m.rows[done..].last() {
-            let rest = &m.rows[done..];
+        let rest = &m.rows[done..];
+        if let Some(&last) = rest.last() {
             let rows: [&[E]; 8] = std::array::from_fn(|l| m.row(*rest.get(l).unwrap_or(&last)));
             for (g, x) in xs.chunks_exact(m.len).enumerate() {
                 let mut o = [0f32; 8];
