@@ -14,7 +14,7 @@
 use std::arch::aarch64::*;
 
 use super::{dot16, sdot16, Neon, NeonDot};
-use crate::panels::{Kind, PanelAct, PANEL_ROWS, TILE};
+use crate::panels::{Kind, PanelAct, PANEL_ROWS};
 
 /// Activation rows per tile: their sums and a block's lines fill the 32 vector registers.
 const NEON_TILE: usize = 4;
@@ -129,8 +129,8 @@ fn tile<const NIB: bool, const MIN: bool, const T: usize>(
 macro_rules! neon_panels {
     ($tok:ident, $features:literal, $dot:ident) => {
         impl $tok {
-            /// [`crate::panels`]' tile: one panel times up to [`TILE`] activation rows of `nb`
-            /// blocks.
+            /// [`crate::panels`]' tile: one panel times activation rows of `nb` blocks, four at
+            /// a time.
             pub(crate) fn panel_tile(
                 self,
                 kind: Kind,
@@ -164,7 +164,7 @@ macro_rules! neon_panels {
                         }
                     }
                 }
-                assert!(acts.len() == out.len() * nb && out.len() <= TILE);
+                assert!(acts.len() == out.len() * nb);
                 assert!(qs.len() >= nb * kind.qbytes() && scales.len() >= nb * kind.sbytes());
                 // SAFETY: the token proves the CPU has the features `run` is compiled for.
                 unsafe {

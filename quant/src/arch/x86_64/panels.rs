@@ -41,10 +41,10 @@ use std::arch::x86_64::*;
 
 use super::{Avx2, Avx512};
 use crate::arch::{prefetch_line, PREFETCH_AHEAD};
-use crate::panels::{block_sum, Kind, PanelAct, PANEL_ROWS, TILE};
+use crate::panels::{block_sum, Kind, PanelAct, PANEL_ROWS};
 
 impl Avx512 {
-    /// [`crate::panels`]' tile: one panel times up to [`TILE`] activation rows of `nb` blocks.
+    /// [`crate::panels`]' tile: one panel times activation rows of `nb` blocks, eight at a time.
     pub(crate) fn panel_tile(
         self,
         kind: Kind,
@@ -79,8 +79,7 @@ impl Avx512 {
                 }
             }
         }
-        const _: () = assert!(TILE == 8);
-        assert!(acts.len() == out.len() * nb && out.len() <= TILE);
+        assert!(acts.len() == out.len() * nb);
         assert!(qs.len() >= nb * kind.qbytes() && scales.len() >= nb * kind.sbytes());
         // SAFETY: the token proves the CPU has the features `run` is compiled for.
         unsafe {
@@ -185,7 +184,7 @@ fn tile<const NIB: bool, const MIN: bool, const T: usize>(
 const AVX2_TILE: usize = 4;
 
 impl Avx2 {
-    /// [`crate::panels`]' tile: one panel times up to [`TILE`] activation rows of `nb` blocks.
+    /// [`crate::panels`]' tile: one panel times activation rows of `nb` blocks, four at a time.
     pub(crate) fn panel_tile(
         self,
         kind: Kind,
@@ -236,7 +235,7 @@ impl Avx2 {
                 }
             }
         }
-        assert!(acts.len() == out.len() * nb && out.len() <= TILE);
+        assert!(acts.len() == out.len() * nb);
         assert!(qs.len() >= nb * kind.qbytes() && scales.len() >= nb * kind.sbytes());
         // SAFETY: the token proves the CPU has the features `run` is compiled for.
         unsafe {
