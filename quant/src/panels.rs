@@ -280,19 +280,38 @@ pub(crate) struct PanelAct {
 }
 
 impl PanelAct {
-    /// Inlined into the packing loop (a call per block returned the 48 bytes through the
-    /// stack: 3% of a prefill profile), where `offset`, a constant there, drops the sum for
-    /// Q4_1.
+    /// Packs one block in place. Inlined into the packing loop, and written so that LLVM
+    /// vectorizes the sums: a call per block that returned the struct through the stack, or
+    /// a sum over an array moved by value, went byte by byte (3-7% of a prefill profile).
     #[inline(always)]
-    fn new(qs: [i8; 32], d: f16, s: f16, offset: i32) -> PanelAct {
-        let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
-        PanelAct {
-            qs,
-            d: d.to_f32(),
-            s: s.to_f32(),
-            start: -offset * sum,
-            extreme: u32::from(qs.iter().fold(false, |e, &q| e | (q == i8::MIN))),
+    fn pack(&mut self, qs: &[i8; 32], d: f16, s: f16, offset: i32, form: ActForm) {
+        self.d = d.to_f32();
+        self.s = s.to_f32();
+        self.extreme = u32::from(qs.iter().fold(false, |e, &q| e | (q == i8::MIN)));
+        match form {
+            ActForm::Signed => {
+                self.qs = *qs;
+                self.start = -offset * qs.iter().map(|&q| i32::from(q)).sum::<i32>();
+            }
+            ActForm::Unsigned => {
+                let mut sum = 0u32;
+                for (o, &q) in self.qs.iter_mut().zip(qs) {
+                    let b = q.cast_unsigned() ^ 0x80;
+                    *o = b.cast_signed();
+                    sum += u32::from(b);
+                }
+                // Σ(q + 128) − 32·128 = Σq.
+                self.start = (8 - offset) * (sum as i32 - 32 * 128);
+            }
         }
+    }
+
+    /// A block packed by [`PanelAct::pack`].
+    #[cfg(test)]
+    fn new(qs: [i8; 32], d: f16, s: f16, offset: i32, form: ActForm) -> PanelAct {
+        let mut a = PanelAct::default();
+        a.pack(&qs, d, s, offset, form);
+        a
     }
 }
 
@@ -337,7 +356,9 @@ pub fn matmul_panels_with(
     if batch == 0 || nb == 0 {
         return Ok(());
     }
-    let acts = pack_acts(isa, kind, x, batch, nb, scratch)?;
+    let token = kernel_token(isa);
+    let form = token.act_form(kind, batch);
+    let acts = pack_acts(isa, kind, form, x, batch, nb, scratch)?;
     let ptrs: Vec<OutPtr> = ws
         .iter()
         .zip(outs.iter_mut())
@@ -352,7 +373,6 @@ pub fn matmul_panels_with(
         .enumerate()
         .flat_map(|(m, w)| (0..w.panels()).step_by(run).map(move |p| (m, p)))
         .collect();
-    let token = kernel_token(isa);
     crate::par::for_each(tasks.len(), |t| {
         let (m, p0) = tasks[t];
         let w = ws[m];
@@ -379,7 +399,9 @@ pub fn matmul_panels_with(
             let width = PANEL_ROWS.min(w.rows - first);
             for (t, rows) in acts.chunks(CALL_ROWS * nb).enumerate() {
                 let tr = rows.len() / nb;
-                panel_tile(token, kind, qs, scales, rows, nb, &mut tile[..tr]);
+                let fresh = t == 0;
+                let call = Call { kind, form, fresh };
+                panel_tile(token, call, qs, scales, rows, nb, &mut tile[..tr]);
                 for (i, vals) in tile[..tr].iter().enumerate() {
                     // SAFETY: this task owns panels p0..p0 + run of matrix m, so its rows
                     // `first..first + width` are written by no other task of this step;
@@ -419,6 +441,35 @@ enum Token {
     Portable,
 }
 
+impl Token {
+    /// How the activations are packed for this kernel, weight format and batch.
+    fn act_form(self, kind: Kind, batch: usize) -> ActForm {
+        match self {
+            // Several rows: the AVX2 nibble kernel that reads unpacked weights from memory
+            // (see `panel_tile_unsigned`); one to three rows stream the weights once instead.
+            #[cfg(target_arch = "x86_64")]
+            Token::Avx2(_) if kind.nibbles() && batch >= 4 => ActForm::Unsigned,
+            _ => {
+                let _ = (kind, batch);
+                ActForm::Signed
+            }
+        }
+    }
+}
+
+/// How [`PanelAct`]s hold their quants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ActForm {
+    /// As the quantizer gives them, with `start = −offset·Σq`.
+    Signed,
+    /// Plus 128 (as unsigned bytes), with `start = (8 − offset)·Σq` (the AVX2 nibble kernel
+    /// for several rows: `Σ q_a·q_w = Σ (q_a + 128)(q_w − 8) − 128·Σ(q_w − 8) + 8·Σ q_a`, the
+    /// middle term the weights' own, and `q_w − 8` a signed byte `vpmaddubsw` can take from
+    /// memory).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Unsigned,
+}
+
 fn kernel_token(isa: Isa) -> Token {
     #[cfg(target_arch = "x86_64")]
     {
@@ -453,18 +504,34 @@ fn kernel_token(isa: Isa) -> Token {
 
 /// One panel (`qs`, `scales`) times activation rows (`acts`, `nb` blocks each), a tile at a
 /// time: `out[r]` gets row `r`'s sixteen outputs.
+/// What a kernel call is asked: the weight format, the activations' form, and whether the
+/// panel is new to this thread (`false` only when the same thread's previous call took the
+/// same panel: the AVX2 kernel for [`ActForm::Unsigned`] then keeps its unpacked quants).
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct Call {
+    kind: Kind,
+    form: ActForm,
+    fresh: bool,
+}
+
 fn panel_tile(
     token: Token,
-    kind: Kind,
+    call: Call,
     qs: &[u8],
     scales: &[u8],
     acts: &[PanelAct],
     nb: usize,
     out: &mut [[f32; PANEL_ROWS]],
 ) {
+    let kind = call.kind;
     match token {
         #[cfg(target_arch = "x86_64")]
         Token::Avx512(t) => t.panel_tile(kind, qs, scales, acts, nb, out),
+        #[cfg(target_arch = "x86_64")]
+        Token::Avx2(t) if call.form == ActForm::Unsigned => {
+            t.panel_tile_unsigned(kind, call.fresh, qs, scales, acts, nb, out)
+        }
         #[cfg(target_arch = "x86_64")]
         Token::Avx2(t) => t.panel_tile(kind, qs, scales, acts, nb, out),
         #[cfg(target_arch = "aarch64")]
@@ -531,6 +598,7 @@ thread_local! {
 fn pack_acts<'s>(
     isa: Isa,
     kind: Kind,
+    form: ActForm,
     x: &[f32],
     batch: usize,
     nb: usize,
@@ -545,8 +613,18 @@ fn pack_acts<'s>(
             Kind::Q4_1 => Q8_1_ROW.with_borrow_mut(|q| {
                 q.resize(nb, bytemuck::Zeroable::zeroed());
                 BlockQ8_1::quantize_with(isa, x, q)?;
-                for (o, b) in out.iter_mut().zip(q.iter()) {
-                    *o = PanelAct::new(b.qs, b.d, b.s, const { Kind::Q4_1.offset() });
+                let offset = const { Kind::Q4_1.offset() };
+                match form {
+                    ActForm::Signed => {
+                        for (o, b) in out.iter_mut().zip(q.iter()) {
+                            o.pack(&b.qs, b.d, b.s, offset, ActForm::Signed);
+                        }
+                    }
+                    ActForm::Unsigned => {
+                        for (o, b) in out.iter_mut().zip(q.iter()) {
+                            o.pack(&b.qs, b.d, b.s, offset, ActForm::Unsigned);
+                        }
+                    }
                 }
                 Ok(())
             }),
@@ -555,7 +633,7 @@ fn pack_acts<'s>(
                 q.resize(nb, bytemuck::Zeroable::zeroed());
                 BlockQ8_0::quantize_with(isa, x, q)?;
                 for (o, b) in out.iter_mut().zip(q.iter()) {
-                    *o = PanelAct::new(b.qs, b.d, f16::ZERO, offset);
+                    o.pack(&b.qs, b.d, f16::ZERO, offset, form);
                 }
                 Ok(())
             }),
@@ -731,7 +809,7 @@ mod tests {
                 let scales: Vec<u8> = (0..nb * kind.sbytes() / 2)
                     .flat_map(|_| f16::from_f32(rng.random_range(-2.0f32..2.0)).to_le_bytes())
                     .collect();
-                let acts: Vec<PanelAct> = (0..batch * nb)
+                let raw: Vec<_> = (0..batch * nb)
                     .map(|i| {
                         let q: [i8; 32] = std::array::from_fn(|j| match (i + j) % 5 {
                             0 => i8::MIN,
@@ -746,19 +824,26 @@ mod tests {
                             q
                         };
                         let d = f16::from_f32(rng.random_range(0.0f32..0.1));
-                        PanelAct::new(
-                            q,
-                            d,
-                            f16::from_f32(rng.random_range(-3.0f32..3.0)),
-                            kind.offset(),
-                        )
+                        (q, d, f16::from_f32(rng.random_range(-3.0f32..3.0)))
                     })
                     .collect();
+                let acts = |form| -> Vec<PanelAct> {
+                    let new = |&(q, d, s)| PanelAct::new(q, d, s, kind.offset(), form);
+                    raw.iter().map(new).collect()
+                };
                 let mut want = vec![[0.0f32; PANEL_ROWS]; batch];
-                portable_tile(kind, &qs, &scales, &acts, nb, &mut want);
+                portable_tile(kind, &qs, &scales, &acts(ActForm::Signed), nb, &mut want);
                 for isa in Isa::available() {
                     let mut got = vec![[f32::NAN; PANEL_ROWS]; batch];
-                    panel_tile(kernel_token(isa), kind, &qs, &scales, &acts, nb, &mut got);
+                    let token = kernel_token(isa);
+                    let form = token.act_form(kind, batch);
+                    let a = acts(form);
+                    let call = Call {
+                        kind,
+                        form,
+                        fresh: true,
+                    };
+                    panel_tile(token, call, &qs, &scales, &a, nb, &mut got);
                     let same = got.iter().flatten().zip(want.iter().flatten());
                     assert!(
                         same.clone().all(|(a, b)| a.to_bits() == b.to_bits()),
