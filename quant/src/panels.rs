@@ -24,7 +24,8 @@
 //! line `c`), so that one 512-bit `vpdpbusd` against four broadcast activation bytes gives
 //! sixteen rows' partial sums at once and no horizontal sum is ever needed. Q8_0's quants are
 //! stored plus 128 (unsigned), and each activation block carries `−offset·Σq_a` to start its
-//! sums from. The scales (`d`, and `m` for Q4_1, as f16) of the panel's blocks follow its
+//! sums from (AVX2's nibble kernel for several rows packs the activations plus 128 instead,
+//! see `ActForm`). The scales (`d`, and `m` for Q4_1, as f16) of the panel's blocks follow its
 //! quants. The panels take as many bytes as the original rows (Q8_0's scales are padded to
 //! whole cache lines per panel).
 //!
@@ -270,10 +271,12 @@ fn place(kind: Kind, row: &[u8], k: usize, n: usize, q: &mut [u8]) -> (u16, Opti
 #[repr(C, align(16))]
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct PanelAct {
+    /// The quants, or in [`ActForm::Unsigned`] the quants plus 128 (as unsigned bytes).
     pub(crate) qs: [i8; 32],
     pub(crate) d: f32,
     pub(crate) s: f32,
-    /// `−offset·Σq`: removes what the stored quants' offset adds.
+    /// `−offset·Σq`: removes what the stored quants' offset adds ([`ActForm::Signed`]; the
+    /// unsigned form's is on [`ActForm::Unsigned`]).
     pub(crate) start: i32,
     /// Nonzero when a quant is −128 (the AVX2 Q8_0 kernel's sign trick cannot take it).
     pub(crate) extreme: u32,
@@ -502,8 +505,6 @@ fn kernel_token(isa: Isa) -> Token {
     Token::Portable
 }
 
-/// One panel (`qs`, `scales`) times activation rows (`acts`, `nb` blocks each), a tile at a
-/// time: `out[r]` gets row `r`'s sixteen outputs.
 /// What a kernel call is asked: the weight format, the activations' form, and whether the
 /// panel is new to this thread (`false` only when the same thread's previous call took the
 /// same panel: the AVX2 kernel for [`ActForm::Unsigned`] then keeps its unpacked quants).
@@ -515,6 +516,8 @@ struct Call {
     fresh: bool,
 }
 
+/// One panel (`qs`, `scales`) times activation rows (`acts`, `nb` blocks each), a tile at a
+/// time: `out[r]` gets row `r`'s sixteen outputs.
 fn panel_tile(
     token: Token,
     call: Call,
@@ -833,10 +836,18 @@ mod tests {
                 };
                 let mut want = vec![[0.0f32; PANEL_ROWS]; batch];
                 portable_tile(kind, &qs, &scales, &acts(ActForm::Signed), nb, &mut want);
-                for isa in Isa::available() {
-                    let mut got = vec![[f32::NAN; PANEL_ROWS]; batch];
+                // Each kernel in the form the product picks for this batch, and in the
+                // signed form too (the AVX2 nibble kernel's tile of four rows, which products
+                // leave to the unsigned kernel).
+                let tries = Isa::available().into_iter().flat_map(|isa| {
                     let token = kernel_token(isa);
-                    let form = token.act_form(kind, batch);
+                    [
+                        (isa, token, token.act_form(kind, batch)),
+                        (isa, token, ActForm::Signed),
+                    ]
+                });
+                for (isa, token, form) in tries {
+                    let mut got = vec![[f32::NAN; PANEL_ROWS]; batch];
                     let a = acts(form);
                     let call = Call {
                         kind,
@@ -847,7 +858,7 @@ mod tests {
                     let same = got.iter().flatten().zip(want.iter().flatten());
                     assert!(
                         same.clone().all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{kind:?} nb {nb} batch {batch} on {}",
+                        "{kind:?} nb {nb} batch {batch} on {} ({form:?})",
                         isa.name()
                     );
                 }

@@ -27,15 +27,16 @@
 //!   block that holds one ([`PanelAct::extreme`]; the quantizer gives them only for
 //!   subnormal blocks) is summed by the portable kernel's [`block_sum`].
 //!
-//! Registers decide the AVX2 tile's shape. For the nibble formats four activation rows take
-//! one half of the panel at a time (their four accumulators and four sixteen-bit sums, the
-//! half's low and high nibbles and two broadcast lines: fourteen registers); both halves at
-//! once spill (on Zen 3 the two measured the same: its loads and stores are cheap). Q8_0
-//! takes both halves, so that each broadcast line serves sixteen weight rows.
+//! Registers decide the AVX2 tile's shape. For the nibble formats this kernel takes up to
+//! four activation rows one half of the panel at a time (their four accumulators and four
+//! sixteen-bit sums, the half's low and high nibbles and two broadcast lines: fourteen
+//! registers; both halves at once spill), though from four rows on the kernel below serves
+//! them. Q8_0 takes both halves, so that each broadcast line serves sixteen weight rows.
 //! A single activation row (decoding) takes both halves and streams the weights once.
 //!
 //! From four activation rows on, the nibble formats take another kernel
-//! ([`Avx2::panel_tile_unsigned`]): the panel is unpacked once per call into signed bytes
+//! ([`Avx2::panel_tile_unsigned`]): the panel is unpacked once per panel and task (its
+//! calls for the same panel's further rows reuse it) into signed bytes
 //! `q − 8` in memory, the activations are packed plus 128, and `vpmaddubsw` reads the weights
 //! from memory as its signed operand, so three rows take both halves at once; 11-26% faster
 //! than the kernel above in the `gemm_fast` bench (Q4_1, one thread).
@@ -370,8 +371,10 @@ fn unpack_panel(_: Avx2, qs: &[u8], nb: usize, w: &mut [__m256i]) {
 }
 
 /// `T` activation rows (`acts`, plus 128, `nb` blocks each) times both halves of the panel
-/// unpacked in `w` ([`unpack_panel`]).
-#[inline(always)]
+/// unpacked in `w` ([`unpack_panel`]). Compiled for AVX2 itself (not only inlined into such
+/// a function): its assembly names `ymm` registers, which the build's baseline may lack.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn tile_unsigned<const MIN: bool, const T: usize>(
     _: Avx2,
     w: &[__m256i],
@@ -385,7 +388,10 @@ fn tile_unsigned<const MIN: bool, const T: usize>(
     // SAFETY: AVX2, FMA and F16C are present (the caller runs under the token). Every load is
     // in bounds: `w` holds `nb` unpacked blocks and `acts` `T` rows of `nb` (asserted), and
     // `panel_tile_unsigned` checked that `scales` holds `nb` blocks of `sbytes`; the stores
-    // write `T` arrays of sixteen f32.
+    // write `T` arrays of sixteen f32. The assembly only reads memory (declared `readonly`;
+    // it writes no flags and no stack): four bytes at `qs + 4c` and `qs + 16 + 4c` (c < 4,
+    // within the 32 quants) and 32 bytes at `wk + 64c (+ 32)` and `wk + 64(c + 4) (+ 32)`,
+    // within the block's 512 bytes of lines; every register it writes is an output.
     unsafe {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); 2]; T];
@@ -434,6 +440,8 @@ fn tile_unsigned<const MIN: bool, const T: usize>(
                 };
                 let wsum = *wk.add(16 + h);
                 for r in 0..T {
+                    // Q4_0's `start` is (8 − 8)·Σq = 0.
+                    debug_assert!(MIN || a[r].start == 0);
                     let mut sum = _mm256_add_epi32(_mm256_madd_epi16(s16[r][h], ones), wsum);
                     if MIN {
                         sum = _mm256_add_epi32(sum, _mm256_set1_epi32(a[r].start));
