@@ -18,8 +18,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use passuntil_benches::Clock;
 use quant::dispatch::Isa;
 use quant::dot::{
-    gathered_axpy_with, gathered_dots_with, quantize_activations_with, vec_dot_many_with,
-    Activation, Gather, VecDot,
+    gathered_axpy_with, gathered_dots_with, quantize_activations_with, sequential_axpy_with,
+    vec_dot_many_with, Activation, Gather, VecDot,
 };
 use quant::formats::{
     bf16, f16, quantize_row, Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
@@ -300,6 +300,11 @@ fn attention(c: &mut Criterion<Clock>) {
                 });
                 g.bench_function(BenchmarkId::new(format!("axpy{suffix}"), isa.name()), |b| {
                     b.iter(|| gathered_axpy_with(isa, &w, &next(), &mut out).unwrap())
+                });
+                // `q8-fast`'s weighted sums: one chain per element in cell order.
+                let id = BenchmarkId::new(format!("seq_axpy{suffix}"), isa.name());
+                g.bench_function(id, |b| {
+                    b.iter(|| sequential_axpy_with(isa, &w, &next(), &mut out).unwrap())
                 });
             }
         }

@@ -487,3 +487,30 @@ pub fn gathered_axpy_with(
     }
     Ok(())
 }
+
+/// `out_g += Σ_i w[g·n + i] · row_i` for each output vector `out_g` of `m.len()` values, on
+/// [`Isa::current`], with each element one chain of fused multiply-adds in row order that
+/// starts from its value in `out` (`out[e] ← w_i·row_i[e] + out[e]`, i = 0, 1, ...; zero
+/// weights are not skipped): no lanes and no tree, so the vectors run along the elements.
+/// Not llama.cpp's order ([`gathered_axpy`] is); the same bits on every instruction set and
+/// for every output vector whatever the others.
+pub fn sequential_axpy(w: &[f32], m: &Gather<'_>, out: &mut [f32]) -> Result<(), KernelError> {
+    sequential_axpy_with(Isa::current(), w, m, out)
+}
+
+/// [`sequential_axpy`] on a chosen instruction set.
+pub fn sequential_axpy_with(
+    isa: Isa,
+    w: &[f32],
+    m: &Gather<'_>,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    isa.ensure_available()?;
+    let n = m.rows().len();
+    check_gathered(m, (w.len(), n), "weights", (out.len(), m.len()))?;
+    match m.0 {
+        Picked::F32(g) => arch::seq_axpy(isa, w, g, out),
+        Picked::F16(g) => arch::seq_axpy(isa, w, g, out),
+    }
+    Ok(())
+}

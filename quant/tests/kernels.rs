@@ -737,6 +737,98 @@ fn gathered_products_match_the_reference() {
     gathered_axpy_with(Isa::Scalar, &[], &none, &mut [0.0; 16]).unwrap();
 }
 
+/// Attention's weighted sums in sequence order ([`quant::dot::sequential_axpy`]): on every
+/// instruction set and for f32 and f16 rows, the bits of the definition (each element one
+/// chain of fused multiply-adds in row order from its starting value), whatever the tile an
+/// output vector falls in (alone or beside others), zero weights included rather than
+/// skipped (a zero against an infinity gives NaN everywhere).
+#[test]
+fn sequential_axpy_is_its_definition_everywhere() {
+    use quant::dot::{sequential_axpy_with, Gather};
+    let mut rng = StdRng::seed_from_u64(67);
+    let shapes = [1, 15, 16, 32, 48, 64, 70, 80, 256]
+        .into_iter()
+        .flat_map(|len| {
+            [1, 2, 3, 4, 5, 7]
+                .into_iter()
+                .flat_map(move |group| [0, 1, 5, 23, 300].map(move |picked| (len, group, picked)))
+        });
+    for (len, group, picked) in shapes {
+        let (stride, n_rows) = (len * 2 + 3, 40);
+        let mut data: Vec<f32> = (0..stride * n_rows)
+            .map(|_| rng.random_range(-2.0f32..2.0))
+            .collect();
+        let offset = len + 1;
+        if len == 70 && group == 3 {
+            // An infinity in a row that a zero weight meets (below: weight i % 5 == 0).
+            data[offset + 7] = f32::INFINITY;
+        }
+        let rows: Vec<u32> = (0..picked)
+            .map(|i| match i {
+                0 => 0,
+                _ => rng.random_range(0..n_rows as u32),
+            })
+            .collect();
+        let w: Vec<f32> = (0..group * picked)
+            .map(|i| match i % 5 {
+                0 => 0.0,
+                _ => rng.random_range(0.0..1.0),
+            })
+            .collect();
+        let start: Vec<f32> = (0..group * len)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let halves: Vec<f16> = data.iter().map(|&x| f16::from_f32(x)).collect();
+        let widened: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+        for (values, is_f16) in [(&data, false), (&widened, true)] {
+            let mut want = start.clone();
+            for g in 0..group {
+                for (i, &r) in rows.iter().enumerate() {
+                    let row = &values[r as usize * stride + offset..][..len];
+                    for (e, &x) in row.iter().enumerate() {
+                        let o = &mut want[g * len + e];
+                        *o = w[g * picked + i].mul_add(x, *o);
+                    }
+                }
+            }
+            if len == 70 && group == 3 && picked > 0 {
+                assert!(
+                    want[7].is_nan(),
+                    "zero times infinity is NaN in the definition"
+                );
+            }
+            let m = match is_f16 {
+                false => Gather::new(values, stride, offset, len, &rows).unwrap(),
+                true => Gather::new_f16(&halves, stride, offset, len, &rows).unwrap(),
+            };
+            let same =
+                |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+            for isa in std::iter::once(Isa::Scalar).chain(vector_isas()) {
+                let mut got = start.clone();
+                sequential_axpy_with(isa, &w, &m, &mut got).unwrap();
+                assert!(
+                    same(&got, &want),
+                    "{isa}, f16 {is_f16}, len {len}, group {group}, {picked} rows"
+                );
+                // Each output vector alone: the same bits as beside the others.
+                for g in 0..group {
+                    let mut one = start[g * len..(g + 1) * len].to_vec();
+                    let wg = &w[g * picked..(g + 1) * picked];
+                    sequential_axpy_with(isa, wg, &m, &mut one).unwrap();
+                    assert!(
+                        same(&one, &want[g * len..(g + 1) * len]),
+                        "{isa}, vector {g} of {group} alone, len {len}, {picked} rows"
+                    );
+                }
+            }
+        }
+    }
+    let data = vec![0f32; 64];
+    let m = Gather::new(&data, 16, 0, 16, &[0, 3]).unwrap();
+    assert!(sequential_axpy_with(Isa::Scalar, &[0.0; 3], &m, &mut [0.0; 16]).is_err());
+    assert!(sequential_axpy_with(Isa::Scalar, &[0.0; 2], &m, &mut [0.0; 15]).is_err());
+}
+
 /// The documented sequence of an exact product, one output at a time: value `i` fused into
 /// lane `i mod 16` in order, then the lanes summed pairwise.
 fn exact_reference(w: &[f32], x: &[f32]) -> f32 {

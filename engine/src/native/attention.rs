@@ -1,6 +1,7 @@
-//! Attention for one row over its sequence's cache cells, with llama.cpp's rounding.
+//! Attention for one row over its sequence's cache cells, with llama.cpp's rounding (or, for
+//! `q8-fast`, the values summed in sequence order).
 
-use quant::dot::{gathered_axpy, gathered_dots, Gather, KernelError};
+use quant::dot::{gathered_axpy, gathered_dots, sequential_axpy, Gather, KernelError};
 
 use crate::kv::KvCache;
 use crate::numerics;
@@ -14,6 +15,10 @@ pub(super) struct AttnShape {
     /// What the scores are multiplied by: `1/√head_dim` (Llama), or 1 where the queries were
     /// scaled before (Gemma).
     pub(super) scale: f32,
+    /// Sum the weighted values of each output element in one chain in cell order
+    /// ([`sequential_axpy`], `q8-fast`) rather than in llama.cpp's lanes and tree
+    /// ([`gathered_axpy`]).
+    pub(super) sequential: bool,
 }
 
 thread_local! {
@@ -52,6 +57,9 @@ pub(super) fn attend(
     }
     let values = Gather::new_f16(cache.values(a.layer, hk), hd, 0, hd, slots)?;
     out.fill(0.0);
-    gathered_axpy(scores, &values, out)?;
+    match a.sequential {
+        true => sequential_axpy(scores, &values, out)?,
+        false => gathered_axpy(scores, &values, out)?,
+    }
     Ok(())
 }

@@ -280,6 +280,7 @@ impl<'h> NativeContext<'h> {
                 group: heads,
                 head_dim: hd,
                 scale: score_scale,
+                sequential: self.activations == Activations::Q8Fast,
             };
             let cache = &self.kv;
             let q: &[f32] = q;

@@ -589,6 +589,106 @@ pub(crate) fn gather_axpy<S: Simd, E: FFormat>(
     }
 }
 
+/// `out_g += Σ_i w[g·n + i] · row_i` for each output vector `out_g` (`len` values), each
+/// element one chain of fused multiply-adds in row order that starts from its value in `out`
+/// (`out[e] ← w_i·row_i[e] + out[e]` for i = 0, 1, ...): no lanes and no tree, so the vectors
+/// run along the elements, every path and tile shape gives the same bits, and a picked row is
+/// read once per tile of up to three output vectors.
+#[inline(always)]
+pub(crate) fn seq_axpy<S: Simd, E: FFormat>(s: S, w: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
+    if m.len == 0 {
+        return;
+    }
+    let groups = out.len() / m.len;
+    let mut g = 0;
+    while g < groups {
+        match groups - g {
+            1 => seq_axpy_groups::<S, E, 1>(s, w, m, out, g),
+            2 => seq_axpy_groups::<S, E, 2>(s, w, m, out, g),
+            _ => seq_axpy_groups::<S, E, 3>(s, w, m, out, g),
+        }
+        g += 3.min(groups - g);
+    }
+}
+
+/// Output vectors `g0..g0 + GB` of [`seq_axpy`], in tiles of 16-value chunks sized so that
+/// the `GB × CB` accumulators stay in registers.
+#[inline(always)]
+fn seq_axpy_groups<S: Simd, E: FFormat, const GB: usize>(
+    s: S,
+    w: &[f32],
+    m: Gathered<'_, E>,
+    out: &mut [f32],
+    g0: usize,
+) {
+    let (n, len) = (m.rows.len(), m.len);
+    let ws: [&[f32]; GB] = std::array::from_fn(|j| &w[(g0 + j) * n..(g0 + j + 1) * n]);
+    let chunks = len / 16;
+    // Accumulators beside one loaded chunk and the GB broadcast weights.
+    let room = S::F_REGS.saturating_sub(1 + GB);
+    let mut c = 0;
+    while c < chunks {
+        let left = chunks - c;
+        if left >= 4 && GB * 4 <= room {
+            seq_axpy_tile::<S, E, GB, 4>(s, &ws, m, out, g0, c);
+            c += 4;
+        } else if left >= 2 && GB * 2 <= room {
+            seq_axpy_tile::<S, E, GB, 2>(s, &ws, m, out, g0, c);
+            c += 2;
+        } else {
+            seq_axpy_tile::<S, E, GB, 1>(s, &ws, m, out, g0, c);
+            c += 1;
+        }
+    }
+    // Values past the last whole chunk, one at a time, in the same order.
+    for (j, wg) in ws.iter().enumerate() {
+        for e in 16 * chunks..len {
+            let o = &mut out[(g0 + j) * len + e];
+            for (&wi, &r) in wg.iter().zip(m.rows) {
+                *o = wi.mul_add(m.row(r)[e].widen(), *o);
+            }
+        }
+    }
+}
+
+/// Chunks `c0..c0 + CB` of output vectors `g0..g0 + GB` of [`seq_axpy`]: each picked row's
+/// `CB` chunks loaded (and widened) once for the `GB` vectors.
+#[inline(always)]
+fn seq_axpy_tile<S: Simd, E: FFormat, const GB: usize, const CB: usize>(
+    s: S,
+    ws: &[&[f32]; GB],
+    m: Gathered<'_, E>,
+    out: &mut [f32],
+    g0: usize,
+    c0: usize,
+) {
+    let len = m.len;
+    let at = |j: usize, c: usize| (g0 + j) * len + 16 * (c0 + c);
+    let mut acc: [[S::F; CB]; GB] = std::array::from_fn(|j| {
+        std::array::from_fn(|c| match out[at(j, c)..].first_chunk::<16>() {
+            Some(o) => s.fload(o),
+            None => unreachable!("chunk {} of a {len}-value vector", c0 + c),
+        })
+    });
+    for (i, &r) in m.rows.iter().enumerate() {
+        let row = m.row(r).as_chunks::<16>().0;
+        let wv: [S::F; GB] = std::array::from_fn(|j| s.fsplat(ws[j][i]));
+        for c in 0..CB {
+            let x = E::load16(s, &row[c0 + c]);
+            for (a, &wv) in acc.iter_mut().zip(&wv) {
+                a[c] = s.fma(a[c], wv, x);
+            }
+        }
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        for (c, &v) in acc.iter().enumerate() {
+            if let Some(o) = out[at(j, c)..].first_chunk_mut::<16>() {
+                s.fstore(v, o);
+            }
+        }
+    }
+}
+
 /// Chunks of 16 values per tile of [`gather_axpy`].
 const AXPY_CHUNKS: usize = 4;
 

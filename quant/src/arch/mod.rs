@@ -99,6 +99,26 @@ macro_rules! entry_points {
                 unsafe { run(self, w, m, out) }
             }
 
+            /// [`crate::arch::generic::seq_axpy`] compiled for this instruction set.
+            pub(crate) fn seq_axpy<E: $crate::arch::generic::FFormat>(
+                self,
+                w: &[f32],
+                m: $crate::arch::generic::Gathered<'_, E>,
+                out: &mut [f32],
+            ) {
+                #[target_feature(enable = $features)]
+                fn run<E: $crate::arch::generic::FFormat>(
+                    t: $tok,
+                    w: &[f32],
+                    m: $crate::arch::generic::Gathered<'_, E>,
+                    out: &mut [f32],
+                ) {
+                    $crate::arch::generic::seq_axpy(t, w, m, out)
+                }
+                // SAFETY: the token proves the CPU has the features `run` is compiled for.
+                unsafe { run(self, w, m, out) }
+            }
+
             /// [`crate::arch::generic::fchunk`] compiled for this instruction set.
             pub(crate) fn fchunk<W: $crate::arch::generic::FFormat>(
                 self,
@@ -354,6 +374,17 @@ pub(crate) fn gather_axpy<E: FFormat>(
     }
     on_token!(isa, t => t.gather_axpy(w, m, out));
     scalar::gather_axpy(w, m, out)
+}
+
+/// [`generic::seq_axpy`] on `isa` (the reference path if this CPU lacks it).
+pub(crate) fn seq_axpy<E: FFormat>(
+    isa: Isa,
+    w: &[f32],
+    m: generic::Gathered<'_, E>,
+    out: &mut [f32],
+) {
+    on_token!(isa, t => t.seq_axpy(w, m, out));
+    scalar::seq_axpy(w, m, out)
 }
 
 /// Each block's integer sums on `isa` (the reference path if this CPU lacks it).

@@ -150,6 +150,23 @@ pub(crate) fn gather_axpy_in<E: FFormat, const L: usize>(
     }
 }
 
+/// `out_g += Σ_i w[g·n + i] · row_i`, each element one chain of fused multiply-adds in row
+/// order from its value in `out`: the reference of [`super::generic::seq_axpy`].
+pub(crate) fn seq_axpy<E: FFormat>(w: &[f32], m: Gathered<'_, E>, out: &mut [f32]) {
+    let n = m.rows.len();
+    if m.len == 0 {
+        return;
+    }
+    for (g, o) in out.chunks_exact_mut(m.len).enumerate() {
+        for (i, &r) in m.rows.iter().enumerate() {
+            let wi = w[g * n + i];
+            for (o, x) in o.iter_mut().zip(m.row(r)) {
+                *o = wi.mul_add(x.widen(), *o);
+            }
+        }
+    }
+}
+
 /// The fixed reduction tree of `L` lanes (a power of two): `l + L/2`, then `l + L/4`, ...
 fn reduce_tree<const L: usize>(mut lanes: [f32; L]) -> f32 {
     let mut step = L / 2;
