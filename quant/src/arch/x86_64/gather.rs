@@ -207,6 +207,32 @@ pub(crate) fn gather_dots8<E: FFormat>(t: Avx2, xs: &[f32], m: Gathered<'_, E>, 
             return scalar::gather_dots_in::<E, 8>(xs, m, out);
         }
         let n = m.rows.len();
+        // Vectors three at a time over four rows (a row's chunk widened once for the three),
+        // then those left one at a time over eight rows.
+        let nq = xs.len() / m.len;
+        let triples = nq / 3;
+        for j in 0..triples {
+            let x: [&[f32]; 3] = std::array::from_fn(|g| &xs[(3 * j + g) * m.len..][..m.len]);
+            let (groups, _) = m.rows.as_chunks::<4>();
+            for (k, rows) in groups.iter().enumerate() {
+                let rows: [&[E]; 4] = std::array::from_fn(|l| m.row(rows[l]));
+                let o = dots4x3_avx2(t, x, &rows);
+                for (g, o) in o.iter().enumerate() {
+                    out[(3 * j + g) * n + 4 * k..][..4].copy_from_slice(o);
+                }
+            }
+            let done = 4 * groups.len();
+            let rest = &m.rows[done..];
+            if let Some(&last) = rest.last() {
+                let rows: [&[E]; 4] = std::array::from_fn(|l| m.row(*rest.get(l).unwrap_or(&last)));
+                let o = dots4x3_avx2(t, x, &rows);
+                for (g, o) in o.iter().enumerate() {
+                    out[(3 * j + g) * n + done..][..rest.len()].copy_from_slice(&o[..rest.len()]);
+                }
+            }
+        }
+        let xs = &xs[3 * triples * m.len..];
+        let out = &mut out[3 * triples * n..];
         let (groups, _) = m.rows.as_chunks::<8>();
         for (k, rows) in groups.iter().enumerate() {
             let rows: [&[E]; 8] = std::array::from_fn(|l| m.row(rows[l]));
@@ -231,6 +257,61 @@ pub(crate) fn gather_dots8<E: FFormat>(t: Avx2, xs: &[f32], m: Gathered<'_, E>, 
     }
     // SAFETY: the token proves the CPU has the features `run` is compiled for.
     unsafe { run(t, xs, m, out) }
+}
+
+/// `o[g][l] = x[g] · rows[l]` for three vectors and four rows of `x[0].len()` values (a
+/// multiple of 16): each row's chunk widened once for the three vectors, each product the
+/// chain of [`dots8_avx2`] (the same fused steps in the same order) and its tree (the same
+/// network on four rows, the other four places a copy), so the same bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dots4x3_avx2<E: FFormat>(t: Avx2, x: [&[f32]; 3], rows: &[&[E]; 4]) -> [[f32; 4]; 3] {
+    let len = x[0].len();
+    assert!(len.is_multiple_of(16) && x.iter().all(|x| x.len() == len));
+    assert!(rows.iter().all(|r| r.len() == len));
+    let mut acc = [[_mm256_setzero_ps(); 4]; 3];
+    for c in 0..len / 16 {
+        for l in 0..4 {
+            // SAFETY: `rows[l]` holds `len` values (asserted) and `16c + 16 <= len`.
+            let r = unsafe { &*rows[l].as_ptr().add(16 * c).cast::<[E; 16]>() };
+            let (r0, r1) = E::load16(t, r);
+            for (acc, x) in acc.iter_mut().zip(&x) {
+                // SAFETY: `x` holds `len` floats (asserted) and `16c + 16 <= len`.
+                let (x0, x1) = unsafe {
+                    (
+                        _mm256_loadu_ps(x.as_ptr().add(16 * c)),
+                        _mm256_loadu_ps(x.as_ptr().add(16 * c + 8)),
+                    )
+                };
+                acc[l] = _mm256_fmadd_ps(x0, r0, acc[l]);
+                acc[l] = _mm256_fmadd_ps(x1, r1, acc[l]);
+            }
+        }
+    }
+    acc.map(|acc| {
+        // The network of `dots8_avx2` with rows 4-7 a copy of rows 0-3: `+ 4`, then `+ 2`
+        // (rows 0 and 2 in the low half, 1 and 3 in the high), then `+ 1`.
+        let p: [__m256; 2] = std::array::from_fn(|i| {
+            let (a, b) = (acc[2 * i], acc[2 * i + 1]);
+            _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(a, b),
+                _mm256_permute2f128_ps::<0x31>(a, b),
+            )
+        });
+        let q = _mm256_add_ps(
+            _mm256_shuffle_ps::<0x44>(p[0], p[1]),
+            _mm256_shuffle_ps::<0xEE>(p[0], p[1]),
+        );
+        let r = _mm256_add_ps(
+            _mm256_shuffle_ps::<0x88>(q, q),
+            _mm256_shuffle_ps::<0xDD>(q, q),
+        );
+        let v = _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let mut o = [0f32; 8];
+        // SAFETY: `o` is 8 writable floats.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
+        [o[0], o[1], o[2], o[3]]
+    })
 }
 
 /// `o[l] = x · rows[l]` for eight rows of `x.len()` values (a multiple of 16), eight lanes
