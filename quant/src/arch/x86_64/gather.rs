@@ -216,7 +216,8 @@ pub(crate) fn gather_dots8<E: FFormat>(t: Avx2, xs: &[f32], m: Gathered<'_, E>, 
             let (groups, _) = m.rows.as_chunks::<4>();
             for (k, rows) in groups.iter().enumerate() {
                 let rows: [&[E]; 4] = std::array::from_fn(|l| m.row(rows[l]));
-                let o = dots4x3_avx2(t, x, &rows);
+                // SAFETY: each `x[g]` and each `m.row` holds `m.len` values, a multiple of 16.
+                let o = unsafe { dots4x3_avx2(t, x, &rows) };
                 for (g, o) in o.iter().enumerate() {
                     out[(3 * j + g) * n + 4 * k..][..4].copy_from_slice(o);
                 }
@@ -225,7 +226,8 @@ pub(crate) fn gather_dots8<E: FFormat>(t: Avx2, xs: &[f32], m: Gathered<'_, E>, 
             let rest = &m.rows[done..];
             if let Some(&last) = rest.last() {
                 let rows: [&[E]; 4] = std::array::from_fn(|l| m.row(*rest.get(l).unwrap_or(&last)));
-                let o = dots4x3_avx2(t, x, &rows);
+                // SAFETY: as above.
+                let o = unsafe { dots4x3_avx2(t, x, &rows) };
                 for (g, o) in o.iter().enumerate() {
                     out[(3 * j + g) * n + done..][..rest.len()].copy_from_slice(&o[..rest.len()]);
                 }
@@ -259,24 +261,28 @@ pub(crate) fn gather_dots8<E: FFormat>(t: Avx2, xs: &[f32], m: Gathered<'_, E>, 
     unsafe { run(t, xs, m, out) }
 }
 
-/// `o[g][l] = x[g] · rows[l]` for three vectors and four rows of `x[0].len()` values (a
-/// multiple of 16): each row's chunk widened once for the three vectors, each product the
-/// chain of [`dots8_avx2`] (the same fused steps in the same order) and its tree (the same
-/// network on four rows, the other four places a copy), so the same bits.
+/// `o[g][l] = x[g] · rows[l]` for three vectors and four rows: each row's chunk widened once
+/// for the three vectors, each product the chain of [`dots8_avx2`] (the same fused steps in
+/// the same order) and its tree ([`tree8`] with rows 4-7 a copy of rows 0-3), so the same
+/// bits.
+///
+/// # Safety
+/// Every `x[g]` and every row holds `x[0].len()` values, a multiple of 16 (the caller's
+/// shapes, checked once per call of [`gather_dots8`] rather than here per four rows).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dots4x3_avx2<E: FFormat>(t: Avx2, x: [&[f32]; 3], rows: &[&[E]; 4]) -> [[f32; 4]; 3] {
+unsafe fn dots4x3_avx2<E: FFormat>(t: Avx2, x: [&[f32]; 3], rows: &[&[E]; 4]) -> [[f32; 4]; 3] {
     let len = x[0].len();
-    assert!(len.is_multiple_of(16) && x.iter().all(|x| x.len() == len));
-    assert!(rows.iter().all(|r| r.len() == len));
+    debug_assert!(len.is_multiple_of(16) && x.iter().all(|x| x.len() == len));
+    debug_assert!(rows.iter().all(|r| r.len() == len));
     let mut acc = [[_mm256_setzero_ps(); 4]; 3];
     for c in 0..len / 16 {
         for l in 0..4 {
-            // SAFETY: `rows[l]` holds `len` values (asserted) and `16c + 16 <= len`.
+            // SAFETY: `rows[l]` holds `len` values (the contract) and `16c + 16 <= len`.
             let r = unsafe { &*rows[l].as_ptr().add(16 * c).cast::<[E; 16]>() };
             let (r0, r1) = E::load16(t, r);
             for (acc, x) in acc.iter_mut().zip(&x) {
-                // SAFETY: `x` holds `len` floats (asserted) and `16c + 16 <= len`.
+                // SAFETY: `x` holds `len` floats (the contract) and `16c + 16 <= len`.
                 let (x0, x1) = unsafe {
                     (
                         _mm256_loadu_ps(x.as_ptr().add(16 * c)),
@@ -288,25 +294,8 @@ fn dots4x3_avx2<E: FFormat>(t: Avx2, x: [&[f32]; 3], rows: &[&[E]; 4]) -> [[f32;
             }
         }
     }
-    acc.map(|acc| {
-        // The network of `dots8_avx2` with rows 4-7 a copy of rows 0-3: `+ 4`, then `+ 2`
-        // (rows 0 and 2 in the low half, 1 and 3 in the high), then `+ 1`.
-        let p: [__m256; 2] = std::array::from_fn(|i| {
-            let (a, b) = (acc[2 * i], acc[2 * i + 1]);
-            _mm256_add_ps(
-                _mm256_permute2f128_ps::<0x20>(a, b),
-                _mm256_permute2f128_ps::<0x31>(a, b),
-            )
-        });
-        let q = _mm256_add_ps(
-            _mm256_shuffle_ps::<0x44>(p[0], p[1]),
-            _mm256_shuffle_ps::<0xEE>(p[0], p[1]),
-        );
-        let r = _mm256_add_ps(
-            _mm256_shuffle_ps::<0x88>(q, q),
-            _mm256_shuffle_ps::<0xDD>(q, q),
-        );
-        let v = _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    acc.map(|[a0, a1, a2, a3]| {
+        let v = tree8(t, [a0, a1, a2, a3, a0, a1, a2, a3]);
         let mut o = [0f32; 8];
         // SAFETY: `o` is 8 writable floats.
         unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
@@ -336,6 +325,17 @@ fn dots8_avx2<E: FFormat>(t: Avx2, x: &[f32], rows: &[&[E]; 8], o: &mut [f32; 8]
             }
         }
     }
+    let v = tree8(t, acc);
+    // SAFETY: `o` is 8 writable floats.
+    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) }
+}
+
+/// The reference's tree over eight rows' lane sums, `acc[l]` holding row `l`'s eight lanes:
+/// `+ 4`, then `+ 2`, then `+ 1`, the same pairs in the same operand order; lane `l` of the
+/// result is row `l`'s product.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tree8(_: Avx2, acc: [__m256; 8]) -> __m256 {
     // `+ 4`: the low 128 bits of p[i] hold row 2i's four sums, the high row 2i + 1's.
     let p: [__m256; 4] = std::array::from_fn(|i| {
         let (a, b) = (acc[2 * i], acc[2 * i + 1]);
@@ -358,9 +358,7 @@ fn dots8_avx2<E: FFormat>(t: Avx2, x: &[f32], rows: &[&[E]; 8], o: &mut [f32; 8]
         _mm256_shuffle_ps::<0x88>(q[0], q[1]),
         _mm256_shuffle_ps::<0xDD>(q[0], q[1]),
     );
-    let v = _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    // SAFETY: `o` is 8 writable floats.
-    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) }
+    _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
 /// `out_g += Σ_i w[g·n + i] · row_i` in eight lanes (row `i` to lane `i mod 8`, zero weights
