@@ -347,7 +347,10 @@ fn unpack_panel(_: Avx2, qs: &[u8], nb: usize, w: &mut [__m256i]) {
     let ones16 = _mm256_set1_epi16(1);
     for k in 0..nb {
         let o = &mut w[k * UNPACKED / 32..(k + 1) * UNPACKED / 32];
-        let mut sums = [_mm256_setzero_si256(); 2];
+        // Each byte position (a row's quant slot) summed over the eight lines in bytes: eight
+        // values of −8..7 stay within −64..56. Then one `vpmaddubsw` and `vpmaddwd` per half
+        // add a row's four slots.
+        let mut bytes = [_mm256_setzero_si256(); 2];
         for c in 0..4 {
             for h in 0..2 {
                 // SAFETY: block `k`'s quants are bytes `256k..256k + 256` of `qs` (asserted).
@@ -358,14 +361,12 @@ fn unpack_panel(_: Avx2, qs: &[u8], nb: usize, w: &mut [__m256i]) {
                 let hi = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), eight);
                 o[2 * c + h] = lo;
                 o[2 * (c + 4) + h] = hi;
-                for q in [lo, hi] {
-                    let pairs = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16);
-                    sums[h] = _mm256_add_epi32(sums[h], pairs);
-                }
+                bytes[h] = _mm256_add_epi8(bytes[h], _mm256_add_epi8(lo, hi));
             }
         }
         for h in 0..2 {
-            o[16 + h] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sums[h], 7));
+            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, bytes[h]), ones16);
+            o[16 + h] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sums, 7));
         }
     }
 }
