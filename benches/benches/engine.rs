@@ -12,6 +12,9 @@
 //!   `PASSUNTIL_BENCH_SAMPLES=S` the samples (`benches/yardstick.py` uses 32 new tokens and
 //!   64 samples by default, beside llama.cpp's tools on the same shapes).
 //!
+//! - `sampling/weights`: the exponentials and their sum over one vocabulary row that a draw
+//!   at temperature 1 computes (no model).
+//!
 //! Each case runs twice on the native engine: `native` (8-bit activations, llama.cpp's bits)
 //! and `native-q8-fast` (the same activations on repacked weights, `Activations::Q8Fast`).
 //!
@@ -202,9 +205,25 @@ fn engines(c: &mut Criterion<Clock>) {
     }
 }
 
+/// One draw's weights over a vocabulary row of the default model's size: `e^(x − max)` for
+/// 49,152 logits spread over 30 nats and their sum ([`engine::weights::weights`], what a
+/// sample at temperature 1 computes per step), in logits per second.
+fn sampling(c: &mut Criterion<Clock>) {
+    let row: Vec<f32> = (0..49_152u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 8) as f32 / 16_777_216.0 * 30.0 - 20.0)
+        .collect();
+    let max = engine::weights::max_or_nan(&row).unwrap() as f64;
+    let mut w = Vec::new();
+    let mut g = c.benchmark_group("sampling");
+    g.throughput(Throughput::Elements(row.len() as u64));
+    g.bench_function("weights", |b| {
+        b.iter(|| engine::weights::weights(&row, max, 1.0, &mut w))
+    });
+}
+
 criterion_group! {
     name = benches;
     config = passuntil_benches::criterion();
-    targets = engines
+    targets = sampling, engines
 }
 criterion_main!(benches);
